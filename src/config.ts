@@ -1,0 +1,105 @@
+// The only reader of process.env. Every setting is BUBBLE_SANDBOX_<NAME>, validated once at
+// start-up; a bad value stops the process with a message naming the variable.
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+
+const MiB = 1024 * 1024;
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no', 'TRUE', 'FALSE', 'True', 'False'])
+  .transform((v) => ['true', '1', 'yes'].includes(v.toLowerCase()));
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+const num = (min: number, max: number) => z.coerce.number().min(min).max(max);
+
+const extensionList = z
+  .string()
+  .transform((raw, ctx) => {
+    try {
+      const parsed: unknown = JSON.parse(raw);
+      const list = z.array(z.string().regex(/^\.[A-Za-z0-9_-]{1,16}$/)).parse(parsed);
+      return list.map((e) => e.toLowerCase());
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'must be a JSON list of extensions such as [".csv",".txt"]' });
+      return z.NEVER;
+    }
+  });
+
+/** Each entry: env name suffix → schema, default (as the env string) and meaning (for .env.example and docs). */
+export const SETTINGS = {
+  HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'address the HTTP server listens on' },
+  PORT: { schema: int(0, 65535), default: '8000', doc: 'TCP port the HTTP server listens on' },
+  ENVIRONMENTS_DIR: { schema: z.string().min(1), default: 'environments', doc: 'directory of execution environments (<name>/pyproject.toml + <name>/.venv)' },
+  WORKSPACE_DIR: { schema: z.string().min(1), default: 'workspace_data', doc: 'root of session workspaces, volumes and session metadata' },
+  MAX_UPLOAD_SIZE_BYTES: { schema: int(1), default: String(10 * MiB), doc: 'max total bytes of one upload request (or of the files of one POST /v1/execute)' },
+  MAX_UPLOAD_FILES: { schema: int(1, 10_000), default: '100', doc: 'max number of files in one upload request' },
+  ALLOWED_EXTENSIONS: { schema: extensionList, default: '[".txt",".csv",".md",".json",".yaml",".yml",".tsv",".xml"]', doc: 'JSON list of allowed upload extensions, compared case-insensitively with the last suffix' },
+  EXECUTION_TIMEOUT_SECONDS: { schema: num(0.1, 86_400), default: '30', doc: 'default wall-clock timeout of one execution' },
+  MAX_EXECUTION_TIMEOUT_SECONDS: { schema: num(0.1, 86_400), default: '300', doc: 'largest timeout_seconds a request may ask for' },
+  MAX_OUTPUT_CHARS: { schema: int(100, 100_000_000), default: '100000', doc: 'per-stream cap on stdout/stderr characters returned (head and tail kept)' },
+  SESSION_IDLE_TIMEOUT_SECONDS: { schema: num(1, 31_536_000), default: '3600', doc: 'a session idle longer than this is removed with its data' },
+  SWEEP_INTERVAL_SECONDS: { schema: num(0.1, 86_400), default: '30', doc: 'how often idle sessions are looked for' },
+  MAX_SESSIONS: { schema: int(1, 100_000), default: '50', doc: 'max concurrent sessions' },
+  ALLOW_PERSISTENT_SESSIONS: { schema: bool, default: 'true', doc: 'whether DELETE with clear_data=false (keep the workspace) is allowed' },
+  LOG_LEVEL: { schema: z.string().transform((v) => v.toLowerCase()).pipe(z.enum(['trace', 'debug', 'info', 'warn', 'warning', 'error', 'fatal', 'silent', 'critical'])).transform((v) => (v === 'warning' ? 'warn' : v === 'critical' ? 'fatal' : v)), default: 'INFO', doc: 'log level: TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL (case-insensitive)' },
+  API_KEY: { schema: z.string().min(16, 'must be at least 16 characters').optional(), default: undefined, doc: 'when set, every /v1 route requires Authorization: Bearer <key>' },
+  MAX_CONCURRENT_EXECUTIONS: { schema: int(1, 1024), default: String(Math.max(1, os.availableParallelism())), doc: 'sandboxes running at once across all sessions (default: number of cores)' },
+  MAX_QUEUED_EXECUTIONS: { schema: int(0, 100_000), default: '64', doc: 'executions waiting for a free slot before new ones get 429 BUSY' },
+  MEMORY_LIMIT_BYTES: { schema: int(16 * MiB), default: String(512 * MiB), doc: 'memory limit of one execution (cgroup; no swap)' },
+  PIDS_LIMIT: { schema: int(8, 1_000_000), default: '128', doc: 'max processes/threads of one execution (cgroup pids.max)' },
+  CPU_CORES: { schema: num(0.01, 1024), default: '1', doc: 'CPU cores one execution may use (cgroup cpu quota)' },
+  TMP_SIZE_BYTES: { schema: int(MiB), default: String(64 * MiB), doc: 'size of the private /tmp tmpfs of one execution' },
+  WORKSPACE_QUOTA_BYTES: { schema: int(MiB), default: String(512 * MiB), doc: 'max size of one file written inside the sandbox (RLIMIT_FSIZE) and of a session workspace where quotas are enforced' },
+  MAX_OPEN_FILES: { schema: int(16, 1_048_576), default: '1024', doc: 'RLIMIT_NOFILE inside the sandbox' },
+  CGROUPS: { schema: z.enum(['auto', 'off']), default: 'auto', doc: 'auto: use cgroup v2 or v1 when writable; off: rlimits only' },
+  SANDBOX_UID_BASE: { schema: int(1000, 2 ** 31 - 70_000), default: '200000', doc: 'when running as root: first host uid/gid given to sandboxes (one per session)' },
+  SANDBOX_UID_COUNT: { schema: int(1, 65_536), default: '4096', doc: 'size of the host uid range for sandboxes' },
+  MAX_OUTPUT_FILES: { schema: int(0, 10_000), default: '20', doc: 'POST /v1/execute: max output files returned inline' },
+  MAX_OUTPUT_FILE_BYTES: { schema: int(0), default: String(MiB), doc: 'POST /v1/execute: max bytes of one output file returned inline' },
+  SHUTDOWN_GRACE_SECONDS: { schema: num(0, 3600), default: '10', doc: 'on SIGTERM, how long running executions may finish before they are killed' },
+  READY_CACHE_SECONDS: { schema: num(0, 3600), default: '10', doc: 'how long /readyz reuses its last sandbox probe' },
+  BWRAP_PATH: { schema: z.string().min(1), default: 'bwrap', doc: 'bubblewrap binary' },
+} as const;
+
+type Settings = typeof SETTINGS;
+type SettingValue<K extends keyof Settings> = z.output<Settings[K]['schema']>;
+
+export type Config = Readonly<{ [K in keyof Settings as CamelCase<K>]: SettingValue<K> }>;
+
+type CamelCase<S extends string> = S extends `${infer H}_${infer T}` ? `${Lowercase<H>}${Capitalize<CamelCase<T>>}` : Lowercase<S>;
+
+export const ENV_PREFIX = 'BUBBLE_SANDBOX_';
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+function camel(key: string): string {
+  return key.toLowerCase().replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
+}
+
+/** Parse settings from an environment map (process.env by default). Throws ConfigError naming the variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
+  const out: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [key, spec] of Object.entries(SETTINGS)) {
+    const variable = ENV_PREFIX + key;
+    const raw = env[variable] ?? spec.default;
+    const parsed = (spec.schema as z.ZodType).safeParse(raw === '' && spec.default === undefined ? undefined : raw);
+    if (!parsed.success) {
+      const why = parsed.error.issues.map((i) => i.message).join('; ');
+      problems.push(`${variable}=${JSON.stringify(raw)}: ${why}`);
+      continue;
+    }
+    out[camel(key)] = parsed.data;
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join(', ')}`);
+  const cfg = out as Config & Record<string, unknown>;
+  if (cfg.executionTimeoutSeconds > cfg.maxExecutionTimeoutSeconds) {
+    throw new ConfigError(`invalid configuration: ${ENV_PREFIX}EXECUTION_TIMEOUT_SECONDS exceeds ${ENV_PREFIX}MAX_EXECUTION_TIMEOUT_SECONDS`);
+  }
+  out.environmentsDir = path.resolve(cwd, cfg.environmentsDir);
+  out.workspaceDir = path.resolve(cwd, cfg.workspaceDir);
+  return Object.freeze(out) as Config;
+}

@@ -1,0 +1,115 @@
+// The bwrap command line as a pure function of a policy. Nothing outside src/sandbox builds a
+// bwrap argument. Options travel NUL-separated through `--args <fd>` so neither /proc/1/cmdline
+// inside nor `ps` on the host shows mounts or environment values.
+
+/** How a host system path appears inside: read-only bind, or a symlink (merged-/usr hosts). */
+export type SystemMount =
+  | { kind: 'ro-bind'; source: string; dest: string }
+  | { kind: 'symlink'; target: string; dest: string };
+
+/** Where things live inside the sandbox. */
+export const SANDBOX_PATHS = {
+  workspace: '/workspace',
+  volumes: '/volumes',
+  venv: '/opt/venv',
+  scriptDir: '/sandbox',
+  script: '/sandbox/main.py',
+  tmp: '/tmp',
+} as const;
+
+export const SANDBOX_UID = 1000;
+export const SANDBOX_GID = 1000;
+export const SANDBOX_HOSTNAME = 'sandbox';
+
+export interface BwrapPolicy {
+  /** Read-only system directories and merged-/usr symlinks. */
+  systemMounts: readonly SystemMount[];
+  /** Files placed read-only under /etc: generated ones (passwd, hosts, ...) and a few host ones. */
+  etcFiles: readonly { source: string; dest: string }[];
+  /** Host directory of the environment's virtual environment, mounted read-only at /opt/venv. */
+  venvDir: string | null;
+  /** A program text to place at /sandbox/main.py (read from an fd, never from the workspace). */
+  hasScript: boolean;
+  /** Volumes, mounted at /volumes/<name>; their sources are passed as O_PATH fds. */
+  volumes: readonly { name: string; mode: 'ro' | 'rw' }[];
+  /** Whether a seccomp program is passed on an fd. */
+  seccomp: boolean;
+  tmpSizeBytes: number;
+  env: Readonly<Record<string, string>>;
+  command: readonly string[];
+}
+
+/** What each extra descriptor (from 3 upwards, in order) must carry. */
+export type FdRole =
+  | { role: 'args' }
+  | { role: 'seccomp' }
+  | { role: 'script' }
+  | { role: 'workspace' }
+  | { role: 'volume'; name: string };
+
+export interface BwrapInvocation {
+  /** argv after the bwrap binary: only `--args N -- command...` is visible. */
+  argv: string[];
+  /** The options written NUL-separated to the args fd. */
+  options: string[];
+  /** Descriptor roles; fdRoles[i] is fd 3 + i in the child. */
+  fdRoles: FdRole[];
+}
+
+export function buildBwrapInvocation(policy: BwrapPolicy): BwrapInvocation {
+  const fdRoles: FdRole[] = [{ role: 'args' }];
+  const fdOf = (role: FdRole): string => {
+    fdRoles.push(role);
+    return String(2 + fdRoles.length);
+  };
+
+  const o: string[] = [
+    // Namespaces: user, pid, net, ipc, uts, cgroup, mount; no nested user namespaces.
+    '--unshare-all', '--unshare-user', '--disable-userns',
+    '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_GID),
+    '--hostname', SANDBOX_HOSTNAME,
+    '--die-with-parent', '--new-session', '--cap-drop', 'ALL',
+    '--clearenv',
+  ];
+  for (const [k, v] of Object.entries(policy.env)) o.push('--setenv', k, v);
+
+  for (const m of policy.systemMounts) {
+    if (m.kind === 'ro-bind') o.push('--ro-bind', m.source, m.dest);
+    else o.push('--symlink', m.target, m.dest);
+  }
+  o.push('--dir', '/etc');
+  for (const f of policy.etcFiles) o.push('--ro-bind', f.source, f.dest);
+  if (policy.venvDir !== null) o.push('--ro-bind', policy.venvDir, SANDBOX_PATHS.venv);
+
+  o.push('--proc', '/proc', '--dev', '/dev');
+  o.push('--size', String(policy.tmpSizeBytes), '--tmpfs', SANDBOX_PATHS.tmp);
+
+  // The script lives on a bwrap-made tmpfs outside the workspace: no setup target is ever
+  // placed beneath a directory the sandbox can write (bwrap 0.8 follows planted symlinks there).
+  if (policy.hasScript) {
+    o.push('--tmpfs', SANDBOX_PATHS.scriptDir);
+    o.push('--ro-bind-data', fdOf({ role: 'script' }), SANDBOX_PATHS.script);
+    o.push('--remount-ro', SANDBOX_PATHS.scriptDir);
+  }
+  o.push('--bind-fd', fdOf({ role: 'workspace' }), SANDBOX_PATHS.workspace);
+  if (policy.volumes.length > 0) {
+    o.push('--dir', SANDBOX_PATHS.volumes);
+    for (const v of policy.volumes) {
+      const flag = v.mode === 'rw' ? '--bind-fd' : '--ro-bind-fd';
+      o.push(flag, fdOf({ role: 'volume', name: v.name }), `${SANDBOX_PATHS.volumes}/${v.name}`);
+    }
+  }
+  if (policy.seccomp) o.push('--seccomp', fdOf({ role: 'seccomp' }));
+  o.push('--remount-ro', '/');
+  o.push('--chdir', SANDBOX_PATHS.workspace);
+
+  return { argv: ['--args', '3', '--', ...policy.command], options: o, fdRoles };
+}
+
+/** Encode options for `--args`: each argument NUL-terminated. */
+export function encodeArgs(options: readonly string[]): Buffer {
+  for (const a of options) {
+    if (a.includes('\0')) throw new Error('bwrap option contains a NUL byte');
+  }
+  return Buffer.from(options.map((a) => `${a}\0`).join(''), 'utf8');
+}

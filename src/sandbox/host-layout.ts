@@ -1,0 +1,73 @@
+// What of the host's filesystem the sandbox sees, decided once at start-up: the system
+// directories read-only (as symlinks where /usr is merged) and a minimal /etc. Nothing of /home,
+// /root, /run, /sys or host sockets, and no host /etc secrets.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { SystemMount } from './bwrap-args.js';
+import { SANDBOX_GID, SANDBOX_HOSTNAME, SANDBOX_UID } from './bwrap-args.js';
+
+const SYSTEM_DIRS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
+
+/** Host /etc entries that programs need and that hold no secrets. */
+const HOST_ETC = [
+  'ld.so.cache', 'ld.so.conf', 'ld.so.conf.d', 'alternatives', 'ssl', 'ca-certificates',
+  'localtime', 'mime.types', 'matplotlibrc', 'fonts', 'python3', 'python3.11', 'python3.12', 'python3.13',
+];
+
+export interface HostLayout {
+  systemMounts: SystemMount[];
+  etcFiles: { source: string; dest: string }[];
+  /** Directory holding the generated /etc files; removed by dispose(). */
+  generatedEtcDir: string;
+  dispose(): void;
+}
+
+export function detectSystemMounts(root = '/'): SystemMount[] {
+  const mounts: SystemMount[] = [];
+  for (const dir of SYSTEM_DIRS) {
+    const hostPath = path.join(root, dir);
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(hostPath);
+    } catch {
+      continue;
+    }
+    if (st.isSymbolicLink()) mounts.push({ kind: 'symlink', target: fs.readlinkSync(hostPath), dest: dir });
+    else if (st.isDirectory()) mounts.push({ kind: 'ro-bind', source: hostPath, dest: dir });
+  }
+  return mounts;
+}
+
+function generatedEtc(): Record<string, string> {
+  return {
+    passwd: `root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:${SANDBOX_UID}:${SANDBOX_GID}:sandbox:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
+    group: `root:x:0:\nsandbox:x:${SANDBOX_GID}:\nnogroup:x:65534:\n`,
+    hosts: `127.0.0.1\tlocalhost ${SANDBOX_HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n`,
+    hostname: `${SANDBOX_HOSTNAME}\n`,
+    'nsswitch.conf': 'passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\nprotocols: files\nservices: files\n',
+    'resolv.conf': '# no network inside the sandbox\n',
+  };
+}
+
+/** Build the layout: writes the generated /etc files into a fresh private directory. */
+export function createHostLayout(): HostLayout {
+  const generatedEtcDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-sandbox-etc-'));
+  fs.chmodSync(generatedEtcDir, 0o755);
+  const etcFiles: { source: string; dest: string }[] = [];
+  for (const [name, content] of Object.entries(generatedEtc())) {
+    const file = path.join(generatedEtcDir, name);
+    fs.writeFileSync(file, content, { mode: 0o644 });
+    etcFiles.push({ source: file, dest: `/etc/${name}` });
+  }
+  for (const name of HOST_ETC) {
+    const hostPath = path.join('/etc', name);
+    if (fs.existsSync(hostPath)) etcFiles.push({ source: hostPath, dest: hostPath });
+  }
+  return {
+    systemMounts: detectSystemMounts(),
+    etcFiles,
+    generatedEtcDir,
+    dispose: () => fs.rmSync(generatedEtcDir, { recursive: true, force: true }),
+  };
+}
