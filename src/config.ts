@@ -1,7 +1,9 @@
 // The only reader of process.env. Every setting is BUBBLE_SANDBOX_<NAME>, validated once at
 // start-up; a bad value stops the process with a message naming the variable.
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import dotenv from 'dotenv';
 import { z } from 'zod';
 
 const MiB = 1024 * 1024;
@@ -102,4 +104,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   out.environmentsDir = path.resolve(cwd, cfg.environmentsDir);
   out.workspaceDir = path.resolve(cwd, cfg.workspaceDir);
   return Object.freeze(out) as Config;
+}
+
+/** process.env with a .env file (if present) underneath it: real variables win. */
+export function environmentWithDotEnv(file = path.resolve('.env')): NodeJS.ProcessEnv {
+  let fromFile: Record<string, string> = {};
+  try {
+    fromFile = dotenv.parse(fs.readFileSync(file));
+  } catch {
+    // no .env file: environment variables only
+  }
+  return { ...fromFile, ...process.env };
 }

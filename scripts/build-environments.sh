@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds environments/<name>/.venv for every environment from its pyproject.toml.
+# With a reachable package index the dependencies are installed with pip (or uv); without one
+# (CI machines, air-gapped hosts) the venv uses the system's site packages, and the Debian
+# packages listed under [tool.bubble-sandbox] debian-packages are installed when we may.
+# The venv is always built from /usr/bin/python3: the sandbox mounts /usr, not /root or /opt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+ENV_DIR=${BUBBLE_SANDBOX_ENVIRONMENTS_DIR:-environments}
+FORCE=${FORCE_REBUILD:-0}
+
+[ -x "$PY" ] || { echo "error: $PY is missing (apt-get install -y python3 python3-venv)" >&2; exit 1; }
+
+index_reachable() {
+  timeout 8 "$PY" - <<'PYEOF' >/dev/null 2>&1
+import urllib.request
+urllib.request.urlopen("https://pypi.org/simple/pip/", timeout=6).read(1)
+PYEOF
+}
+
+toml_list() { # toml_list <file> <key>: prints the items of a one-line or multi-line TOML string list
+  "$PY" - "$1" "$2" <<'PYEOF'
+import sys, re
+text = open(sys.argv[1]).read()
+m = re.search(r'^' + re.escape(sys.argv[2]) + r'\s*=\s*\[(.*?)\]', text, re.S | re.M)
+for item in re.findall(r'"([^"]+)"|\'([^\']+)\'', m.group(1) if m else ''):
+    print(item[0] or item[1])
+PYEOF
+}
+
+ONLINE=""
+for dir in "$ENV_DIR"/*/; do
+  name=$(basename "$dir")
+  [ -f "$dir/pyproject.toml" ] || continue
+  mapfile -t deps < <(toml_list "$dir/pyproject.toml" dependencies)
+  mapfile -t debs < <(toml_list "$dir/pyproject.toml" debian-packages)
+  stamp="$dir/.venv/.bubble-sandbox-built"
+  if [ "$FORCE" != 1 ] && [ -f "$stamp" ] && [ "$stamp" -nt "$dir/pyproject.toml" ]; then
+    echo "environment $name: up to date"
+    continue
+  fi
+  rm -rf "$dir/.venv"
+  if [ ${#deps[@]} -eq 0 ]; then
+    "$PY" -m venv --without-pip "$dir/.venv"
+  else
+    [ -n "$ONLINE" ] || { if index_reachable; then ONLINE=yes; else ONLINE=no; fi; }
+    if [ "$ONLINE" = yes ]; then
+      "$PY" -m venv "$dir/.venv"
+      "$dir/.venv/bin/python" -m pip install --quiet --disable-pip-version-check "${deps[@]}"
+    else
+      missing=()
+      for deb in "${debs[@]}"; do dpkg -s "$deb" >/dev/null 2>&1 || missing+=("$deb"); done
+      if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+          apt-get install -y -q "${missing[@]}" >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
+        else
+          echo "error: environment $name needs: sudo apt-get install -y ${missing[*]}" >&2
+          exit 1
+        fi
+      fi
+      "$PY" -m venv --without-pip --system-site-packages "$dir/.venv"
+    fi
+  fi
+  for dep in "${deps[@]}"; do
+    mod=$(echo "$dep" | sed -E 's/[<>=!~;[ ].*//; s/-/_/g')
+    "$dir/.venv/bin/python" -c "import $mod" || { echo "error: environment $name cannot import $mod" >&2; exit 1; }
+  done
+  touch "$stamp"
+  echo "environment $name: built (${deps[*]:-standard library only})"
+done

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One command from a fresh clone to a running service:
+#   ./setup.sh              install what is missing, build environments and the service, start it
+#   ./setup.sh --no-start   the same, without starting (CI, images)
+# System packages are installed when we are root (or have passwordless sudo); otherwise the
+# exact command to run is printed and we stop.
+set -euo pipefail
+cd "$(dirname "$0")"
+START=1
+[ "${1:-}" = "--no-start" ] && START=0
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo"; else SUDO="none"; fi
+fi
+
+need=()
+command -v bwrap >/dev/null || need+=(bubblewrap)
+[ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+command -v setpriv >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$SUDO" = none ]; then
+    echo "Missing system packages. Run: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+  echo "Installing system packages: ${need[*]}"
+  $SUDO apt-get update -q >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+fi
+
+if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "Node.js 20 or newer is required (found: $(node --version 2>/dev/null || echo none))." >&2
+  echo "Install it from your distribution or nodejs.org, then run ./setup.sh again." >&2
+  exit 1
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+if [ "$SUDO" = none ]; then
+  bash scripts/build-environments.sh
+else
+  $SUDO bash scripts/build-environments.sh
+fi
+npm run build --silent
+[ -f .env ] || cp .env.example .env
+
+node bin/bubble-sandbox.js check || {
+  echo "The sandbox probe failed: see the reason above. The service starts, but /readyz will report it." >&2
+}
+if [ "$START" = 1 ]; then
+  exec npm start
+fi

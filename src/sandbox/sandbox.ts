@@ -1,0 +1,126 @@
+// The sandbox as one object: host layout, seccomp program, cgroups and runner, built once from
+// the configuration, plus the probe that tells whether a real sandbox can start here.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { createCgroupManager, type CgroupManager } from './cgroups.js';
+import { createHostLayout, type HostLayout } from './host-layout.js';
+import { createSandboxRunner, type SandboxRunner } from './runner.js';
+import { buildSeccompProgram, hostSeccompArch } from './seccomp.js';
+import type { ResourceLimits } from './types.js';
+
+export interface ProbeResult {
+  available: boolean;
+  reason: string | null;
+  duration_ms: number;
+}
+
+export interface Sandbox {
+  runner: SandboxRunner;
+  cgroupMode: 'v2' | 'v1' | 'none';
+  cgroupReason: string | null;
+  seccomp: boolean;
+  /** Host uid/gid for sandboxes: null when we are not root (they run as us). */
+  identityFor(slot: number): { uid: number; gid: number } | null;
+  defaultLimits: ResourceLimits;
+  probe(): Promise<ProbeResult>;
+  close(): Promise<void>;
+}
+
+export function limitsFromConfig(config: Config): ResourceLimits {
+  return {
+    memoryBytes: config.memoryLimitBytes,
+    pids: config.pidsLimit,
+    cpuCores: config.cpuCores,
+    tmpSizeBytes: config.tmpSizeBytes,
+    fileSizeBytes: config.workspaceQuotaBytes,
+    openFiles: config.maxOpenFiles,
+  };
+}
+
+export const IS_ROOT = process.getuid?.() === 0;
+
+/** Explain a failed probe from what bwrap printed, without host paths. */
+export function explainProbeFailure(exitCode: number | null, stderr: string): string {
+  if (exitCode === 127 || /bwrap: (?:not found|No such file)/.test(stderr)) return 'bwrap (bubblewrap) is not installed or not in PATH';
+  if (/setpriv: (?:not found|No such file)/.test(stderr)) return 'setpriv (util-linux) is not installed';
+  if (/No permissions to creat|setting up uid map|Creating new (?:user )?namespace failed|unshare .*Operation not permitted|user namespace/i.test(stderr)) {
+    return 'user namespaces are not permitted for this user (check kernel.unprivileged_userns_clone, user.max_user_namespaces, or the container seccomp/AppArmor profile)';
+  }
+  if (/seccomp/i.test(stderr)) return 'the seccomp filter could not be loaded';
+  const first = stderr.split('\n').find((l) => l.trim().length > 0) ?? `exit code ${String(exitCode)}`;
+  return `the sandbox failed to start: ${first.replace(/\/[^\s:'"]+/g, '<path>').slice(0, 200)}`;
+}
+
+export async function createSandbox(config: Config, logger?: Logger): Promise<Sandbox> {
+  const layout: HostLayout = createHostLayout();
+  const arch = hostSeccompArch();
+  const seccompProgram = arch ? buildSeccompProgram(arch) : null;
+  if (!seccompProgram) logger?.warn({ arch: process.arch }, 'no seccomp program for this architecture; running without a syscall filter');
+
+  let cgroups: CgroupManager | null = null;
+  if (config.cgroups === 'auto') {
+    cgroups = await createCgroupManager({ ...(logger ? { logger } : {}) });
+    if (cgroups.mode === 'none') logger?.warn({ reason: cgroups.reason }, 'cgroups unavailable: memory, process and CPU limits fall back to rlimits');
+  }
+  const runner: SandboxRunner = createSandboxRunner({
+    bwrapPath: config.bwrapPath,
+    layout,
+    seccompProgram,
+    cgroups: cgroups && cgroups.mode !== 'none' ? cgroups : null,
+    ...(logger ? { logger } : {}),
+  });
+  const defaultLimits = limitsFromConfig(config);
+
+  const identityFor = (slot: number) => {
+    if (!IS_ROOT) return null;
+    // One host uid per slot (session); one shared group, so rw volumes can be shared.
+    const uid = config.sandboxUidBase + (slot % config.sandboxUidCount);
+    return { uid, gid: config.sandboxUidBase };
+  };
+
+  async function probe(): Promise<ProbeResult> {
+    const started = performance.now();
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-sandbox-probe-'));
+    const workspace = path.join(parent, 'ws');
+    try {
+      fs.chmodSync(parent, 0o711); // the sandbox uid must be able to reach its workspace
+      fs.mkdirSync(workspace);
+      const identity = identityFor(0);
+      if (identity) fs.chownSync(workspace, identity.uid, identity.gid);
+      const r = await runner.run({
+        environment: null,
+        workspaceDir: workspace,
+        volumes: [],
+        program: { kind: 'command', command: 'echo probe-ok' },
+        timeoutMs: 10_000,
+        maxOutputChars: 2000,
+        limits: defaultLimits,
+        identity,
+      });
+      const ok = r.status === 'ok' && r.stdout === 'probe-ok\n';
+      return { available: ok, reason: ok ? null : explainProbeFailure(r.exit_code, r.stderr), duration_ms: Math.round(performance.now() - started) };
+    } catch (err) {
+      logger?.error({ err }, 'sandbox probe failed');
+      return { available: false, reason: 'the sandbox probe could not run (see the service log)', duration_ms: Math.round(performance.now() - started) };
+    } finally {
+      fs.rmSync(parent, { recursive: true, force: true });
+    }
+  }
+
+  return {
+    runner,
+    cgroupMode: cgroups?.mode ?? 'none',
+    cgroupReason: config.cgroups === 'off' ? 'disabled by BUBBLE_SANDBOX_CGROUPS=off' : (cgroups?.reason ?? null),
+    seccomp: seccompProgram !== null,
+    identityFor,
+    defaultLimits,
+    probe,
+    close: async () => {
+      await cgroups?.close();
+      layout.dispose();
+    },
+  };
+}

@@ -1,0 +1,129 @@
+// buildApp(deps) → a Fastify instance with every route; it never listens (main.ts does).
+import { createHash, timingSafeEqual } from 'node:crypto';
+import multipart from '@fastify/multipart';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import {
+  hasZodFastifySchemaValidationErrors, jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { Sandbox } from '../sandbox/sandbox.js';
+import type { SessionManager } from '../sessions/session-manager.js';
+import { AppError, UnauthorizedError, errorBody } from './errors.js';
+import type { Metrics } from './metrics.js';
+import { environmentRoutes } from './routes/environments.js';
+import { executeRoutes } from './routes/execute.js';
+import { fileRoutes } from './routes/files.js';
+import { probeRoutes } from './routes/probes.js';
+import { sessionRoutes } from './routes/sessions.js';
+
+export interface AppDeps {
+  config: Config;
+  sandbox: Sandbox;
+  sessions: SessionManager;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    deps: AppDeps;
+  }
+}
+
+const VERSION = '0.1.0';
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config } = deps;
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    requestTimeout: 120_000,
+    connectionTimeout: 0,
+    keepAliveTimeout: 10_000,
+    bodyLimit: 1024 * 1024,
+    disableRequestLogging: false,
+    requestIdHeader: 'x-request-id',
+    requestIdLogLabel: 'reqId',
+    genReqId: () => crypto.randomUUID(),
+    routerOptions: { maxParamLength: 2048 },
+    ajv: { customOptions: { coerceTypes: false } },
+  }).withTypeProvider<ZodTypeProvider>();
+  app.server.headersTimeout = 15_000;
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.decorate('deps', deps);
+
+  app.setErrorHandler((err: FastifyError | AppError | Error, request, reply) => {
+    let status = 500;
+    let code = 'INTERNAL_ERROR';
+    let message = 'Internal server error';
+    if (err instanceof AppError) {
+      status = err.statusCode;
+      code = err.code;
+      message = err.message;
+      for (const [k, v] of Object.entries(err.headers)) void reply.header(k, v);
+    } else if (hasZodFastifySchemaValidationErrors(err)) {
+      status = 400;
+      code = 'FST_ERR_VALIDATION';
+      message = err.validation
+        .map((v) => `${err.validationContext ?? 'request'}${v.instancePath ? v.instancePath.replace(/\//g, '.') : ''}: ${v.message}`)
+        .join('; ');
+    } else {
+      const e = err as FastifyError & { statusCode?: unknown };
+      if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+        status = e.statusCode;
+        code = typeof e.code === 'string' ? e.code : 'BAD_REQUEST';
+        message = e.message;
+      }
+    }
+    if (status >= 500) request.log.error({ err }, 'request failed');
+    deps.metrics.rejected.inc({ reason: code });
+    void reply.code(status).send(errorBody(status, code, message));
+  });
+  app.setNotFoundHandler((request, reply) => {
+    deps.metrics.rejected.inc({ reason: 'NOT_FOUND' });
+    void reply.code(404).send(errorBody(404, 'NOT_FOUND', `Route ${request.method} ${request.url.split('?')[0] ?? ''} not found`));
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'bubble-sandbox', description: 'Run untrusted Python and shell code in bubblewrap sandboxes', version: VERSION },
+      components: config.apiKey ? { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } } : {},
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(multipart, {
+    limits: { fileSize: config.maxUploadSizeBytes, files: config.maxUploadFiles, fields: 20, parts: config.maxUploadFiles + 20, fieldSize: 64 * 1024, headerPairs: 200 },
+  });
+
+  await app.register(probeRoutes);
+  app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
+
+  const expected = config.apiKey ? digest(config.apiKey) : null;
+  await app.register(
+    async (v1) => {
+      if (expected) {
+        v1.addHook('onRequest', async (request) => {
+          const header = request.headers.authorization ?? '';
+          const m = /^Bearer\s+(.+)$/i.exec(header);
+          if (!m?.[1] || !timingSafeEqual(digest(m[1]), expected)) throw new UnauthorizedError();
+        });
+      }
+      await v1.register(environmentRoutes);
+      await v1.register(sessionRoutes);
+      await v1.register(fileRoutes);
+      await v1.register(executeRoutes);
+    },
+    { prefix: '/v1' },
+  );
+  return app;
+}

@@ -1,0 +1,55 @@
+// Process entry of the service: config → sandbox → session manager → app → listen, and a
+// graceful shutdown on SIGTERM/SIGINT.
+import pino, { type Logger } from 'pino';
+import type { Config } from '../config.js';
+import { createSandbox } from '../sandbox/sandbox.js';
+import { SessionManager } from '../sessions/session-manager.js';
+import { buildApp } from './app.js';
+import { createMetrics, metricsObserver } from './metrics.js';
+
+export function createLogger(config: Config): Logger {
+  return pino({
+    level: config.logLevel,
+    base: { service: 'bubble-sandbox' },
+    redact: { paths: ['req.headers.authorization', 'headers.authorization'], censor: '[redacted]' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  });
+}
+
+const LOOPBACK = /^(127\.|::1$|localhost$)/;
+
+export async function runServer(config: Config): Promise<void> {
+  const logger = createLogger(config);
+  const sandbox = await createSandbox(config, logger);
+  const metrics = createMetrics();
+  const sessions = new SessionManager({ config, sandbox, logger, observer: metricsObserver(metrics) });
+  await sessions.init();
+  const app = await buildApp({ config, sandbox, sessions, metrics, logger });
+
+  if (!config.apiKey && !LOOPBACK.test(config.host)) {
+    logger.warn({ host: config.host }, 'listening beyond loopback without BUBBLE_SANDBOX_API_KEY: anyone who can reach this port can run code');
+  }
+  const probe = await sandbox.probe();
+  if (probe.available) logger.info({ cgroups: sandbox.cgroupMode, seccomp: sandbox.seccomp, probe_ms: probe.duration_ms }, 'sandbox probe passed');
+  else logger.error({ reason: probe.reason }, 'sandbox probe failed: executions will fail until this is fixed (see /readyz)');
+  if (sandbox.cgroupMode === 'none') logger.warn({ reason: sandbox.cgroupReason }, 'no cgroups: memory, process and CPU limits are rlimits only');
+
+  await app.listen({ host: config.host, port: config.port });
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal, grace_seconds: config.shutdownGraceSeconds }, 'shutting down');
+    const closing = app.close();
+    await sessions.close(config.shutdownGraceSeconds * 1000);
+    await closing;
+    await sandbox.close();
+    logger.info('stopped');
+    logger.flush();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+  await new Promise<never>(() => undefined);
+}

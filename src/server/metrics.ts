@@ -1,0 +1,44 @@
+// Prometheus metrics from a registry per app instance (tests build many apps in one process).
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface Metrics {
+  registry: Registry;
+  executions: Counter<'status'>;
+  executionDuration: Histogram;
+  sessionsActive: Gauge;
+  uploadBytes: Counter;
+  rejected: Counter<'reason'>;
+  executionsRunning: Gauge;
+}
+
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'bubble_sandbox_process_' });
+  return {
+    registry,
+    executions: new Counter({ name: 'bubble_sandbox_executions_total', help: 'Executions finished, by status', labelNames: ['status'], registers: [registry] }),
+    executionDuration: new Histogram({
+      name: 'bubble_sandbox_execution_duration_seconds',
+      help: 'Wall-clock duration of executions',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+      registers: [registry],
+    }),
+    sessionsActive: new Gauge({ name: 'bubble_sandbox_sessions_active', help: 'Sessions that exist now', registers: [registry] }),
+    uploadBytes: new Counter({ name: 'bubble_sandbox_upload_bytes_total', help: 'Bytes accepted by uploads', registers: [registry] }),
+    rejected: new Counter({ name: 'bubble_sandbox_rejected_requests_total', help: 'Requests refused, by reason (error code)', labelNames: ['reason'], registers: [registry] }),
+    executionsRunning: new Gauge({ name: 'bubble_sandbox_executions_running', help: 'Sandboxes running now', registers: [registry] }),
+  };
+}
+
+/** Feeds execution and session events from the session manager into the metrics. */
+export function metricsObserver(metrics: Metrics) {
+  return {
+    onFinished(result: { status: string; duration_ms: number }): void {
+      metrics.executions.inc({ status: result.status });
+      metrics.executionDuration.observe(result.duration_ms / 1000);
+    },
+    onSessionCountChanged(n: number): void {
+      metrics.sessionsActive.set(n);
+    },
+  };
+}

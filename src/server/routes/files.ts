@@ -1,0 +1,117 @@
+// Files in a session: upload (multipart, staged then committed), list, download, delete.
+// Every host-side operation goes through workspace-fs, which never follows a link.
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { MultipartFile } from '@fastify/multipart';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import {
+  commitStagedFile, deleteFileSafe, listFiles, readFileSafe, removeTreeSafe, stageFile, validateRelativePath,
+  type StagedFile,
+} from '../../sessions/workspace-fs.js';
+import { AppError, BadRequestError, ExtensionNotAllowedError, UploadTooLargeError } from '../errors.js';
+import { ErrorSchema, FileListSchema, FileParamsSchema, SessionParamsSchema, UploadQuerySchema, UploadResultSchema } from '../schemas.js';
+
+/** The last component of a client-supplied file name, whatever separator the client used. */
+export function uploadBaseName(filename: string): string {
+  const base = filename.split(/[/\\]/).pop() ?? '';
+  if (base === '' || base === '.' || base === '..') throw new BadRequestError('INVALID_PATH', 'a file part has no usable file name');
+  return base;
+}
+
+export function extensionAllowed(name: string, allowed: readonly string[]): boolean {
+  const dot = name.lastIndexOf('.');
+  if (dot <= 0) return false;
+  return allowed.includes(name.slice(dot).toLowerCase());
+}
+
+function contentDisposition(name: string): string {
+  const ascii = name.replace(/[^\x20-\x7e]|["\\]/g, '_');
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
+}
+
+export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { sessions, config, metrics } = app.deps;
+  const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema };
+
+  app.post('/sessions/:id/files', {
+    schema: {
+      tags: ['files'], params: SessionParamsSchema, querystring: UploadQuerySchema, consumes: ['multipart/form-data'],
+      response: { 201: UploadResultSchema, ...errors, 413: ErrorSchema, 415: ErrorSchema },
+    },
+  }, async (request, reply) => {
+    const record = await sessions.touch(request.params.id);
+    const dirParts = request.query.dir !== undefined ? validateRelativePath(request.query.dir) : [];
+    if (!request.isMultipart()) throw new AppError(415, 'FST_ERR_CTP_INVALID_MEDIA_TYPE', 'Uploads must be multipart/form-data with one or more file parts');
+
+    const staging = path.join(sessions.layout.staging, `${request.id}-${randomBytes(4).toString('hex')}`);
+    await fs.mkdir(staging, { mode: 0o700 });
+    const staged: { target: string; file: StagedFile }[] = [];
+    try {
+      let used = 0;
+      for await (const part of request.parts()) {
+        if (part.type !== 'file') continue;
+        const file = part as MultipartFile;
+        const name = uploadBaseName(file.filename);
+        const target = [...dirParts, name].join('/');
+        validateRelativePath(target);
+        if (!extensionAllowed(name, config.allowedExtensions)) throw new ExtensionNotAllowedError(name, config.allowedExtensions);
+        let stagedFile: StagedFile;
+        try {
+          stagedFile = await stageFile(staging, file.file, config.maxUploadSizeBytes - used);
+        } catch (err) {
+          if ((err as { code?: string }).code === 'UPLOAD_TOO_LARGE' || (err as { code?: string }).code === 'FST_REQ_FILE_TOO_LARGE') throw new UploadTooLargeError(config.maxUploadSizeBytes);
+          throw err;
+        }
+        if (file.file.truncated) throw new UploadTooLargeError(config.maxUploadSizeBytes);
+        used += stagedFile.size;
+        staged.push({ target, file: stagedFile });
+      }
+      if (staged.length === 0) throw new BadRequestError('NO_FILES', 'The request has no file part');
+
+      const workspace = sessions.workspaceDir(record.session_id);
+      const owner = sessions.ownerOf(record) ?? undefined;
+      const result: { path: string; size: number }[] = [];
+      for (const { target, file } of staged) {
+        const written = await commitStagedFile(file.path, workspace, target, { owner, mkdirs: true });
+        result.push({ path: written.path, size: written.size });
+      }
+      metrics.uploadBytes.inc(used);
+      request.log.info({ session_id: record.session_id, files: result.length, bytes: used }, 'files uploaded');
+      return reply.code(201).send({ files: result });
+    } catch (err) {
+      if ((err as { code?: string }).code === 'FST_REQ_FILE_TOO_LARGE') throw new UploadTooLargeError(config.maxUploadSizeBytes);
+      if ((err as { code?: string }).code === 'FST_FILES_LIMIT') throw new AppError(413, 'TOO_MANY_FILES', `At most ${config.maxUploadFiles} files per upload`);
+      throw err;
+    } finally {
+      await removeTreeSafe(staging);
+    }
+  });
+
+  app.get('/sessions/:id/files', { schema: { tags: ['files'], params: SessionParamsSchema, response: { 200: FileListSchema, ...errors } } }, async (request) => {
+    const record = await sessions.touch(request.params.id);
+    return { files: await listFiles(sessions.workspaceDir(record.session_id)) };
+  });
+
+  app.get('/sessions/:id/files/*', {
+    schema: { tags: ['files'], params: FileParamsSchema, response: { 200: z.any().describe('the raw bytes'), ...errors } },
+  }, async (request, reply) => {
+    const record = await sessions.touch(request.params.id);
+    const rel = request.params['*'];
+    const opened = await readFileSafe(sessions.workspaceDir(record.session_id), rel);
+    void reply
+      .header('content-type', 'application/octet-stream')
+      .header('content-length', String(opened.size))
+      .header('content-disposition', contentDisposition(rel.split('/').pop() ?? 'file'));
+    return reply.send(opened.handle.createReadStream());
+  });
+
+  app.delete('/sessions/:id/files/*', {
+    schema: { tags: ['files'], params: FileParamsSchema, response: { 204: z.null().describe('deleted'), ...errors } },
+  }, async (request, reply) => {
+    const record = await sessions.touch(request.params.id);
+    await deleteFileSafe(sessions.workspaceDir(record.session_id), request.params['*']);
+    return reply.code(204).send(null);
+  });
+};

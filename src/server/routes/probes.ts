@@ -1,0 +1,58 @@
+// Liveness, readiness (a real sandbox probe, cached) and Prometheus metrics. No auth.
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { ProbeResult } from '../../sandbox/sandbox.js';
+
+const ReadySchema = z.object({
+  status: z.enum(['ready', 'unavailable']),
+  reason: z.string().optional(),
+  checks: z.object({
+    sandbox: z.object({ available: z.boolean(), reason: z.string().nullable(), duration_ms: z.number() }),
+    cgroups: z.object({ mode: z.enum(['v2', 'v1', 'none']), reason: z.string().nullable() }),
+    seccomp: z.boolean(),
+    environments: z.object({ usable: z.array(z.string()), unusable: z.array(z.string()) }),
+    shutting_down: z.boolean(),
+  }),
+});
+
+export const probeRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { sandbox, sessions, metrics, config } = app.deps;
+  let cached: { at: number; result: ProbeResult } | null = null;
+  let inflight: Promise<ProbeResult> | null = null;
+
+  async function probe(): Promise<ProbeResult> {
+    const fresh = cached && Date.now() - cached.at < config.readyCacheSeconds * 1000;
+    if (fresh && cached) return cached.result;
+    inflight ??= sandbox.probe().then((result) => {
+      cached = { at: Date.now(), result };
+      inflight = null;
+      return result;
+    });
+    return inflight;
+  }
+
+  app.get('/healthz', { schema: { tags: ['probes'], response: { 200: z.object({ status: z.literal('ok') }) } } }, () => ({ status: 'ok' as const }));
+
+  app.get('/readyz', { schema: { tags: ['probes'], response: { 200: ReadySchema, 503: ReadySchema } } }, async (_request, reply) => {
+    const [result, envs] = await Promise.all([probe(), import('../../sandbox/environments.js').then((m) => m.discoverEnvironments(config.environmentsDir))]);
+    const checks = {
+      sandbox: result,
+      cgroups: { mode: sandbox.cgroupMode, reason: sandbox.cgroupReason },
+      seccomp: sandbox.seccomp,
+      environments: { usable: envs.filter((e) => e.usable).map((e) => e.name), unusable: envs.filter((e) => !e.usable).map((e) => e.name) },
+      shutting_down: sessions.isClosing,
+    };
+    let reason: string | null = null;
+    if (sessions.isClosing) reason = 'the service is shutting down';
+    else if (!result.available) reason = result.reason ?? 'the sandbox probe failed';
+    else if (checks.environments.usable.length === 0) reason = 'no usable environment (run npm run setup)';
+    if (reason !== null) return reply.code(503).send({ status: 'unavailable' as const, reason, checks });
+    return { status: 'ready' as const, checks };
+  });
+
+  app.get('/metrics', { schema: { tags: ['probes'], hide: false } }, async (_request, reply) => {
+    metrics.executionsRunning.set(sessions.limiter.active);
+    void reply.header('content-type', metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+};

@@ -1,0 +1,33 @@
+// Session lifecycle routes; the rules live in SessionManager.
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import {
+  CreateSessionBodySchema, DeleteSessionQuerySchema, ErrorSchema, SessionInfoSchema, SessionListSchema, SessionParamsSchema,
+} from '../schemas.js';
+
+export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { sessions } = app.deps;
+  const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema };
+
+  app.post('/sessions', {
+    schema: { tags: ['sessions'], body: CreateSessionBodySchema.optional(), response: { 200: SessionInfoSchema, 201: SessionInfoSchema, ...errors, 409: ErrorSchema, 429: ErrorSchema } },
+  }, async (request, reply) => {
+    const body = request.body ?? {};
+    const { session, created } = await sessions.create(body);
+    request.log.info({ session_id: session.session_id, created }, 'session create');
+    return reply.code(created ? 201 : 200).send(session);
+  });
+
+  app.get('/sessions', { schema: { tags: ['sessions'], response: { 200: SessionListSchema, 401: ErrorSchema } } }, () => ({ sessions: sessions.list() }));
+
+  app.get('/sessions/:id', { schema: { tags: ['sessions'], params: SessionParamsSchema, response: { 200: SessionInfoSchema, ...errors } } }, async (request) => {
+    return sessions.info(await sessions.touch(request.params.id));
+  });
+
+  app.delete('/sessions/:id', {
+    schema: { tags: ['sessions'], params: SessionParamsSchema, querystring: DeleteSessionQuerySchema, response: { 204: z.null().describe('deleted'), ...errors, 403: ErrorSchema } },
+  }, async (request, reply) => {
+    await sessions.delete(request.params.id, request.query.clear_data);
+    return reply.code(204).send(null);
+  });
+};

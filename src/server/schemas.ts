@@ -1,0 +1,126 @@
+// Wire schemas: the bounds live here, and the OpenAPI document is generated from them.
+import { z } from 'zod';
+
+export const SessionIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]{1,64}');
+export const EnvironmentNameSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]+ (at most 64 characters)');
+export const VolumeNameSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]+ (at most 64 characters)');
+
+export const ErrorSchema = z
+  .object({ statusCode: z.number().int(), code: z.string(), error: z.string(), message: z.string() })
+  .describe('Error');
+
+export const EnvironmentSchema = z.object({
+  name: z.string(),
+  description: z.string(),
+  dependencies: z.array(z.string()),
+});
+export const EnvironmentListSchema = z.object({ environments: z.array(EnvironmentSchema) });
+
+const VolumesSchema = z
+  .record(VolumeNameSchema, z.enum(['ro', 'rw']))
+  .refine((v) => Object.keys(v).length <= 16, 'at most 16 volumes')
+  .describe('volume name → "ro" or "rw"; mounted at /volumes/<name>');
+
+export const CreateSessionBodySchema = z
+  .strictObject({
+    environment: EnvironmentNameSchema.optional().describe('execution environment (default "bare")'),
+    session_id: SessionIdSchema.optional().describe('your own id; a random one when absent'),
+    volumes: VolumesSchema.optional(),
+  })
+  .describe('CreateSession');
+
+export const SessionInfoSchema = z
+  .object({
+    session_id: z.string(),
+    environment: z.string(),
+    created_at: z.string(),
+    last_activity: z.string(),
+    expires_at: z.string(),
+    volumes: z.record(z.string(), z.enum(['ro', 'rw'])),
+  })
+  .describe('SessionInfo');
+export const SessionListSchema = z.object({ sessions: z.array(SessionInfoSchema) });
+
+export const SessionParamsSchema = z.strictObject({ id: SessionIdSchema });
+export const FileParamsSchema = z.strictObject({ id: SessionIdSchema, '*': z.string().min(1).max(1024) });
+export const DeleteSessionQuerySchema = z.strictObject({
+  clear_data: z.enum(['true', 'false', '1', '0']).default('true').transform((v) => v === 'true' || v === '1'),
+});
+export const UploadQuerySchema = z.strictObject({ dir: z.string().min(1).max(1024).optional() });
+
+export const FileEntrySchema = z.object({ path: z.string(), size: z.number().int() });
+export const UploadResultSchema = z.object({ files: z.array(FileEntrySchema) });
+export const FileListSchema = z.object({
+  files: z.array(z.object({ path: z.string(), size: z.number().int(), modified_at: z.string() })),
+});
+
+const EnvMapSchema = z
+  .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'environment variable names match [A-Za-z_][A-Za-z0-9_]*'), z.string().max(32_768).refine((v) => !v.includes('\0'), 'must not contain NUL'))
+  .refine((v) => Object.keys(v).length <= 64, 'at most 64 variables');
+
+export const LimitsSchema = z.strictObject({
+  memory_bytes: z.number().int().positive().optional(),
+  pids: z.number().int().positive().optional(),
+  cpu_cores: z.number().positive().optional(),
+});
+
+const ExecuteFields = {
+  script: z.string().min(1).max(1_000_000).optional().describe('Python source, run by the environment interpreter'),
+  command: z.string().min(1).max(100_000).refine((v) => !v.includes('\0'), 'must not contain NUL').optional().describe('shell command, run by /bin/sh -c'),
+  argv: z.array(z.string().max(100_000).refine((v) => !v.includes('\0'), 'must not contain NUL')).min(1).max(1000).optional().describe('program and arguments, run without a shell'),
+  stdin: z.string().max(10_000_000).optional(),
+  timeout_seconds: z.number().positive().optional(),
+  env: EnvMapSchema.optional(),
+  limits: LimitsSchema.optional(),
+};
+
+const exactlyOneProgram = (v: { script?: unknown; command?: unknown; argv?: unknown }) =>
+  [v.script, v.command, v.argv].filter((x) => x !== undefined).length === 1;
+const ONE_PROGRAM = { message: 'exactly one of script, command or argv is required', path: ['script'] };
+
+export const ExecuteBodySchema = z.strictObject(ExecuteFields).refine(exactlyOneProgram, ONE_PROGRAM).describe('Execute');
+
+export const InputFileSchema = z.strictObject({
+  path: z.string().min(1).max(1024),
+  content_base64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64'),
+});
+
+export const OneShotBodySchema = z
+  .strictObject({ ...ExecuteFields, environment: EnvironmentNameSchema.optional(), files: z.array(InputFileSchema).max(1000).optional() })
+  .refine(exactlyOneProgram, ONE_PROGRAM)
+  .describe('OneShotExecute');
+
+export const PythonErrorSchema = z
+  .object({ type: z.string(), message: z.string(), line: z.number().int().nullable(), hint: z.string().nullable() })
+  .nullable();
+
+export const ExecutionResultSchema = z
+  .object({
+    status: z.enum(['ok', 'error', 'timeout', 'oom', 'killed']),
+    exit_code: z.number().int().nullable(),
+    signal: z.string().nullable(),
+    stdout: z.string(),
+    stderr: z.string(),
+    truncated: z.boolean(),
+    max_output_chars: z.number().int(),
+    timed_out: z.boolean(),
+    timeout_seconds: z.number(),
+    duration_ms: z.number().int(),
+    files: z.object({ created: z.array(z.string()), modified: z.array(z.string()), deleted: z.array(z.string()) }),
+    resources: z.object({ memory_peak_bytes: z.number().int().nullable(), cpu_ms: z.number().nullable() }),
+    error: PythonErrorSchema,
+  })
+  .describe('ExecutionResult');
+
+export const OneShotResultSchema = ExecutionResultSchema.extend({
+  files: z.object({
+    created: z.array(z.string()),
+    modified: z.array(z.string()),
+    deleted: z.array(z.string()),
+    outputs: z.array(z.object({ path: z.string(), size: z.number().int(), content_base64: z.string() })),
+    outputs_omitted: z.array(z.string()).describe('changed files not returned inline (over the count or size limit)'),
+  }),
+}).describe('OneShotExecutionResult');
+
+export type ExecuteBody = z.infer<typeof ExecuteBodySchema>;
+export type OneShotBody = z.infer<typeof OneShotBodySchema>;

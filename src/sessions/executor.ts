@@ -1,0 +1,71 @@
+// One execution in a workspace: wait for a slot, snapshot the workspace, run the sandbox,
+// snapshot again and report which files changed. Shared by sessions and one-shot executions.
+import type { Logger } from 'pino';
+import type { Environment } from '../sandbox/environments.js';
+import type { Sandbox } from '../sandbox/sandbox.js';
+import type { Program, ResourceLimits, RunResult, VolumeMount } from '../sandbox/types.js';
+import type { ExecutionLimiter } from './limiter.js';
+import { diffSnapshots, snapshotWorkspace } from './workspace-fs.js';
+
+export interface ExecutionRequest {
+  program: Program;
+  stdin?: string | undefined;
+  env?: Record<string, string> | undefined;
+  timeoutSeconds: number;
+  limits: ResourceLimits;
+  signal?: AbortSignal | undefined;
+  onOutput?: ((stream: 'stdout' | 'stderr', text: string) => void) | undefined;
+}
+
+export interface FileChanges {
+  created: string[];
+  modified: string[];
+  deleted: string[];
+}
+
+export type ExecutionResult = RunResult & { files: FileChanges };
+
+export interface ExecutionObserver {
+  onFinished(result: ExecutionResult): void;
+}
+
+export interface WorkspaceTarget {
+  environment: Environment;
+  workspaceDir: string;
+  volumes: VolumeMount[];
+  identity: { uid: number; gid: number } | null;
+}
+
+const SNAPSHOT_MAX_ENTRIES = 100_000;
+
+export async function executeInWorkspace(
+  deps: { sandbox: Sandbox; limiter: ExecutionLimiter; maxOutputChars: number; logger: Logger; observer?: ExecutionObserver | undefined },
+  target: WorkspaceTarget,
+  req: ExecutionRequest,
+): Promise<ExecutionResult> {
+  const release = await deps.limiter.acquire(req.signal);
+  try {
+    const before = await snapshotWorkspace(target.workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
+    const result = await deps.sandbox.runner.run({
+      environment: target.environment,
+      workspaceDir: target.workspaceDir,
+      volumes: target.volumes,
+      program: req.program,
+      stdin: req.stdin,
+      env: req.env,
+      timeoutMs: Math.round(req.timeoutSeconds * 1000),
+      maxOutputChars: deps.maxOutputChars,
+      limits: req.limits,
+      identity: target.identity,
+      signal: req.signal,
+      onOutput: req.onOutput,
+    });
+    const after = await snapshotWorkspace(target.workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
+    const { created, modified, deleted } = diffSnapshots(before, after);
+    const full: ExecutionResult = { ...result, files: { created, modified, deleted } };
+    deps.observer?.onFinished(full);
+    return full;
+  } finally {
+    release();
+  }
+}

@@ -1,0 +1,318 @@
+// Owns the rules of sessions: idempotent create, limits, delete with or without data,
+// re-attaching kept workspaces, idle expiry, restore after restart, and executions run one at a
+// time per session. Framework-free: it takes plain values and a pino logger.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { findEnvironment, type Environment } from '../sandbox/environments.js';
+import type { Sandbox } from '../sandbox/sandbox.js';
+import type { VolumeMount } from '../sandbox/types.js';
+import {
+  EnvironmentNotFoundError, EnvironmentUnavailableError, MaxSessionsError, PersistentSessionsDisabledError,
+  SessionConflictError, SessionNotFoundError, ShuttingDownError,
+} from '../server/errors.js';
+import { executeInWorkspace, type ExecutionObserver, type ExecutionRequest, type ExecutionResult } from './executor.js';
+import { ExecutionLimiter, SerialQueues } from './limiter.js';
+import {
+  deleteRecord, ensureLayout, readAllRecords, sessionDir, storeLayout, workspaceOf, writeRecord,
+  type SessionRecord, type StoreLayout,
+} from './session-store.js';
+import { chownTreeSafe, removeTreeSafe } from './workspace-fs.js';
+
+export interface SessionInfo {
+  session_id: string;
+  environment: string;
+  created_at: string;
+  last_activity: string;
+  expires_at: string;
+  volumes: Record<string, 'ro' | 'rw'>;
+}
+
+export interface CreateSessionInput {
+  environment?: string | undefined;
+  session_id?: string | undefined;
+  volumes?: Record<string, 'ro' | 'rw'> | undefined;
+}
+
+export interface SessionManagerDeps {
+  config: Config;
+  sandbox: Sandbox;
+  logger: Logger;
+  observer?: (ExecutionObserver & { onSessionCountChanged(n: number): void }) | undefined;
+  now?: () => number;
+}
+
+export class SessionManager {
+  readonly layout: StoreLayout;
+  readonly limiter: ExecutionLimiter;
+  private readonly sessions = new Map<string, SessionRecord>();
+  private readonly serial = new SerialQueues();
+  private readonly running = new Map<string, AbortController>();
+  private readonly dirty = new Set<string>();
+  private readonly temporarySlots = new Set<number>();
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private closing = false;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: SessionManagerDeps) {
+    this.layout = storeLayout(deps.config.workspaceDir);
+    this.limiter = new ExecutionLimiter(deps.config.maxConcurrentExecutions, deps.config.maxQueuedExecutions);
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** Restore live sessions, drop expired ones, clean what a crash left, start the idle sweep. */
+  async init(): Promise<void> {
+    await ensureLayout(this.layout);
+    for (const dir of [this.layout.staging, this.layout.oneshot]) {
+      for (const entry of await fs.readdir(dir)) await removeTreeSafe(path.join(dir, entry));
+    }
+    const { records, broken } = await readAllRecords(this.layout);
+    for (const id of broken) this.deps.logger.warn({ session_id: id }, 'unreadable session metadata left in place');
+    for (const record of records) {
+      if (this.isExpired(record)) {
+        await removeTreeSafe(sessionDir(this.layout, record.session_id));
+        this.deps.logger.info({ audit: 'session.expired', session_id: record.session_id }, 'session expired while the service was down');
+      } else {
+        this.sessions.set(record.session_id, record);
+        this.deps.logger.info({ audit: 'session.restored', session_id: record.session_id }, 'session restored');
+      }
+    }
+    this.countChanged();
+    const interval = this.deps.config.sweepIntervalSeconds * 1000;
+    this.sweepTimer = setInterval(() => void this.sweep().then(() => this.flushDirty()), interval);
+    this.sweepTimer.unref();
+  }
+
+  get count(): number {
+    return this.sessions.size;
+  }
+
+  info(r: SessionRecord): SessionInfo {
+    const expires = Date.parse(r.last_activity) + this.deps.config.sessionIdleTimeoutSeconds * 1000;
+    return {
+      session_id: r.session_id, environment: r.environment, created_at: r.created_at,
+      last_activity: r.last_activity, expires_at: new Date(expires).toISOString(), volumes: r.volumes,
+    };
+  }
+
+  list(): SessionInfo[] {
+    return [...this.sessions.values()].sort((a, b) => a.created_at.localeCompare(b.created_at)).map((r) => this.info(r));
+  }
+
+  async resolveEnvironment(name: string): Promise<Environment> {
+    const env = await findEnvironment(this.deps.config.environmentsDir, name);
+    if (!env) throw new EnvironmentNotFoundError(name);
+    if (!env.usable) throw new EnvironmentUnavailableError(name, env.reason ?? 'not usable');
+    return env;
+  }
+
+  /** Creates run one at a time, so the count, the ids and the uid slots cannot race. */
+  async create(input: CreateSessionInput): Promise<{ session: SessionInfo; created: boolean }> {
+    if (this.closing) throw new ShuttingDownError();
+    return this.serial.run('\0create', () => this.createNow(input));
+  }
+
+  private async createNow(input: CreateSessionInput): Promise<{ session: SessionInfo; created: boolean }> {
+    const environment = input.environment ?? 'bare';
+    const volumes = input.volumes ?? {};
+    const id = input.session_id ?? crypto.randomUUID().replace(/-/g, '');
+    const existing = this.sessions.get(id);
+    if (existing) {
+      if (existing.environment !== environment || !sameVolumes(existing.volumes, volumes)) throw new SessionConflictError(id);
+      return { session: this.info(await this.touch(id)), created: false };
+    }
+    if (this.sessions.size >= this.deps.config.maxSessions) throw new MaxSessionsError(this.deps.config.maxSessions, 30);
+    await this.resolveEnvironment(environment);
+
+    const slot = this.freeSlot();
+    const identity = this.deps.sandbox.identityFor(slot);
+    const dir = sessionDir(this.layout, id);
+    const workspace = workspaceOf(this.layout, id);
+    await fs.mkdir(dir, { recursive: true, mode: 0o711 });
+    let reattached = false;
+    try {
+      await fs.mkdir(workspace, { mode: 0o755 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      reattached = true;
+    }
+    const st = await fs.lstat(workspace);
+    if (!st.isDirectory()) throw new Error(`workspace of ${id} is not a directory`);
+    if (identity) {
+      if (reattached) await chownTreeSafe(workspace, identity.uid, identity.gid);
+      else await fs.lchown(workspace, identity.uid, identity.gid);
+    }
+    for (const name of Object.keys(volumes)) await this.ensureVolume(name);
+
+    const stamp = new Date(this.now()).toISOString();
+    const record: SessionRecord = { session_id: id, environment, created_at: stamp, last_activity: stamp, volumes, uid_slot: slot };
+    await writeRecord(this.layout, record);
+    this.sessions.set(id, record);
+    this.countChanged();
+    this.deps.logger.info({ audit: reattached ? 'session.reattached' : 'session.created', session_id: id, environment, uid_slot: slot }, reattached ? 'session re-attached to its kept workspace' : 'session created');
+    return { session: this.info(record), created: true };
+  }
+
+  /** The record of a live session, with last_activity refreshed. */
+  // last_activity is written to disk lazily (flushDirty), keeping fsync off the request path;
+  // a crash loses at most one flush interval of idle-time bookkeeping, never a session.
+  async touch(id: string): Promise<SessionRecord> {
+    const record = this.sessions.get(id);
+    if (!record) throw new SessionNotFoundError(id);
+    record.last_activity = new Date(this.now()).toISOString();
+    this.dirty.add(id);
+    return Promise.resolve(record);
+  }
+
+  async flushDirty(): Promise<void> {
+    const ids = [...this.dirty];
+    this.dirty.clear();
+    for (const id of ids) {
+      const record = this.sessions.get(id);
+      if (record) await writeRecord(this.layout, record).catch((err: unknown) => this.deps.logger.error({ err, session_id: id }, 'could not write session metadata'));
+    }
+  }
+
+  workspaceDir(id: string): string {
+    return workspaceOf(this.layout, id);
+  }
+
+  ownerOf(record: SessionRecord): { uid: number; gid: number } | null {
+    return this.deps.sandbox.identityFor(record.uid_slot);
+  }
+
+  async delete(id: string, clearData: boolean): Promise<void> {
+    if (!clearData && !this.deps.config.allowPersistentSessions) throw new PersistentSessionsDisabledError();
+    const record = this.sessions.get(id);
+    if (!record) {
+      const kept = await fs.lstat(workspaceOf(this.layout, id)).catch(() => null);
+      if (!kept) throw new SessionNotFoundError(id);
+      if (clearData) await removeTreeSafe(sessionDir(this.layout, id));
+      this.deps.logger.info({ audit: 'session.deleted', session_id: id, clear_data: clearData, kept_workspace: true }, 'kept workspace deleted');
+      return;
+    }
+    this.sessions.delete(id);
+    this.dirty.delete(id);
+    this.running.get(id)?.abort();
+    await this.serial.run(id, async () => {
+      if (clearData) await removeTreeSafe(sessionDir(this.layout, id));
+      else await deleteRecord(this.layout, id);
+    });
+    this.countChanged();
+    this.deps.logger.info({ audit: 'session.deleted', session_id: id, clear_data: clearData }, 'session deleted');
+  }
+
+  /** Run in the session's workspace, after the session's earlier executions. */
+  async execute(id: string, req: ExecutionRequest): Promise<ExecutionResult> {
+    if (this.closing) throw new ShuttingDownError();
+    const record = await this.touch(id);
+    const environment = await this.resolveEnvironment(record.environment);
+    return this.serial.run(id, async () => {
+      if (!this.sessions.has(id)) throw new SessionNotFoundError(id);
+      const ac = new AbortController();
+      const onAbort = () => ac.abort();
+      req.signal?.addEventListener('abort', onAbort, { once: true });
+      this.running.set(id, ac);
+      try {
+        return await executeInWorkspace(
+          this.executorDeps(),
+          { environment, workspaceDir: workspaceOf(this.layout, id), volumes: this.volumeMounts(record.volumes), identity: this.ownerOf(record) },
+          { ...req, signal: ac.signal },
+        );
+      } finally {
+        this.running.delete(id);
+        req.signal?.removeEventListener('abort', onAbort);
+        if (this.sessions.has(id)) await this.touch(id).catch(() => undefined);
+      }
+    });
+  }
+
+  executorDeps() {
+    return { sandbox: this.deps.sandbox, limiter: this.limiter, maxOutputChars: this.deps.config.maxOutputChars, logger: this.deps.logger, observer: this.deps.observer };
+  }
+
+  volumeMounts(volumes: Record<string, 'ro' | 'rw'>): VolumeMount[] {
+    return Object.entries(volumes).sort(([a], [b]) => a.localeCompare(b)).map(([name, mode]) => ({ name, mode, hostDir: path.join(this.layout.volumes, name) }));
+  }
+
+  /** A uid slot no live session or one-shot execution uses; slot 0 is kept for probes. */
+  freeSlot(): number {
+    const used = new Set([...this.sessions.values()].map((s) => s.uid_slot));
+    for (const s of this.temporarySlots) used.add(s);
+    for (let slot = 1; ; slot++) if (!used.has(slot)) return slot;
+  }
+
+  /** A slot (host uid) of its own for a one-shot execution, released by releaseTemporarySlot. */
+  reserveTemporarySlot(): number {
+    const slot = this.freeSlot();
+    this.temporarySlots.add(slot);
+    return slot;
+  }
+
+  releaseTemporarySlot(slot: number): void {
+    this.temporarySlots.delete(slot);
+  }
+
+  identityForSlot(slot: number): { uid: number; gid: number } | null {
+    return this.deps.sandbox.identityFor(slot);
+  }
+
+  private async ensureVolume(name: string): Promise<void> {
+    const dir = path.join(this.layout.volumes, name);
+    await fs.mkdir(dir, { recursive: true, mode: 0o2775 });
+    const st = await fs.lstat(dir);
+    if (!st.isDirectory()) throw new Error(`volume ${name} is not a directory`);
+    // Every sandbox shares one group; a volume belongs to the service and that group.
+    const group = this.deps.sandbox.identityFor(0)?.gid;
+    if (group !== undefined) {
+      await fs.lchown(dir, 0, group);
+      await fs.chmod(dir, 0o2775);
+    }
+  }
+
+  private isExpired(r: SessionRecord): boolean {
+    return this.now() - Date.parse(r.last_activity) > this.deps.config.sessionIdleTimeoutSeconds * 1000;
+  }
+
+  /** Remove sessions idle past the timeout (never one that is executing). */
+  async sweep(): Promise<string[]> {
+    const expired: string[] = [];
+    for (const record of [...this.sessions.values()]) {
+      if (!this.isExpired(record) || this.serial.busy(record.session_id)) continue;
+      this.sessions.delete(record.session_id);
+      this.dirty.delete(record.session_id);
+      await removeTreeSafe(sessionDir(this.layout, record.session_id));
+      expired.push(record.session_id);
+      this.deps.logger.info({ audit: 'session.expired', session_id: record.session_id }, 'idle session removed with its data');
+    }
+    if (expired.length > 0) this.countChanged();
+    return expired;
+  }
+
+  /** Stop accepting, let running executions finish up to the deadline, kill the rest. */
+  async close(graceMs: number): Promise<void> {
+    this.closing = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    const deadline = Date.now() + graceMs;
+    while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const ac of this.running.values()) ac.abort();
+    while (this.running.size > 0) await new Promise((r) => setTimeout(r, 20));
+    for (const id of this.sessions.keys()) this.dirty.add(id);
+    await this.flushDirty();
+  }
+
+  get isClosing(): boolean {
+    return this.closing;
+  }
+
+  private countChanged(): void {
+    this.deps.observer?.onSessionCountChanged(this.sessions.size);
+  }
+}
+
+function sameVolumes(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a).sort();
+  const kb = Object.keys(b).sort();
+  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a[k] === b[k]);
+}

@@ -1,0 +1,101 @@
+// Session metadata on disk: <workspace_dir>/sessions/<id>/meta.json, written atomically
+// (temp file, fsync, rename, fsync of the directory) so a crash never leaves half a record.
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+
+export const SessionRecordSchema = z.object({
+  session_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+  environment: z.string(),
+  created_at: z.string(),
+  last_activity: z.string(),
+  volumes: z.record(z.string(), z.enum(['ro', 'rw'])),
+  uid_slot: z.number().int().min(0),
+});
+export type SessionRecord = z.infer<typeof SessionRecordSchema>;
+
+export interface StoreLayout {
+  root: string;
+  sessions: string;
+  volumes: string;
+  staging: string;
+  oneshot: string;
+}
+
+export function storeLayout(workspaceDir: string): StoreLayout {
+  return {
+    root: workspaceDir,
+    sessions: path.join(workspaceDir, 'sessions'),
+    volumes: path.join(workspaceDir, 'volumes'),
+    staging: path.join(workspaceDir, 'staging'),
+    oneshot: path.join(workspaceDir, 'oneshot'),
+  };
+}
+
+export const sessionDir = (layout: StoreLayout, id: string) => path.join(layout.sessions, id);
+export const workspaceOf = (layout: StoreLayout, id: string) => path.join(layout.sessions, id, 'workspace');
+const metaOf = (layout: StoreLayout, id: string) => path.join(layout.sessions, id, 'meta.json');
+
+export async function ensureLayout(layout: StoreLayout): Promise<void> {
+  await fs.mkdir(layout.root, { recursive: true, mode: 0o711 });
+  for (const dir of [layout.sessions, layout.volumes, layout.staging, layout.oneshot]) {
+    await fs.mkdir(dir, { recursive: true, mode: 0o711 });
+    const st = await fs.lstat(dir);
+    if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
+  }
+}
+
+export async function writeRecord(layout: StoreLayout, record: SessionRecord): Promise<void> {
+  const dir = sessionDir(layout, record.session_id);
+  const tmp = path.join(dir, `.meta.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await fs.open(tmp, 'wx', 0o600);
+  try {
+    await fh.writeFile(JSON.stringify(record));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fs.rename(tmp, metaOf(layout, record.session_id));
+  const dh = await fs.open(dir, 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
+}
+
+export async function deleteRecord(layout: StoreLayout, id: string): Promise<void> {
+  await fs.rm(metaOf(layout, id), { force: true });
+}
+
+/** Every readable record; unreadable ones are reported, never fatal. Temp files are removed. */
+export async function readAllRecords(layout: StoreLayout): Promise<{ records: SessionRecord[]; broken: string[] }> {
+  const records: SessionRecord[] = [];
+  const broken: string[] = [];
+  for (const entry of await fs.readdir(layout.sessions, { withFileTypes: true })) {
+    if (!entry.isDirectory() || !/^[A-Za-z0-9_-]{1,64}$/.test(entry.name)) continue;
+    const dir = path.join(layout.sessions, entry.name);
+    for (const f of await fs.readdir(dir)) {
+      if (f.startsWith('.meta.') && f.endsWith('.tmp')) await fs.rm(path.join(dir, f), { force: true });
+    }
+    let raw: string;
+    try {
+      raw = await fs.readFile(metaOf(layout, entry.name), 'utf8');
+    } catch {
+      continue; // a kept workspace (clear_data=false) without a live session
+    }
+    const parsed = SessionRecordSchema.safeParse(safeJson(raw));
+    if (parsed.success && parsed.data.session_id === entry.name) records.push(parsed.data);
+    else broken.push(entry.name);
+  }
+  return { records, broken };
+}
+
+function safeJson(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return null;
+  }
+}
