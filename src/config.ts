@@ -101,6 +101,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   if (cfg.executionTimeoutSeconds > cfg.maxExecutionTimeoutSeconds) {
     throw new ConfigError(`invalid configuration: ${ENV_PREFIX}EXECUTION_TIMEOUT_SECONDS exceeds ${ENV_PREFIX}MAX_EXECUTION_TIMEOUT_SECONDS`);
   }
+  const slotsNeeded = cfg.maxSessions + cfg.maxConcurrentExecutions + cfg.maxQueuedExecutions + 1;
+  if (cfg.sandboxUidCount < slotsNeeded) {
+    throw new ConfigError(`invalid configuration: ${ENV_PREFIX}SANDBOX_UID_COUNT=${cfg.sandboxUidCount} must be at least ${slotsNeeded} (MAX_SESSIONS + MAX_CONCURRENT_EXECUTIONS + MAX_QUEUED_EXECUTIONS + 1), so no two sandboxes share a host uid`);
+  }
   out.environmentsDir = path.resolve(cwd, cfg.environmentsDir);
   out.workspaceDir = path.resolve(cwd, cfg.workspaceDir);
   return Object.freeze(out) as Config;

@@ -62,7 +62,11 @@ export async function createSandbox(config: Config, logger?: Logger): Promise<Sa
 
   let cgroups: CgroupManager | null = null;
   if (config.cgroups === 'auto') {
-    cgroups = await createCgroupManager({ ...(logger ? { logger } : {}) });
+    // The parent caps the sum of all sandboxes: at most MAX_CONCURRENT_EXECUTIONS run at once.
+    cgroups = await createCgroupManager({
+      globalLimits: { memoryBytes: config.memoryLimitBytes * config.maxConcurrentExecutions, pids: config.pidsLimit * config.maxConcurrentExecutions },
+      ...(logger ? { logger } : {}),
+    });
     if (cgroups.mode === 'none') logger?.warn({ reason: cgroups.reason }, 'cgroups unavailable: memory, process and CPU limits fall back to rlimits');
   }
   const runner: SandboxRunner = createSandboxRunner({

@@ -41,15 +41,14 @@ function digest(s: string): Buffer {
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config } = deps;
+  const loggerInstance: FastifyBaseLogger = deps.logger;
   const app = Fastify({
-    loggerInstance: deps.logger as FastifyBaseLogger,
+    loggerInstance,
     requestTimeout: 120_000,
     connectionTimeout: 0,
     keepAliveTimeout: 10_000,
     bodyLimit: 1024 * 1024,
-    disableRequestLogging: false,
     requestIdHeader: 'x-request-id',
-    requestIdLogLabel: 'reqId',
     genReqId: () => crypto.randomUUID(),
     routerOptions: { maxParamLength: 2048 },
     ajv: { customOptions: { coerceTypes: false } },

@@ -3,7 +3,6 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { MultipartFile } from '@fastify/multipart';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
@@ -52,7 +51,7 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
       let used = 0;
       for await (const part of request.parts()) {
         if (part.type !== 'file') continue;
-        const file = part as MultipartFile;
+        const file = part;
         const name = uploadBaseName(file.filename);
         const target = [...dirParts, name].join('/');
         validateRelativePath(target);

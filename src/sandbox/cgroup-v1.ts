@@ -1,0 +1,197 @@
+// cgroup v1: one hierarchy per controller (cpu and cpuacct are sometimes co-mounted as
+// `cpu,cpuacct`, with or without `cpu`/`cpuacct` symlinks). The parent sits at the root of each
+// hierarchy as mounted here (in a container that is the container's own cgroup), so an execution
+// is one directory per distinct hierarchy and the wrapper joins each of them.
+import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { ActiveCgroupManager, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup } from './cgroups.js';
+import {
+  belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, exists, killUntilEmpty, listChildDirs,
+  parseIntOrNull, parseKeyed, readText, removeCgroupDir, validateCgroupName, validateLimits, writeOptional, writeText,
+} from './cgroups.js';
+
+export interface V1Hierarchies { memory: string; pids: string; cpu: string | null; cpuacct: string | null }
+type V1Probe = { ok: true; hierarchies: V1Hierarchies; reason: string | null } | { ok: false; reason: string };
+
+// A file only that controller's hierarchy has; `tasks` tells v1 from a v2 mount for pids.
+const MARKERS = { memory: 'memory.limit_in_bytes', pids: 'tasks', cpu: 'cpu.cfs_quota_us', cpuacct: 'cpuacct.usage' } as const;
+
+async function findHierarchy(root: string, controller: keyof typeof MARKERS): Promise<string | null> {
+  let names: string[];
+  try {
+    names = await readdir(root);
+  } catch {
+    return null;
+  }
+  const candidates = [controller, ...names.filter((n) => n !== controller && n.split(',').includes(controller))];
+  for (const name of candidates) {
+    const dir = path.join(root, name);
+    if (await exists(path.join(dir, MARKERS[controller]))) return realpath(dir);
+  }
+  return null;
+}
+
+export async function findV1Hierarchies(root: string): Promise<V1Probe> {
+  const [memory, pids, cpu, cpuacct] = await Promise.all([
+    findHierarchy(root, 'memory'), findHierarchy(root, 'pids'), findHierarchy(root, 'cpu'), findHierarchy(root, 'cpuacct'),
+  ]);
+  if (!memory || !pids) return { ok: false, reason: `v1 ${!memory ? 'memory' : 'pids'} hierarchy not found` };
+  const missing = [cpu ? null : 'cpu (CPU limit not enforced)', cpuacct ? null : 'cpuacct (no CPU time)'].filter(Boolean);
+  const reason = missing.length ? `cgroup v1 without ${missing.join(', ')}` : null;
+  return { ok: true, hierarchies: { memory, pids, cpu, cpuacct }, reason };
+}
+
+/** memsw must stay >= limit at every step, so open it up, set the limit, then pin memsw to it. */
+async function setMemoryLimit(dir: string, bytes: number): Promise<void> {
+  const memsw = path.join(dir, 'memory.memsw.limit_in_bytes');
+  const hasMemsw = await exists(memsw);
+  if (hasMemsw) await writeText(memsw, '-1');
+  await writeText(path.join(dir, 'memory.limit_in_bytes'), String(bytes));
+  if (hasMemsw) await writeText(memsw, String(bytes));
+}
+
+interface V1Options {
+  root: string;
+  parentName: string;
+  globalLimits: { memoryBytes?: number; pids?: number };
+  logger: CgroupLogger;
+  hierarchies: V1Hierarchies;
+  degraded: string | null;
+}
+
+export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupManager> {
+  const { hierarchies: h, parentName, logger } = opts;
+  const roots = [...new Set([h.memory, h.pids, h.cpu, h.cpuacct].filter((d): d is string => d !== null))];
+  const parents = roots.map((r) => path.join(r, parentName));
+  const under = (hier: string | null, name: string) => (hier ? path.join(hier, parentName, name) : null);
+
+  const created: string[] = [];
+  try {
+    for (const dir of parents) {
+      try {
+        await mkdir(dir);
+        created.push(dir);
+      } catch (err) {
+        if (errCode(err) !== 'EEXIST') throw new CgroupError(`cannot create ${dir}: ${errMessage(err)}`);
+      }
+    }
+    const memParent = path.join(h.memory, parentName);
+    // Pre-5.x kernels default to flat accounting, which would make the global cap meaningless.
+    if ((await readText(path.join(memParent, 'memory.use_hierarchy')))?.trim() === '0') {
+      await writeOptional(path.join(memParent, 'memory.use_hierarchy'), '1').catch(() => false);
+    }
+    if (opts.globalLimits.memoryBytes !== undefined) await setMemoryLimit(memParent, opts.globalLimits.memoryBytes);
+    if (opts.globalLimits.pids !== undefined) {
+      await writeText(path.join(h.pids, parentName, 'pids.max'), String(opts.globalLimits.pids));
+    }
+  } catch (err) {
+    for (const dir of created) await rmdir(dir).catch(() => undefined);
+    throw err;
+  }
+
+  async function removeChild(name: string): Promise<void> {
+    const dirs = roots.map((r) => path.join(r, parentName, name));
+    await writeOptional(path.join(h.pids, parentName, name, 'pids.max'), '0').catch(() => false);
+    if (!(await killUntilEmpty(dirs.map((d) => path.join(d, 'cgroup.procs'))))) {
+      throw new CgroupError(`processes of ${name} survived SIGKILL`);
+    }
+    for (const dir of dirs) await removeCgroupDir(dir);
+  }
+
+  async function removeAllChildren(): Promise<void> {
+    const names = new Set((await Promise.all(parents.map(listChildDirs))).flat());
+    for (const name of names) {
+      if (belongsToAnotherLiveProcess(name)) continue;
+      await removeChild(name).catch((err) => logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot remove cgroup'));
+    }
+  }
+
+  // A crashed previous run may have left executions behind; they are ours by name.
+  await removeAllChildren();
+  let closed = false;
+
+  return {
+    mode: 'v1',
+    reason: opts.degraded,
+    async create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
+      validateCgroupName(name);
+      validateLimits(limits);
+      if (closed) throw new CgroupError('cgroup manager is closed');
+      const dirs: string[] = [];
+      try {
+        for (const r of roots) {
+          const dir = path.join(r, parentName, name);
+          await mkdir(dir).catch((err: unknown) => {
+            throw new CgroupError(errCode(err) === 'EEXIST' ? `cgroup ${name} already exists` : `cannot create ${dir}: ${errMessage(err)}`);
+          });
+          dirs.push(dir);
+        }
+        const mem = path.join(h.memory, parentName, name);
+        await setMemoryLimit(mem, limits.memoryBytes);
+        await writeOptional(path.join(mem, 'memory.swappiness'), '0').catch(() => false);
+        await writeText(path.join(h.pids, parentName, name, 'pids.max'), String(limits.pids));
+        const cpu = under(h.cpu, name);
+        if (cpu) {
+          await writeText(path.join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
+          await writeText(path.join(cpu, 'cpu.cfs_quota_us'), String(cpuQuotaUs(limits.cpuCores)));
+        }
+      } catch (err) {
+        for (const dir of dirs) await rmdir(dir).catch(() => undefined);
+        throw err;
+      }
+      const files = { memDir: path.join(h.memory, parentName, name), pidsDir: path.join(h.pids, parentName, name), cpuacctDir: under(h.cpuacct, name) };
+      return v1Execution(name, dirs, files, removeChild, logger);
+    },
+    async close(): Promise<void> {
+      closed = true;
+      try {
+        await removeAllChildren();
+      } catch (err) {
+        logger.warn({ err: errMessage(err) }, 'cgroup cleanup failed');
+      }
+      for (const dir of parents) await rmdir(dir).catch(() => undefined); // still busy: leave it
+    },
+  };
+}
+
+function v1Execution(
+  name: string, dirs: string[], { memDir, pidsDir, cpuacctDir }: { memDir: string; pidsDir: string; cpuacctDir: string | null },
+  removeChild: (name: string) => Promise<void>, logger: CgroupLogger,
+): ExecutionCgroup {
+  const procsFiles = dirs.map((d) => path.join(d, 'cgroup.procs'));
+  let destroyed: Promise<void> | null = null;
+  const killAll = async (): Promise<void> => {
+    try {
+      // pids.max=0 first: nothing can fork while we collect pids, and the cgroup is finished anyway.
+      await writeOptional(path.join(pidsDir, 'pids.max'), '0').catch(() => false);
+      if (!(await killUntilEmpty(procsFiles))) logger.warn({ cgroup: name }, 'processes survived SIGKILL');
+    } catch (err) {
+      logger.warn({ cgroup: name, err: errMessage(err) }, 'cgroup killAll failed');
+    }
+  };
+  return {
+    procsFiles,
+    async stats(): Promise<CgroupStats> {
+      try {
+        const [peak, oom, usage] = await Promise.all([
+          readText(path.join(memDir, 'memory.max_usage_in_bytes')),
+          readText(path.join(memDir, 'memory.oom_control')),
+          cpuacctDir ? readText(path.join(cpuacctDir, 'cpuacct.usage')) : null,
+        ]);
+        const ns = parseIntOrNull(usage);
+        // memory.failcnt counts hits of the limit (reclaim), not kills: only oom_kill means a kill.
+        return { memoryPeakBytes: parseIntOrNull(peak), cpuMs: ns === null ? null : Math.round(ns / 1e6), oomKilled: (parseKeyed(oom).get('oom_kill') ?? 0) > 0 };
+      } catch (err) {
+        logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot read cgroup stats');
+        return { memoryPeakBytes: null, cpuMs: null, oomKilled: false };
+      }
+    },
+    killAll,
+    destroy(): Promise<void> {
+      destroyed ??= killAll().then(() => removeChild(name)).catch((err) => {
+        logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot remove cgroup');
+      });
+      return destroyed;
+    },
+  };
+}

@@ -1,0 +1,215 @@
+// cgroup v2. Controllers reach a cgroup only through its parent's cgroup.subtree_control, and a
+// non-root cgroup with controllers enabled there may hold no processes itself ("no internal
+// processes"). Where the parent goes, first layout that works wins:
+//   - our cgroup is the (namespace) root: <root>/<parent>. The real root is exempt from the rule;
+//     a container's namespace root is not, so on EBUSY every process of it moves to a leaf
+//     <root>/<parent>-service first (what docker-in-docker and kind do).
+//   - otherwise, sibling: <dirname(our cgroup)>/<parent>, which works for root under systemd
+//     (slices hold no processes);
+//   - otherwise, leaf layout inside our own (delegated) cgroup: our processes move to
+//     <own>/<parent>-service and the parent becomes <own>/<parent>, as systemd's delegation
+//     docs recommend.
+// Anything else fails with every attempt in the reason and the manager degrades to 'none'.
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { ActiveCgroupManager, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup } from './cgroups.js';
+import {
+  belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, killUntilEmpty, listChildDirs, parseIntOrNull,
+  parseKeyed, readPids, readText, removeCgroupDir, sleep, validateCgroupName, validateLimits, writeOptional, writeText,
+} from './cgroups.js';
+
+const REQUIRED = ['memory', 'pids'];
+const WANTED = ['memory', 'pids', 'cpu'];
+const words = (text: string | null) => (text ?? '').split(/\s+/).filter(Boolean).map((w) => w.replace(/^\+/, ''));
+
+export async function probeV2(root: string): Promise<{ ok: boolean; reason: string | null } | null> {
+  const text = await readText(path.join(root, 'cgroup.controllers'));
+  if (text === null) return null;
+  const missing = REQUIRED.filter((c) => !words(text).includes(c));
+  if (missing.length) return { ok: false, reason: `cgroup v2 at ${root} lacks the ${missing.join(', ')} controller (not enabled or not delegated)` };
+  return { ok: true, reason: words(text).includes('cpu') ? null : 'cgroup v2 without the cpu controller: CPU limit not enforced' };
+}
+
+/** Our cgroup v2 path from /proc/self/cgroup ("0::/path"); '/' when there is none. */
+export async function readSelfCgroupV2(file = '/proc/self/cgroup'): Promise<string> {
+  const line = (await readText(file).catch(() => null))?.split('\n').find((l) => l.startsWith('0::'));
+  return line?.slice(3) || '/';
+}
+
+/** Enable memory/pids(/cpu) for dir's children; returns the controllers children will have. */
+async function enableControllers(dir: string): Promise<string[]> {
+  const availableText = await readText(path.join(dir, 'cgroup.controllers'));
+  if (availableText === null) throw new CgroupError(`${dir} is not a cgroup v2 directory`);
+  const available = words(availableText);
+  const missing = REQUIRED.filter((c) => !available.includes(c));
+  if (missing.length) throw new CgroupError(`${missing.join(', ')} not available in ${dir} (not delegated)`);
+  const want = WANTED.filter((c) => available.includes(c));
+  const control = path.join(dir, 'cgroup.subtree_control');
+  const enabled = words(await readText(control));
+  const toEnable = want.filter((c) => !enabled.includes(c));
+  if (toEnable.length === 0) return want;
+  await writeText(control, toEnable.map((c) => `+${c}`).join(' '));
+  const after = words(await readText(control));
+  if (toEnable.some((c) => !after.includes(c))) throw new CgroupError(`${control} did not keep ${toEnable.join(' ')}`);
+  return want;
+}
+
+async function moveProcessesToLeaf(base: string, leaf: string, logger: CgroupLogger): Promise<void> {
+  await mkdir(leaf).catch((err: unknown) => {
+    if (errCode(err) !== 'EEXIST') throw err;
+  });
+  const pids = await readPids(path.join(base, 'cgroup.procs'));
+  for (const pid of pids) {
+    await writeFile(path.join(leaf, 'cgroup.procs'), String(pid)).catch((err: unknown) => {
+      if (errCode(err) !== 'ESRCH') throw new CgroupError(`cannot move pid ${pid} to ${leaf}: ${errMessage(err)}`);
+    });
+  }
+  logger.warn({ from: base, to: leaf, processes: pids.length }, 'moved service processes into a leaf cgroup (cgroup v2 no-internal-processes rule)');
+}
+
+interface Layout { layout: 'root' | 'sibling' | 'leaf'; parentDir: string; controllers: string[] }
+
+async function setupParent(root: string, self: string, parentName: string, logger: CgroupLogger): Promise<Layout> {
+  // A path outside our cgroup namespace shows up as "/../x": never resolve it against root.
+  const usableSelf = self !== '/' && !self.split('/').includes('..');
+  const own = path.join(root, self);
+  const attempts: { layout: Layout['layout']; base: string; leafOnBusy: boolean }[] = usableSelf
+    ? [{ layout: 'sibling', base: path.dirname(own), leafOnBusy: false }, { layout: 'leaf', base: own, leafOnBusy: true }]
+    : [{ layout: 'root', base: root, leafOnBusy: true }];
+  const failures: string[] = [];
+  for (const { layout, base, leafOnBusy } of attempts) {
+    try {
+      let controllers: string[];
+      try {
+        controllers = await enableControllers(base);
+      } catch (err) {
+        if (!leafOnBusy || (err as CgroupError).code !== 'EBUSY') throw err;
+        await moveProcessesToLeaf(base, path.join(base, `${parentName}-service`), logger);
+        controllers = await enableControllers(base);
+      }
+      const parentDir = path.join(base, parentName);
+      await mkdir(parentDir).catch((err: unknown) => {
+        if (errCode(err) !== 'EEXIST') throw new CgroupError(`cannot create ${parentDir}: ${errMessage(err)}`);
+      });
+      await enableControllers(parentDir);
+      return { layout, parentDir, controllers };
+    } catch (err) {
+      failures.push(`${layout} layout at ${base}: ${errMessage(err)}`);
+    }
+  }
+  throw new CgroupError(`no usable cgroup v2 layout (${failures.join('; ')})`);
+}
+
+/** cgroup.kill takes the whole subtree at once, forks included; fall back to a kill loop without it. */
+async function killV2(dir: string): Promise<void> {
+  const procs = path.join(dir, 'cgroup.procs');
+  if (await writeOptional(path.join(dir, 'cgroup.kill'), '1')) {
+    const deadline = Date.now() + 2000;
+    while (Date.now() < deadline) {
+      const events = await readText(path.join(dir, 'cgroup.events'));
+      if (events !== null ? parseKeyed(events).get('populated') === 0 : (await readPids(procs)).length === 0) return;
+      await sleep(10);
+    }
+  }
+  await writeOptional(path.join(dir, 'pids.max'), '0');
+  if (!(await killUntilEmpty([procs]))) throw new CgroupError(`processes in ${dir} survived SIGKILL`);
+}
+
+export function openV2Execution(dir: string, logger: CgroupLogger): ExecutionCgroup {
+  let destroyed: Promise<void> | null = null;
+  const killAll = async (): Promise<void> => {
+    await killV2(dir).catch((err) => logger.warn({ cgroup: dir, err: errMessage(err) }, 'cgroup killAll failed'));
+  };
+  return {
+    procsFiles: [path.join(dir, 'cgroup.procs')],
+    async stats(): Promise<CgroupStats> {
+      try {
+        const [peak, events, cpu] = await Promise.all(['memory.peak', 'memory.events', 'cpu.stat'].map((f) => readText(path.join(dir, f))));
+        const ev = parseKeyed(events ?? null);
+        const usec = parseKeyed(cpu ?? null).get('usage_usec');
+        return {
+          memoryPeakBytes: parseIntOrNull(peak ?? null), // memory.peak needs Linux 5.19
+          cpuMs: usec === undefined ? null : Math.round(usec / 1000),
+          oomKilled: (ev.get('oom_kill') ?? 0) > 0 || (ev.get('oom_group_kill') ?? 0) > 0,
+        };
+      } catch (err) {
+        logger.warn({ cgroup: dir, err: errMessage(err) }, 'cannot read cgroup stats');
+        return { memoryPeakBytes: null, cpuMs: null, oomKilled: false };
+      }
+    },
+    killAll,
+    destroy(): Promise<void> {
+      destroyed ??= killAll().then(() => removeCgroupDir(dir)).catch((err) => {
+        logger.warn({ cgroup: dir, err: errMessage(err) }, 'cannot remove cgroup');
+      });
+      return destroyed;
+    },
+  };
+}
+
+export interface V2Options {
+  root: string;
+  /** Our own cgroup path as /proc/self/cgroup shows it ("/" in a container with its own namespace). */
+  selfCgroup: string;
+  parentName: string;
+  globalLimits: { memoryBytes?: number; pids?: number };
+  logger: CgroupLogger;
+}
+
+export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupManager & { readonly parentDir: string; readonly layout: string }> {
+  const { parentName, logger } = opts;
+  const { layout, parentDir, controllers } = await setupParent(opts.root, opts.selfCgroup, parentName, logger);
+  if (opts.globalLimits.memoryBytes !== undefined) await writeText(path.join(parentDir, 'memory.max'), String(opts.globalLimits.memoryBytes));
+  if (opts.globalLimits.pids !== undefined) await writeText(path.join(parentDir, 'pids.max'), String(opts.globalLimits.pids));
+
+  const removeChild = async (name: string) => {
+    const dir = path.join(parentDir, name);
+    await killV2(dir);
+    await removeCgroupDir(dir);
+  };
+  const removeAllChildren = async () => {
+    for (const name of await listChildDirs(parentDir)) {
+      if (belongsToAnotherLiveProcess(name)) continue;
+      await removeChild(name).catch((err) => logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot remove cgroup'));
+    }
+  };
+  await removeAllChildren(); // leftovers of a crashed previous run
+  const cpu = controllers.includes('cpu');
+  let warnedSwap = false;
+  let closed = false;
+
+  return {
+    mode: 'v2',
+    reason: cpu ? null : 'cgroup v2 without the cpu controller: CPU limit not enforced',
+    parentDir,
+    layout,
+    async create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
+      validateCgroupName(name);
+      validateLimits(limits);
+      if (closed) throw new CgroupError('cgroup manager is closed');
+      const dir = path.join(parentDir, name);
+      await mkdir(dir).catch((err: unknown) => {
+        throw new CgroupError(errCode(err) === 'EEXIST' ? `cgroup ${name} already exists` : `cannot create ${dir}: ${errMessage(err)}`);
+      });
+      try {
+        await writeText(path.join(dir, 'memory.max'), String(limits.memoryBytes));
+        if (!(await writeOptional(path.join(dir, 'memory.swap.max'), '0')) && !warnedSwap) {
+          warnedSwap = true;
+          logger.warn({ cgroup: dir }, 'memory.swap.max missing: swap usage is not limited');
+        }
+        await writeOptional(path.join(dir, 'memory.oom.group'), '1'); // one OOM kill takes the whole sandbox
+        await writeText(path.join(dir, 'pids.max'), String(limits.pids));
+        if (cpu) await writeText(path.join(dir, 'cpu.max'), `${cpuQuotaUs(limits.cpuCores)} ${CPU_PERIOD_US}`);
+      } catch (err) {
+        await removeCgroupDir(dir).catch(() => undefined);
+        throw err;
+      }
+      return openV2Execution(dir, logger);
+    },
+    async close(): Promise<void> {
+      closed = true;
+      await removeAllChildren().catch((err) => logger.warn({ err: errMessage(err) }, 'cgroup cleanup failed'));
+      await removeCgroupDir(parentDir, 0).catch(() => undefined); // still busy: leave it
+    },
+  };
+}

@@ -1,0 +1,274 @@
+// One parent cgroup for all sandboxes, one child per execution: memory (no swap), pids and CPU
+// limits plus usage statistics. cgroup v2 and v1 are both supported; without a usable hierarchy
+// (not root, no delegation, read-only cgroupfs) every operation degrades to a no-op and `reason`
+// says why, so a missing cgroup setup never takes the service down.
+//
+// Layout decisions live in cgroup-v1.ts (parent at the root of each v1 hierarchy) and
+// cgroup-v2.ts (parent at the root, as a sibling of our own cgroup, or beside a leaf we move
+// ourselves into). This file holds the public API and the file helpers both use.
+import { access, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createV1Manager, findV1Hierarchies } from './cgroup-v1.js';
+import { createV2Manager, probeV2, readSelfCgroupV2 } from './cgroup-v2.js';
+
+export interface CgroupLimits { memoryBytes: number; pids: number; cpuCores: number }
+export interface CgroupStats { memoryPeakBytes: number | null; cpuMs: number | null; oomKilled: boolean }
+export interface ExecutionCgroup {
+  /** Files the sandbox wrapper must write its own pid into (`echo $$ > file`) before it execs bwrap, so it is limited from its first instruction. */
+  readonly procsFiles: readonly string[];
+  /** Read usage after the process ended (peak memory, cpu time, whether the OOM killer fired). Never rejects. */
+  stats(): Promise<CgroupStats>;
+  /** Kill every process still in the cgroup. Never rejects (failures are logged). */
+  killAll(): Promise<void>;
+  /** killAll, then rmdir the cgroup directories (retry briefly while busy). Never rejects. */
+  destroy(): Promise<void>;
+}
+export type CgroupMode = 'v2' | 'v1' | 'none';
+export interface CgroupManager {
+  readonly mode: CgroupMode;
+  /** Why 'none', or what is degraded (e.g. no cpu controller); null when fully working. */
+  readonly reason: string | null;
+  /** null when mode is 'none'. Rejects with CgroupError on an invalid name or when the cgroup cannot be set up. */
+  create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup | null>;
+  /** Remove leftover children and the parent if empty. Never rejects. */
+  close(): Promise<void>;
+}
+/** A manager whose hierarchy works: create() always yields a cgroup (or rejects). */
+export interface ActiveCgroupManager extends CgroupManager {
+  readonly mode: 'v2' | 'v1';
+  create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup>;
+}
+export interface CgroupLogger { warn(obj: object, msg?: string): void }
+export interface CgroupManagerOptions {
+  parentName?: string;
+  root?: string;
+  globalLimits?: { memoryBytes?: number; pids?: number };
+  logger?: CgroupLogger;
+}
+
+export class CgroupError extends Error {
+  override name = 'CgroupError';
+  /** errno code of the underlying failure (EBUSY, EACCES...), when there was one. */
+  readonly code: string | undefined;
+  constructor(message: string, code?: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export const DEFAULT_CGROUP_ROOT = '/sys/fs/cgroup';
+export const CPU_PERIOD_US = 100_000;
+const NAME_RE = /^[A-Za-z0-9_.-]{1,100}$/;
+
+/** A single path component: no separators, no `.`/`..`, so it can never leave the parent. */
+export function validateCgroupName(name: string, what = 'cgroup name'): string {
+  if (typeof name !== 'string' || !NAME_RE.test(name) || name === '.' || name === '..') {
+    throw new CgroupError(`invalid ${what} ${JSON.stringify(name)}: expected [A-Za-z0-9_.-]{1,100}, not . or ..`);
+  }
+  return name;
+}
+
+export function validateLimits(l: CgroupLimits): void {
+  if (!Number.isSafeInteger(l.memoryBytes) || l.memoryBytes < 1024 * 1024) throw new CgroupError(`invalid memoryBytes ${l.memoryBytes}`);
+  if (!Number.isSafeInteger(l.pids) || l.pids < 1) throw new CgroupError(`invalid pids ${l.pids}`);
+  if (!Number.isFinite(l.cpuCores) || l.cpuCores <= 0) throw new CgroupError(`invalid cpuCores ${l.cpuCores}`);
+}
+
+/** CFS quota for a fractional number of cores; the kernel rejects quotas under 1 ms. */
+export function cpuQuotaUs(cores: number): number {
+  return Math.max(1000, Math.round(cores * CPU_PERIOD_US));
+}
+
+export function errCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | null)?.code;
+}
+export function errMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export async function exists(file: string): Promise<boolean> {
+  try {
+    await access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function readText(file: string): Promise<string | null> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    if (errCode(err) === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+export async function writeText(file: string, value: string): Promise<void> {
+  try {
+    await writeFile(file, value);
+  } catch (err) {
+    throw new CgroupError(`cannot write ${JSON.stringify(value)} to ${file}: ${errMessage(err)}`, errCode(err));
+  }
+}
+
+/** For interface files a kernel may lack: cgroupfs answers EACCES to creating a missing file. */
+export async function writeOptional(file: string, value: string): Promise<boolean> {
+  try {
+    await writeFile(file, value);
+    return true;
+  } catch (err) {
+    const code = errCode(err);
+    if (code === 'ENOENT' || code === 'EACCES') return false;
+    throw new CgroupError(`cannot write ${JSON.stringify(value)} to ${file}: ${errMessage(err)}`, code);
+  }
+}
+
+/** `key value` lines (memory.events, cpu.stat, memory.oom_control, pids.events). */
+export function parseKeyed(text: string | null): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of (text ?? '').split('\n')) {
+    const [key, value] = line.trim().split(/\s+/);
+    if (key && value !== undefined && /^\d+$/.test(value)) out.set(key, Number(value));
+  }
+  return out;
+}
+
+export function parseIntOrNull(text: string | null): number | null {
+  const t = text?.trim();
+  return t && /^\d+$/.test(t) ? Number(t) : null;
+}
+
+export async function readPids(procsFile: string): Promise<number[]> {
+  const text = await readText(procsFile);
+  return (text ?? '').split('\n').filter((s) => /^\d+$/.test(s)).map(Number);
+}
+
+/** SIGKILL every pid listed until all files are empty; v1's OOM killer and fork races need the loop. */
+export async function killUntilEmpty(procsFiles: readonly string[], timeoutMs = 5000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pids = new Set((await Promise.all(procsFiles.map(readPids))).flat());
+    if (pids.size === 0) return true;
+    if (Date.now() > deadline) return false;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch (err) {
+        if (errCode(err) !== 'ESRCH') throw err;
+      }
+    }
+    await sleep(10);
+  }
+}
+
+/** rmdir a cgroup and any nested children, retrying while the kernel still reports it busy. */
+export async function removeCgroupDir(dir: string, timeoutMs = 2000): Promise<void> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (errCode(err) === 'ENOENT') return;
+    throw err;
+  }
+  for (const e of entries) if (e.isDirectory()) await removeCgroupDir(path.join(dir, e.name), timeoutMs);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (err) {
+      const code = errCode(err);
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || Date.now() > deadline) throw new CgroupError(`cannot remove ${dir}: ${errMessage(err)}`);
+      await sleep(20);
+    }
+  }
+}
+
+export async function listChildDirs(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+  } catch (err) {
+    if (errCode(err) === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+export async function detectCgroupMode(root: string = DEFAULT_CGROUP_ROOT): Promise<{ mode: CgroupMode; reason: string | null }> {
+  try {
+    const v2 = await probeV2(root);
+    if (v2) return v2.ok ? { mode: 'v2', reason: v2.reason } : { mode: 'none', reason: v2.reason };
+    const v1 = await findV1Hierarchies(root);
+    if (v1.ok) return { mode: 'v1', reason: v1.reason };
+    return { mode: 'none', reason: `no cgroup v2 controllers and no v1 memory/pids hierarchies under ${root}: ${v1.reason}` };
+  } catch (err) {
+    return { mode: 'none', reason: `cannot inspect ${root}: ${errMessage(err)}` };
+  }
+}
+
+export function noneManager(reason: string): CgroupManager {
+  return {
+    mode: 'none',
+    reason,
+    // async so that a bad name rejects instead of throwing synchronously, as in the other modes
+    async create(name: string, limits: CgroupLimits) {
+      await Promise.resolve();
+      validateCgroupName(name);
+      validateLimits(limits);
+      return null;
+    },
+    close: () => Promise.resolve(),
+  };
+}
+
+export async function createCgroupManager(opts: CgroupManagerOptions = {}): Promise<CgroupManager> {
+  const root = opts.root ?? DEFAULT_CGROUP_ROOT;
+  const logger = opts.logger ?? { warn: () => undefined };
+  const fail = (reason: string): CgroupManager => {
+    logger.warn({ root, reason }, 'cgroup limits disabled');
+    return noneManager(reason);
+  };
+  let parentName: string;
+  try {
+    parentName = validateCgroupName(opts.parentName ?? 'bubble-sandbox', 'parent cgroup name');
+  } catch (err) {
+    return fail(errMessage(err));
+  }
+  const detected = await detectCgroupMode(root);
+  if (detected.mode === 'none') return fail(detected.reason ?? 'no usable cgroup hierarchy');
+  const common = { root, parentName, globalLimits: opts.globalLimits ?? {}, logger };
+  try {
+    let mgr: CgroupManager;
+    if (detected.mode === 'v2') {
+      mgr = await createV2Manager({ ...common, selfCgroup: await readSelfCgroupV2() });
+    } else {
+      const hier = await findV1Hierarchies(root);
+      if (!hier.ok) return fail(hier.reason);
+      mgr = await createV1Manager({ ...common, hierarchies: hier.hierarchies, degraded: hier.reason });
+    }
+    if (mgr.reason !== null) logger.warn({ root, mode: mgr.mode, reason: mgr.reason }, 'cgroup limits degraded');
+    return mgr;
+  } catch (err) {
+    return fail(`cgroup ${detected.mode} setup failed: ${errMessage(err)}`);
+  }
+}
+
+/**
+ * Execution cgroups are named exec-<pid>-<n> by the runner. Several processes share the parent
+ * (the service, and a CLI run or `check` beside it): a child of another live process is not
+ * ours to remove, whether at start-up cleanup or at close.
+ */
+export function belongsToAnotherLiveProcess(name: string): boolean {
+  const m = /^exec-(\d+)-/.exec(name);
+  if (!m) return false;
+  const pid = Number(m[1]);
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errCode(err) === 'EPERM';
+  }
+}

@@ -1,0 +1,60 @@
+import fs from 'node:fs';
+import { describe, expect, test } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.js';
+import { renderEnvExample } from '../../src/config-docs.js';
+
+describe('loadConfig', () => {
+  test('defaults match the contract', () => {
+    const c = loadConfig({}, '/srv/app');
+    expect(c.host).toBe('127.0.0.1');
+    expect(c.port).toBe(8000);
+    expect(c.environmentsDir).toBe('/srv/app/environments');
+    expect(c.workspaceDir).toBe('/srv/app/workspace_data');
+    expect(c.maxUploadSizeBytes).toBe(10485760);
+    expect(c.allowedExtensions).toEqual(['.txt', '.csv', '.md', '.json', '.yaml', '.yml', '.tsv', '.xml']);
+    expect(c.executionTimeoutSeconds).toBe(30);
+    expect(c.sessionIdleTimeoutSeconds).toBe(3600);
+    expect(c.maxSessions).toBe(50);
+    expect(c.allowPersistentSessions).toBe(true);
+    expect(c.logLevel).toBe('info');
+    expect(c.apiKey).toBeUndefined();
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  test('values are parsed from BUBBLE_SANDBOX_* variables', () => {
+    const c = loadConfig({
+      BUBBLE_SANDBOX_PORT: '9000',
+      BUBBLE_SANDBOX_ALLOWED_EXTENSIONS: '[".CSV", ".parquet"]',
+      BUBBLE_SANDBOX_ALLOW_PERSISTENT_SESSIONS: 'false',
+      BUBBLE_SANDBOX_LOG_LEVEL: 'WARNING',
+      BUBBLE_SANDBOX_CPU_CORES: '0.5',
+    });
+    expect(c.port).toBe(9000);
+    expect(c.allowedExtensions).toEqual(['.csv', '.parquet']);
+    expect(c.allowPersistentSessions).toBe(false);
+    expect(c.logLevel).toBe('warn');
+    expect(c.cpuCores).toBe(0.5);
+  });
+
+  test.each([
+    ['BUBBLE_SANDBOX_PORT', 'abc'],
+    ['BUBBLE_SANDBOX_PORT', '70000'],
+    ['BUBBLE_SANDBOX_MAX_SESSIONS', '0'],
+    ['BUBBLE_SANDBOX_ALLOWED_EXTENSIONS', 'csv'],
+    ['BUBBLE_SANDBOX_ALLOW_PERSISTENT_SESSIONS', 'maybe'],
+    ['BUBBLE_SANDBOX_LOG_LEVEL', 'loud'],
+    ['BUBBLE_SANDBOX_API_KEY', 'short'],
+    ['BUBBLE_SANDBOX_SANDBOX_UID_COUNT', '10'],
+  ])('a bad %s=%s stops start-up naming the variable', (name, value) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
+    expect(() => loadConfig({ [name]: value })).toThrow(name.replace('BUBBLE_SANDBOX_', ''));
+  });
+
+  test('the default timeout may not exceed the maximum', () => {
+    expect(() => loadConfig({ BUBBLE_SANDBOX_EXECUTION_TIMEOUT_SECONDS: '100', BUBBLE_SANDBOX_MAX_EXECUTION_TIMEOUT_SECONDS: '50' })).toThrow(/EXECUTION_TIMEOUT_SECONDS/);
+  });
+
+  test('.env.example lists every setting, in step with the code', () => {
+    expect(fs.readFileSync(new URL('../../.env.example', import.meta.url), 'utf8')).toBe(renderEnvExample());
+  });
+});

@@ -1,0 +1,47 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, test } from 'vitest';
+import { discoverEnvironments, findEnvironment, parseProjectTable } from '../../src/sandbox/environments.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-envs-'));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+function env(name: string, toml: string | null, python: string | null) {
+  fs.mkdirSync(path.join(dir, name, '.venv', 'bin'), { recursive: true });
+  if (toml !== null) fs.writeFileSync(path.join(dir, name, 'pyproject.toml'), toml);
+  if (python !== null) fs.symlinkSync(python, path.join(dir, name, '.venv', 'bin', 'python'));
+}
+
+describe('environments', () => {
+  test('parses the [project] table', () => {
+    expect(parseProjectTable('[project]\nname = "x"\ndescription = "Some \\"thing\\""\ndependencies = [\n  "pandas>=2",\n  \'numpy\',\n]\n[tool.x]\ndescription = "no"\n')).toEqual({
+      name: 'x', description: 'Some "thing"', dependencies: ['pandas>=2', 'numpy'],
+    });
+  });
+
+  test('discovery sorts by name and reports unusable environments with a reason and no host path', async () => {
+    env('zeta', '[project]\ndescription = "Z"\ndependencies = []\n', '/usr/bin/python3');
+    env('alpha', '[project]\ndescription = "A"\ndependencies = ["requests"]\n', '/usr/bin/python3');
+    env('broken', '[project]\ndescription = "B"\n', null);
+    const outside = path.join(dir, 'python-outside-usr');
+    fs.writeFileSync(outside, '#!/bin/sh\n', { mode: 0o755 });
+    env('foreign', '[project]\ndescription = "F"\n', outside);
+    env('notoml', null, '/usr/bin/python3');
+    fs.mkdirSync(path.join(dir, 'bad name!'));
+    const envs = await discoverEnvironments(dir);
+    expect(envs.map((e) => e.name)).toEqual(['alpha', 'broken', 'foreign', 'notoml', 'zeta']);
+    expect(envs.find((e) => e.name === 'alpha')).toMatchObject({ usable: true, description: 'A', dependencies: ['requests'] });
+    for (const name of ['broken', 'foreign', 'notoml']) {
+      const e = envs.find((x) => x.name === name);
+      expect(e?.usable).toBe(false);
+      expect(e?.reason).toBeTruthy();
+      expect(e?.reason).not.toContain(dir);
+    }
+  });
+
+  test('names outside [A-Za-z0-9_-] are never looked up', async () => {
+    expect(await findEnvironment(dir, '../etc')).toBeNull();
+    expect(await findEnvironment(dir, 'missing')).toBeNull();
+  });
+});
