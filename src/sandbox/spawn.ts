@@ -1,0 +1,183 @@
+// Starts one sandbox process and hands it back alive: the layer under both one-shot runs
+// (runner.ts) and long-lived interpreters (kernel).
+//
+// The chain is: Node → /bin/sh wrapper (joins the cgroups, sets rlimits) → setpriv (drops to the
+// sandbox's host uid when we are root) → bwrap → program. Each step execs the next, so the
+// child Node sees is bwrap itself and --die-with-parent ties the sandbox to this process.
+// node:child_process is used instead of execa here: the hot path needs raw extra descriptors
+// (args, seccomp, script, O_PATH bind sources) at fixed numbers and nothing else on top.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import type { Readable, Writable } from 'node:stream';
+import { buildBwrapInvocation, encodeArgs, SANDBOX_PATHS, type BwrapPolicy } from './bwrap-args.js';
+import type { CgroupManager, CgroupStats, ExecutionCgroup } from './cgroups.js';
+import type { Environment } from './environments.js';
+import type { HostLayout } from './host-layout.js';
+import type { ResourceLimits, VolumeMount } from './types.js';
+
+const O_PATH = 0o10000000;
+const DIR_FD_FLAGS = O_PATH | fs.constants.O_NOFOLLOW | fs.constants.O_DIRECTORY;
+
+// $1 nofile, $2 fsize in 512-byte blocks, $3 cpu seconds, then cgroup procs files up to "--".
+const WRAPPER = [
+  'ulimit -c 0 && ulimit -n "$1" && ulimit -f "$2" && ulimit -t "$3" || exit 125',
+  'shift 3',
+  'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done',
+  'shift',
+  'exec "$@"',
+].join('\n');
+
+export interface SpawnDeps {
+  bwrapPath: string;
+  layout: HostLayout;
+  seccompProgram: Buffer | null;
+  cgroups: CgroupManager | null;
+}
+
+export interface SandboxSpec {
+  environment: Environment | null;
+  workspaceDir: string;
+  volumes: VolumeMount[];
+  command: string[];
+  /** Placed at /sandbox/main.py when given. */
+  script?: string | undefined;
+  env: Record<string, string>;
+  limits: ResourceLimits;
+  identity: { uid: number; gid: number } | null;
+  /** RLIMIT_CPU of the sandbox, a backstop behind the wall-clock timeout. */
+  cpuSeconds: number;
+  /** Extra pipes that stay open inside (for a kernel's control channel); their fd numbers are returned. */
+  extraPipes?: number;
+  cgroupName: string;
+}
+
+export interface SpawnedSandbox {
+  child: ChildProcess;
+  stdin: Writable;
+  stdout: Readable;
+  stderr: Readable;
+  /** Extra pipes, with the descriptor number each has inside the sandbox. */
+  extra: { fd: number; stream: Readable & Writable }[];
+  /** SIGKILL bwrap (its PID namespace dies with it) and everything in the cgroup. */
+  kill(): void;
+  /** Resolves once the process has exited and its pipes closed. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stats(): Promise<CgroupStats | null>;
+  /** Kill what is left in the cgroup and remove it. */
+  dispose(): Promise<void>;
+}
+
+export function baseEnvironment(env: Environment | null): Record<string, string> {
+  const venvBin = env?.venvDir ? `${SANDBOX_PATHS.venv}/bin:` : '';
+  return {
+    PATH: `${venvBin}/usr/local/bin:/usr/bin:/bin`,
+    HOME: SANDBOX_PATHS.tmp,
+    TMPDIR: SANDBOX_PATHS.tmp,
+    USER: 'sandbox',
+    LOGNAME: 'sandbox',
+    LANG: 'C.UTF-8',
+    PYTHONUNBUFFERED: '1',
+    PYTHONDONTWRITEBYTECODE: '1',
+    PYTHONPATH: SANDBOX_PATHS.workspace,
+    MPLBACKEND: 'Agg',
+    ...(env?.venvDir ? { VIRTUAL_ENV: SANDBOX_PATHS.venv } : {}),
+  };
+}
+
+export function pythonFor(env: Environment | null): string {
+  return env?.venvDir ? `${SANDBOX_PATHS.venv}/bin/python` : '/usr/bin/python3';
+}
+
+export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<SpawnedSandbox> {
+  const policy: BwrapPolicy = {
+    systemMounts: deps.layout.systemMounts,
+    etcFiles: deps.layout.etcFiles,
+    venvDir: spec.environment?.venvDir ?? null,
+    hasScript: spec.script !== undefined,
+    volumes: spec.volumes.map((v) => ({ name: v.name, mode: v.mode })),
+    seccomp: deps.seccompProgram !== null,
+    tmpSizeBytes: spec.limits.tmpSizeBytes,
+    env: spec.env,
+    command: spec.command,
+  };
+  const invocation = buildBwrapInvocation(policy);
+  const cgroup: ExecutionCgroup | null = deps.cgroups ? await deps.cgroups.create(spec.cgroupName, spec.limits) : null;
+
+  // Bind sources are opened here, without following links, and handed over as descriptors:
+  // a workspace or volume swapped for a symlink fails closed instead of exposing the target.
+  const openedFds: number[] = [];
+  try {
+    const stdio: (number | 'pipe')[] = ['pipe', 'pipe', 'pipe'];
+    const payloads = new Map<number, Buffer>([[3, encodeArgs(invocation.options)]]);
+    for (const [i, role] of invocation.fdRoles.entries()) {
+      const fdNumber = 3 + i;
+      if (role.role === 'args' || role.role === 'seccomp' || role.role === 'script') {
+        stdio.push('pipe');
+        if (role.role === 'seccomp' && deps.seccompProgram) payloads.set(fdNumber, deps.seccompProgram);
+        if (role.role === 'script' && spec.script !== undefined) payloads.set(fdNumber, Buffer.from(spec.script, 'utf8'));
+      } else {
+        const hostDir = role.role === 'workspace' ? spec.workspaceDir : spec.volumes.find((v) => v.name === role.name)?.hostDir;
+        if (hostDir === undefined) throw new Error(`no host directory for ${role.role}`);
+        const fd = fs.openSync(hostDir, DIR_FD_FLAGS);
+        openedFds.push(fd);
+        stdio.push(fd);
+      }
+    }
+    const extraFds: number[] = [];
+    for (let i = 0; i < (spec.extraPipes ?? 0); i++) {
+      extraFds.push(stdio.length);
+      stdio.push('pipe');
+    }
+
+    const fsizeBlocks = Math.max(1, Math.floor(spec.limits.fileSizeBytes / 512));
+    const identity = spec.identity
+      ? ['setpriv', `--reuid=${spec.identity.uid}`, `--regid=${spec.identity.gid}`, '--clear-groups', '--no-new-privs', '--']
+      : [];
+    const argv = [
+      '-c', WRAPPER, 'bubble-sandbox-wrapper',
+      String(spec.limits.openFiles), String(fsizeBlocks), String(Math.max(1, Math.ceil(spec.cpuSeconds))),
+      ...(cgroup?.procsFiles ?? []), '--',
+      ...identity, deps.bwrapPath, ...invocation.argv,
+    ];
+
+    const child = spawn('/bin/sh', argv, { stdio, env: {}, windowsHide: true });
+    for (const fd of openedFds.splice(0)) fs.closeSync(fd);
+    for (const [fdNumber, payload] of payloads) {
+      const stream = child.stdio[fdNumber] as Writable | null | undefined;
+      stream?.on('error', () => undefined);
+      stream?.end(payload);
+    }
+    child.stdin?.on('error', () => undefined); // the program may exit without reading stdin
+
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('close', (code, signal) => resolve({ code, signal }));
+    });
+    const extra = extraFds.map((fd) => {
+      const stream = child.stdio[fd] as Readable & Writable;
+      stream.on('error', () => undefined);
+      return { fd, stream };
+    });
+    return {
+      child,
+      stdin: child.stdin as Writable,
+      stdout: child.stdout as Readable,
+      stderr: child.stderr as Readable,
+      extra,
+      kill: () => {
+        child.kill('SIGKILL');
+        void cgroup?.killAll();
+      },
+      exited,
+      stats: async () => (cgroup ? cgroup.stats() : null),
+      dispose: async () => {
+        await cgroup?.killAll();
+        await cgroup?.destroy();
+      },
+    };
+  } catch (err) {
+    for (const fd of openedFds) fs.closeSync(fd);
+    await cgroup?.destroy();
+    throw err;
+  }
+}
