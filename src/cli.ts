@@ -90,6 +90,7 @@ async function runProgram(config: Config, values: ReturnType<typeof parseRun>['v
     if (IS_ROOT) identity = st.uid !== 0 ? { uid: st.uid, gid: st.gid } : { uid: config.sandboxUidBase, gid: config.sandboxUidBase };
   } else {
     tempParent = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-sandbox-cli-'));
+    fs.chmodSync(tempParent, 0o711); // the sandbox uid must be able to reach its workspace
     workdir = path.join(tempParent, 'workspace');
     fs.mkdirSync(workdir);
     if (IS_ROOT) {

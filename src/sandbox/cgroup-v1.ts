@@ -149,7 +149,8 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
       } catch (err) {
         logger.warn({ err: errMessage(err) }, 'cgroup cleanup failed');
       }
-      for (const dir of parents) await rmdir(dir).catch(() => undefined); // still busy: leave it
+      // The parent stays: another bubble-sandbox process (the service beside a CLI run) may be
+      // creating a child in it right now, and an empty cgroup costs nothing.
     },
   };
 }

@@ -209,7 +209,8 @@ export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupMana
     async close(): Promise<void> {
       closed = true;
       await removeAllChildren().catch((err) => logger.warn({ err: errMessage(err) }, 'cgroup cleanup failed'));
-      await removeCgroupDir(parentDir, 0).catch(() => undefined); // still busy: leave it
+      // The parent stays: another bubble-sandbox process (the service beside a CLI run) may be
+      // creating a child in it right now, and an empty cgroup costs nothing.
     },
   };
 }

@@ -86,6 +86,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     deps.metrics.rejected.inc({ reason: code });
     void reply.code(status).send(errorBody(status, code, message));
   });
+  // While shutting down, answers end their connection so close() is not held by keep-alive.
+  app.addHook('onSend', async (_request, reply) => {
+    if (deps.sessions.isClosing) void reply.header('connection', 'close');
+  });
   app.setNotFoundHandler((request, reply) => {
     deps.metrics.rejected.inc({ reason: 'NOT_FOUND' });
     void reply.code(404).send(errorBody(404, 'NOT_FOUND', `Route ${request.method} ${request.url.split('?')[0] ?? ''} not found`));

@@ -43,6 +43,8 @@ export async function runServer(config: Config): Promise<void> {
     logger.info({ signal, grace_seconds: config.shutdownGraceSeconds }, 'shutting down');
     const closing = app.close();
     await sessions.close(config.shutdownGraceSeconds * 1000);
+    // Keep-alive sockets that carried the last answers would otherwise hold close() open.
+    app.server.closeIdleConnections();
     await closing;
     await sandbox.close();
     logger.info('stopped');

@@ -37,12 +37,20 @@ export const sessionDir = (layout: StoreLayout, id: string) => path.join(layout.
 export const workspaceOf = (layout: StoreLayout, id: string) => path.join(layout.sessions, id, 'workspace');
 const metaOf = (layout: StoreLayout, id: string) => path.join(layout.sessions, id, 'meta.json');
 
+/**
+ * Creates the layout; every level must be traversable (o+x) by the sandbox uids, which reach
+ * their workspace through it. An existing directory without it (mkdtemp makes 0700) is fixed when
+ * it is ours, refused with a clear message otherwise.
+ */
 export async function ensureLayout(layout: StoreLayout): Promise<void> {
-  await fs.mkdir(layout.root, { recursive: true, mode: 0o711 });
-  for (const dir of [layout.sessions, layout.volumes, layout.staging, layout.oneshot]) {
+  for (const dir of [layout.root, layout.sessions, layout.volumes, layout.staging, layout.oneshot]) {
     await fs.mkdir(dir, { recursive: true, mode: 0o711 });
     const st = await fs.lstat(dir);
     if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
+    if ((st.mode & 0o001) === 0) {
+      if (st.uid !== process.getuid?.()) throw new Error(`${dir} is not traversable by the sandbox uids (mode ${(st.mode & 0o777).toString(8)}); chmod o+x it`);
+      await fs.chmod(dir, (st.mode & 0o777) | 0o711);
+    }
   }
 }
 

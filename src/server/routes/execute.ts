@@ -11,7 +11,10 @@ import {
   ErrorSchema, ExecuteBodySchema, ExecutionResultSchema, OneShotBodySchema, OneShotResultSchema, SessionParamsSchema,
   type ExecuteBody,
 } from '../schemas.js';
+import { streamExecution, wantsStream } from '../streaming.js';
 import { extensionAllowed } from './files.js';
+
+const STREAM_NOTE = 'With `Accept: application/x-ndjson` the answer streams one JSON object per line: `{"type":"stdout"|"stderr","data":"..."}` as output arrives, then one `{"type":"result", ...ExecutionResult}` with empty stdout/stderr.';
 
 function invalid(field: string, message: string): BadRequestError {
   return new BadRequestError('FST_ERR_VALIDATION', `body.${field}: ${message}`);
@@ -61,18 +64,22 @@ export const executeRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.post('/sessions/:id/execute', {
     bodyLimit,
-    schema: { tags: ['execute'], params: SessionParamsSchema, body: ExecuteBodySchema, response: { 200: ExecutionResultSchema, ...errors } },
+    schema: { tags: ['execute'], description: STREAM_NOTE, params: SessionParamsSchema, body: ExecuteBodySchema, response: { 200: ExecutionResultSchema, ...errors } },
   }, async (request, reply) => {
     const ac = abortOnDisconnect(reply);
     const req = toExecutionRequest(request.body, config, sandbox.defaultLimits, ac.signal);
-    const result = await sessions.execute(request.params.id, req);
-    request.log.info({ session_id: request.params.id, status: result.status, duration_ms: result.duration_ms, stdout_chars: result.stdout.length, stderr_chars: result.stderr.length }, 'execution finished');
-    return result;
+    const run = async (onOutput?: ExecutionRequest['onOutput']) => {
+      const result = await sessions.execute(request.params.id, { ...req, onOutput });
+      request.log.info({ session_id: request.params.id, status: result.status, duration_ms: result.duration_ms, stdout_chars: result.stdout.length, stderr_chars: result.stderr.length }, 'execution finished');
+      return result;
+    };
+    if (wantsStream(request)) return streamExecution(reply, run);
+    return run();
   });
 
   app.post('/execute', {
     bodyLimit: bodyLimit + Math.ceil((config.maxUploadSizeBytes * 4) / 3) + 1024 * 1024,
-    schema: { tags: ['execute'], body: OneShotBodySchema, response: { 200: OneShotResultSchema, ...errors, 413: ErrorSchema, 415: ErrorSchema } },
+    schema: { tags: ['execute'], description: STREAM_NOTE, body: OneShotBodySchema, response: { 200: OneShotResultSchema, ...errors, 413: ErrorSchema, 415: ErrorSchema } },
   }, async (request, reply) => {
     const body = request.body;
     let total = 0;
@@ -91,8 +98,12 @@ export const executeRoutes: FastifyPluginAsyncZod = async (app) => {
     });
     const ac = abortOnDisconnect(reply);
     const req = toExecutionRequest(body, config, sandbox.defaultLimits, ac.signal);
-    const result = await runOneShot(sessions, config, { environment: body.environment ?? 'bare', files, request: req });
-    request.log.info({ status: result.status, duration_ms: result.duration_ms, outputs: result.files.outputs.length }, 'one-shot execution finished');
-    return result;
+    const run = async (onOutput?: ExecutionRequest['onOutput']) => {
+      const result = await runOneShot(sessions, config, { environment: body.environment ?? 'bare', files, request: { ...req, onOutput } });
+      request.log.info({ status: result.status, duration_ms: result.duration_ms, outputs: result.files.outputs.length }, 'one-shot execution finished');
+      return result;
+    };
+    if (wantsStream(request)) return streamExecution(reply, run);
+    return run();
   });
 };

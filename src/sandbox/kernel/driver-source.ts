@@ -1,0 +1,309 @@
+// The Python side of a kernel, placed at /sandbox/main.py and run by the environment's
+// interpreter. It lives here as a string because the build copies only .ts files to dist.
+// String.raw keeps Python's backslashes as written; the source must contain no backtick and no
+// dollar-brace.
+//
+// Channels: requests arrive length-prefixed (4-byte big-endian) JSON on stdin, which the driver
+// moves to a private descriptor (fd 0 becomes /dev/null); frames leave only on the control pipe,
+// also moved to a close-on-exec descriptor. User code keeps fd 1 and 2 for its output, so nothing
+// it prints can be read as a frame. After each cell the driver writes the per-call marker the
+// service chose to fd 1 and fd 2, so the service knows where the cell's output ends.
+export const DRIVER_SOURCE = String.raw`
+import ast
+import builtins
+import json
+import linecache
+import os
+import queue
+import signal
+import struct
+import sys
+import threading
+import traceback
+import types
+
+DRIVER_FILE = __file__
+WORKSPACE = os.getcwd()
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _read_exact(fd, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _private_fds(ctl_number):
+    # os.dup gives a non-inheritable (close-on-exec) descriptor: children of user code get
+    # neither the control pipe nor the request stream.
+    ctl = os.dup(ctl_number)
+    os.set_inheritable(ctl, False)
+    os.close(ctl_number)
+    req = os.dup(0)
+    os.set_inheritable(req, False)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return ctl, req
+
+
+CTL, REQ = _private_fds(int(sys.argv[1]))
+_ctl_lock = threading.Lock()
+
+
+def send(obj):
+    data = json.dumps(obj, ensure_ascii=True).encode('ascii')
+    with _ctl_lock:
+        _write_all(CTL, struct.pack('>I', len(data)) + data)
+
+
+class _State:
+    running = None       # id of the cell being executed
+    armed = False        # whether SIGINT may raise KeyboardInterrupt now
+    interrupt_id = None  # last cell the service asked to interrupt
+    figure_count = 0
+
+
+_state = _State()
+_runs = queue.Queue()
+_MAIN_ID = threading.main_thread().ident
+
+
+def _on_sigint(signum, frame):
+    # Only while a cell runs, and once per request: a late signal never lands in driver code.
+    if _state.armed:
+        _state.armed = False
+        raise KeyboardInterrupt
+
+
+def _request_interrupt(cell_id):
+    _state.interrupt_id = cell_id
+    if _state.running == cell_id and _state.armed:
+        signal.pthread_kill(_MAIN_ID, signal.SIGINT)
+
+
+def _reader():
+    while True:
+        head = _read_exact(REQ, 4)
+        if head is None:
+            break
+        body = _read_exact(REQ, struct.unpack('>I', head)[0])
+        if body is None:
+            break
+        try:
+            msg = json.loads(body)
+            kind = msg.get('type')
+            if kind == 'run':
+                _runs.put(msg)
+            elif kind == 'interrupt':
+                _request_interrupt(msg.get('id'))
+            elif kind == 'ping':
+                send({'type': 'pong'})
+        except Exception as exc:
+            send({'type': 'log', 'message': 'bad request: %r' % (exc,)})
+    os._exit(0)  # the service closed our stdin: nobody is left to answer
+
+
+# --- matplotlib: figures become workspace files -------------------------------------------
+
+def _save_figures():
+    plt = sys.modules.get('matplotlib.pyplot')
+    if plt is None:
+        return []
+    saved = []
+    for num in plt.get_fignums():
+        _state.figure_count += 1
+        name = 'figure-%s-%d.png' % (_state.running, _state.figure_count)
+        try:
+            plt.figure(num).savefig(os.path.join(WORKSPACE, name))
+            saved.append(name)
+        except Exception as exc:
+            sys.stderr.write('could not save figure %s: %s\n' % (name, exc))
+    plt.close('all')
+    return saved
+
+
+def _show(*args, **kwargs):
+    _save_figures()
+
+
+class _PyplotHook:
+    # Patches plt.show when the user imports pyplot; never imports matplotlib itself.
+    busy = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name != 'matplotlib.pyplot' or self.busy:
+            return None
+        import importlib.util
+        self.busy = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.busy = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, 'exec_module'):
+            return spec
+        original = spec.loader.exec_module
+
+        def exec_module(module):
+            original(module)
+            module.show = _show
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+# --- cells ----------------------------------------------------------------------------------
+
+def _no_input(prompt=''):
+    raise EOFError('input() is not available: run_code has no interactive stdin. '
+                   'Put the data in the code or in a file in the workspace.')
+
+
+def _compile(code, filename):
+    tree = ast.parse(code, filename, 'exec')
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    body = compile(tree, filename, 'exec', dont_inherit=True)
+    expr = compile(last, filename, 'eval', dont_inherit=True) if last is not None else None
+    return body, expr
+
+
+def _clip(text, limit):
+    if limit is None or len(text) <= limit:
+        return text
+    head = (limit + 1) // 2
+    tail = limit - head
+    omitted = len(text) - head - tail
+    return text[:head] + '\n[... %d characters omitted ...]\n' % omitted + (text[-tail:] if tail else '')
+
+
+def _without_driver(te, seen):
+    # The user sees their cells and the libraries they called, never this file.
+    if id(te) in seen:
+        return
+    seen.add(id(te))
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename != DRIVER_FILE])
+    for chained in (te.__cause__, te.__context__):
+        if chained is not None:
+            _without_driver(chained, seen)
+    for sub in getattr(te, 'exceptions', None) or ():
+        _without_driver(sub, seen)
+
+
+def _describe(exc, filename, compiling, limit):
+    tb = None if compiling else exc.__traceback__
+    te = traceback.TracebackException(type(exc), exc, tb, compact=True)
+    _without_driver(te, set())
+    text = ''.join(te.format())
+    line = None
+    for frame in te.stack:
+        if frame.filename == filename:
+            line = frame.lineno
+    if isinstance(exc, SyntaxError) and exc.filename == filename:
+        line = exc.lineno
+    try:
+        message = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    except Exception:
+        message = '<exception str() failed>'
+    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, tb
+    try:
+        sys.stderr.write(text)
+    except Exception:
+        pass
+    return {'type': type(exc).__name__, 'message': _clip(message, limit), 'line': line,
+            'traceback': _clip(text, limit).rstrip('\n').split('\n')}
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+def _mark(fd, marker):
+    try:
+        _write_all(fd, marker)
+        return True
+    except OSError:
+        return False
+
+
+def _run(req, user_ns):
+    cell_id = req['id']
+    filename = '<cell-%s>' % cell_id
+    code = req['code']
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    result = None
+    error = None
+    compiling = True
+    limit = req.get('max_result_chars')
+    _state.figure_count = 0
+    _state.running = cell_id
+    try:
+        _state.armed = True
+        if _state.interrupt_id == cell_id:
+            _state.armed = False
+            raise KeyboardInterrupt
+        body, expr = _compile(code, filename)
+        compiling = False
+        exec(body, user_ns)
+        if expr is not None:
+            value = eval(expr, user_ns)
+            if value is not None:
+                user_ns['_'] = value
+                result = _clip(repr(value), limit)
+        _save_figures()
+    except BaseException as exc:
+        _state.armed = False
+        error = _describe(exc, filename, compiling, limit)
+    finally:
+        _state.armed = False
+    interrupted = _state.interrupt_id == cell_id
+    _state.running = None
+    _flush()
+    marker = req['marker'].encode('utf-8')
+    markers = {'stdout': _mark(1, marker), 'stderr': _mark(2, marker)}
+    send({'type': 'done', 'id': cell_id, 'result': result, 'error': error,
+          'interrupted': interrupted, 'markers': markers})
+
+
+def main():
+    user_module = types.ModuleType('__main__')
+    user_module.__dict__['__builtins__'] = builtins
+    sys.modules['__main__'] = user_module
+    sys.argv = ['']
+    if sys.path and sys.path[0] == os.path.dirname(DRIVER_FILE):
+        sys.path[0] = ''
+    builtins.input = _no_input
+    sys.meta_path.insert(0, _PyplotHook())
+    signal.signal(signal.SIGINT, _on_sigint)
+    threading.Thread(target=_reader, name='kernel-requests', daemon=True).start()
+    send({'type': 'ready', 'pid': os.getpid(), 'python': sys.version.split()[0]})
+    while True:
+        req = _runs.get()
+        try:
+            _run(req, user_module.__dict__)
+        except BaseException as exc:
+            # A failure of the driver itself (or a signal that slipped past the disarm): the
+            # call still gets its answer, without markers to wait for.
+            send({'type': 'done', 'id': req.get('id'), 'result': None,
+                  'error': {'type': type(exc).__name__, 'message': 'kernel driver: %r' % (exc,),
+                            'line': None, 'traceback': []},
+                  'interrupted': isinstance(exc, KeyboardInterrupt),
+                  'markers': {'stdout': False, 'stderr': False}})
+
+
+main()
+`;

@@ -1,0 +1,229 @@
+// One running kernel: the sandbox with the driver in it, its request stream (stdin), its
+// control pipe (frames), and its stdout/stderr handed to whichever call is listening.
+import type { Logger } from 'pino';
+import { buildBwrapInvocation, SANDBOX_PATHS } from '../bwrap-args.js';
+import type { CgroupStats } from '../cgroups.js';
+import type { Environment } from '../environments.js';
+import { pythonFor, spawnSandbox, type SpawnDeps, type SpawnedSandbox } from '../spawn.js';
+import type { ResourceLimits, VolumeMount } from '../types.js';
+import { DRIVER_SOURCE } from './driver-source.js';
+import { encodeFrame, FrameDecoder } from './frames.js';
+
+export interface KernelSpawnSpec {
+  deps: SpawnDeps;
+  cgroupName: string;
+  environment: Environment | null;
+  workspaceDir: string;
+  volumes: VolumeMount[];
+  /** The complete environment of the interpreter. */
+  env: Record<string, string>;
+  limits: ResourceLimits;
+  identity: { uid: number; gid: number } | null;
+  cpuSeconds: number;
+}
+
+export interface DriverError {
+  type: string;
+  message: string;
+  line: number | null;
+  traceback: string[];
+}
+
+export interface DoneFrame {
+  id: number;
+  result: string | null;
+  error: DriverError | null;
+  interrupted: boolean;
+  /** Whether the driver managed to write the call's marker to stdout / stderr. */
+  markers: { stdout: boolean; stderr: boolean };
+}
+
+export interface OutputSink {
+  stdout(chunk: Buffer): void;
+  stderr(chunk: Buffer): void;
+}
+
+export type ExitStatus = { code: number | null; signal: NodeJS.Signals | null };
+
+export class KernelStartError extends Error {
+  override name = 'KernelStartError';
+}
+
+const STARTUP_STDERR_CHARS = 4000;
+
+/** The control pipe's number inside: spawnSandbox puts extra pipes after bwrap's own descriptors. */
+export function controlFdFor(deps: SpawnDeps, volumes: readonly VolumeMount[]): number {
+  const { fdRoles } = buildBwrapInvocation({
+    systemMounts: [], etcFiles: [], venvDir: null, hasScript: true, tmpSizeBytes: 0, env: {}, command: [],
+    volumes: volumes.map((v) => ({ name: v.name, mode: v.mode })), seccomp: deps.seccompProgram !== null,
+  });
+  return 3 + fdRoles.length;
+}
+
+const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+
+function toDone(f: Record<string, unknown>): DoneFrame {
+  const e = f.error as Record<string, unknown> | null | undefined;
+  const m = (f.markers ?? {}) as Record<string, unknown>;
+  return {
+    id: Number(f.id),
+    result: typeof f.result === 'string' ? f.result : null,
+    error: e && typeof e === 'object'
+      ? { type: str(e.type) || 'Exception', message: str(e.message), line: typeof e.line === 'number' ? e.line : null, traceback: Array.isArray(e.traceback) ? e.traceback.map(str) : [] }
+      : null,
+    interrupted: f.interrupted === true,
+    markers: { stdout: m.stdout === true, stderr: m.stderr === true },
+  };
+}
+
+export class KernelProcess {
+  /** Receives stdout/stderr while a call listens; output between calls is dropped. */
+  sink: OutputSink | null = null;
+  exitStatus: ExitStatus | null = null;
+  readonly exited: Promise<ExitStatus>;
+  private readonly waiters = new Map<number, (frame: DoneFrame) => void>();
+  private pongs: (() => void)[] = [];
+  private ready: (() => void) | null = null;
+  private disposed: Promise<void> | null = null;
+
+  private constructor(private readonly sandbox: SpawnedSandbox, private readonly logger: Logger | undefined) {
+    this.exited = sandbox.exited.catch(() => ({ code: null, signal: null })).then((status) => {
+      this.exitStatus = status;
+      return status;
+    });
+  }
+
+  static async start(spec: KernelSpawnSpec, startTimeoutMs: number, logger?: Logger): Promise<KernelProcess> {
+    const ctlFd = controlFdFor(spec.deps, spec.volumes);
+    const sandbox = await spawnSandbox(spec.deps, {
+      environment: spec.environment,
+      workspaceDir: spec.workspaceDir,
+      volumes: spec.volumes,
+      command: [pythonFor(spec.environment), SANDBOX_PATHS.script, String(ctlFd)],
+      script: DRIVER_SOURCE,
+      env: spec.env,
+      limits: spec.limits,
+      identity: spec.identity,
+      cpuSeconds: spec.cpuSeconds,
+      extraPipes: 1,
+      cgroupName: spec.cgroupName,
+    });
+    const proc = new KernelProcess(sandbox, logger);
+    let startupStderr = '';
+    const collect = (c: Buffer) => {
+      if (startupStderr.length < STARTUP_STDERR_CHARS) startupStderr += c.toString('utf8');
+    };
+    sandbox.stderr.on('data', collect);
+    try {
+      const ctl = sandbox.extra[0];
+      if (ctl?.fd !== ctlFd) throw new KernelStartError(`control pipe is fd ${String(ctl?.fd)} inside, expected ${ctlFd}`);
+      proc.wire(ctl.stream);
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        new Promise<'ready'>((resolve) => {
+          proc.ready = () => resolve('ready');
+        }),
+        proc.exited.then(() => 'exited' as const),
+        new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), startTimeoutMs);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      if (outcome !== 'ready') {
+        await proc.dispose();
+        const how = outcome === 'timeout' ? `did not answer within ${startTimeoutMs} ms` : `exited (${JSON.stringify(proc.exitStatus)})`;
+        throw new KernelStartError(`the kernel ${how}: ${startupStderr.trim().slice(0, STARTUP_STDERR_CHARS) || 'no output'}`);
+      }
+    } catch (err) {
+      await proc.dispose();
+      throw err;
+    } finally {
+      sandbox.stderr.off('data', collect);
+    }
+    return proc;
+  }
+
+  private wire(ctl: NodeJS.ReadableStream): void {
+    const decoder = new FrameDecoder();
+    ctl.on('data', (chunk: Buffer) => {
+      let frames: unknown[];
+      try {
+        frames = decoder.push(chunk);
+      } catch (err) {
+        // Only the driver writes here; garbage means the process is not in a state we can trust.
+        this.logger?.error({ err }, 'kernel control pipe corrupted; killing the kernel');
+        this.sandbox.kill();
+        return;
+      }
+      for (const frame of frames) this.onFrame(frame);
+    });
+    this.sandbox.stdout.on('data', (c: Buffer) => this.sink?.stdout(c));
+    this.sandbox.stderr.on('data', (c: Buffer) => this.sink?.stderr(c));
+  }
+
+  private onFrame(frame: unknown): void {
+    if (frame === null || typeof frame !== 'object') return;
+    const f = frame as Record<string, unknown>;
+    switch (f.type) {
+      case 'ready':
+        this.ready?.();
+        this.ready = null;
+        break;
+      case 'pong':
+        for (const resolve of this.pongs.splice(0)) resolve();
+        break;
+      case 'done': {
+        const done = toDone(f);
+        const waiter = this.waiters.get(done.id);
+        this.waiters.delete(done.id);
+        waiter?.(done);
+        break;
+      }
+      default:
+        this.logger?.debug({ frame: f }, 'kernel frame ignored');
+    }
+  }
+
+  get alive(): boolean {
+    return this.exitStatus === null && this.disposed === null;
+  }
+
+  /** Host pid of the sandbox's outermost process (for diagnostics). */
+  get pid(): number | undefined {
+    return this.sandbox.child.pid;
+  }
+
+  send(message: Record<string, unknown>): void {
+    if (this.alive) this.sandbox.stdin.write(encodeFrame(message));
+  }
+
+  /** The done frame of call `id`; never settles if the process dies first (race it with exited). */
+  waitDone(id: number): Promise<DoneFrame> {
+    return new Promise((resolve) => this.waiters.set(id, resolve));
+  }
+
+  async ping(timeoutMs: number): Promise<boolean> {
+    if (!this.alive) return false;
+    let timer: NodeJS.Timeout | undefined;
+    const answered = new Promise<boolean>((resolve) => this.pongs.push(() => resolve(true)));
+    this.send({ type: 'ping' });
+    return Promise.race([answered, new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    })]).finally(() => clearTimeout(timer));
+  }
+
+  stats(): Promise<CgroupStats | null> {
+    return this.sandbox.stats();
+  }
+
+  /** SIGKILL the sandbox and wait until it is gone and its output is read; the cgroup stays for stats(). */
+  async terminate(): Promise<void> {
+    if (this.exitStatus === null) this.sandbox.kill();
+    await this.exited;
+  }
+
+  /** terminate(), then remove the cgroup. Idempotent. */
+  dispose(): Promise<void> {
+    this.disposed ??= this.terminate().then(() => this.sandbox.dispose());
+    return this.disposed;
+  }
+}
