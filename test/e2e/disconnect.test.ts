@@ -1,0 +1,74 @@
+// A client that goes away mid-execution must not leave its sandbox running on the host.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import {
+  api, killAllServers, makeTempDir, sleep, startServer, waitForNoProcess, waitForSleep, type ExecResult, type ServerProcess,
+} from '../helpers/server-process.js';
+
+let workspaceDir: string;
+let server: ServerProcess;
+
+beforeAll(async () => {
+  workspaceDir = makeTempDir('bs-e2e-disconnect-');
+  server = await startServer({ workspaceDir });
+});
+
+afterAll(async () => {
+  await killAllServers();
+  fs.rmSync(workspaceDir, { recursive: true, force: true });
+});
+
+async function abortWhenRunning(route: string, body: unknown, marker: string): Promise<unknown> {
+  const ac = new AbortController();
+  const pending = fetch(`${server.baseUrl}${route}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: ac.signal,
+  }).then(() => null, (err: unknown) => err);
+  await waitForSleep(marker);
+  ac.abort();
+  return pending;
+}
+
+describe('client disconnect', () => {
+  test('aborting a session execution kills its sandbox within 2 s; the session stays usable', async () => {
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'gone-client' })).status).toBe(201);
+    const marker = '30.456';
+    const err = await abortWhenRunning('/v1/sessions/gone-client/execute', { command: `sleep ${marker}`, timeout_seconds: 60 }, marker);
+    expect((err as Error | null)?.name).toBe('AbortError');
+
+    expect(await waitForNoProcess(`sleep ${marker}`, 2000)).toEqual([]);
+
+    // The session's queue is free again: the next execution runs at once.
+    const started = Date.now();
+    const next = await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/gone-client/execute', { command: 'echo next' });
+    expect(next.body).toMatchObject({ status: 'ok', stdout: 'next\n' });
+    expect(Date.now() - started).toBeLessThan(10_000);
+
+    // The service saw the execution end as killed, not as a timeout.
+    let finished: Record<string, unknown> | undefined;
+    for (let i = 0; i < 40 && !finished; i++) {
+      finished = server.jsonLogs().find((l) => l.msg === 'execution finished' && l.session_id === 'gone-client' && l.status !== 'ok');
+      if (!finished) await sleep(50);
+    }
+    expect(finished?.status).toBe('killed');
+    expect((await api(server.baseUrl, 'GET', '/healthz')).status).toBe(200);
+  }, 60_000);
+
+  test('aborting a one-shot execution kills its sandbox and removes its workspace', async () => {
+    const marker = '30.654';
+    const err = await abortWhenRunning('/v1/execute', { command: `sleep ${marker}`, timeout_seconds: 60 }, marker);
+    expect((err as Error | null)?.name).toBe('AbortError');
+    expect(await waitForNoProcess(`sleep ${marker}`, 2000)).toEqual([]);
+
+    const oneshot = path.join(workspaceDir, 'oneshot');
+    let left = fs.readdirSync(oneshot);
+    for (let i = 0; i < 40 && left.length > 0; i++) {
+      await sleep(50);
+      left = fs.readdirSync(oneshot);
+    }
+    expect(left).toEqual([]);
+  }, 60_000);
+});

@@ -1,0 +1,95 @@
+// Graceful shutdown of the real process: running executions may finish until the grace deadline,
+// then are killed; the process exits 0 and leaves no sandbox behind.
+import fs from 'node:fs';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import {
+  api, killAllServers, makeTempDir, startServer, waitForNoProcess, waitForSleep, type ExecResult,
+} from '../helpers/server-process.js';
+
+const GRACE_SECONDS = 2;
+let workspaceDir: string;
+
+beforeEach(() => {
+  workspaceDir = makeTempDir('bs-e2e-shutdown-');
+});
+
+afterEach(async () => {
+  await killAllServers();
+  fs.rmSync(workspaceDir, { recursive: true, force: true });
+});
+
+describe('graceful shutdown', () => {
+  test('SIGTERM kills an execution that outlives the grace period, answers it, exits 0', async () => {
+    const server = await startServer({ workspaceDir, env: { BUBBLE_SANDBOX_SHUTDOWN_GRACE_SECONDS: String(GRACE_SECONDS) } });
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'long' })).status).toBe(201);
+
+    const marker = '30.123';
+    const pending = api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/long/execute', { command: `sleep ${marker}`, timeout_seconds: 60 })
+      .then((r) => ({ ok: true as const, res: r }), (err: unknown) => ({ ok: false as const, err }));
+    await waitForSleep(marker);
+
+    const sent = Date.now();
+    const exited = server.stop('SIGTERM');
+    const outcome = await pending;
+    const answeredAfter = Date.now() - sent;
+    const exit = await exited;
+    const exitedAfter = Date.now() - sent;
+
+    // Observed behaviour: the in-flight request gets a normal 200 answer with status "killed"
+    // once the grace period is over (the connection is not just dropped).
+    expect(outcome.ok).toBe(true);
+    if (!outcome.ok) return;
+    expect(outcome.res.status).toBe(200);
+    expect(outcome.res.body).toMatchObject({ status: 'killed', exit_code: null, signal: 'SIGKILL', timed_out: false });
+    // It ran until the grace deadline, not less.
+    expect(answeredAfter).toBeGreaterThanOrEqual(GRACE_SECONDS * 1000 - 100);
+
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(await waitForNoProcess(`sleep ${marker}`, 2000)).toEqual([]);
+    const msgs = server.jsonLogs().map((l) => l.msg);
+    expect(msgs).toContain('shutting down');
+    expect(msgs).toContain('stopped');
+    // The client keeps its connection alive (as fetch, requests.Session and httpx do); the
+    // service must not wait for that idle connection to time out before it exits.
+    expect(exitedAfter).toBeLessThan((GRACE_SECONDS + 5) * 1000);
+  }, 60_000);
+
+  test('an execution that finishes within the grace period gets its normal result', async () => {
+    const server = await startServer({ workspaceDir, env: { BUBBLE_SANDBOX_SHUTDOWN_GRACE_SECONDS: String(GRACE_SECONDS) } });
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'short' })).status).toBe(201);
+
+    const marker = '1.217';
+    const pending = api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/short/execute', { command: `sleep ${marker}; echo done` });
+    await waitForSleep(marker);
+    const exited = server.stop('SIGTERM');
+
+    const res = await pending;
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'ok', exit_code: 0, signal: null, stdout: 'done\n' });
+    expect(await exited).toEqual({ code: 0, signal: null });
+  }, 60_000);
+
+  test('new work is refused once shutdown has begun', async () => {
+    const server = await startServer({ workspaceDir, env: { BUBBLE_SANDBOX_SHUTDOWN_GRACE_SECONDS: String(GRACE_SECONDS) } });
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'busy' })).status).toBe(201);
+    const marker = '30.789';
+    const pending = api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/busy/execute', { command: `sleep ${marker}` }).catch(() => null);
+    await waitForSleep(marker);
+    const exited = server.stop('SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    // Either the listener is closed already (connection refused) or the service answers 503.
+    const late = await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'late' }).then((r) => r.status, () => 'refused');
+    expect([503, 'refused']).toContain(late);
+    await pending;
+    expect((await exited).code).toBe(0);
+  }, 60_000);
+
+  test('SIGINT exits 0', async () => {
+    const server = await startServer({ workspaceDir });
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'int' })).status).toBe(201);
+    expect(await server.stop('SIGINT')).toEqual({ code: 0, signal: null });
+    expect(server.jsonLogs().some((l) => l.msg === 'shutting down' && l.signal === 'SIGINT')).toBe(true);
+    // The session was flushed to disk and is still there.
+    expect(fs.existsSync(`${workspaceDir}/sessions/int/meta.json`)).toBe(true);
+  }, 60_000);
+});

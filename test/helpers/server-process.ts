@@ -1,0 +1,311 @@
+// Runs the real service (node bin/bubble-sandbox.js serve) as a child process for end-to-end
+// tests, plus host-side helpers: the CLI as a process, and a /proc scan that finds sandboxed
+// programs left behind (the point of several tests is that none are).
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+
+export const PROJECT_ROOT = path.resolve(import.meta.dirname, '..', '..');
+export const BIN = path.join(PROJECT_ROOT, 'bin', 'bubble-sandbox.js');
+export const ENVIRONMENTS_DIR = path.join(PROJECT_ROOT, 'environments');
+
+export interface ExitInfo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface ServerLogs {
+  stdout: string[];
+  stderr: string[];
+}
+
+export interface ServerProcess {
+  baseUrl: string;
+  port: number;
+  pid: number;
+  /** Sends the signal (SIGTERM by default) and resolves when the process has exited. */
+  stop(signal?: NodeJS.Signals): Promise<ExitInfo>;
+  waitForExit(): Promise<ExitInfo>;
+  /** Whether the process is still running. */
+  readonly running: boolean;
+  logs(): ServerLogs;
+  /** The stdout lines that parse as JSON objects (the service logs JSON lines on stdout). */
+  jsonLogs(): Record<string, unknown>[];
+}
+
+export interface StartServerOptions {
+  workspaceDir: string;
+  /** Extra variables, full names (BUBBLE_SANDBOX_...); they win over the defaults set here. */
+  env?: Record<string, string>;
+  /** How long to wait for GET /healthz; 15 s by default. */
+  readyTimeoutMs?: number;
+}
+
+const live = new Set<ChildProcess>();
+
+/** A port that was free a moment ago: listen on 0, read the number, close. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      if (addr === null || typeof addr === 'string') {
+        srv.close();
+        reject(new Error('no port'));
+        return;
+      }
+      srv.close(() => resolve(addr.port));
+    });
+  });
+}
+
+/**
+ * The parent environment without any BUBBLE_SANDBOX_* variable, so settings never leak in.
+ *
+ * Cgroups are off unless a test asks for them (BUBBLE_SANDBOX_CGROUPS=auto): every
+ * bubble-sandbox process shares one parent cgroup and removes it when it closes, which breaks
+ * the executions of any other bubble-sandbox process running at the time (a known bug with its
+ * own test in startup.test.ts). Test files run in parallel, so they would break each other.
+ */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BUBBLE_SANDBOX_') && v !== undefined) env[k] = v;
+  return { ...env, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR, BUBBLE_SANDBOX_CGROUPS: 'off', ...extra };
+}
+
+/** A fresh directory under os.tmpdir() that sandbox uids can traverse (mode 0711). */
+export function makeTempDir(prefix: string, mode = 0o711): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.chmodSync(dir, mode);
+  return dir;
+}
+
+export async function startServer(opts: StartServerOptions): Promise<ServerProcess> {
+  const port = await freePort();
+  const env = cleanEnv({
+    BUBBLE_SANDBOX_HOST: '127.0.0.1',
+    BUBBLE_SANDBOX_PORT: String(port),
+    BUBBLE_SANDBOX_WORKSPACE_DIR: opts.workspaceDir,
+    BUBBLE_SANDBOX_LOG_LEVEL: 'info',
+    ...opts.env,
+  });
+  const child = spawn(process.execPath, [BIN, 'serve'], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(child);
+  const logs: ServerLogs = { stdout: [], stderr: [] };
+  readline.createInterface({ input: child.stdout }).on('line', (l) => logs.stdout.push(l));
+  readline.createInterface({ input: child.stderr }).on('line', (l) => logs.stderr.push(l));
+
+  let exitInfo: ExitInfo | null = null;
+  const exited = new Promise<ExitInfo>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exitInfo = { code, signal };
+      live.delete(child);
+      resolve(exitInfo);
+    });
+  });
+  // 'exit' may fire before the last lines are read; 'close' waits for the pipes too.
+  const closed = new Promise<ExitInfo>((resolve) => child.once('close', () => resolve(exitInfo ?? { code: null, signal: null })));
+  const waitForExit = async () => {
+    await exited;
+    return closed;
+  };
+
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 15_000);
+  for (;;) {
+    if (exitInfo !== null) {
+      const info = await waitForExit();
+      throw new Error(`server exited before it answered /healthz (code ${String(info.code)}, signal ${String(info.signal)}):\n${logs.stderr.join('\n')}\n${logs.stdout.join('\n')}`);
+    }
+    try {
+      const res = await fetch(`${baseUrl}/healthz`, { signal: AbortSignal.timeout(1000) });
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      await waitForExit();
+      throw new Error(`server did not answer /healthz within the timeout:\n${logs.stderr.join('\n')}\n${logs.stdout.join('\n')}`);
+    }
+    await sleep(100);
+  }
+
+  if (child.pid === undefined) throw new Error('server has no pid');
+  const pid = child.pid;
+  return {
+    baseUrl,
+    port,
+    pid,
+    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (exitInfo === null) child.kill(signal);
+      return waitForExit();
+    },
+    waitForExit,
+    get running() {
+      return exitInfo === null;
+    },
+    logs: () => ({ stdout: [...logs.stdout], stderr: [...logs.stderr] }),
+    jsonLogs: () => logs.stdout.flatMap(parseJsonLine),
+  };
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function parseJsonLine(line: string): Record<string, unknown>[] {
+  try {
+    const v: unknown = JSON.parse(line);
+    return isRecord(v) ? [v] : [];
+  } catch {
+    return [];
+  }
+}
+
+/** SIGKILL every server this module started that is still running (for afterEach/afterAll). */
+export async function killAllServers(): Promise<void> {
+  const waits: Promise<unknown>[] = [];
+  for (const child of live) {
+    if (child.exitCode === null && child.signalCode === null) {
+      waits.push(new Promise((resolve) => child.once('exit', resolve)));
+      child.kill('SIGKILL');
+    }
+  }
+  await Promise.all(waits);
+  live.clear();
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export interface HostProcess {
+  pid: number;
+  argv: string[];
+}
+
+/** Every process on the host whose command line (arguments joined by spaces) contains `needle`. */
+export function hostProcessesMatching(needle: string): HostProcess[] {
+  const found: HostProcess[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    let raw: string;
+    try {
+      raw = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const argv = raw.split('\0').filter((a, i, all) => !(a === '' && i === all.length - 1));
+    if (argv.join(' ').includes(needle)) found.push({ pid, argv });
+  }
+  return found;
+}
+
+/** Waits until the program `sleep <arg>` itself runs on the host; returns its pid. */
+export async function waitForSleep(arg: string, timeoutMs = 15_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const hit = hostProcessesMatching(`sleep ${arg}`).find((p) => path.basename(p.argv[0] ?? '') === 'sleep' && p.argv[1] === arg);
+    if (hit) return hit.pid;
+    if (Date.now() > deadline) throw new Error(`no 'sleep ${arg}' process appeared within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+/** Waits until no process mentions `needle`; returns what is still there at the deadline. */
+export async function waitForNoProcess(needle: string, timeoutMs: number): Promise<HostProcess[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = hostProcessesMatching(needle);
+    if (left.length === 0 || Date.now() > deadline) return left;
+    await sleep(50);
+  }
+}
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `node bin/bubble-sandbox.js ...args` to completion. */
+export async function runCli(args: string[], opts: { input?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: PROJECT_ROOT,
+    env: cleanEnv(opts.env),
+    stdio: [opts.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  if (opts.input !== undefined) child.stdin?.end(opts.input);
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+  const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (c, s) => resolve({ code: c, signal: s }));
+  }).finally(() => clearTimeout(timer));
+  return { code, signal, stdout, stderr };
+}
+
+export interface JsonResponse<T = unknown> {
+  status: number;
+  headers: Headers;
+  body: T;
+  text: string;
+}
+
+/** A JSON request to the service; the body is parsed when the answer has one. */
+export async function api<T = Record<string, unknown>>(baseUrl: string, method: string, route: string, body?: unknown, init: { signal?: AbortSignal } = {}): Promise<JsonResponse<T>> {
+  const res = await fetch(`${baseUrl}${route}`, {
+    method,
+    ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
+    ...(init.signal ? { signal: init.signal } : {}),
+  });
+  const text = await res.text();
+  let parsed: unknown = null;
+  if (text.length > 0) {
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = null;
+    }
+  }
+  return { status: res.status, headers: res.headers, body: parsed as T, text };
+}
+
+/** Uploads files to a session as multipart/form-data (FormData + Blob, as a browser would). */
+export async function uploadFiles(baseUrl: string, sessionId: string, files: { name: string; content: string | Uint8Array }[], dir?: string): Promise<JsonResponse<{ files: { path: string; size: number }[] }>> {
+  const form = new FormData();
+  for (const f of files) form.append('file', new Blob([typeof f.content === 'string' ? f.content : Buffer.from(f.content)]), f.name);
+  const query = dir !== undefined ? `?dir=${encodeURIComponent(dir)}` : '';
+  const res = await fetch(`${baseUrl}/v1/sessions/${sessionId}/files${query}`, { method: 'POST', body: form });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: JSON.parse(text) as { files: { path: string; size: number }[] }, text };
+}
+
+/** Downloads one file of a session as raw bytes. */
+export async function downloadFile(baseUrl: string, sessionId: string, rel: string): Promise<{ status: number; headers: Headers; bytes: Buffer }> {
+  const res = await fetch(`${baseUrl}/v1/sessions/${sessionId}/files/${rel.split('/').map(encodeURIComponent).join('/')}`);
+  return { status: res.status, headers: res.headers, bytes: Buffer.from(await res.arrayBuffer()) };
+}
+
+/** The subset of an ExecutionResult the tests look at. */
+export interface ExecResult {
+  status: string;
+  exit_code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  timed_out: boolean;
+  files: { created: string[]; modified: string[]; deleted: string[] };
+}
