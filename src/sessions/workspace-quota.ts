@@ -201,7 +201,7 @@ async function fsckImage(image: string, logger: QuotaLogger | undefined): Promis
     logger?.warn({ image, detail: r.detail }, 'workspace quota: file system repaired');
     return true;
   }
-  return fail(logger, 'the workspace file system is damaged', { image, exitCode: r.exitCode, detail: r.detail });
+  return fail(logger, 'the workspace file system check failed', { image, exitCode: r.exitCode, detail: r.detail });
 }
 
 async function mountImage(image: string, workspaceDir: string, logger: QuotaLogger | undefined): Promise<void> {
@@ -229,7 +229,7 @@ async function mountLocked(sessionDir: string, workspaceDir: string, logger: Quo
   await requirePlainDir(workspaceDir, logger);
   // Still held (lazy unmount, or a sandbox's namespace keeps the old mount): wait, never double-mount.
   const held = await waitForRelease(image);
-  // mut2
+  if (held.length > 0) fail(logger, 'the workspace is still in use', { image, held });
   const repaired = await fsckImage(image, logger);
   await mountImage(image, path.resolve(workspaceDir), logger);
   // A full fsck recreates lost+found; drop it again when empty (rmdir never follows a link).
@@ -265,7 +265,7 @@ async function createLocked(
     const mkfs = await run('mkfs.ext4', [...MKFS_ARGS, '-E', `lazy_itable_init=0,root_owner=${rootOwner.uid}:${rootOwner.gid}`, image]);
     if (!mkfs.ok) fail(logger, 'could not format the workspace image', { image, detail: mkfs.detail });
     await mountImage(image, ws, logger);
-    // mut
+    await fs.promises.rmdir(path.join(ws, 'lost+found'));
     if ((st.mode & 0o7777) !== 0o755) await fs.promises.chmod(ws, st.mode & 0o7777);
   } catch (err) {
     if (created) {
