@@ -8,6 +8,7 @@ import type { ExecutionRequest, ExecutionResult } from './executor.js';
 import { executeInWorkspace } from './executor.js';
 import type { SessionManager } from './session-manager.js';
 import { readFileSafe, removeTreeSafe, writeFileSafe } from './workspace-fs.js';
+import { createQuotaWorkspace, removeQuotaWorkspace } from './workspace-quota.js';
 
 export interface OutputFile {
   path: string;
@@ -33,6 +34,7 @@ export async function runOneShot(
     await fs.mkdir(dir, { mode: 0o711 });
     await fs.mkdir(workspace, { mode: 0o755 });
     if (identity) await fs.lchown(workspace, identity.uid, identity.gid);
+    if (manager.quota.enabled) await createQuotaWorkspace(dir, workspace, config.workspaceQuotaBytes, identity);
     for (const f of input.files) {
       await writeFileSafe(workspace, f.path, f.content, { owner: identity ?? undefined, mkdirs: true });
     }
@@ -64,6 +66,7 @@ export async function runOneShot(
     return { ...result, files: { ...result.files, outputs, outputs_omitted: omitted } };
   } finally {
     manager.releaseTemporarySlot(slot);
+    await removeQuotaWorkspace(dir, workspace);
     await removeTreeSafe(dir);
   }
 }

@@ -19,6 +19,9 @@ import {
   type SessionRecord, type StoreLayout,
 } from './session-store.js';
 import { chownTreeSafe, removeTreeSafe } from './workspace-fs.js';
+import {
+  createQuotaWorkspace, detectQuotaSupport, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace,
+} from './workspace-quota.js';
 
 export interface SessionInfo {
   session_id: string;
@@ -53,6 +56,8 @@ export class SessionManager {
   private readonly temporarySlots = new Set<number>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing = false;
+  /** Whether workspaces get a loop-mounted quota image, and why not. */
+  quota: { enabled: boolean; reason: string | null } = { enabled: false, reason: 'not checked yet' };
   private readonly now: () => number;
 
   constructor(private readonly deps: SessionManagerDeps) {
@@ -64,16 +69,26 @@ export class SessionManager {
   /** Restore live sessions, drop expired ones, clean what a crash left, start the idle sweep. */
   async init(): Promise<void> {
     await ensureLayout(this.layout);
-    for (const dir of [this.layout.staging, this.layout.oneshot]) {
-      for (const entry of await fs.readdir(dir)) await removeTreeSafe(path.join(dir, entry));
+    if (this.deps.config.workspaceQuota === 'off') this.quota = { enabled: false, reason: 'disabled by BUBBLE_SANDBOX_WORKSPACE_QUOTA=off' };
+    else {
+      const support = await detectQuotaSupport(this.deps.logger);
+      this.quota = { enabled: support.available, reason: support.reason };
+      if (!support.available) this.deps.logger.warn({ reason: support.reason }, 'workspace quotas unavailable: a session can fill the disk up to RLIMIT_FSIZE per file');
+    }
+    for (const entry of await fs.readdir(this.layout.staging)) await removeTreeSafe(path.join(this.layout.staging, entry));
+    for (const entry of await fs.readdir(this.layout.oneshot, { withFileTypes: true })) {
+      const dir = path.join(this.layout.oneshot, entry.name);
+      if (entry.isDirectory()) await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), this.deps.logger).catch(() => undefined);
+      await removeTreeSafe(dir);
     }
     const { records, broken } = await readAllRecords(this.layout);
     for (const id of broken) this.deps.logger.warn({ session_id: id }, 'unreadable session metadata left in place');
     for (const record of records) {
       if (this.isExpired(record)) {
-        await removeTreeSafe(sessionDir(this.layout, record.session_id));
+        await this.removeSessionData(record.session_id);
         this.deps.logger.info({ audit: 'session.expired', session_id: record.session_id }, 'session expired while the service was down');
       } else {
+        await mountQuotaWorkspace(sessionDir(this.layout, record.session_id), workspaceOf(this.layout, record.session_id), this.deps.logger);
         this.sessions.set(record.session_id, record);
         this.deps.logger.info({ audit: 'session.restored', session_id: record.session_id }, 'session restored');
       }
@@ -139,9 +154,12 @@ export class SessionManager {
     }
     const st = await fs.lstat(workspace);
     if (!st.isDirectory()) throw new Error(`workspace of ${id} is not a directory`);
-    if (identity) {
-      if (reattached) await chownTreeSafe(workspace, identity.uid, identity.gid);
-      else await fs.lchown(workspace, identity.uid, identity.gid);
+    if (reattached) {
+      await mountQuotaWorkspace(dir, workspace, this.deps.logger);
+      if (identity) await chownTreeSafe(workspace, identity.uid, identity.gid);
+    } else {
+      if (identity) await fs.lchown(workspace, identity.uid, identity.gid);
+      if (this.quota.enabled) await createQuotaWorkspace(dir, workspace, this.deps.config.workspaceQuotaBytes, identity, this.deps.logger);
     }
     for (const name of Object.keys(volumes)) await this.ensureVolume(name);
 
@@ -188,7 +206,7 @@ export class SessionManager {
     if (!record) {
       const kept = await fs.lstat(workspaceOf(this.layout, id)).catch(() => null);
       if (!kept) throw new SessionNotFoundError(id);
-      if (clearData) await removeTreeSafe(sessionDir(this.layout, id));
+      if (clearData) await this.removeSessionData(id);
       this.deps.logger.info({ audit: 'session.deleted', session_id: id, clear_data: clearData, kept_workspace: true }, 'kept workspace deleted');
       return;
     }
@@ -196,8 +214,11 @@ export class SessionManager {
     this.dirty.delete(id);
     this.running.get(id)?.abort();
     await this.serial.run(id, async () => {
-      if (clearData) await removeTreeSafe(sessionDir(this.layout, id));
-      else await deleteRecord(this.layout, id);
+      if (clearData) await this.removeSessionData(id);
+      else {
+        await deleteRecord(this.layout, id);
+        await unmountQuotaWorkspace(workspaceOf(this.layout, id), this.deps.logger);
+      }
     });
     this.countChanged();
     this.deps.logger.info({ audit: 'session.deleted', session_id: id, clear_data: clearData }, 'session deleted');
@@ -271,6 +292,12 @@ export class SessionManager {
     }
   }
 
+  /** Unmount the quota image (if any), then remove the session directory without following links. */
+  private async removeSessionData(id: string): Promise<void> {
+    await removeQuotaWorkspace(sessionDir(this.layout, id), workspaceOf(this.layout, id), this.deps.logger);
+    await removeTreeSafe(sessionDir(this.layout, id));
+  }
+
   private isExpired(r: SessionRecord): boolean {
     return this.now() - Date.parse(r.last_activity) > this.deps.config.sessionIdleTimeoutSeconds * 1000;
   }
@@ -282,7 +309,7 @@ export class SessionManager {
       if (!this.isExpired(record) || this.serial.busy(record.session_id)) continue;
       this.sessions.delete(record.session_id);
       this.dirty.delete(record.session_id);
-      await removeTreeSafe(sessionDir(this.layout, record.session_id));
+      await this.removeSessionData(record.session_id);
       expired.push(record.session_id);
       this.deps.logger.info({ audit: 'session.expired', session_id: record.session_id }, 'idle session removed with its data');
     }
@@ -300,6 +327,8 @@ export class SessionManager {
     while (this.running.size > 0) await new Promise((r) => setTimeout(r, 20));
     for (const id of this.sessions.keys()) this.dirty.add(id);
     await this.flushDirty();
+    // Images are mounted again by init() on the next start.
+    for (const id of this.sessions.keys()) await unmountQuotaWorkspace(workspaceOf(this.layout, id), this.deps.logger);
   }
 
   get isClosing(): boolean {

@@ -3,8 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
-  api, killAllServers, makeTempDir, sleep, startServer, waitForNoProcess, waitForSleep, type ExecResult, type ServerProcess,
-} from '../helpers/server-process.js';
+  api, killAllServers, makeTempDir, sleep, startServer, waitForNoProcess, waitForSleep, type ExecResult, type ServerProcess, removeTempDir } from '../helpers/server-process.js';
 
 let workspaceDir: string;
 let server: ServerProcess;
@@ -16,7 +15,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await killAllServers();
-  fs.rmSync(workspaceDir, { recursive: true, force: true });
+  removeTempDir(workspaceDir);
 });
 
 async function abortWhenRunning(route: string, body: unknown, marker: string): Promise<unknown> {

@@ -6,8 +6,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import {
   api, downloadFile, hostProcessesMatching, killAllServers, makeTempDir, sleep, startServer, uploadFiles, waitForNoProcess,
-  waitForSleep, type ExecResult,
-} from '../helpers/server-process.js';
+  waitForSleep, type ExecResult, removeTempDir } from '../helpers/server-process.js';
 
 interface SessionInfo {
   session_id: string;
@@ -24,7 +23,7 @@ beforeEach(() => {
 
 afterEach(async () => {
   await killAllServers();
-  fs.rmSync(workspaceDir, { recursive: true, force: true });
+  removeTempDir(workspaceDir);
 });
 
 describe('restart', () => {

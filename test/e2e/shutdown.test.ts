@@ -3,8 +3,7 @@
 import fs from 'node:fs';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import {
-  api, killAllServers, makeTempDir, startServer, waitForNoProcess, waitForSleep, type ExecResult,
-} from '../helpers/server-process.js';
+  api, killAllServers, makeTempDir, startServer, waitForNoProcess, waitForSleep, type ExecResult, removeTempDir } from '../helpers/server-process.js';
 
 const GRACE_SECONDS = 2;
 let workspaceDir: string;
@@ -15,7 +14,7 @@ beforeEach(() => {
 
 afterEach(async () => {
   await killAllServers();
-  fs.rmSync(workspaceDir, { recursive: true, force: true });
+  removeTempDir(workspaceDir);
 });
 
 describe('graceful shutdown', () => {

@@ -6,8 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
 import {
-  api, freePort, killAllServers, makeTempDir, runCli, startServer, type ExecResult,
-} from '../helpers/server-process.js';
+  api, freePort, killAllServers, makeTempDir, runCli, startServer, type ExecResult, removeTempDir } from '../helpers/server-process.js';
 
 const dirs: string[] = [];
 function tempDir(prefix: string, mode = 0o711): string {
@@ -21,7 +20,7 @@ afterEach(async () => {
 });
 
 afterAll(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  for (const d of dirs) removeTempDir(d);
 });
 
 function oneLine(text: string): string[] {

@@ -1,7 +1,7 @@
 // Runs the real service (node bin/bubble-sandbox.js serve) as a child process for end-to-end
 // tests, plus host-side helpers: the CLI as a process, and a /proc scan that finds sandboxed
 // programs left behind (the point of several tests is that none are).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -64,18 +64,24 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/**
- * The parent environment without any BUBBLE_SANDBOX_* variable, so settings never leak in.
- *
- * Cgroups are off unless a test asks for them (BUBBLE_SANDBOX_CGROUPS=auto): every
- * bubble-sandbox process shares one parent cgroup and removes it when it closes, which breaks
- * the executions of any other bubble-sandbox process running at the time (a known bug with its
- * own test in startup.test.ts). Test files run in parallel, so they would break each other.
- */
+/** The parent environment without any BUBBLE_SANDBOX_* variable, so settings never leak in. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BUBBLE_SANDBOX_') && v !== undefined) env[k] = v;
-  return { ...env, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR, BUBBLE_SANDBOX_CGROUPS: 'off', ...extra };
+  return { ...env, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR, ...extra };
+}
+
+/**
+ * Removes a test's workspace directory. A server killed with SIGKILL leaves its workspace quota
+ * images mounted, so mounts under the directory are detached first.
+ */
+export function removeTempDir(dir: string): void {
+  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m === dir || m.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) spawnSync('umount', ['-l', m]);
+  fs.rmSync(dir, { recursive: true, force: true });
 }
 
 /** A fresh directory under os.tmpdir() that sandbox uids can traverse (mode 0711). */

@@ -10,6 +10,7 @@ const ReadySchema = z.object({
     sandbox: z.object({ available: z.boolean(), reason: z.string().nullable(), duration_ms: z.number() }),
     cgroups: z.object({ mode: z.enum(['v2', 'v1', 'none']), reason: z.string().nullable() }),
     seccomp: z.boolean(),
+    workspace_quota: z.object({ enabled: z.boolean(), reason: z.string().nullable() }),
     environments: z.object({ usable: z.array(z.string()), unusable: z.array(z.string()) }),
     shutting_down: z.boolean(),
   }),
@@ -39,6 +40,7 @@ export const probeRoutes: FastifyPluginAsyncZod = async (app) => {
       sandbox: result,
       cgroups: { mode: sandbox.cgroupMode, reason: sandbox.cgroupReason },
       seccomp: sandbox.seccomp,
+      workspace_quota: sessions.quota,
       environments: { usable: envs.filter((e) => e.usable).map((e) => e.name), unusable: envs.filter((e) => !e.usable).map((e) => e.name) },
       shutting_down: sessions.isClosing,
     };
