@@ -61,6 +61,7 @@ export const SETTINGS = {
   MAX_OUTPUT_FILES: { schema: int(0, 10_000), default: '20', doc: 'POST /v1/execute: max output files returned inline' },
   MAX_OUTPUT_FILE_BYTES: { schema: int(0), default: String(MiB), doc: 'POST /v1/execute: max bytes of one output file returned inline' },
   SHUTDOWN_GRACE_SECONDS: { schema: num(0, 3600), default: '10', doc: 'on SIGTERM, how long running executions may finish before they are killed' },
+  SELF_TEST_ON_START: { schema: bool, default: 'true', doc: 'run the isolation self-test (check --full) in the background at start; /readyz reports its summary' },
   READY_CACHE_SECONDS: { schema: num(0, 3600), default: '10', doc: 'how long /readyz reuses its last sandbox probe' },
   BWRAP_PATH: { schema: z.string().min(1), default: 'bwrap', doc: 'bubblewrap binary' },
 } as const;

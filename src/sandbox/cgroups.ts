@@ -256,12 +256,12 @@ export async function createCgroupManager(opts: CgroupManagerOptions = {}): Prom
 }
 
 /**
- * Execution cgroups are named exec-<pid>-<n> by the runner. Several processes share the parent
+ * Execution cgroups are named <kind>-<pid>-<n> by the runner (exec-, kernel-). Several processes share the parent
  * (the service, and a CLI run or `check` beside it): a child of another live process is not
  * ours to remove, whether at start-up cleanup or at close.
  */
 export function belongsToAnotherLiveProcess(name: string): boolean {
-  const m = /^exec-(\d+)-/.exec(name);
+  const m = /^[a-z]+-(\d+)-/.exec(name);
   if (!m) return false;
   const pid = Number(m[1]);
   if (pid === process.pid) return false;

@@ -3,7 +3,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import multipart from '@fastify/multipart';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import {
   hasZodFastifySchemaValidationErrors, jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
@@ -19,8 +19,18 @@ import { fileRoutes } from './routes/files.js';
 import { probeRoutes } from './routes/probes.js';
 import { sessionRoutes } from './routes/sessions.js';
 
+/** What /readyz says of the isolation self-test run at start-up. */
+export interface SelfTestSummary {
+  status: 'disabled' | 'running' | 'passed' | 'failed';
+  passed: number;
+  failed: number;
+  failed_probes: string[];
+  finished_at: string | null;
+}
+
 export interface AppDeps {
   config: Config;
+  selfTest?: () => SelfTestSummary;
   sandbox: Sandbox;
   sessions: SessionManager;
   metrics: Metrics;
@@ -52,6 +62,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     genReqId: () => crypto.randomUUID(),
     routerOptions: { maxParamLength: 2048 },
     ajv: { customOptions: { coerceTypes: false } },
+    // Router-level refusals (bad URL encoding, over-long segments) get the same error shape,
+    // with a short message instead of an echo of the URL.
+    frameworkErrors: (err, _request, rawReply) => {
+      const reply = rawReply as unknown as FastifyReply;
+      const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 400;
+      const message = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A URL segment is too long' : err.code === 'FST_ERR_BAD_URL' ? 'The URL is not valid' : 'Bad request';
+      deps.metrics.rejected.inc({ reason: err.code });
+      void reply.code(status).send(errorBody(status, err.code, message));
+    },
   }).withTypeProvider<ZodTypeProvider>();
   app.server.headersTimeout = 15_000;
 

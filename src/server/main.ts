@@ -4,7 +4,8 @@ import pino, { type Logger } from 'pino';
 import type { Config } from '../config.js';
 import { createSandbox } from '../sandbox/sandbox.js';
 import { SessionManager } from '../sessions/session-manager.js';
-import { buildApp } from './app.js';
+import { runSelfTest } from '../sandbox/self-test.js';
+import { buildApp, type SelfTestSummary } from './app.js';
 import { createMetrics, metricsObserver } from './metrics.js';
 
 export function createLogger(config: Config): Logger {
@@ -24,7 +25,8 @@ export async function runServer(config: Config): Promise<void> {
   const metrics = createMetrics();
   const sessions = new SessionManager({ config, sandbox, logger, observer: metricsObserver(metrics) });
   await sessions.init();
-  const app = await buildApp({ config, sandbox, sessions, metrics, logger });
+  let selfTest: SelfTestSummary = { status: config.selfTestOnStart ? 'running' : 'disabled', passed: 0, failed: 0, failed_probes: [], finished_at: null };
+  const app = await buildApp({ config, sandbox, sessions, metrics, logger, selfTest: () => selfTest });
 
   if (!config.apiKey && !LOOPBACK.test(config.host)) {
     logger.warn({ host: config.host }, 'listening beyond loopback without BUBBLE_SANDBOX_API_KEY: anyone who can reach this port can run code');
@@ -35,6 +37,22 @@ export async function runServer(config: Config): Promise<void> {
   if (sandbox.cgroupMode === 'none') logger.warn({ reason: sandbox.cgroupReason }, 'no cgroups: memory, process and CPU limits are rlimits only');
 
   await app.listen({ host: config.host, port: config.port });
+
+  if (config.selfTestOnStart) {
+    // In the background: the service answers meanwhile; /readyz shows the outcome.
+    void runSelfTest(sandbox, { logger }).then((report) => {
+      const failed = report.probes.filter((p) => !p.passed);
+      selfTest = {
+        status: report.passed ? 'passed' : 'failed',
+        passed: report.probes.length - failed.length,
+        failed: failed.length,
+        failed_probes: failed.map((p) => `${p.category}/${p.name}`),
+        finished_at: new Date().toISOString(),
+      };
+      if (report.passed) logger.info({ probes: report.probes.length, duration_ms: report.duration_ms }, 'isolation self-test passed');
+      else logger.warn({ failed: failed.map((p) => ({ probe: `${p.category}/${p.name}`, detail: p.detail })) }, 'isolation self-test found unprotected properties');
+    }, (err: unknown) => logger.error({ err }, 'isolation self-test could not run'));
+  }
 
   let stopping = false;
   const shutdown = async (signal: string) => {

@@ -28,6 +28,8 @@ export const CreateSessionBodySchema = z
     volumes: VolumesSchema.optional(),
   })
   .describe('CreateSession');
+/** The body may be absent altogether (curl -X POST with no data): every field is optional. */
+export const CreateSessionBodyOrNothingSchema = CreateSessionBodySchema.nullish();
 
 export const SessionInfoSchema = z
   .object({

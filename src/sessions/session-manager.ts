@@ -227,10 +227,11 @@ export class SessionManager {
   /** Run in the session's workspace, after the session's earlier executions. */
   async execute(id: string, req: ExecutionRequest): Promise<ExecutionResult> {
     if (this.closing) throw new ShuttingDownError();
-    const record = await this.touch(id);
-    const environment = await this.resolveEnvironment(record.environment);
+    if (!this.sessions.has(id)) throw new SessionNotFoundError(id);
+    // Queued before any await, so executions of one session run in arrival order.
     return this.serial.run(id, async () => {
-      if (!this.sessions.has(id)) throw new SessionNotFoundError(id);
+      const record = await this.touch(id);
+      const environment = await this.resolveEnvironment(record.environment);
       const ac = new AbortController();
       const onAbort = () => ac.abort();
       req.signal?.addEventListener('abort', onAbort, { once: true });

@@ -98,6 +98,7 @@ export async function startServer(opts: StartServerOptions): Promise<ServerProce
     BUBBLE_SANDBOX_PORT: String(port),
     BUBBLE_SANDBOX_WORKSPACE_DIR: opts.workspaceDir,
     BUBBLE_SANDBOX_LOG_LEVEL: 'info',
+    BUBBLE_SANDBOX_SELF_TEST_ON_START: 'false',
     ...opts.env,
   });
   const child = spawn(process.execPath, [BIN, 'serve'], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -25,6 +25,33 @@ export function extensionAllowed(name: string, allowed: readonly string[]): bool
   return allowed.includes(name.slice(dot).toLowerCase());
 }
 
+/** Runs a path validation, naming the field in the 400 it becomes. */
+function validField<T>(field: string, check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    if ((err as { code?: string }).code === 'INVALID_PATH') throw new BadRequestError('INVALID_PATH', `${field}: ${(err as Error).message}`);
+    throw err;
+  }
+}
+
+/** Errors of the multipart parser itself (no boundary, cut-off body) are the client's: 400. */
+async function* malformedAs400<T>(parts: AsyncIterable<T>): AsyncGenerator<T> {
+  const it = parts[Symbol.asyncIterator]();
+  for (;;) {
+    let next: IteratorResult<T>;
+    try {
+      next = await it.next();
+    } catch (err) {
+      const e = err as { statusCode?: number; code?: string; message?: string };
+      if (typeof e.statusCode === 'number' && e.statusCode < 500) throw err;
+      throw new BadRequestError('INVALID_MULTIPART', `The multipart body is malformed: ${(e.message ?? 'parse error').slice(0, 200)}`);
+    }
+    if (next.done) return;
+    yield next.value;
+  }
+}
+
 function contentDisposition(name: string): string {
   const ascii = name.replace(/[^\x20-\x7e]|["\\]/g, '_');
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
@@ -41,7 +68,7 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
     },
   }, async (request, reply) => {
     const record = await sessions.touch(request.params.id);
-    const dirParts = request.query.dir !== undefined ? validateRelativePath(request.query.dir) : [];
+    const dirParts = request.query.dir !== undefined ? validField('querystring.dir', () => validateRelativePath(request.query.dir ?? '')) : [];
     if (!request.isMultipart()) throw new AppError(415, 'FST_ERR_CTP_INVALID_MEDIA_TYPE', 'Uploads must be multipart/form-data with one or more file parts');
 
     const staging = path.join(sessions.layout.staging, `${request.id}-${randomBytes(4).toString('hex')}`);
@@ -49,19 +76,22 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
     const staged: { target: string; file: StagedFile }[] = [];
     try {
       let used = 0;
-      for await (const part of request.parts()) {
+      for await (const part of malformedAs400(request.parts())) {
         if (part.type !== 'file') continue;
         const file = part;
         const name = uploadBaseName(file.filename);
         const target = [...dirParts, name].join('/');
-        validateRelativePath(target);
+        validField(`file name '${name.slice(0, 100)}'`, () => validateRelativePath(target));
         if (!extensionAllowed(name, config.allowedExtensions)) throw new ExtensionNotAllowedError(name, config.allowedExtensions);
         let stagedFile: StagedFile;
         try {
           stagedFile = await stageFile(staging, file.file, config.maxUploadSizeBytes - used);
         } catch (err) {
-          if ((err as { code?: string }).code === 'UPLOAD_TOO_LARGE' || (err as { code?: string }).code === 'FST_REQ_FILE_TOO_LARGE') throw new UploadTooLargeError(config.maxUploadSizeBytes);
-          throw err;
+          const e = err as { code?: string; syscall?: string; message?: string };
+          if (e.code === 'UPLOAD_TOO_LARGE' || e.code === 'FST_REQ_FILE_TOO_LARGE') throw new UploadTooLargeError(config.maxUploadSizeBytes);
+          // A file system error is ours (500); anything else broke while reading the part: the body.
+          if (e.syscall !== undefined) throw err;
+          throw new BadRequestError('INVALID_MULTIPART', `The multipart body is malformed: ${(e.message ?? 'parse error').slice(0, 200)}`);
         }
         if (file.file.truncated) throw new UploadTooLargeError(config.maxUploadSizeBytes);
         used += stagedFile.size;
@@ -98,6 +128,7 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
   }, async (request, reply) => {
     const record = await sessions.touch(request.params.id);
     const rel = request.params['*'];
+    validField('path', () => validateRelativePath(rel));
     const opened = await readFileSafe(sessions.workspaceDir(record.session_id), rel);
     void reply
       .header('content-type', 'application/octet-stream')
@@ -110,6 +141,7 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
     schema: { tags: ['files'], params: FileParamsSchema, response: { 204: z.null().describe('deleted'), ...errors } },
   }, async (request, reply) => {
     const record = await sessions.touch(request.params.id);
+    validField('path', () => validateRelativePath(request.params['*']));
     await deleteFileSafe(sessions.workspaceDir(record.session_id), request.params['*']);
     return reply.code(204).send(null);
   });

@@ -10,6 +10,13 @@ const ReadySchema = z.object({
     sandbox: z.object({ available: z.boolean(), reason: z.string().nullable(), duration_ms: z.number() }),
     cgroups: z.object({ mode: z.enum(['v2', 'v1', 'none']), reason: z.string().nullable() }),
     seccomp: z.boolean(),
+    self_test: z.object({
+      status: z.enum(['disabled', 'running', 'passed', 'failed']),
+      passed: z.number().int(),
+      failed: z.number().int(),
+      failed_probes: z.array(z.string()),
+      finished_at: z.string().nullable(),
+    }),
     workspace_quota: z.object({ enabled: z.boolean(), reason: z.string().nullable() }),
     environments: z.object({ usable: z.array(z.string()), unusable: z.array(z.string()) }),
     shutting_down: z.boolean(),
@@ -41,6 +48,7 @@ export const probeRoutes: FastifyPluginAsyncZod = async (app) => {
       cgroups: { mode: sandbox.cgroupMode, reason: sandbox.cgroupReason },
       seccomp: sandbox.seccomp,
       workspace_quota: sessions.quota,
+      self_test: app.deps.selfTest?.() ?? { status: 'disabled' as const, passed: 0, failed: 0, failed_probes: [], finished_at: null },
       environments: { usable: envs.filter((e) => e.usable).map((e) => e.name), unusable: envs.filter((e) => !e.usable).map((e) => e.name) },
       shutting_down: sessions.isClosing,
     };

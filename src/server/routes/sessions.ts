@@ -2,7 +2,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
-  CreateSessionBodySchema, DeleteSessionQuerySchema, ErrorSchema, SessionInfoSchema, SessionListSchema, SessionParamsSchema,
+  CreateSessionBodyOrNothingSchema, DeleteSessionQuerySchema, ErrorSchema, SessionInfoSchema, SessionListSchema, SessionParamsSchema,
 } from '../schemas.js';
 
 export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
@@ -10,7 +10,7 @@ export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
   const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema };
 
   app.post('/sessions', {
-    schema: { tags: ['sessions'], body: CreateSessionBodySchema.optional(), response: { 200: SessionInfoSchema, 201: SessionInfoSchema, ...errors, 409: ErrorSchema, 429: ErrorSchema } },
+    schema: { tags: ['sessions'], body: CreateSessionBodyOrNothingSchema, response: { 200: SessionInfoSchema, 201: SessionInfoSchema, ...errors, 409: ErrorSchema, 429: ErrorSchema } },
   }, async (request, reply) => {
     const body = request.body ?? {};
     const { session, created } = await sessions.create(body);

@@ -1,0 +1,71 @@
+import { describe, expect, test } from 'vitest';
+import { encodeFrame, FrameDecoder, FrameError } from '../../../src/sandbox/kernel/frames.js';
+import { MarkerCut } from '../../../src/sandbox/kernel/marker-cut.js';
+
+describe('frames', () => {
+  test('round trip, split at every byte and batched', () => {
+    const messages = [{ type: 'ready' }, { type: 'done', id: 7, result: "'€'", error: null }, { type: 'pong' }];
+    const wire = Buffer.concat(messages.map(encodeFrame));
+    const byByte = new FrameDecoder();
+    const out: unknown[] = [];
+    for (let i = 0; i < wire.length; i++) out.push(...byByte.push(wire.subarray(i, i + 1)));
+    expect(out).toEqual(messages);
+    expect(new FrameDecoder().push(wire)).toEqual(messages);
+  });
+
+  test('the length is a 4-byte big-endian prefix', () => {
+    const f = encodeFrame({ a: 1 });
+    expect(f.readUInt32BE(0)).toBe(f.length - 4);
+    expect(f.subarray(4).toString()).toBe('{"a":1}');
+  });
+
+  test('an oversized or malformed frame is an error', () => {
+    const big = Buffer.alloc(4);
+    big.writeUInt32BE(1000, 0);
+    expect(() => new FrameDecoder(999).push(big)).toThrow(FrameError);
+    const bad = Buffer.concat([Buffer.from([0, 0, 0, 3]), Buffer.from('{x}')]);
+    expect(() => new FrameDecoder().push(bad)).toThrow(FrameError);
+  });
+});
+
+describe('MarkerCut', () => {
+  const marker = Buffer.from('\x1e\x1fEND-abc\x1f\x1e');
+
+  function cutAll(chunks: (string | Buffer)[]): { out: string; found: boolean; cut: MarkerCut } {
+    const parts: Buffer[] = [];
+    const cut = new MarkerCut(marker, (c) => parts.push(Buffer.from(c)));
+    for (const c of chunks) cut.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
+    return { out: Buffer.concat(parts).toString(), found: cut.found, cut };
+  }
+
+  test('passes output through and stops at the marker, dropping what follows', async () => {
+    const r = cutAll(['hello ', 'world', Buffer.concat([Buffer.from('!'), marker, Buffer.from('late')]), 'later']);
+    expect(r).toMatchObject({ out: 'hello world!', found: true });
+    await expect(r.cut.reached).resolves.toBeUndefined();
+  });
+
+  test('finds a marker split across chunks at every position', () => {
+    const data = Buffer.concat([Buffer.from('abc'), marker, Buffer.from('zzz')]);
+    for (let i = 1; i < data.length; i++) {
+      expect(cutAll([data.subarray(0, i), data.subarray(i)])).toMatchObject({ out: 'abc', found: true });
+    }
+  });
+
+  test('another marker, or a partial one, is ordinary output', () => {
+    const other = Buffer.from('\x1e\x1fEND-zzz\x1f\x1e');
+    const r = cutAll([other, marker.subarray(0, 5), 'x']);
+    expect(r.found).toBe(false);
+    expect(r.out).toBe(`${other.toString()}${marker.subarray(0, 5).toString()}x`);
+  });
+
+  test('only a possible start of the marker is held back, and flush releases it', () => {
+    const parts: string[] = [];
+    const cut = new MarkerCut(marker, (c) => parts.push(c.toString()));
+    cut.push(Buffer.from('line\n'));
+    expect(parts).toEqual(['line\n']);
+    cut.push(Buffer.from('tail\x1e\x1f'));
+    expect(parts.join('')).toBe('line\ntail');
+    cut.flush();
+    expect(parts.join('')).toBe('line\ntail\x1e\x1f');
+  });
+});

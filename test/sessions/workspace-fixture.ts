@@ -1,0 +1,58 @@
+// A fresh host directory per test holding `ws` (the workspace) and `outside` (what a planted
+// link points at, which must never change).
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export interface Fixture {
+  base: string;
+  ws: string;
+  outside: string;
+  cleanup(): Promise<void>;
+}
+
+export async function makeFixture(): Promise<Fixture> {
+  const base = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'bubble-wsfs-'));
+  const ws = path.join(base, 'ws');
+  const outside = path.join(base, 'outside');
+  await fs.promises.mkdir(ws);
+  await fs.promises.mkdir(outside);
+  return { base, ws, outside, cleanup: () => {
+      // GNU rm never follows links and copes with trees deeper than PATH_MAX.
+      execFileSync('rm', ['-rf', '--one-file-system', base]);
+      return Promise.resolve();
+    } };
+}
+
+export function mkfifo(p: string): void {
+  execFileSync('mkfifo', [p]);
+}
+
+/** Rejects if `promise` has not settled within ms (a FIFO open that blocks would hang forever). */
+export async function within<T>(ms: number, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`did not settle within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The rejection of `promise` (fails the test if it resolves). */
+export async function rejectionOf(promise: Promise<unknown>): Promise<Error> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof Error) return err;
+    throw new Error(`rejected with a non-Error: ${String(err)}`);
+  }
+  throw new Error('expected a rejection, but it resolved');
+}
+
+export function listDir(p: string): string[] {
+  return fs.readdirSync(p).sort();
+}
