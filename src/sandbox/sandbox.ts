@@ -62,9 +62,11 @@ export async function createSandbox(config: Config, logger?: Logger): Promise<Sa
 
   let cgroups: CgroupManager | null = null;
   if (config.cgroups === 'auto') {
-    // The parent caps the sum of all sandboxes: at most MAX_CONCURRENT_EXECUTIONS run at once.
+    // The parent caps the sum of all sandboxes: at most MAX_CONCURRENT_EXECUTIONS executions run
+    // at once, and at most MAX_KERNELS interpreters stay alive between calls.
+    const most = config.maxConcurrentExecutions + config.maxKernels;
     cgroups = await createCgroupManager({
-      globalLimits: { memoryBytes: config.memoryLimitBytes * config.maxConcurrentExecutions, pids: config.pidsLimit * config.maxConcurrentExecutions },
+      globalLimits: { memoryBytes: config.memoryLimitBytes * most, pids: config.pidsLimit * most },
       ...(logger ? { logger } : {}),
     });
     if (cgroups.mode === 'none') logger?.warn({ reason: cgroups.reason }, 'cgroups unavailable: memory, process and CPU limits fall back to rlimits');

@@ -17,6 +17,7 @@ import { environmentRoutes } from './routes/environments.js';
 import { executeRoutes } from './routes/execute.js';
 import { fileRoutes } from './routes/files.js';
 import { probeRoutes } from './routes/probes.js';
+import { runCodeRoutes } from './routes/run-code.js';
 import { sessionRoutes } from './routes/sessions.js';
 
 /** What /readyz says of the isolation self-test run at start-up. */
@@ -144,6 +145,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await v1.register(sessionRoutes);
       await v1.register(fileRoutes);
       await v1.register(executeRoutes);
+      await v1.register(runCodeRoutes);
     },
     { prefix: '/v1' },
   );

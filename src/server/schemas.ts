@@ -126,3 +126,20 @@ export const OneShotResultSchema = ExecutionResultSchema.extend({
 
 export type ExecuteBody = z.infer<typeof ExecuteBodySchema>;
 export type OneShotBody = z.infer<typeof OneShotBodySchema>;
+
+export const RunCodeBodySchema = z
+  .strictObject({
+    code: z.string().min(1).max(1_000_000).describe('Python source, run in the session\'s persistent interpreter'),
+    timeout_seconds: z.number().positive().optional(),
+  })
+  .describe('RunCode');
+
+export const RunCodeResultSchema = ExecutionResultSchema.extend({
+  error: z
+    .object({ type: z.string(), message: z.string(), line: z.number().int().nullable(), hint: z.string().nullable(), traceback: z.array(z.string()) })
+    .nullable(),
+  result: z.string().nullable().describe('repr() of the final expression, like a notebook cell'),
+  kernel_restarted: z.boolean().describe('true when the interpreter was lost since the last call and its state is gone'),
+}).describe('RunCodeResult');
+
+export type RunCodeBody = z.infer<typeof RunCodeBodySchema>;

@@ -26,7 +26,7 @@ export interface FileChanges {
 export type ExecutionResult = RunResult & { files: FileChanges };
 
 export interface ExecutionObserver {
-  onFinished(result: ExecutionResult): void;
+  onFinished(result: Pick<ExecutionResult, 'status' | 'duration_ms'>): void;
 }
 
 export interface WorkspaceTarget {

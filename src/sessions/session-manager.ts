@@ -14,11 +14,15 @@ import {
 } from '../server/errors.js';
 import { executeInWorkspace, type ExecutionObserver, type ExecutionRequest, type ExecutionResult } from './executor.js';
 import { ExecutionLimiter, SerialQueues } from './limiter.js';
+import { SessionKernels } from './session-kernels.js';
+import type { KernelRunResult } from '../sandbox/kernel/kernel.js';
 import {
   deleteRecord, ensureLayout, readAllRecords, sessionDir, storeLayout, workspaceOf, writeRecord,
   type SessionRecord, type StoreLayout,
 } from './session-store.js';
-import { chownTreeSafe, removeTreeSafe } from './workspace-fs.js';
+import { chownTreeSafe, diffSnapshots, removeTreeSafe, snapshotWorkspace } from './workspace-fs.js';
+
+const SNAPSHOT_MAX_ENTRIES = 100_000;
 import {
   createQuotaWorkspace, detectQuotaSupport, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace,
 } from './workspace-quota.js';
@@ -60,7 +64,10 @@ export class SessionManager {
   quota: { enabled: boolean; reason: string | null } = { enabled: false, reason: 'not checked yet' };
   private readonly now: () => number;
 
+  readonly kernels: SessionKernels;
+
   constructor(private readonly deps: SessionManagerDeps) {
+    this.kernels = new SessionKernels({ config: deps.config, sandbox: deps.sandbox, logger: deps.logger });
     this.layout = storeLayout(deps.config.workspaceDir);
     this.limiter = new ExecutionLimiter(deps.config.maxConcurrentExecutions, deps.config.maxQueuedExecutions);
     this.now = deps.now ?? Date.now;
@@ -213,6 +220,7 @@ export class SessionManager {
     this.sessions.delete(id);
     this.dirty.delete(id);
     this.running.get(id)?.abort();
+    await this.kernels.stop(id);
     await this.serial.run(id, async () => {
       if (clearData) await this.removeSessionData(id);
       else {
@@ -248,6 +256,48 @@ export class SessionManager {
         if (this.sessions.has(id)) await this.touch(id).catch(() => undefined);
       }
     });
+  }
+
+  /** Run a cell in the session's persistent interpreter, after the session's earlier work. */
+  async runCode(id: string, req: { code: string; timeoutSeconds: number; signal?: AbortSignal | undefined; onOutput?: ExecutionRequest['onOutput'] }): Promise<KernelRunResult & { files: ExecutionResult['files'] }> {
+    if (this.closing) throw new ShuttingDownError();
+    if (!this.sessions.has(id)) throw new SessionNotFoundError(id);
+    return this.serial.run(id, async () => {
+      const record = await this.touch(id);
+      const environment = await this.resolveEnvironment(record.environment);
+      const workspaceDir = workspaceOf(this.layout, id);
+      const ac = new AbortController();
+      const onAbort = () => ac.abort();
+      req.signal?.addEventListener('abort', onAbort, { once: true });
+      this.running.set(id, ac);
+      const release = await this.limiter.acquire(ac.signal);
+      try {
+        const before = await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
+        const result = await this.kernels.run(id, { environment, workspaceDir, volumes: this.volumeMounts(record.volumes), identity: this.ownerOf(record) }, req.code, {
+          timeoutMs: Math.round(req.timeoutSeconds * 1000),
+          maxOutputChars: this.deps.config.maxOutputChars,
+          graceMs: this.deps.config.kernelInterruptGraceSeconds * 1000,
+          signal: ac.signal,
+          onOutput: req.onOutput,
+        });
+        const after = await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
+        const { created, modified, deleted } = diffSnapshots(before, after);
+        this.deps.observer?.onFinished(result);
+        return { ...result, files: { created, modified, deleted } };
+      } finally {
+        release();
+        this.running.delete(id);
+        req.signal?.removeEventListener('abort', onAbort);
+        if (this.sessions.has(id)) await this.touch(id).catch(() => undefined);
+      }
+    });
+  }
+
+  /** Restart the session's interpreter on purpose (waits for a running cell's turn to end). */
+  async restartKernel(id: string): Promise<void> {
+    if (!this.sessions.has(id)) throw new SessionNotFoundError(id);
+    await this.touch(id);
+    await this.kernels.restart(id);
   }
 
   executorDeps() {
@@ -310,6 +360,7 @@ export class SessionManager {
       if (!this.isExpired(record) || this.serial.busy(record.session_id)) continue;
       this.sessions.delete(record.session_id);
       this.dirty.delete(record.session_id);
+      await this.kernels.stop(record.session_id);
       await this.removeSessionData(record.session_id);
       expired.push(record.session_id);
       this.deps.logger.info({ audit: 'session.expired', session_id: record.session_id }, 'idle session removed with its data');
@@ -326,6 +377,7 @@ export class SessionManager {
     while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const ac of this.running.values()) ac.abort();
     while (this.running.size > 0) await new Promise((r) => setTimeout(r, 20));
+    await this.kernels.closeAll();
     for (const id of this.sessions.keys()) this.dirty.add(id);
     await this.flushDirty();
     // Images are mounted again by init() on the next start.

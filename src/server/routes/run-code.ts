@@ -1,0 +1,44 @@
+// Stateful Python: a persistent interpreter per session (POST /v1/sessions/{id}/run_code) and
+// its restart on demand.
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { ExecutionRequest } from '../../sessions/executor.js';
+import { BadRequestError } from '../errors.js';
+import { ErrorSchema, RunCodeBodySchema, RunCodeResultSchema, SessionParamsSchema } from '../schemas.js';
+import { streamExecution, wantsStream } from '../streaming.js';
+import { abortOnDisconnect } from './execute.js';
+
+export const runCodeRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { sessions, config } = app.deps;
+  const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 429: ErrorSchema, 503: ErrorSchema };
+
+  app.post('/sessions/:id/run_code', {
+    bodyLimit: 2 * 1024 * 1024,
+    schema: {
+      tags: ['run_code'],
+      description: 'Runs Python in the session\'s persistent interpreter: names defined by one call are there in the next. Streams NDJSON with `Accept: application/x-ndjson`.',
+      params: SessionParamsSchema, body: RunCodeBodySchema, response: { 200: RunCodeResultSchema, ...errors },
+    },
+  }, async (request, reply) => {
+    const timeoutSeconds = request.body.timeout_seconds ?? config.executionTimeoutSeconds;
+    if (timeoutSeconds > config.maxExecutionTimeoutSeconds) {
+      throw new BadRequestError('FST_ERR_VALIDATION', `body.timeout_seconds: must be at most ${config.maxExecutionTimeoutSeconds}`);
+    }
+    const ac = abortOnDisconnect(reply);
+    const run = async (onOutput?: ExecutionRequest['onOutput']) => {
+      const result = await sessions.runCode(request.params.id, { code: request.body.code, timeoutSeconds, signal: ac.signal, onOutput });
+      request.log.info({ session_id: request.params.id, status: result.status, duration_ms: result.duration_ms, kernel_restarted: result.kernel_restarted }, 'run_code finished');
+      return result;
+    };
+    if (wantsStream(request)) return streamExecution(reply, run);
+    return run();
+  });
+
+  app.post('/sessions/:id/kernel/restart', {
+    schema: { tags: ['run_code'], params: SessionParamsSchema, response: { 204: z.null().describe('restarted'), ...errors } },
+  }, async (request, reply) => {
+    await sessions.restartKernel(request.params.id);
+    request.log.info({ audit: 'kernel.restarted', session_id: request.params.id }, 'interpreter restarted on request');
+    return reply.code(204).send(null);
+  });
+};
