@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { describe, expect, test } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { ConfigError, loadConfig, SETTINGS } from '../../src/config.js';
 import { renderEnvExample } from '../../src/config-docs.js';
 
 describe('loadConfig', () => {
@@ -52,6 +52,12 @@ describe('loadConfig', () => {
 
   test('the default timeout may not exceed the maximum', () => {
     expect(() => loadConfig({ BUBBLE_SANDBOX_EXECUTION_TIMEOUT_SECONDS: '100', BUBBLE_SANDBOX_MAX_EXECUTION_TIMEOUT_SECONDS: '50' })).toThrow(/EXECUTION_TIMEOUT_SECONDS/);
+  });
+
+  test('the README documents every setting', () => {
+    const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const missing = Object.keys(SETTINGS).filter((k) => !readme.includes(`\`${k}\``));
+    expect(missing).toEqual([]);
   });
 
   test('.env.example lists every setting, in step with the code', () => {
