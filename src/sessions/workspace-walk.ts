@@ -13,7 +13,7 @@ import {
   DIR_FLAGS, MAX_PATH_BYTES, errnoOf, isNotDirectoryErrno, procPath, readdirRaw, reopenDir, settleAll,
 } from './safe-open.js';
 
-const DIR_CONCURRENCY = 8;
+const DIR_CONCURRENCY = 32;
 /** Entries handed to the visitor at once; bounds memory and in-flight work in a huge directory. */
 const ENTRY_CHUNK = 1024;
 

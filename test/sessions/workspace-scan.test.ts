@@ -105,7 +105,7 @@ describe('listFiles', () => {
       await root.close();
     }
     console.log(`walk of a 400-deep chain and 1,000 sibling dirs held at most ${maxHeld} descriptors`);
-    expect(maxHeld).toBeLessThan(40);
+    expect(maxHeld).toBeLessThan(64); // ~32 directories in flight, not one per directory
     expect((await listFiles(fx.ws)).map((f) => f.path)).toEqual([`${rel}bottom.txt`, 'wide/w999/f.txt']);
     expect(fs.readdirSync('/proc/self/fd').length).toBe(fdsBefore); // every handle closed
   });
