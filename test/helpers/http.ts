@@ -2,50 +2,16 @@
 import { STATUS_CODES } from 'node:http';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { expect } from 'vitest';
+import type { z } from 'zod';
+import type { ErrorSchema, ExecutionResultSchema, FileListSchema, OneShotResultSchema, SessionInfoSchema } from '../../src/server/schemas.js';
 import { multipartBody } from './app.js';
 
-export interface ErrorBody {
-  statusCode: number;
-  code: string;
-  error: string;
-  message: string;
-}
-
-export interface SessionInfoBody {
-  session_id: string;
-  environment: string;
-  created_at: string;
-  last_activity: string;
-  expires_at: string;
-  volumes: Record<string, 'ro' | 'rw'>;
-}
-
-export interface ExecutionResultBody {
-  status: 'ok' | 'error' | 'timeout' | 'oom' | 'killed';
-  exit_code: number | null;
-  signal: string | null;
-  stdout: string;
-  stderr: string;
-  truncated: boolean;
-  max_output_chars: number;
-  timed_out: boolean;
-  timeout_seconds: number;
-  duration_ms: number;
-  files: { created: string[]; modified: string[]; deleted: string[] };
-  resources: { memory_peak_bytes: number | null; cpu_ms: number | null };
-  error: { type: string; message: string; line: number | null; hint: string | null } | null;
-}
-
-export interface OneShotResultBody extends Omit<ExecutionResultBody, 'files'> {
-  files: ExecutionResultBody['files'] & {
-    outputs: { path: string; size: number; content_base64: string }[];
-    outputs_omitted: string[];
-  };
-}
-
-export interface FileListBody {
-  files: { path: string; size: number; modified_at: string }[];
-}
+// Wire types come from the route schemas, so tests and the API cannot drift apart.
+export type ErrorBody = z.infer<typeof ErrorSchema>;
+export type SessionInfoBody = z.infer<typeof SessionInfoSchema>;
+export type ExecutionResultBody = z.infer<typeof ExecutionResultSchema>;
+export type OneShotResultBody = z.infer<typeof OneShotResultSchema>;
+export type FileListBody = z.infer<typeof FileListSchema>;
 
 export const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 
