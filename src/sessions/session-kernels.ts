@@ -20,6 +20,7 @@ export class SessionKernels {
   private readonly pool = new KernelPool();
   private readonly lastUsed = new Map<string, number>();
   private readonly evicted = new Set<string>();
+  private readonly inCall = new Set<string>();
 
   constructor(private readonly deps: { config: Config; sandbox: Sandbox; logger: Logger }) {}
 
@@ -40,9 +41,18 @@ export class SessionKernels {
       logger: this.deps.logger,
     }));
     this.lastUsed.set(sessionId, Date.now());
-    const result = await kernel.run(code, opts);
+    this.inCall.add(sessionId);
+    let result: KernelRunResult;
+    try {
+      result = await kernel.run(code, opts);
+    } finally {
+      this.inCall.delete(sessionId);
+    }
     this.lastUsed.set(sessionId, Date.now());
-    if (this.evicted.delete(sessionId)) return { ...result, kernel_restarted: true };
+    // The interpreter did not survive this call (killed after a timeout, OOM, exited): its state
+    // is lost, and the answer says so now; the next call, on a fresh one, says so again.
+    const lostNow = kernel.pid === null && result.status !== 'ok';
+    if (this.evicted.delete(sessionId) || lostNow) return { ...result, kernel_restarted: true };
     return result;
   }
 
@@ -64,9 +74,14 @@ export class SessionKernels {
     await this.pool.closeAll();
   }
 
+  /**
+   * Stops idle interpreters, least recently used first, until there is room. One in the middle of
+   * a call is never taken: when all are busy the cap is exceeded for a while (the execution
+   * limiter already bounds how many can be busy at once).
+   */
   private async makeRoom(): Promise<void> {
     while (this.pool.size >= this.deps.config.maxKernels) {
-      const oldest = [...this.lastUsed.entries()].sort((a, b) => a[1] - b[1])[0]?.[0];
+      const oldest = [...this.lastUsed.entries()].filter(([id]) => !this.inCall.has(id)).sort((a, b) => a[1] - b[1])[0]?.[0];
       if (oldest === undefined) return;
       this.deps.logger.info({ session_id: oldest, kernels: this.pool.size }, 'stopping the least recently used interpreter to make room');
       this.lastUsed.delete(oldest);
