@@ -170,8 +170,8 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
       },
       exited,
       stats: async () => (cgroup ? cgroup.stats() : null),
+      // destroy() kills what is left before it removes the cgroup.
       dispose: async () => {
-        await cgroup?.killAll();
         await cgroup?.destroy();
       },
     };

@@ -5,7 +5,7 @@ import type { Environment } from '../sandbox/environments.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { Program, ResourceLimits, RunResult, VolumeMount } from '../sandbox/types.js';
 import type { ExecutionLimiter } from './limiter.js';
-import { diffSnapshots, snapshotWorkspace } from './workspace-fs.js';
+import { diffSnapshots, snapshotWorkspace, type WorkspaceSnapshot } from './workspace-fs.js';
 
 export interface ExecutionRequest {
   program: Program;
@@ -34,6 +34,17 @@ export interface WorkspaceTarget {
   workspaceDir: string;
   volumes: VolumeMount[];
   identity: { uid: number; gid: number } | null;
+  /**
+   * The workspace as the previous execution left it, when nothing has changed it since (the
+   * caller invalidates it on uploads and deletes): saves one full scan per execution.
+   */
+  snapshots?: SnapshotCache | undefined;
+}
+
+/** Last known snapshot of one workspace; `take` hands it over once, `keep` stores the next. */
+export interface SnapshotCache {
+  take(): WorkspaceSnapshot | undefined;
+  keep(snapshot: WorkspaceSnapshot): void;
 }
 
 const SNAPSHOT_MAX_ENTRIES = 100_000;
@@ -45,7 +56,7 @@ export async function executeInWorkspace(
 ): Promise<ExecutionResult> {
   const release = await deps.limiter.acquire(req.signal);
   try {
-    const before = await snapshotWorkspace(target.workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
+    const before = target.snapshots?.take() ?? (await snapshotWorkspace(target.workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES }));
     const result = await deps.sandbox.runner.run({
       environment: target.environment,
       workspaceDir: target.workspaceDir,
@@ -61,6 +72,7 @@ export async function executeInWorkspace(
       onOutput: req.onOutput,
     });
     const after = await snapshotWorkspace(target.workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
+    target.snapshots?.keep(after);
     const { created, modified, deleted } = diffSnapshots(before, after);
     const full: ExecutionResult = { ...result, files: { created, modified, deleted } };
     deps.observer?.onFinished(full);

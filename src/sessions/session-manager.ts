@@ -12,7 +12,7 @@ import {
   EnvironmentNotFoundError, EnvironmentUnavailableError, MaxSessionsError, PersistentSessionsDisabledError,
   SessionConflictError, SessionNotFoundError, ShuttingDownError,
 } from '../server/errors.js';
-import { executeInWorkspace, type ExecutionObserver, type ExecutionRequest, type ExecutionResult } from './executor.js';
+import { executeInWorkspace, type ExecutionObserver, type ExecutionRequest, type ExecutionResult, type SnapshotCache } from './executor.js';
 import { ExecutionLimiter, SerialQueues } from './limiter.js';
 import { SessionKernels } from './session-kernels.js';
 import type { KernelRunResult } from '../sandbox/kernel/kernel.js';
@@ -20,9 +20,10 @@ import {
   deleteRecord, ensureLayout, readAllRecords, sessionDir, storeLayout, workspaceOf, writeRecord,
   type SessionRecord, type StoreLayout,
 } from './session-store.js';
-import { chownTreeSafe, diffSnapshots, removeTreeSafe, snapshotWorkspace } from './workspace-fs.js';
+import { chownTreeSafe, diffSnapshots, removeTreeSafe, snapshotWorkspace, type WorkspaceSnapshot } from './workspace-fs.js';
 
 const SNAPSHOT_MAX_ENTRIES = 100_000;
+const ENVIRONMENT_CACHE_MS = 5000;
 import {
   createQuotaWorkspace, detectQuotaSupport, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace,
 } from './workspace-quota.js';
@@ -58,6 +59,9 @@ export class SessionManager {
   private readonly running = new Map<string, AbortController>();
   private readonly dirty = new Set<string>();
   private readonly temporarySlots = new Set<number>();
+  private readonly environmentCache = new Map<string, { at: number; env: Environment | null }>();
+  /** Workspace snapshots left by the last execution of each session (see SnapshotCache). */
+  private readonly snapshots = new Map<string, WorkspaceSnapshot>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing = false;
   /** Whether workspaces get a loop-mounted quota image, and why not. */
@@ -122,8 +126,18 @@ export class SessionManager {
     return [...this.sessions.values()].sort((a, b) => a.created_at.localeCompare(b.created_at)).map((r) => this.info(r));
   }
 
+  /**
+   * Environments change only when an operator rebuilds them, so a lookup is reused for a few
+   * seconds instead of reading pyproject.toml and resolving the venv on every execution.
+   */
   async resolveEnvironment(name: string): Promise<Environment> {
-    const env = await findEnvironment(this.deps.config.environmentsDir, name);
+    const hit = this.environmentCache.get(name);
+    let env: Environment | null;
+    if (hit && this.now() - hit.at < ENVIRONMENT_CACHE_MS) env = hit.env;
+    else {
+      env = await findEnvironment(this.deps.config.environmentsDir, name);
+      this.environmentCache.set(name, { at: this.now(), env });
+    }
     if (!env) throw new EnvironmentNotFoundError(name);
     if (!env.usable) throw new EnvironmentUnavailableError(name, env.reason ?? 'not usable');
     return env;
@@ -219,6 +233,7 @@ export class SessionManager {
     }
     this.sessions.delete(id);
     this.dirty.delete(id);
+    this.snapshots.delete(id);
     this.running.get(id)?.abort();
     await this.kernels.stop(id);
     await this.serial.run(id, async () => {
@@ -247,7 +262,7 @@ export class SessionManager {
       try {
         return await executeInWorkspace(
           this.executorDeps(),
-          { environment, workspaceDir: workspaceOf(this.layout, id), volumes: this.volumeMounts(record.volumes), identity: this.ownerOf(record) },
+          { environment, workspaceDir: workspaceOf(this.layout, id), volumes: this.volumeMounts(record.volumes), identity: this.ownerOf(record), snapshots: this.snapshotCache(id) },
           { ...req, signal: ac.signal },
         );
       } finally {
@@ -272,7 +287,8 @@ export class SessionManager {
       this.running.set(id, ac);
       const release = await this.limiter.acquire(ac.signal);
       try {
-        const before = await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
+        const cache = this.snapshotCache(id);
+        const before = cache.take() ?? (await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES }));
         const result = await this.kernels.run(id, { environment, workspaceDir, volumes: this.volumeMounts(record.volumes), identity: this.ownerOf(record) }, req.code, {
           timeoutMs: Math.round(req.timeoutSeconds * 1000),
           maxOutputChars: this.deps.config.maxOutputChars,
@@ -281,6 +297,7 @@ export class SessionManager {
           onOutput: req.onOutput,
         });
         const after = await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
+        cache.keep(after);
         const { created, modified, deleted } = diffSnapshots(before, after);
         this.deps.observer?.onFinished(result);
         return { ...result, files: { created, modified, deleted } };
@@ -298,6 +315,30 @@ export class SessionManager {
     if (!this.sessions.has(id)) throw new SessionNotFoundError(id);
     await this.touch(id);
     await this.kernels.restart(id);
+  }
+
+  /**
+   * Between two executions of a session only the API changes its workspace (its interpreter's
+   * background threads aside, whose changes then show in the next report), so the snapshot taken
+   * after one execution serves as the "before" of the next. Uploads and deletes call
+   * workspaceChanged(); a snapshot is used at most once.
+   */
+  private snapshotCache(id: string): SnapshotCache {
+    return {
+      take: () => {
+        const s = this.snapshots.get(id);
+        this.snapshots.delete(id);
+        return s;
+      },
+      keep: (s) => {
+        if (this.sessions.has(id)) this.snapshots.set(id, s);
+      },
+    };
+  }
+
+  /** The API changed the session's files: the cached snapshot no longer describes them. */
+  workspaceChanged(id: string): void {
+    this.snapshots.delete(id);
   }
 
   executorDeps() {
@@ -360,6 +401,7 @@ export class SessionManager {
       if (!this.isExpired(record) || this.serial.busy(record.session_id)) continue;
       this.sessions.delete(record.session_id);
       this.dirty.delete(record.session_id);
+      this.snapshots.delete(record.session_id);
       await this.kernels.stop(record.session_id);
       await this.removeSessionData(record.session_id);
       expired.push(record.session_id);

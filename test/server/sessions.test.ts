@@ -269,6 +269,6 @@ describe('GET /v1/environments', () => {
     const names = environments.map((e) => e.name);
     expect(names).toEqual([...names].sort());
     expect(environments.find((e) => e.name === 'bare')).toEqual({ name: 'bare', description: 'Python standard library only', dependencies: [] });
-    expect(environments.find((e) => e.name === 'pandas-exec')?.dependencies).toEqual(['pandas']);
+    expect(environments.find((e) => e.name === 'pandas-exec')?.dependencies).toEqual(['pandas', 'matplotlib']);
   });
 });

@@ -102,6 +102,7 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
       const workspace = sessions.workspaceDir(record.session_id);
       const owner = sessions.ownerOf(record) ?? undefined;
       const result: { path: string; size: number }[] = [];
+      sessions.workspaceChanged(record.session_id);
       for (const { target, file } of staged) {
         const written = await commitStagedFile(file.path, workspace, target, { owner, mkdirs: true });
         result.push({ path: written.path, size: written.size });
@@ -142,6 +143,7 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
   }, async (request, reply) => {
     const record = await sessions.touch(request.params.id);
     validField('path', () => validateRelativePath(request.params['*']));
+    sessions.workspaceChanged(record.session_id);
     await deleteFileSafe(sessions.workspaceDir(record.session_id), request.params['*']);
     return reply.code(204).send(null);
   });
