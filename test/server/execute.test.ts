@@ -256,6 +256,30 @@ describe('POST /v1/sessions/{id}/execute', () => {
   });
 });
 
+describe('the changed-files report between executions', () => {
+  // The report reuses the snapshot the previous execution left; files the API changed in between
+  // must never be attributed to the next execution.
+  it('does not report an upload made between two executions', async () => {
+    await createSession(t.app, { session_id: 'between-up' });
+    const first = await execute(t.app, 'between-up', { command: 'echo k > keep.txt' });
+    expect(first.files.created).toEqual(['keep.txt']);
+    expect((await upload(t.app, 'between-up', [{ name: 'uploaded.csv', content: 'x,y\n' }])).statusCode).toBe(201);
+    const second = await execute(t.app, 'between-up', { command: 'echo c > new.txt; echo more >> keep.txt' });
+    expect(second.files).toEqual({ created: ['new.txt'], modified: ['keep.txt'], deleted: [] });
+    const third = await execute(t.app, 'between-up', { command: 'rm new.txt' });
+    expect(third.files).toEqual({ created: [], modified: [], deleted: ['new.txt'] });
+  });
+
+  it('does not report an API delete made between two executions', async () => {
+    await createSession(t.app, { session_id: 'between-del' });
+    await execute(t.app, 'between-del', { command: 'echo a > made.txt' });
+    const del = await t.app.inject({ method: 'DELETE', url: '/v1/sessions/between-del/files/made.txt' });
+    expect(del.statusCode).toBe(204);
+    const second = await execute(t.app, 'between-del', { command: 'true' });
+    expect(second.files).toEqual({ created: [], modified: [], deleted: [] });
+  });
+});
+
 describe('POST /v1/execute (one-shot)', () => {
   const b64 = (s: string) => Buffer.from(s).toString('base64');
   const oneshotEntries = () => fs.readdirSync(path.join(t.workspaceDir, 'oneshot'));
