@@ -1,21 +1,15 @@
 // A client that goes away mid-execution must not leave its sandbox running on the host.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import {
-  api, killAllServers, makeTempDir, sleep, startServer, waitForNoProcess, waitForSleep, type ExecResult, type ServerProcess, removeTempDir } from '../helpers/server-process.js';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { waitForNoProcess, waitForSleep } from '../helpers/host-processes.js';
+import { api, sleep, startServer, useWorkspaceDir, type ExecResult, type ServerProcess } from '../helpers/server-process.js';
 
-let workspaceDir: string;
+const workspaceDir = useWorkspaceDir('bs-e2e-disconnect-', 'all');
 let server: ServerProcess;
 
 beforeAll(async () => {
-  workspaceDir = makeTempDir('bs-e2e-disconnect-');
-  server = await startServer({ workspaceDir });
-});
-
-afterAll(async () => {
-  await killAllServers();
-  removeTempDir(workspaceDir);
+  server = await startServer({ workspaceDir: workspaceDir.path });
 });
 
 async function abortWhenRunning(route: string, body: unknown, marker: string): Promise<unknown> {
@@ -62,7 +56,7 @@ describe('client disconnect', () => {
     expect((err as Error | null)?.name).toBe('AbortError');
     expect(await waitForNoProcess(`sleep ${marker}`, 2000)).toEqual([]);
 
-    const oneshot = path.join(workspaceDir, 'oneshot');
+    const oneshot = path.join(workspaceDir.path, 'oneshot');
     let left = fs.readdirSync(oneshot);
     for (let i = 0; i < 40 && left.length > 0; i++) {
       await sleep(50);

@@ -2,9 +2,10 @@
 // upload, execute, list, download, delete keeping the data, re-attach, delete for good.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test } from 'vitest';
 import {
-  api, downloadFile, killAllServers, makeTempDir, startServer, uploadFiles, type ExecResult, type ServerProcess, removeTempDir } from '../helpers/server-process.js';
+  api, downloadFile, startServer, uploadFiles, useWorkspaceDir, type ExecResult, type ServerProcess,
+} from '../helpers/server-process.js';
 
 const CSV = 'city,temp\nOslo,4\nRome,18\nOslo,6\nRome,20\n';
 const SCRIPT = [
@@ -16,25 +17,19 @@ const SCRIPT = [
 ].join('\n');
 const EXPECTED_RESULT = 'city,temp\nOslo,5.0\nRome,19.0\n';
 
-let workspaceDir: string;
+const workspaceDir = useWorkspaceDir('bs-e2e-');
 let server: ServerProcess | null = null;
 
-beforeEach(() => {
-  workspaceDir = makeTempDir('bs-e2e-');
-});
-
-afterEach(async () => {
-  await killAllServers();
+afterEach(() => {
   server = null;
-  removeTempDir(workspaceDir);
 });
 
 describe('user journey', () => {
   test('create, upload, execute, list, download, keep, re-attach, delete', async () => {
-    server = await startServer({ workspaceDir });
+    server = await startServer({ workspaceDir: workspaceDir.path });
     const base = server.baseUrl;
     const id = 'e2e-journey';
-    const sessionDir = path.join(workspaceDir, 'sessions', id);
+    const sessionDir = path.join(workspaceDir.path, 'sessions', id);
     const workspace = path.join(sessionDir, 'workspace');
 
     const created = await api<{ session_id: string; environment: string; created_at: string }>(base, 'POST', '/v1/sessions', { environment: 'pandas-exec', session_id: id });

@@ -3,10 +3,11 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
+import { hostProcessesMatching, waitForNoProcess, waitForSleep } from '../helpers/host-processes.js';
 import {
-  api, downloadFile, hostProcessesMatching, killAllServers, makeTempDir, sleep, startServer, uploadFiles, waitForNoProcess,
-  waitForSleep, type ExecResult, removeTempDir } from '../helpers/server-process.js';
+  api, downloadFile, sleep, startServer, uploadFiles, useWorkspaceDir, type ExecResult,
+} from '../helpers/server-process.js';
 
 interface SessionInfo {
   session_id: string;
@@ -15,16 +16,7 @@ interface SessionInfo {
   last_activity: string;
 }
 
-let workspaceDir: string;
-
-beforeEach(() => {
-  workspaceDir = makeTempDir('bs-e2e-restart-');
-});
-
-afterEach(async () => {
-  await killAllServers();
-  removeTempDir(workspaceDir);
-});
+const workspaceDir = useWorkspaceDir('bs-e2e-restart-');
 
 describe('restart', () => {
   test('sessions, uploads and execution outputs survive a SIGTERM restart', async () => {
@@ -32,7 +24,7 @@ describe('restart', () => {
     const blobA = Buffer.concat([Buffer.from('head\n'), randomBytes(4096), Buffer.from([0xff, 0xfe, 0x00, 0x80])]);
     const csvB = 'x,y\n1,2\n';
 
-    const first = await startServer({ workspaceDir });
+    const first = await startServer({ workspaceDir: workspaceDir.path });
     const a = await api<SessionInfo>(first.baseUrl, 'POST', '/v1/sessions', { session_id: 'keep-a' });
     const b = await api<SessionInfo>(first.baseUrl, 'POST', '/v1/sessions', { session_id: 'keep-b', environment: 'pandas-exec' });
     expect(a.status).toBe(201);
@@ -52,7 +44,7 @@ describe('restart', () => {
 
     expect(await first.stop('SIGTERM')).toEqual({ code: 0, signal: null });
 
-    const second = await startServer({ workspaceDir });
+    const second = await startServer({ workspaceDir: workspaceDir.path });
     const listed = await api<{ sessions: SessionInfo[] }>(second.baseUrl, 'GET', '/v1/sessions');
     expect(listed.status).toBe(200);
     const byId = new Map(listed.body.sessions.map((s) => [s.session_id, s]));
@@ -89,16 +81,16 @@ describe('restart', () => {
 
   test('a session whose idle timeout passed while the service was down is gone after restart', async () => {
     const env = { BUBBLE_SANDBOX_SESSION_IDLE_TIMEOUT_SECONDS: '2' };
-    const first = await startServer({ workspaceDir, env });
+    const first = await startServer({ workspaceDir: workspaceDir.path, env });
     expect((await api(first.baseUrl, 'POST', '/v1/sessions', { session_id: 'short-lived' })).status).toBe(201);
     expect((await uploadFiles(first.baseUrl, 'short-lived', [{ name: 'a.txt', content: 'a' }])).status).toBe(201);
-    const dir = path.join(workspaceDir, 'sessions', 'short-lived');
+    const dir = path.join(workspaceDir.path, 'sessions', 'short-lived');
     expect(fs.existsSync(path.join(dir, 'workspace', 'a.txt'))).toBe(true);
     expect((await first.stop('SIGTERM')).code).toBe(0);
 
     await sleep(3000);
 
-    const second = await startServer({ workspaceDir, env });
+    const second = await startServer({ workspaceDir: workspaceDir.path, env });
     const listed = await api<{ sessions: SessionInfo[] }>(second.baseUrl, 'GET', '/v1/sessions');
     expect(listed.body.sessions).toEqual([]);
     expect((await api(second.baseUrl, 'GET', '/v1/sessions/short-lived')).status).toBe(404);
@@ -108,23 +100,23 @@ describe('restart', () => {
 
   test('start-up removes what a crash left in staging/ and oneshot/', async () => {
     for (const sub of ['staging', 'oneshot']) {
-      const root = path.join(workspaceDir, sub);
+      const root = path.join(workspaceDir.path, sub);
       fs.mkdirSync(path.join(root, 'req-1', 'deep'), { recursive: true, mode: 0o711 });
       fs.writeFileSync(path.join(root, 'req-1', 'deep', 'part.csv'), 'half an upload');
       fs.writeFileSync(path.join(root, 'loose-file'), 'x');
       // A symlink must be removed, never followed.
       fs.symlinkSync('/etc', path.join(root, 'link-to-etc'));
     }
-    const server = await startServer({ workspaceDir });
-    expect(fs.readdirSync(path.join(workspaceDir, 'staging'))).toEqual([]);
-    expect(fs.readdirSync(path.join(workspaceDir, 'oneshot'))).toEqual([]);
+    const server = await startServer({ workspaceDir: workspaceDir.path });
+    expect(fs.readdirSync(path.join(workspaceDir.path, 'staging'))).toEqual([]);
+    expect(fs.readdirSync(path.join(workspaceDir.path, 'oneshot'))).toEqual([]);
     expect(fs.existsSync('/etc/passwd')).toBe(true);
     expect((await server.stop('SIGTERM')).code).toBe(0);
   }, 60_000);
 
   test('SIGKILL during an execution leaves no sandbox behind; the session is there after restart', async () => {
     const marker = `1000.${String(process.pid % 1000).padStart(3, '0')}7`;
-    const first = await startServer({ workspaceDir });
+    const first = await startServer({ workspaceDir: workspaceDir.path });
     expect((await api(first.baseUrl, 'POST', '/v1/sessions', { session_id: 'crashy' })).status).toBe(201);
     expect((await uploadFiles(first.baseUrl, 'crashy', [{ name: 'keep.txt', content: 'kept' }])).status).toBe(201);
 
@@ -140,7 +132,7 @@ describe('restart', () => {
     const left = await waitForNoProcess(`sleep ${marker}`, 2000);
     expect(left).toEqual([]);
 
-    const second = await startServer({ workspaceDir });
+    const second = await startServer({ workspaceDir: workspaceDir.path });
     const listed = await api<{ sessions: SessionInfo[] }>(second.baseUrl, 'GET', '/v1/sessions');
     expect(listed.body.sessions.map((s) => s.session_id)).toEqual(['crashy']);
     expect((await downloadFile(second.baseUrl, 'crashy', 'keep.txt')).bytes.toString('utf8')).toBe('kept');

@@ -1,10 +1,10 @@
 // Stateful code and streaming against the real service process: output arrives while the code
 // runs, a client that goes away ends its execution, and no interpreter outlives the service.
-import fs from 'node:fs';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 import {
-  api, killAllServers, makeTempDir, removeTempDir, sleep, startServer, waitForNoProcess, waitForSleep, type ServerProcess,
-} from '../helpers/server-process.js';
+  descendantsOf, listHostProcesses, stillRunning, waitForNoProcess, waitForSleep, waitUntil, type HostProcess,
+} from '../helpers/host-processes.js';
+import { api, startServer, useWorkspaceDir, type ServerProcess } from '../helpers/server-process.js';
 
 /**
  * Each server of this file runs its sandboxes under host uids no other test uses, so "no process
@@ -23,59 +23,8 @@ function serverEnv(block: number): Record<string, string> {
   };
 }
 
-// --- the host's process table ----------------------------------------------------------------
-
-interface HostProc {
-  pid: number;
-  ppid: number;
-  uid: number;
-  state: string;
-  start: string;
-  cmdline: string;
-}
-
-function readProc(pid: number): HostProc | null {
-  try {
-    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
-    const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
-    const ppid = /^PPid:\s+(\d+)/m.exec(status)?.[1];
-    const state = /^State:\s+(\S)/m.exec(status)?.[1] ?? '?';
-    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-    if (uid === undefined || ppid === undefined || start === undefined) return null;
-    return { pid, ppid: Number(ppid), uid: Number(uid), state, start, cmdline };
-  } catch {
-    return null;
-  }
-}
-
-/** Running processes (zombies are left for the host's init to reap and run nothing). */
-function hostProcesses(): HostProc[] {
-  return fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map(Number).flatMap((pid) => readProc(pid) ?? [])
-    .filter((p) => p.state !== 'Z');
-}
-
-function descendantsOf(root: number): HostProc[] {
-  const all = hostProcesses();
-  const byPid = new Map(all.map((p) => [p.pid, p]));
-  return all.filter((p) => {
-    for (let cur: HostProc | undefined = p, hops = 0; cur && hops < 64; cur = byPid.get(cur.ppid), hops++) {
-      if (cur.ppid === root) return true;
-    }
-    return false;
-  });
-}
-
-function stillRunning(procs: HostProc[]): HostProc[] {
-  return procs.filter((p) => {
-    const now = readProc(p.pid);
-    return now !== null && now.start === p.start && now.state !== 'Z';
-  });
-}
-
-function withUidIn(lo: number, hi: number): HostProc[] {
-  return hostProcesses().filter((p) => p.uid >= lo && p.uid < hi);
+function withUidIn(lo: number, hi: number): HostProcess[] {
+  return listHostProcesses().filter((p) => p.uid >= lo && p.uid < hi);
 }
 
 // --- NDJSON over a real connection -------------------------------------------------------------
@@ -156,17 +105,12 @@ async function openStream(baseUrl: string, route: string, body: unknown, signal?
 // --- tests -------------------------------------------------------------------------------------
 
 describe('streaming against the real service', () => {
-  let workspaceDir: string;
+  const workspaceDir = useWorkspaceDir('bs-e2e-runcode-', 'all');
   let server: ServerProcess;
 
   beforeAll(async () => {
-    workspaceDir = makeTempDir('bs-e2e-runcode-');
-    server = await startServer({ workspaceDir, env: serverEnv(0) });
+    server = await startServer({ workspaceDir: workspaceDir.path, env: serverEnv(0) });
     expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'live' })).status).toBe(201);
-  });
-  afterAll(async () => {
-    await killAllServers();
-    removeTempDir(workspaceDir);
   });
 
   const slowScript = "print('first', flush=True)\nimport time\ntime.sleep(2)\nprint('second')";
@@ -225,17 +169,10 @@ describe('streaming against the real service', () => {
 });
 
 describe('shutdown', () => {
-  let workspaceDir: string;
-  beforeAll(() => {
-    workspaceDir = makeTempDir('bs-e2e-runcode-stop-');
-  });
-  afterAll(async () => {
-    await killAllServers();
-    removeTempDir(workspaceDir);
-  });
+  const workspaceDir = useWorkspaceDir('bs-e2e-runcode-stop-', 'all');
 
   test('after SIGTERM the service exits 0 and no process of its interpreters is left', async () => {
-    const server = await startServer({ workspaceDir, env: serverEnv(1) });
+    const server = await startServer({ workspaceDir: workspaceDir.path, env: serverEnv(1) });
     const lo = UID_BASE + UID_BLOCK;
     const hi = lo + UID_BLOCK;
     expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'kernel' })).status).toBe(201);
@@ -243,19 +180,14 @@ describe('shutdown', () => {
     expect(r.body).toMatchObject({ status: 'ok', kernel_restarted: false });
     expect((await api(server.baseUrl, 'POST', '/v1/sessions/kernel/run_code', { code: 'x + 1' })).body).toMatchObject({ result: '2' });
 
-    const kernel = descendantsOf(server.pid).filter((p) => p.cmdline.includes('/sandbox/main.py') || p.uid >= lo);
-    expect(kernel.some((p) => p.cmdline.includes('/sandbox/main.py')), JSON.stringify(kernel)).toBe(true);
-    expect(kernel.some((p) => p.cmdline === 'sleep 300.456'), JSON.stringify(kernel)).toBe(true);
+    const kernel = descendantsOf(server.pid).filter((p) => p.command.includes('/sandbox/main.py') || p.uid >= lo);
+    expect(kernel.some((p) => p.command.includes('/sandbox/main.py')), JSON.stringify(kernel)).toBe(true);
+    expect(kernel.some((p) => p.command === 'sleep 300.456'), JSON.stringify(kernel)).toBe(true);
     expect(withUidIn(lo, hi).length).toBeGreaterThan(0);
 
     const exit = await server.stop('SIGTERM');
     expect(exit).toEqual({ code: 0, signal: null });
-    const deadline = Date.now() + 2000;
-    let left = [...stillRunning(kernel), ...withUidIn(lo, hi)];
-    while (left.length > 0 && Date.now() < deadline) {
-      await sleep(50);
-      left = [...stillRunning(kernel), ...withUidIn(lo, hi)];
-    }
+    const left = await waitUntil(() => [...stillRunning(kernel), ...withUidIn(lo, hi)], (l) => l.length === 0, 2000);
     expect(left).toEqual([]);
     expect(await waitForNoProcess('sleep 300.456', 0)).toEqual([]);
   }, 60_000);

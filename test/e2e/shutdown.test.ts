@@ -1,25 +1,16 @@
 // Graceful shutdown of the real process: running executions may finish until the grace deadline,
 // then are killed; the process exits 0 and leaves no sandbox behind.
 import fs from 'node:fs';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import {
-  api, killAllServers, makeTempDir, startServer, waitForNoProcess, waitForSleep, type ExecResult, removeTempDir } from '../helpers/server-process.js';
+import { describe, expect, test } from 'vitest';
+import { waitForNoProcess, waitForSleep } from '../helpers/host-processes.js';
+import { api, startServer, useWorkspaceDir, type ExecResult } from '../helpers/server-process.js';
 
 const GRACE_SECONDS = 2;
-let workspaceDir: string;
-
-beforeEach(() => {
-  workspaceDir = makeTempDir('bs-e2e-shutdown-');
-});
-
-afterEach(async () => {
-  await killAllServers();
-  removeTempDir(workspaceDir);
-});
+const workspaceDir = useWorkspaceDir('bs-e2e-shutdown-');
 
 describe('graceful shutdown', () => {
   test('SIGTERM kills an execution that outlives the grace period, answers it, exits 0', async () => {
-    const server = await startServer({ workspaceDir, env: { BUBBLE_SANDBOX_SHUTDOWN_GRACE_SECONDS: String(GRACE_SECONDS) } });
+    const server = await startServer({ workspaceDir: workspaceDir.path, env: { BUBBLE_SANDBOX_SHUTDOWN_GRACE_SECONDS: String(GRACE_SECONDS) } });
     expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'long' })).status).toBe(201);
 
     const marker = '30.123';
@@ -54,7 +45,7 @@ describe('graceful shutdown', () => {
   }, 60_000);
 
   test('an execution that finishes within the grace period gets its normal result', async () => {
-    const server = await startServer({ workspaceDir, env: { BUBBLE_SANDBOX_SHUTDOWN_GRACE_SECONDS: String(GRACE_SECONDS) } });
+    const server = await startServer({ workspaceDir: workspaceDir.path, env: { BUBBLE_SANDBOX_SHUTDOWN_GRACE_SECONDS: String(GRACE_SECONDS) } });
     expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'short' })).status).toBe(201);
 
     const marker = '1.217';
@@ -69,7 +60,7 @@ describe('graceful shutdown', () => {
   }, 60_000);
 
   test('new work is refused once shutdown has begun', async () => {
-    const server = await startServer({ workspaceDir, env: { BUBBLE_SANDBOX_SHUTDOWN_GRACE_SECONDS: String(GRACE_SECONDS) } });
+    const server = await startServer({ workspaceDir: workspaceDir.path, env: { BUBBLE_SANDBOX_SHUTDOWN_GRACE_SECONDS: String(GRACE_SECONDS) } });
     expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'busy' })).status).toBe(201);
     const marker = '30.789';
     const pending = api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/busy/execute', { command: `sleep ${marker}` }).catch(() => null);
@@ -84,11 +75,11 @@ describe('graceful shutdown', () => {
   }, 60_000);
 
   test('SIGINT exits 0', async () => {
-    const server = await startServer({ workspaceDir });
+    const server = await startServer({ workspaceDir: workspaceDir.path });
     expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'int' })).status).toBe(201);
     expect(await server.stop('SIGINT')).toEqual({ code: 0, signal: null });
     expect(server.jsonLogs().some((l) => l.msg === 'shutting down' && l.signal === 'SIGINT')).toBe(true);
     // The session was flushed to disk and is still there.
-    expect(fs.existsSync(`${workspaceDir}/sessions/int/meta.json`)).toBe(true);
+    expect(fs.existsSync(`${workspaceDir.path}/sessions/int/meta.json`)).toBe(true);
   }, 60_000);
 });

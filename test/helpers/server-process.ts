@@ -1,12 +1,13 @@
 // Runs the real service (node bin/bubble-sandbox.js serve) as a child process for end-to-end
-// tests, plus host-side helpers: the CLI as a process, and a /proc scan that finds sandboxed
-// programs left behind (the point of several tests is that none are).
+// tests, plus host-side helpers: the CLI as a process, and HTTP calls to the service. What runs
+// on the host is in host-processes.ts.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 
 export const PROJECT_ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const BIN = path.join(PROJECT_ROOT, 'bin', 'bubble-sandbox.js');
@@ -89,6 +90,31 @@ export function makeTempDir(prefix: string, mode = 0o711): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   fs.chmodSync(dir, mode);
   return dir;
+}
+
+/**
+ * A fresh workspace directory (makeTempDir) for each test, or with 'all' one for all the tests of
+ * the file or describe block this is called in. At the end every server still running is killed,
+ * then the directory is removed (a killed server leaves its quota images mounted there). Call it
+ * before the hooks that start servers in the directory, so that they run after it is made.
+ */
+export function useWorkspaceDir(prefix: string, scope: 'each' | 'all' = 'each'): { readonly path: string } {
+  let dir: string | null = null;
+  const [before, after] = scope === 'each' ? [beforeEach, afterEach] : [beforeAll, afterAll];
+  before(() => {
+    dir = makeTempDir(prefix);
+  });
+  after(async () => {
+    await killAllServers();
+    if (dir !== null) removeTempDir(dir);
+    dir = null;
+  });
+  return {
+    get path() {
+      if (dir === null) throw new Error('the workspace directory exists only while tests run');
+      return dir;
+    },
+  };
 }
 
 export async function startServer(opts: StartServerOptions): Promise<ServerProcess> {
@@ -190,51 +216,6 @@ export async function killAllServers(): Promise<void> {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-export interface HostProcess {
-  pid: number;
-  argv: string[];
-}
-
-/** Every process on the host whose command line (arguments joined by spaces) contains `needle`. */
-export function hostProcessesMatching(needle: string): HostProcess[] {
-  const found: HostProcess[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if (pid === process.pid) continue;
-    let raw: string;
-    try {
-      raw = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-    } catch {
-      continue; // gone meanwhile
-    }
-    const argv = raw.split('\0').filter((a, i, all) => !(a === '' && i === all.length - 1));
-    if (argv.join(' ').includes(needle)) found.push({ pid, argv });
-  }
-  return found;
-}
-
-/** Waits until the program `sleep <arg>` itself runs on the host; returns its pid. */
-export async function waitForSleep(arg: string, timeoutMs = 15_000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const hit = hostProcessesMatching(`sleep ${arg}`).find((p) => path.basename(p.argv[0] ?? '') === 'sleep' && p.argv[1] === arg);
-    if (hit) return hit.pid;
-    if (Date.now() > deadline) throw new Error(`no 'sleep ${arg}' process appeared within ${timeoutMs} ms`);
-    await sleep(50);
-  }
-}
-
-/** Waits until no process mentions `needle`; returns what is still there at the deadline. */
-export async function waitForNoProcess(needle: string, timeoutMs: number): Promise<HostProcess[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const left = hostProcessesMatching(needle);
-    if (left.length === 0 || Date.now() > deadline) return left;
-    await sleep(50);
-  }
 }
 
 export interface CliResult {

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { hostProcessesMatching, waitUntil } from '../helpers/host-processes.js';
 import { createSandboxFixture, IS_ROOT, TEST_UID, type SandboxFixture } from '../helpers/sandbox.js';
 
 let f: SandboxFixture;
@@ -41,15 +42,10 @@ open('owned.txt', 'w').write('x')
     const marker = '7.654321';
     const ac = new AbortController();
     const running = f.run({ ...sh(`sleep ${marker} & exec sleep ${marker}`), signal: ac.signal });
-    let uids: string[] = [];
-    for (let i = 0; i < 100 && uids.length < 2; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-      uids = hostProcesses(`sleep\0${marker}`).map((pid) => hostUid(pid));
-    }
-    expect(uids.length).toBe(2);
-    for (const uid of uids) expect(uid).toBe(String(IS_ROOT ? TEST_UID : process.getuid?.()));
-    const bwrapPids = hostProcesses('bwrap\0--args');
-    expect(bwrapPids.map(hostUid).filter((u) => u === '0')).toEqual([]);
+    const sleeps = await waitUntil(() => hostProcessesMatching(`sleep\0${marker}`), (found) => found.length >= 2, 2000, 20);
+    expect(sleeps.length).toBe(2);
+    for (const { uid } of sleeps) expect(uid).toBe(IS_ROOT ? TEST_UID : process.getuid?.());
+    expect(hostProcessesMatching('bwrap\0--args').filter((p) => p.uid === 0)).toEqual([]);
     const r = await Promise.race([running, new Promise<null>((res) => setTimeout(() => res(null), 100))]);
     expect(r).toBeNull();
     ac.abort();
@@ -113,25 +109,6 @@ describe('filesystem', () => {
     fs.unlinkSync(link);
   });
 });
-
-function hostProcesses(cmdlineIncludes: string): string[] {
-  const needle = cmdlineIncludes.replace(/\\0/g, '\0');
-  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try {
-      return fs.readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(needle);
-    } catch {
-      return false;
-    }
-  });
-}
-
-function hostUid(pid: string): string {
-  try {
-    return /^Uid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 'gone';
-  } catch {
-    return 'gone';
-  }
-}
 
 async function baseRequest() {
   return {

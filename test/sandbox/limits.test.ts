@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createSandbox, type Sandbox } from '../../src/sandbox/sandbox.js';
 import type { RunRequest, RunResult } from '../../src/sandbox/types.js';
+import { hostProcessesOfUid } from '../helpers/host-processes.js';
 import { makeWorkspace } from '../helpers/sandbox.js';
 
 let sandbox: Sandbox;
@@ -18,18 +19,6 @@ afterAll(async () => {
   await sandbox.close();
   for (const ws of workspaces) fs.rmSync(path.dirname(ws), { recursive: true, force: true });
 });
-
-function hostProcessesOfUid(uid: number): string[] {
-  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try {
-      // Zombies hold nothing but a pid and are reaped by init; only live processes count.
-      const status = fs.readFileSync(`/proc/${p}/status`, 'utf8');
-      return new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(status) && !/^State:\s+Z/m.test(status);
-    } catch {
-      return false;
-    }
-  });
-}
 
 function run(partial: Partial<RunRequest> & Pick<RunRequest, 'program'>, slot = 1): Promise<RunResult> {
   const identity = sandbox.identityFor(slot);

@@ -1,6 +1,7 @@
 // Execution behaviour against real bwrap: results, timeouts, output caps, stdin, exit codes.
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { hostProcessesMatching } from '../helpers/host-processes.js';
 import { createSandboxFixture, type SandboxFixture } from '../helpers/sandbox.js';
 
 let f: SandboxFixture;
@@ -10,16 +11,6 @@ beforeAll(() => {
 afterAll(() => f.dispose());
 
 const sh = (command: string) => ({ program: { kind: 'command' as const, command } });
-
-function hostProcessesMatching(needle: string): string[] {
-  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try {
-      return fs.readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(needle);
-    } catch {
-      return false;
-    }
-  });
-}
 
 describe('results', () => {
   test('exit code 0 is ok, non-zero is error with the code', async () => {

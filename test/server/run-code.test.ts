@@ -1,10 +1,10 @@
 // Stateful Python through HTTP with the real sandbox: POST /v1/sessions/{id}/run_code and
 // POST /v1/sessions/{id}/kernel/restart, checked against the contract and the host's process table.
 import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from '../helpers/app.js';
+import { descendantsOf, stillRunning, waitUntil, type HostProcess } from '../helpers/host-processes.js';
 import { createSession, expectError, fakeClock, type ExecutionResultBody } from '../helpers/http.js';
 
 interface RunCodeResultBody extends Omit<ExecutionResultBody, 'error'> {
@@ -41,71 +41,19 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }>
   return { value, ms: performance.now() - started };
 }
 
-// --- the host's process table -------------------------------------------------------------------
-
-interface HostProc {
-  pid: number;
-  ppid: number;
-  uid: number;
-  /** One letter: R, S, D, Z (zombie: exited, only its pid entry waits to be reaped)... */
-  state: string;
-  /** Start time in clock ticks: tells a process from a later one that reuses its pid. */
-  start: string;
-  cmdline: string;
-}
-
-function readProc(pid: number): HostProc | null {
-  try {
-    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
-    const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
-    const ppid = /^PPid:\s+(\d+)/m.exec(status)?.[1];
-    const state = /^State:\s+(\S)/m.exec(status)?.[1] ?? '?';
-    // Fields after the command name "(...)": state is field 3, starttime field 22.
-    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-    if (uid === undefined || ppid === undefined || start === undefined) return null;
-    return { pid, ppid: Number(ppid), uid: Number(uid), state, start, cmdline };
-  } catch {
-    return null; // gone meanwhile
-  }
-}
-
-function hostProcesses(): HostProc[] {
-  return fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map(Number).flatMap((pid) => readProc(pid) ?? []);
-}
-
 /** Processes running as `uid` below this test process (sandboxes of other test files share uids). */
-function ourSandboxProcesses(uid: number): HostProc[] {
-  const all = hostProcesses();
-  const byPid = new Map(all.map((p) => [p.pid, p]));
-  const below = (p: HostProc): boolean => {
-    for (let cur: HostProc | undefined = p, hops = 0; cur && hops < 64; cur = byPid.get(cur.ppid), hops++) {
-      if (cur.ppid === process.pid) return true;
-    }
-    return false;
-  };
-  return all.filter((p) => p.uid === uid && p.state !== 'Z' && below(p));
+function ourSandboxProcesses(uid: number): HostProcess[] {
+  return descendantsOf(process.pid).filter((p) => p.uid === uid);
 }
 
 /**
- * Those of `procs` still running. A zombie is not: the inner bwrap of a killed sandbox is left to
- * the host's init to reap, which some inits (this CI's among them) do only every second or so.
+ * Waits until none of `procs` runs, nor anything else of ours as `uid`. A zombie does not count:
+ * the inner bwrap of a killed sandbox is left to the host's init to reap, which some inits (this
+ * CI's among them) do only every second or so.
  */
-function stillAlive(procs: HostProc[]): HostProc[] {
-  return procs.filter((p) => {
-    const now = readProc(p.pid);
-    return now !== null && now.start === p.start && now.state !== 'Z';
-  });
-}
-
-async function waitGone(procs: HostProc[], uid: number, ms: number): Promise<HostProc[]> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const left = [...stillAlive(procs), ...ourSandboxProcesses(uid).filter((p) => !procs.some((q) => q.pid === p.pid))];
-    if (left.length === 0 || Date.now() > deadline) return left;
-    await sleep(50);
-  }
+function waitGone(procs: HostProcess[], uid: number, ms: number): Promise<HostProcess[]> {
+  const probe = () => [...stillRunning(procs), ...ourSandboxProcesses(uid).filter((p) => !procs.some((q) => q.pid === p.pid))];
+  return waitUntil(probe, (left) => left.length === 0, ms);
 }
 
 async function sandboxUidOf(t: TestApp, id: string): Promise<number> {
@@ -293,8 +241,8 @@ time.sleep(0.5)
     expect(r.status).toBe('ok');
     const uid = await sandboxUidOf(t, 'doomed');
     const before = ourSandboxProcesses(uid);
-    expect(before.some((p) => p.cmdline.includes('/sandbox/main.py')), JSON.stringify(before)).toBe(true);
-    expect(before.some((p) => p.cmdline === 'sleep 300.321'), JSON.stringify(before)).toBe(true);
+    expect(before.some((p) => p.command.includes('/sandbox/main.py')), JSON.stringify(before)).toBe(true);
+    expect(before.some((p) => p.command === 'sleep 300.321'), JSON.stringify(before)).toBe(true);
 
     const del = await t.app.inject({ method: 'DELETE', url: '/v1/sessions/doomed' });
     expect(del.statusCode, del.body).toBe(204);
@@ -360,7 +308,7 @@ describe('run_code: idle interpreters', () => {
     const running = ourSandboxProcesses(uid);
     expect(running.length).toBeGreaterThan(0);
     await sleep(2500);
-    expect(stillAlive(running)).toEqual([]);
+    expect(stillRunning(running)).toEqual([]);
     const next = await runCode(t.app, 'idle', "'x' in globals()");
     expect(next).toMatchObject({ status: 'ok', result: 'False', kernel_restarted: true });
   });
@@ -381,7 +329,7 @@ describe('run_code: session expiry', () => {
     expect((await runCode(t.app, 'expiring', "import subprocess\nchild = subprocess.Popen(['sleep', '300.654'])\nx = 1")).status).toBe('ok');
     const uid = await sandboxUidOf(t, 'expiring');
     const before = ourSandboxProcesses(uid);
-    expect(before.some((p) => p.cmdline.includes('/sandbox/main.py')), JSON.stringify(before)).toBe(true);
+    expect(before.some((p) => p.command.includes('/sandbox/main.py')), JSON.stringify(before)).toBe(true);
     clock.advance(61);
     expect(await t.sessions.sweep()).toEqual(['expiring']);
     expect(await waitGone(before, uid, 2000)).toEqual([]);

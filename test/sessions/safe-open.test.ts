@@ -1,12 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   InvalidPathError, PathNotDirectoryError, WorkspaceFileNotFoundError, openDirChain, openWorkspaceRoot,
   settleAll, validateRelativePath,
 } from '../../src/sessions/safe-open.js';
-import { makeFixture, rejectionOf } from './workspace-fixture.js';
-import type { Fixture } from './workspace-fixture.js';
+import { rejectionOf, useFixture } from './workspace-fixture.js';
 
 describe('validateRelativePath', () => {
   it.each([
@@ -58,13 +57,7 @@ describe('validateRelativePath', () => {
 });
 
 describe('openDirChain', () => {
-  let fx: Fixture;
-  beforeEach(async () => {
-    fx = await makeFixture();
-  });
-  afterEach(async () => {
-    await fx.cleanup();
-  });
+  const fx = useFixture();
 
   it('walks real directories and leaves the root handle open', async () => {
     fs.mkdirSync(path.join(fx.ws, 'a/b'), { recursive: true });

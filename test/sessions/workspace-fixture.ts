@@ -4,25 +4,52 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { afterEach, beforeEach } from 'vitest';
 
 export interface Fixture {
   base: string;
   ws: string;
   outside: string;
-  cleanup(): Promise<void>;
 }
 
-export async function makeFixture(): Promise<Fixture> {
+async function makeFixture(): Promise<Fixture> {
   const base = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'bubble-wsfs-'));
   const ws = path.join(base, 'ws');
   const outside = path.join(base, 'outside');
   await fs.promises.mkdir(ws);
   await fs.promises.mkdir(outside);
-  return { base, ws, outside, cleanup: () => {
-      // GNU rm never follows links and copes with trees deeper than PATH_MAX.
-      execFileSync('rm', ['-rf', '--one-file-system', base]);
-      return Promise.resolve();
-    } };
+  return { base, ws, outside };
+}
+
+/**
+ * Gives every test (of the file, or of the describe block it is called in) a fresh fixture,
+ * removed after the test. The object returned reads the directories of the test running now.
+ */
+export function useFixture(): Fixture {
+  let current: Fixture | null = null;
+  beforeEach(async () => {
+    current = await makeFixture();
+  });
+  afterEach(() => {
+    // GNU rm never follows links and copes with trees deeper than PATH_MAX.
+    if (current) execFileSync('rm', ['-rf', '--one-file-system', current.base]);
+    current = null;
+  });
+  const now = (): Fixture => {
+    if (!current) throw new Error('the workspace fixture exists only while a test runs');
+    return current;
+  };
+  return {
+    get base() {
+      return now().base;
+    },
+    get ws() {
+      return now().ws;
+    },
+    get outside() {
+      return now().outside;
+    },
+  };
 }
 
 export function mkfifo(p: string): void {

@@ -2,21 +2,14 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   InvalidPathError, PathNotDirectoryError, UploadTooLargeError, WorkspaceFileNotFoundError, commitStagedFile,
   deleteFileSafe, openWorkspaceRoot, readFileSafe, stageFile, writeFileSafe,
 } from '../../src/sessions/workspace-fs.js';
-import { listDir, makeFixture, mkfifo, rejectionOf, within } from './workspace-fixture.js';
-import type { Fixture } from './workspace-fixture.js';
+import { listDir, mkfifo, rejectionOf, useFixture, within } from './workspace-fixture.js';
 
-let fx: Fixture;
-beforeEach(async () => {
-  fx = await makeFixture();
-});
-afterEach(async () => {
-  await fx.cleanup();
-});
+const fx = useFixture();
 
 const at = (rel: string): string => path.join(fx.ws, rel);
 

@@ -1,18 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { removeTreeSafe } from '../../src/sessions/workspace-remove.js';
-import { listDir, makeFixture, mkfifo, within } from './workspace-fixture.js';
-import type { Fixture } from './workspace-fixture.js';
+import { listDir, mkfifo, useFixture, within } from './workspace-fixture.js';
 
-let fx: Fixture;
-beforeEach(async () => {
-  fx = await makeFixture();
-});
-afterEach(async () => {
-  await fx.cleanup();
-});
+const fx = useFixture();
 
 const at = (rel: string): string => path.join(fx.ws, rel);
 

@@ -1,22 +1,15 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   chownTreeSafe, diffSnapshots, listFiles, scanWorkspace, snapshotWorkspace,
 } from '../../src/sessions/workspace-scan.js';
 import { openWorkspaceRoot } from '../../src/sessions/safe-open.js';
 import { walkTree } from '../../src/sessions/workspace-walk.js';
-import { listDir, makeFixture, mkfifo, within } from './workspace-fixture.js';
-import type { Fixture } from './workspace-fixture.js';
+import { listDir, mkfifo, useFixture, within } from './workspace-fixture.js';
 
-let fx: Fixture;
-beforeEach(async () => {
-  fx = await makeFixture();
-});
-afterEach(async () => {
-  await fx.cleanup();
-});
+const fx = useFixture();
 
 const at = (rel: string): string => path.join(fx.ws, rel);
 const write = (rel: string, content = 'x'): void => {

@@ -1,19 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { openWorkspaceRoot } from '../../src/sessions/safe-open.js';
 import { walkTree } from '../../src/sessions/workspace-walk.js';
 import type { WalkVisitor } from '../../src/sessions/workspace-walk.js';
-import { makeFixture } from './workspace-fixture.js';
-import type { Fixture } from './workspace-fixture.js';
+import { useFixture } from './workspace-fixture.js';
 
-let fx: Fixture;
-beforeEach(async () => {
-  fx = await makeFixture();
-});
-afterEach(async () => {
-  await fx.cleanup();
-});
+const fx = useFixture();
 
 const at = (rel: string): string => path.join(fx.ws, rel);
 

@@ -80,24 +80,3 @@ function removeParentCgroup(name: string): void {
     }
   }
 }
-
-/** Live host processes whose cgroup path contains `needle` (zombies excluded). */
-export function hostProcessesInCgroup(needle: string): number[] {
-  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try {
-      const status = fs.readFileSync(`/proc/${p}/status`, 'utf8');
-      return !/^State:\s+Z/m.test(status) && fs.readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(needle);
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
-
-export function processAlive(pid: number): boolean {
-  try {
-    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    return !/^State:\s+Z/m.test(status);
-  } catch {
-    return false;
-  }
-}

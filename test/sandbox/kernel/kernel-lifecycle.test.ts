@@ -6,8 +6,9 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Environment } from '../../../src/sandbox/environments.js';
 import { KernelClosedError, KernelStartError, type KernelRunOptions, type PythonKernel } from '../../../src/sandbox/kernel/kernel.js';
 import { KernelPool } from '../../../src/sandbox/kernel/kernel-pool.js';
+import { hostProcessesInCgroup, isRunning } from '../../helpers/host-processes.js';
 import { makeWorkspace } from '../../helpers/sandbox.js';
-import { createKernelFixture, hostProcessesInCgroup, processAlive, type KernelFixture } from './helpers.js';
+import { createKernelFixture, type KernelFixture } from './helpers.js';
 
 let f: KernelFixture;
 let bare: Environment;
@@ -38,7 +39,7 @@ async function started(k: PythonKernel): Promise<{ pid: number; cgroup: string }
 }
 
 function expectGone(s: { pid: number; cgroup: string }): void {
-  expect(processAlive(s.pid)).toBe(false);
+  expect(isRunning(s.pid)).toBe(false);
   expect(hostProcessesInCgroup(s.cgroup)).toEqual([]);
 }
 
@@ -208,7 +209,7 @@ describe('restart and close', () => {
     const [sa, sb] = await Promise.all([started(a), started(b)]);
     await pool.stop('a');
     expectGone(sa);
-    expect(processAlive(sb.pid)).toBe(true);
+    expect(isRunning(sb.pid)).toBe(true);
     await pool.closeAll();
     expectGone(sb);
   });

@@ -1,0 +1,130 @@
+// The host's process table as tests see it from outside the sandbox: which programs run, under
+// which uid, below which parent. Several tests exist to prove that nothing is left behind.
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+
+export interface HostProcess {
+  pid: number;
+  ppid: number;
+  /** Real uid (first field of `Uid:` in /proc/<pid>/status). */
+  uid: number;
+  /** One letter: R, S, D, Z (zombie: exited, only its pid entry waits to be reaped)... */
+  state: string;
+  /** Start time in clock ticks: tells a process from a later one that reuses its pid. */
+  start: string;
+  /** /proc/<pid>/cmdline as the kernel gives it: every argument followed by a NUL. */
+  cmdline: string;
+  argv: string[];
+  /** The arguments joined by spaces. */
+  command: string;
+}
+
+export interface ScanOptions {
+  /** Zombies run nothing and hold nothing but a pid (init reaps them, on its own schedule). */
+  includeZombies?: boolean;
+}
+
+/** One process, or null when it is gone (or went while it was being read). */
+export function readHostProcess(pid: number): HostProcess | null {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+    const ppid = /^PPid:\s+(\d+)/m.exec(status)?.[1];
+    const state = /^State:\s+(\S)/m.exec(status)?.[1] ?? '?';
+    // Fields after the command name "(...)": state is field 3, starttime field 22.
+    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    if (uid === undefined || ppid === undefined || start === undefined) return null;
+    const argv = cmdline.split('\0').filter((a, i, all) => !(a === '' && i === all.length - 1));
+    return { pid, ppid: Number(ppid), uid: Number(uid), state, start, cmdline, argv, command: argv.join(' ') };
+  } catch {
+    return null;
+  }
+}
+
+/** Every process on the host but this one (the test runner is never what a test looks for). */
+export function listHostProcesses({ includeZombies = false }: ScanOptions = {}): HostProcess[] {
+  return fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map(Number)
+    .filter((pid) => pid !== process.pid)
+    .flatMap((pid) => readHostProcess(pid) ?? [])
+    .filter((p) => includeZombies || p.state !== 'Z');
+}
+
+/**
+ * Processes whose command line contains `needle`. A needle with a NUL in it is matched against
+ * the raw cmdline, so `sleep\0 7.5` finds only where those are argument boundaries; any other
+ * needle against the arguments joined by spaces, so `sleep 7.5` also finds `sh -c 'sleep 7.5'`.
+ */
+export function hostProcessesMatching(needle: string, opts: ScanOptions = {}): HostProcess[] {
+  const field = needle.includes('\0') ? 'cmdline' : 'command';
+  return listHostProcesses(opts).filter((p) => p[field].includes(needle));
+}
+
+export function hostProcessesOfUid(uid: number, opts: ScanOptions = {}): HostProcess[] {
+  return listHostProcesses(opts).filter((p) => p.uid === uid);
+}
+
+/** Processes whose cgroup path (any line of /proc/<pid>/cgroup) contains `needle`. */
+export function hostProcessesInCgroup(needle: string, opts: ScanOptions = {}): HostProcess[] {
+  return listHostProcesses(opts).filter((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p.pid}/cgroup`, 'utf8').includes(needle);
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Processes with `root` as parent, grandparent... (up to 64 generations). */
+export function descendantsOf(root: number, opts: ScanOptions = {}): HostProcess[] {
+  const all = listHostProcesses(opts);
+  const byPid = new Map(all.map((p) => [p.pid, p]));
+  return all.filter((p) => {
+    for (let cur: HostProcess | undefined = p, hops = 0; cur && hops < 64; cur = byPid.get(cur.ppid), hops++) {
+      if (cur.ppid === root) return true;
+    }
+    return false;
+  });
+}
+
+/** Whether `pid` is a process that has not exited (a zombie has). */
+export function isRunning(pid: number): boolean {
+  const p = readHostProcess(pid);
+  return p !== null && p.state !== 'Z';
+}
+
+/** Those of `procs` that are still running: same pid, same start time, not a zombie. */
+export function stillRunning(procs: HostProcess[]): HostProcess[] {
+  return procs.filter((p) => {
+    const now = readHostProcess(p.pid);
+    return now !== null && now.start === p.start && now.state !== 'Z';
+  });
+}
+
+/**
+ * Calls `probe` until `done` accepts its value or `timeoutMs` has passed, `intervalMs` apart;
+ * returns the last value either way, for the test to assert on (and show when it fails).
+ */
+export async function waitUntil<T>(probe: () => T, done: (value: T) => boolean, timeoutMs: number, intervalMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (done(value) || Date.now() > deadline) return value;
+    await delay(intervalMs);
+  }
+}
+
+/** Waits until no process matches `needle` (see hostProcessesMatching); returns what is left at the deadline. */
+export function waitForNoProcess(needle: string, timeoutMs: number): Promise<HostProcess[]> {
+  return waitUntil(() => hostProcessesMatching(needle), (left) => left.length === 0, timeoutMs);
+}
+
+/** Waits until the program `sleep <arg>` itself runs on the host; returns its pid. */
+export async function waitForSleep(arg: string, timeoutMs = 15_000): Promise<number> {
+  const isSleep = (p: HostProcess) => path.basename(p.argv[0] ?? '') === 'sleep' && p.argv[1] === arg;
+  const hit = await waitUntil(() => hostProcessesMatching(`sleep ${arg}`).find(isSleep), (p) => p !== undefined, timeoutMs);
+  if (hit === undefined) throw new Error(`no 'sleep ${arg}' process appeared within ${timeoutMs} ms`);
+  return hit.pid;
+}
