@@ -182,7 +182,7 @@ describe('buildSeccompProgram (unit)', () => {
     for (const family of [0, 3, 17, 38, 40, 0x1_0000_0028]) expect(run('socket', BigInt(family))).toBe(ERRNO(EAFNOSUPPORT));
   });
 
-  it.skipIf(!hasLibseccomp)('uses the syscall numbers libseccomp (python3-seccomp) knows', () => {
+  it.skipIf(!hasLibseccomp && !process.env.CI)('uses the syscall numbers libseccomp (python3-seccomp) knows', () => {
     const names = Object.keys(SYSCALL_NUMBERS);
     const script = `import json, seccomp, sys
 names = json.loads(sys.argv[1])
@@ -203,7 +203,7 @@ print(json.dumps(out))`;
     }
   });
 
-  describe.skipIf(!hasLibseccomp)('agrees with the same policy compiled by libseccomp', () => {
+  describe.skipIf(!hasLibseccomp && !process.env.CI)('agrees with the same policy compiled by libseccomp', () => {
     let dir = '';
     beforeAll(() => { dir = mkdtempSync(path.join(os.tmpdir(), 'seccomp-ref-')); });
     afterAll(() => { rmSync(dir, { recursive: true, force: true }); });
