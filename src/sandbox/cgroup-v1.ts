@@ -167,6 +167,8 @@ function v1Execution(
       await writeOptional(path.join(pidsDir, 'pids.max'), '0').catch(() => false);
       if (!(await killUntilEmpty(procsFiles))) logger.warn({ cgroup: name }, 'processes survived SIGKILL');
     } catch (err) {
+      // Already removed (the manager closed it at shutdown): nothing is left to kill.
+      if (errCode(err) === 'ENODEV' || errCode(err) === 'ENOENT') return;
       logger.warn({ cgroup: name, err: errMessage(err) }, 'cgroup killAll failed');
     }
   };

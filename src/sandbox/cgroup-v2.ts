@@ -118,7 +118,10 @@ async function killV2(dir: string): Promise<void> {
 export function openV2Execution(dir: string, logger: CgroupLogger): ExecutionCgroup {
   let destroyed: Promise<void> | null = null;
   const killAll = async (): Promise<void> => {
-    await killV2(dir).catch((err) => logger.warn({ cgroup: dir, err: errMessage(err) }, 'cgroup killAll failed'));
+    await killV2(dir).catch((err) => {
+      // Already removed (the manager closed it at shutdown): nothing is left to kill.
+      if (errCode(err) !== 'ENODEV' && errCode(err) !== 'ENOENT') logger.warn({ cgroup: dir, err: errMessage(err) }, 'cgroup killAll failed');
+    });
   };
   return {
     procsFiles: [path.join(dir, 'cgroup.procs')],
