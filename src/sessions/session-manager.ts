@@ -1,32 +1,28 @@
 // Owns the rules of sessions: idempotent create, limits, delete with or without data,
 // re-attaching kept workspaces, idle expiry, restore after restart, and executions run one at a
-// time per session. Framework-free: it takes plain values and a pino logger.
+// time per session (see session-executions.ts). Framework-free: it takes plain values and a pino logger.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import { findEnvironment, type Environment } from '../sandbox/environments.js';
+import type { Environment } from '../sandbox/environments.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { VolumeMount } from '../sandbox/types.js';
 import {
-  EnvironmentNotFoundError, EnvironmentUnavailableError, MaxSessionsError, PersistentSessionsDisabledError,
-  SessionConflictError, SessionNotFoundError, ShuttingDownError,
+  MaxSessionsError, PersistentSessionsDisabledError, SessionConflictError, SessionNotFoundError, ShuttingDownError,
 } from '../server/errors.js';
-import { executeInWorkspace, type ExecutionObserver, type ExecutionRequest, type ExecutionResult, type SnapshotCache } from './executor.js';
+import { EnvironmentCache } from './environment-cache.js';
+import type { ExecutionObserver, ExecutionRequest, ExecutionResult } from './executor.js';
 import { ExecutionLimiter, SerialQueues } from './limiter.js';
+import { SessionExecutions, type RunCodeRequest, type RunCodeResult } from './session-executions.js';
 import { SessionKernels } from './session-kernels.js';
-import type { KernelRunResult } from '../sandbox/kernel/kernel.js';
 import {
   deleteRecord, ensureLayout, readAllRecords, sessionDir, storeLayout, workspaceOf, writeRecord,
   type SessionRecord, type StoreLayout,
 } from './session-store.js';
-import { chownTreeSafe, diffSnapshots, removeTreeSafe, snapshotWorkspace, type WorkspaceSnapshot } from './workspace-fs.js';
-
-const SNAPSHOT_MAX_ENTRIES = 100_000;
-const ENVIRONMENT_CACHE_MS = 5000;
-import {
-  createQuotaWorkspace, detectQuotaSupport, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace,
-} from './workspace-quota.js';
+import { clearLeftovers, ensureVolume, prepareWorkspace, removeSessionData } from './session-workspace.js';
+import { UidSlots } from './uid-slots.js';
+import { detectQuotaSupport, mountQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
 
 export interface SessionInfo {
   session_id: string;
@@ -56,12 +52,10 @@ export class SessionManager {
   readonly limiter: ExecutionLimiter;
   private readonly sessions = new Map<string, SessionRecord>();
   private readonly serial = new SerialQueues();
-  private readonly running = new Map<string, AbortController>();
   private readonly dirty = new Set<string>();
-  private readonly temporarySlots = new Set<number>();
-  private readonly environmentCache = new Map<string, { at: number; env: Environment | null }>();
-  /** Workspace snapshots left by the last execution of each session (see SnapshotCache). */
-  private readonly snapshots = new Map<string, WorkspaceSnapshot>();
+  private readonly slots = new UidSlots(() => [...this.sessions.values()].map((s) => s.uid_slot));
+  private readonly environments: EnvironmentCache;
+  private readonly executions: SessionExecutions;
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing = false;
   /** Whether workspaces get a loop-mounted quota image, and why not. */
@@ -75,6 +69,18 @@ export class SessionManager {
     this.layout = storeLayout(deps.config.workspaceDir);
     this.limiter = new ExecutionLimiter(deps.config.maxConcurrentExecutions, deps.config.maxQueuedExecutions);
     this.now = deps.now ?? Date.now;
+    this.environments = new EnvironmentCache(deps.config.environmentsDir, this.now);
+    this.executions = new SessionExecutions({
+      config: deps.config, observer: deps.observer, serial: this.serial, limiter: this.limiter, kernels: this.kernels,
+      isClosing: () => this.closing,
+      isLive: (id) => this.sessions.has(id),
+      touch: (id) => this.touch(id),
+      resolveEnvironment: (name) => this.resolveEnvironment(name),
+      workspaceDir: (id) => this.workspaceDir(id),
+      ownerOf: (record) => this.ownerOf(record),
+      volumeMounts: (volumes) => this.volumeMounts(volumes),
+      executorDeps: () => this.executorDeps(),
+    });
   }
 
   /** Restore live sessions, drop expired ones, clean what a crash left, start the idle sweep. */
@@ -86,12 +92,7 @@ export class SessionManager {
       this.quota = { enabled: support.available, reason: support.reason };
       if (!support.available) this.deps.logger.warn({ reason: support.reason }, 'workspace quotas unavailable: a session can fill the disk up to RLIMIT_FSIZE per file');
     }
-    for (const entry of await fs.readdir(this.layout.staging)) await removeTreeSafe(path.join(this.layout.staging, entry));
-    for (const entry of await fs.readdir(this.layout.oneshot, { withFileTypes: true })) {
-      const dir = path.join(this.layout.oneshot, entry.name);
-      if (entry.isDirectory()) await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), this.deps.logger).catch(() => undefined);
-      await removeTreeSafe(dir);
-    }
+    await clearLeftovers(this.layout, this.deps.logger);
     const { records, broken } = await readAllRecords(this.layout);
     for (const id of broken) this.deps.logger.warn({ session_id: id }, 'unreadable session metadata left in place');
     for (const record of records) {
@@ -126,21 +127,8 @@ export class SessionManager {
     return [...this.sessions.values()].sort((a, b) => a.created_at.localeCompare(b.created_at)).map((r) => this.info(r));
   }
 
-  /**
-   * Environments change only when an operator rebuilds them, so a lookup is reused for a few
-   * seconds instead of reading pyproject.toml and resolving the venv on every execution.
-   */
   async resolveEnvironment(name: string): Promise<Environment> {
-    const hit = this.environmentCache.get(name);
-    let env: Environment | null;
-    if (hit && this.now() - hit.at < ENVIRONMENT_CACHE_MS) env = hit.env;
-    else {
-      env = await findEnvironment(this.deps.config.environmentsDir, name);
-      this.environmentCache.set(name, { at: this.now(), env });
-    }
-    if (!env) throw new EnvironmentNotFoundError(name);
-    if (!env.usable) throw new EnvironmentUnavailableError(name, env.reason ?? 'not usable');
-    return env;
+    return this.environments.resolve(name);
   }
 
   /** Creates run one at a time, so the count, the ids and the uid slots cannot race. */
@@ -163,26 +151,10 @@ export class SessionManager {
 
     const slot = this.freeSlot();
     const identity = this.deps.sandbox.identityFor(slot);
-    const dir = sessionDir(this.layout, id);
-    const workspace = workspaceOf(this.layout, id);
-    await fs.mkdir(dir, { recursive: true, mode: 0o711 });
-    let reattached = false;
-    try {
-      await fs.mkdir(workspace, { mode: 0o755 });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      reattached = true;
-    }
-    const st = await fs.lstat(workspace);
-    if (!st.isDirectory()) throw new Error(`workspace of ${id} is not a directory`);
-    if (reattached) {
-      await mountQuotaWorkspace(dir, workspace, this.deps.logger);
-      if (identity) await chownTreeSafe(workspace, identity.uid, identity.gid);
-    } else {
-      if (identity) await fs.lchown(workspace, identity.uid, identity.gid);
-      if (this.quota.enabled) await createQuotaWorkspace(dir, workspace, this.deps.config.workspaceQuotaBytes, identity, this.deps.logger);
-    }
-    for (const name of Object.keys(volumes)) await this.ensureVolume(name);
+    const quotaBytes = this.quota.enabled ? this.deps.config.workspaceQuotaBytes : null;
+    const reattached = await prepareWorkspace(this.layout, id, { identity, quotaBytes, logger: this.deps.logger });
+    const group = this.deps.sandbox.identityFor(0)?.gid;
+    for (const name of Object.keys(volumes)) await ensureVolume(this.layout, name, group);
 
     const stamp = new Date(this.now()).toISOString();
     const record: SessionRecord = { session_id: id, environment, created_at: stamp, last_activity: stamp, volumes, uid_slot: slot };
@@ -233,8 +205,8 @@ export class SessionManager {
     }
     this.sessions.delete(id);
     this.dirty.delete(id);
-    this.snapshots.delete(id);
-    this.running.get(id)?.abort();
+    this.executions.forgetSnapshot(id);
+    this.executions.abort(id);
     await this.kernels.stop(id);
     await this.serial.run(id, async () => {
       if (clearData) await this.removeSessionData(id);
@@ -249,65 +221,12 @@ export class SessionManager {
 
   /** Run in the session's workspace, after the session's earlier executions. */
   async execute(id: string, req: ExecutionRequest): Promise<ExecutionResult> {
-    if (this.closing) throw new ShuttingDownError();
-    if (!this.sessions.has(id)) throw new SessionNotFoundError(id);
-    // Queued before any await, so executions of one session run in arrival order.
-    return this.serial.run(id, async () => {
-      const record = await this.touch(id);
-      const environment = await this.resolveEnvironment(record.environment);
-      const ac = new AbortController();
-      const onAbort = () => ac.abort();
-      req.signal?.addEventListener('abort', onAbort, { once: true });
-      this.running.set(id, ac);
-      try {
-        return await executeInWorkspace(
-          this.executorDeps(),
-          { environment, workspaceDir: workspaceOf(this.layout, id), volumes: this.volumeMounts(record.volumes), identity: this.ownerOf(record), snapshots: this.snapshotCache(id) },
-          { ...req, signal: ac.signal },
-        );
-      } finally {
-        this.running.delete(id);
-        req.signal?.removeEventListener('abort', onAbort);
-        if (this.sessions.has(id)) await this.touch(id).catch(() => undefined);
-      }
-    });
+    return this.executions.execute(id, req);
   }
 
   /** Run a cell in the session's persistent interpreter, after the session's earlier work. */
-  async runCode(id: string, req: { code: string; timeoutSeconds: number; signal?: AbortSignal | undefined; onOutput?: ExecutionRequest['onOutput'] }): Promise<KernelRunResult & { files: ExecutionResult['files'] }> {
-    if (this.closing) throw new ShuttingDownError();
-    if (!this.sessions.has(id)) throw new SessionNotFoundError(id);
-    return this.serial.run(id, async () => {
-      const record = await this.touch(id);
-      const environment = await this.resolveEnvironment(record.environment);
-      const workspaceDir = workspaceOf(this.layout, id);
-      const ac = new AbortController();
-      const onAbort = () => ac.abort();
-      req.signal?.addEventListener('abort', onAbort, { once: true });
-      this.running.set(id, ac);
-      const release = await this.limiter.acquire(ac.signal);
-      try {
-        const cache = this.snapshotCache(id);
-        const before = cache.take() ?? (await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES }));
-        const result = await this.kernels.run(id, { environment, workspaceDir, volumes: this.volumeMounts(record.volumes), identity: this.ownerOf(record) }, req.code, {
-          timeoutMs: Math.round(req.timeoutSeconds * 1000),
-          maxOutputChars: this.deps.config.maxOutputChars,
-          graceMs: this.deps.config.kernelInterruptGraceSeconds * 1000,
-          signal: ac.signal,
-          onOutput: req.onOutput,
-        });
-        const after = await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
-        cache.keep(after);
-        const { created, modified, deleted } = diffSnapshots(before, after);
-        this.deps.observer?.onFinished(result);
-        return { ...result, files: { created, modified, deleted } };
-      } finally {
-        release();
-        this.running.delete(id);
-        req.signal?.removeEventListener('abort', onAbort);
-        if (this.sessions.has(id)) await this.touch(id).catch(() => undefined);
-      }
-    });
+  async runCode(id: string, req: RunCodeRequest): Promise<RunCodeResult> {
+    return this.executions.runCode(id, req);
   }
 
   /** Restart the session's interpreter on purpose (waits for a running cell's turn to end). */
@@ -317,28 +236,9 @@ export class SessionManager {
     await this.kernels.restart(id);
   }
 
-  /**
-   * Between two executions of a session only the API changes its workspace (its interpreter's
-   * background threads aside, whose changes then show in the next report), so the snapshot taken
-   * after one execution serves as the "before" of the next. Uploads and deletes call
-   * workspaceChanged(); a snapshot is used at most once.
-   */
-  private snapshotCache(id: string): SnapshotCache {
-    return {
-      take: () => {
-        const s = this.snapshots.get(id);
-        this.snapshots.delete(id);
-        return s;
-      },
-      keep: (s) => {
-        if (this.sessions.has(id)) this.snapshots.set(id, s);
-      },
-    };
-  }
-
   /** The API changed the session's files: the cached snapshot no longer describes them. */
   workspaceChanged(id: string): void {
-    this.snapshots.delete(id);
+    this.executions.forgetSnapshot(id);
   }
 
   executorDeps() {
@@ -351,43 +251,24 @@ export class SessionManager {
 
   /** A uid slot no live session or one-shot execution uses; slot 0 is kept for probes. */
   freeSlot(): number {
-    const used = new Set([...this.sessions.values()].map((s) => s.uid_slot));
-    for (const s of this.temporarySlots) used.add(s);
-    for (let slot = 1; ; slot++) if (!used.has(slot)) return slot;
+    return this.slots.free();
   }
 
   /** A slot (host uid) of its own for a one-shot execution, released by releaseTemporarySlot. */
   reserveTemporarySlot(): number {
-    const slot = this.freeSlot();
-    this.temporarySlots.add(slot);
-    return slot;
+    return this.slots.reserve();
   }
 
   releaseTemporarySlot(slot: number): void {
-    this.temporarySlots.delete(slot);
+    this.slots.release(slot);
   }
 
   identityForSlot(slot: number): { uid: number; gid: number } | null {
     return this.deps.sandbox.identityFor(slot);
   }
 
-  private async ensureVolume(name: string): Promise<void> {
-    const dir = path.join(this.layout.volumes, name);
-    await fs.mkdir(dir, { recursive: true, mode: 0o2775 });
-    const st = await fs.lstat(dir);
-    if (!st.isDirectory()) throw new Error(`volume ${name} is not a directory`);
-    // Every sandbox shares one group; a volume belongs to the service and that group.
-    const group = this.deps.sandbox.identityFor(0)?.gid;
-    if (group !== undefined) {
-      await fs.lchown(dir, 0, group);
-      await fs.chmod(dir, 0o2775);
-    }
-  }
-
-  /** Unmount the quota image (if any), then remove the session directory without following links. */
   private async removeSessionData(id: string): Promise<void> {
-    await removeQuotaWorkspace(sessionDir(this.layout, id), workspaceOf(this.layout, id), this.deps.logger);
-    await removeTreeSafe(sessionDir(this.layout, id));
+    await removeSessionData(this.layout, id, this.deps.logger);
   }
 
   private isExpired(r: SessionRecord): boolean {
@@ -401,7 +282,7 @@ export class SessionManager {
       if (!this.isExpired(record) || this.serial.busy(record.session_id)) continue;
       this.sessions.delete(record.session_id);
       this.dirty.delete(record.session_id);
-      this.snapshots.delete(record.session_id);
+      this.executions.forgetSnapshot(record.session_id);
       await this.kernels.stop(record.session_id);
       await this.removeSessionData(record.session_id);
       expired.push(record.session_id);
@@ -416,9 +297,9 @@ export class SessionManager {
     this.closing = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     const deadline = Date.now() + graceMs;
-    while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    for (const ac of this.running.values()) ac.abort();
-    while (this.running.size > 0) await new Promise((r) => setTimeout(r, 20));
+    while (this.executions.runningCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    this.executions.abortAll();
+    while (this.executions.runningCount > 0) await new Promise((r) => setTimeout(r, 20));
     await this.kernels.closeAll();
     for (const id of this.sessions.keys()) this.dirty.add(id);
     await this.flushDirty();

@@ -1,0 +1,150 @@
+// Executions inside sessions: programs (execute) and cells of the persistent interpreter (runCode),
+// each queued behind the session's earlier work, cancellable on delete or shutdown, and reusing
+// the workspace snapshot the previous execution left.
+import type { Config } from '../config.js';
+import type { Environment } from '../sandbox/environments.js';
+import type { KernelRunResult } from '../sandbox/kernel/kernel.js';
+import type { VolumeMount } from '../sandbox/types.js';
+import { SessionNotFoundError, ShuttingDownError } from '../server/errors.js';
+import { executeInWorkspace, type ExecutionObserver, type ExecutionRequest, type ExecutionResult, type SnapshotCache } from './executor.js';
+import type { ExecutionLimiter, SerialQueues } from './limiter.js';
+import type { SessionKernels } from './session-kernels.js';
+import type { SessionRecord } from './session-store.js';
+import { diffSnapshots, snapshotWorkspace, type WorkspaceSnapshot } from './workspace-fs.js';
+
+const SNAPSHOT_MAX_ENTRIES = 100_000;
+
+export interface RunCodeRequest {
+  code: string;
+  timeoutSeconds: number;
+  signal?: AbortSignal | undefined;
+  onOutput?: ExecutionRequest['onOutput'];
+}
+
+export type RunCodeResult = KernelRunResult & { files: ExecutionResult['files'] };
+
+/** What executions need from the session manager that owns the sessions. */
+export interface ExecutionHost {
+  readonly config: Config;
+  readonly observer: ExecutionObserver | undefined;
+  readonly serial: SerialQueues;
+  readonly limiter: ExecutionLimiter;
+  readonly kernels: SessionKernels;
+  isClosing(): boolean;
+  isLive(id: string): boolean;
+  touch(id: string): Promise<SessionRecord>;
+  resolveEnvironment(name: string): Promise<Environment>;
+  workspaceDir(id: string): string;
+  ownerOf(record: SessionRecord): { uid: number; gid: number } | null;
+  volumeMounts(volumes: Record<string, 'ro' | 'rw'>): VolumeMount[];
+  executorDeps(): Parameters<typeof executeInWorkspace>[0];
+}
+
+export class SessionExecutions {
+  private readonly running = new Map<string, AbortController>();
+  /** Workspace snapshots left by the last execution of each session (see SnapshotCache). */
+  private readonly snapshots = new Map<string, WorkspaceSnapshot>();
+
+  constructor(private readonly host: ExecutionHost) {}
+
+  get runningCount(): number {
+    return this.running.size;
+  }
+
+  abort(id: string): void {
+    this.running.get(id)?.abort();
+  }
+
+  abortAll(): void {
+    for (const ac of this.running.values()) ac.abort();
+  }
+
+  /** The session's files changed or the session is gone: its cached snapshot no longer applies. */
+  forgetSnapshot(id: string): void {
+    this.snapshots.delete(id);
+  }
+
+  /** Run in the session's workspace, after the session's earlier executions. */
+  async execute(id: string, req: ExecutionRequest): Promise<ExecutionResult> {
+    const host = this.host;
+    if (host.isClosing()) throw new ShuttingDownError();
+    if (!host.isLive(id)) throw new SessionNotFoundError(id);
+    // Queued before any await, so executions of one session run in arrival order.
+    return host.serial.run(id, async () => {
+      const record = await host.touch(id);
+      const environment = await host.resolveEnvironment(record.environment);
+      const ac = new AbortController();
+      const onAbort = () => ac.abort();
+      req.signal?.addEventListener('abort', onAbort, { once: true });
+      this.running.set(id, ac);
+      try {
+        return await executeInWorkspace(
+          host.executorDeps(),
+          { environment, workspaceDir: host.workspaceDir(id), volumes: host.volumeMounts(record.volumes), identity: host.ownerOf(record), snapshots: this.snapshotCache(id) },
+          { ...req, signal: ac.signal },
+        );
+      } finally {
+        this.running.delete(id);
+        req.signal?.removeEventListener('abort', onAbort);
+        if (host.isLive(id)) await host.touch(id).catch(() => undefined);
+      }
+    });
+  }
+
+  /** Run a cell in the session's persistent interpreter, after the session's earlier work. */
+  async runCode(id: string, req: RunCodeRequest): Promise<RunCodeResult> {
+    const host = this.host;
+    if (host.isClosing()) throw new ShuttingDownError();
+    if (!host.isLive(id)) throw new SessionNotFoundError(id);
+    return host.serial.run(id, async () => {
+      const record = await host.touch(id);
+      const environment = await host.resolveEnvironment(record.environment);
+      const workspaceDir = host.workspaceDir(id);
+      const ac = new AbortController();
+      const onAbort = () => ac.abort();
+      req.signal?.addEventListener('abort', onAbort, { once: true });
+      this.running.set(id, ac);
+      const release = await host.limiter.acquire(ac.signal);
+      try {
+        const cache = this.snapshotCache(id);
+        const before = cache.take() ?? (await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES }));
+        const result = await host.kernels.run(id, { environment, workspaceDir, volumes: host.volumeMounts(record.volumes), identity: host.ownerOf(record) }, req.code, {
+          timeoutMs: Math.round(req.timeoutSeconds * 1000),
+          maxOutputChars: host.config.maxOutputChars,
+          graceMs: host.config.kernelInterruptGraceSeconds * 1000,
+          signal: ac.signal,
+          onOutput: req.onOutput,
+        });
+        const after = await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
+        cache.keep(after);
+        const { created, modified, deleted } = diffSnapshots(before, after);
+        host.observer?.onFinished(result);
+        return { ...result, files: { created, modified, deleted } };
+      } finally {
+        release();
+        this.running.delete(id);
+        req.signal?.removeEventListener('abort', onAbort);
+        if (host.isLive(id)) await host.touch(id).catch(() => undefined);
+      }
+    });
+  }
+
+  /**
+   * Between two executions of a session only the API changes its workspace (its interpreter's
+   * background threads aside, whose changes then show in the next report), so the snapshot taken
+   * after one execution serves as the "before" of the next. Uploads and deletes call
+   * workspaceChanged(); a snapshot is used at most once.
+   */
+  private snapshotCache(id: string): SnapshotCache {
+    return {
+      take: () => {
+        const s = this.snapshots.get(id);
+        this.snapshots.delete(id);
+        return s;
+      },
+      keep: (s) => {
+        if (this.host.isLive(id)) this.snapshots.set(id, s);
+      },
+    };
+  }
+}

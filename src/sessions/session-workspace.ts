@@ -1,0 +1,69 @@
+// The on-disk side of a session's lifecycle: its workspace (plain or a quota image), its shared
+// volumes, its removal, and what a crash left in the store.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { sessionDir, workspaceOf, type StoreLayout } from './session-store.js';
+import { chownTreeSafe, removeTreeSafe } from './workspace-fs.js';
+import { createQuotaWorkspace, mountQuotaWorkspace, removeQuotaWorkspace } from './workspace-quota.js';
+
+/** Remove what a crash left: staged uploads and one-shot workspaces (with their quota images). */
+export async function clearLeftovers(layout: StoreLayout, logger: Logger): Promise<void> {
+  for (const entry of await fs.readdir(layout.staging)) await removeTreeSafe(path.join(layout.staging, entry));
+  for (const entry of await fs.readdir(layout.oneshot, { withFileTypes: true })) {
+    const dir = path.join(layout.oneshot, entry.name);
+    if (entry.isDirectory()) await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), logger).catch(() => undefined);
+    await removeTreeSafe(dir);
+  }
+}
+
+export interface WorkspaceOptions {
+  identity: { uid: number; gid: number } | null;
+  /** Quota image size for a new workspace, or null when quotas are off. */
+  quotaBytes: number | null;
+  logger: Logger;
+}
+
+/** Create the session's workspace, or re-attach a kept one; returns whether it was kept. */
+export async function prepareWorkspace(layout: StoreLayout, id: string, opts: WorkspaceOptions): Promise<boolean> {
+  const { identity, logger } = opts;
+  const dir = sessionDir(layout, id);
+  const workspace = workspaceOf(layout, id);
+  await fs.mkdir(dir, { recursive: true, mode: 0o711 });
+  let reattached = false;
+  try {
+    await fs.mkdir(workspace, { mode: 0o755 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    reattached = true;
+  }
+  const st = await fs.lstat(workspace);
+  if (!st.isDirectory()) throw new Error(`workspace of ${id} is not a directory`);
+  if (reattached) {
+    await mountQuotaWorkspace(dir, workspace, logger);
+    if (identity) await chownTreeSafe(workspace, identity.uid, identity.gid);
+  } else {
+    if (identity) await fs.lchown(workspace, identity.uid, identity.gid);
+    if (opts.quotaBytes !== null) await createQuotaWorkspace(dir, workspace, opts.quotaBytes, identity, logger);
+  }
+  return reattached;
+}
+
+/** Create a shared volume directory if needed, owned by the service and the sandboxes' group. */
+export async function ensureVolume(layout: StoreLayout, name: string, group: number | undefined): Promise<void> {
+  const dir = path.join(layout.volumes, name);
+  await fs.mkdir(dir, { recursive: true, mode: 0o2775 });
+  const st = await fs.lstat(dir);
+  if (!st.isDirectory()) throw new Error(`volume ${name} is not a directory`);
+  // Every sandbox shares one group; a volume belongs to the service and that group.
+  if (group !== undefined) {
+    await fs.lchown(dir, 0, group);
+    await fs.chmod(dir, 0o2775);
+  }
+}
+
+/** Unmount the quota image (if any), then remove the session directory without following links. */
+export async function removeSessionData(layout: StoreLayout, id: string, logger: Logger): Promise<void> {
+  await removeQuotaWorkspace(sessionDir(layout, id), workspaceOf(layout, id), logger);
+  await removeTreeSafe(sessionDir(layout, id));
+}
