@@ -47,13 +47,16 @@ export interface SessionManagerDeps {
   now?: () => number;
 }
 
+/** Key of the queue that creates, deletes and expiries of sessions go through, one at a time. */
+const LIFECYCLE = '\0lifecycle';
+
 export class SessionManager {
   readonly layout: StoreLayout;
   readonly limiter: ExecutionLimiter;
   private readonly sessions = new Map<string, SessionRecord>();
   private readonly serial = new SerialQueues();
   private readonly dirty = new Set<string>();
-  private readonly slots = new UidSlots(() => [...this.sessions.values()].map((s) => s.uid_slot));
+  private readonly slots: UidSlots;
   private readonly environments: EnvironmentCache;
   private readonly executions: SessionExecutions;
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -69,6 +72,7 @@ export class SessionManager {
     this.layout = storeLayout(deps.config.workspaceDir);
     this.limiter = new ExecutionLimiter(deps.config.maxConcurrentExecutions, deps.config.maxQueuedExecutions);
     this.now = deps.now ?? Date.now;
+    this.slots = new UidSlots(() => [...this.sessions.values()].map((s) => s.uid_slot), deps.config.maxConcurrentExecutions + deps.config.maxQueuedExecutions);
     this.environments = new EnvironmentCache(deps.config.environmentsDir, this.now);
     this.executions = new SessionExecutions({
       config: deps.config, observer: deps.observer, serial: this.serial, limiter: this.limiter, kernels: this.kernels,
@@ -134,7 +138,7 @@ export class SessionManager {
   /** Creates run one at a time, so the count, the ids and the uid slots cannot race. */
   async create(input: CreateSessionInput): Promise<{ session: SessionInfo; created: boolean }> {
     if (this.closing) throw new ShuttingDownError();
-    return this.serial.run('\0create', () => this.createNow(input));
+    return this.serial.run(LIFECYCLE, () => this.createNow(input));
   }
 
   private async createNow(input: CreateSessionInput): Promise<{ session: SessionInfo; created: boolean }> {
@@ -193,8 +197,16 @@ export class SessionManager {
     return this.deps.sandbox.identityFor(record.uid_slot);
   }
 
+  /**
+   * Deletes run in the same queue as creates: a create of the same id waits until the delete has
+   * unmounted or removed the workspace, instead of re-attaching one that is about to go.
+   */
   async delete(id: string, clearData: boolean): Promise<void> {
     if (!clearData && !this.deps.config.allowPersistentSessions) throw new PersistentSessionsDisabledError();
+    return this.serial.run(LIFECYCLE, () => this.deleteNow(id, clearData));
+  }
+
+  private async deleteNow(id: string, clearData: boolean): Promise<void> {
     const record = this.sessions.get(id);
     if (!record) {
       const kept = await fs.lstat(workspaceOf(this.layout, id)).catch(() => null);
@@ -275,8 +287,12 @@ export class SessionManager {
     return this.now() - Date.parse(r.last_activity) > this.deps.config.sessionIdleTimeoutSeconds * 1000;
   }
 
-  /** Remove sessions idle past the timeout (never one that is executing). */
+  /** Remove sessions idle past the timeout (never one that is executing), in the lifecycle queue. */
   async sweep(): Promise<string[]> {
+    return this.serial.run(LIFECYCLE, () => this.sweepNow());
+  }
+
+  private async sweepNow(): Promise<string[]> {
     const expired: string[] = [];
     for (const record of [...this.sessions.values()]) {
       if (!this.isExpired(record) || this.serial.busy(record.session_id)) continue;

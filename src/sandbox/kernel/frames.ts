@@ -1,8 +1,12 @@
 // Length-prefixed JSON, the kernel's wire format in both directions: a 4-byte big-endian byte
 // count, then that many bytes of UTF-8 JSON.
 
-/** Larger than any frame the driver sends (results and tracebacks are clipped in the driver). */
-export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
+/**
+ * Larger than any frame the honest driver sends: results are clipped to at most MAX_OUTPUT_CHARS
+ * characters in the driver (and again on the host, since code in the sandbox can forge frames).
+ * A bigger frame ends the interpreter rather than costing the service memory.
+ */
+export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
 
 export class FrameError extends Error {
   override name = 'FrameError';
@@ -28,11 +32,12 @@ export class FrameDecoder {
     const out: unknown[] = [];
     for (;;) {
       if (this.buffered < 4) return out;
-      const data = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
-      this.chunks = [data];
-      const length = data.readUInt32BE(0);
+      const length = this.peekLength();
       if (length > this.maxBytes) throw new FrameError(`frame of ${length} bytes exceeds ${this.maxBytes}`);
-      if (data.length < 4 + length) return out;
+      // Join the chunks only once the whole frame is there: joining on every chunk would cost the
+      // square of the frame size, and code in the sandbox controls the chunking.
+      if (this.buffered < 4 + length) return out;
+      const data = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
       const body = data.subarray(4, 4 + length).toString('utf8');
       const rest = data.subarray(4 + length);
       this.chunks = rest.length > 0 ? [rest] : [];
@@ -43,5 +48,13 @@ export class FrameDecoder {
         throw new FrameError('frame is not valid JSON');
       }
     }
+  }
+
+  private peekLength(): number {
+    const first = this.chunks[0] as Buffer;
+    if (first.length >= 4) return first.readUInt32BE(0);
+    const head = Buffer.concat(this.chunks).subarray(0, 4);
+    this.chunks = [Buffer.concat(this.chunks)];
+    return head.readUInt32BE(0);
   }
 }

@@ -98,6 +98,10 @@ function statusOf(o: CallOutcome, ctx: FinishContext): { status: ExecutionStatus
   return { status: split.exitCode === 0 ? 'ok' : 'error', exitCode: split.exitCode, signal: null };
 }
 
+function clip(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}[... ${text.length - max} characters omitted ...]`;
+}
+
 export function finishCall(o: CallOutcome, ctx: FinishContext): KernelRunResult {
   const { status, exitCode, signal } = statusOf(o, ctx);
   const timeoutSeconds = ctx.options.timeoutMs / 1000;
@@ -108,7 +112,12 @@ export function finishCall(o: CallOutcome, ctx: FinishContext): KernelRunResult 
     if (o.stop === 'timeout') hint = `The code ran longer than the timeout of ${timeoutSeconds} s and was interrupted; the interpreter and its state are kept.`;
     else if (o.stop === 'abort') hint = null;
     else hint = hintFor(e, ctx.hintContext);
-    error = { type: e.type, message: e.message, line: e.line, hint, traceback: e.traceback };
+    // Clipped here as well as in the driver: code in the sandbox can write a frame of its own.
+    const cap = ctx.options.maxOutputChars;
+    error = {
+      type: clip(e.type, 200), message: clip(e.message, cap), line: e.line, hint,
+      traceback: e.traceback.slice(0, 1000).map((l) => clip(l, cap)),
+    };
   }
   return {
     status,
@@ -123,7 +132,7 @@ export function finishCall(o: CallOutcome, ctx: FinishContext): KernelRunResult 
     duration_ms: Math.round(performance.now() - ctx.started),
     resources: { memory_peak_bytes: ctx.stats?.memoryPeakBytes ?? null, cpu_ms: ctx.cpuMs },
     error,
-    result: status === 'ok' ? (o.frame?.result ?? null) : null,
+    result: status === 'ok' && typeof o.frame?.result === 'string' ? clip(o.frame.result, ctx.options.maxOutputChars) : null,
     kernel_restarted: ctx.restarted,
   };
 }

@@ -1,5 +1,5 @@
-import { describe, expect, test } from 'vitest';
-import { encodeFrame, FrameDecoder, FrameError } from '../../../src/sandbox/kernel/frames.js';
+import { describe, expect, test, vi } from 'vitest';
+import { encodeFrame, FrameDecoder, FrameError, MAX_FRAME_BYTES } from '../../../src/sandbox/kernel/frames.js';
 import { MarkerCut } from '../../../src/sandbox/kernel/marker-cut.js';
 
 describe('frames', () => {
@@ -67,5 +67,31 @@ describe('MarkerCut', () => {
     expect(parts.join('')).toBe('line\ntail');
     cut.flush();
     expect(parts.join('')).toBe('line\ntail\x1e\x1f');
+  });
+});
+
+describe('FrameDecoder against a hostile sender', () => {
+  test('an oversized frame is refused from its header, before any body is buffered', () => {
+    const d = new FrameDecoder();
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(MAX_FRAME_BYTES + 1, 0);
+    expect(() => d.push(head)).toThrow(FrameError);
+  });
+
+  test('a frame cut into many one-byte chunks and a header split across chunks decode intact', () => {
+    const d = new FrameDecoder();
+    const frame = encodeFrame({ type: 'done', result: 'x'.repeat(5000) });
+    const out: unknown[] = [];
+    for (let i = 0; i < frame.length; i++) out.push(...d.push(frame.subarray(i, i + 1)));
+    expect(out).toEqual([{ type: 'done', result: 'x'.repeat(5000) }]);
+  });
+
+  test('the body is joined once, not on every chunk (the sender chooses the chunking)', () => {
+    const d = new FrameDecoder();
+    const frame = encodeFrame({ p: 'a'.repeat(256 * 1024) });
+    const concat = vi.spyOn(Buffer, 'concat');
+    for (let i = 0; i < frame.length; i += 64) d.push(frame.subarray(i, i + 64));
+    expect(concat.mock.calls.length).toBeLessThan(10);
+    concat.mockRestore();
   });
 });
