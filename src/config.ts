@@ -53,6 +53,7 @@ export const SETTINGS = {
   CPU_CORES: { schema: num(0.01, 1024), default: '1', doc: 'CPU cores one execution may use (cgroup cpu quota)' },
   TMP_SIZE_BYTES: { schema: int(MiB), default: String(64 * MiB), doc: 'size of the private /tmp tmpfs of one execution' },
   WORKSPACE_QUOTA_BYTES: { schema: int(MiB), default: String(512 * MiB), doc: 'disk quota of one workspace (a loop-mounted ext4 image per session), and the largest file a sandbox may write (RLIMIT_FSIZE)' },
+  VOLUME_QUOTA_BYTES: { schema: int(MiB), default: String(1024 * MiB), doc: 'disk quota of one shared volume (a loop-mounted ext4 image per volume, when workspace quotas are on)' },
   WORKSPACE_QUOTA: { schema: z.enum(['auto', 'off']), default: 'auto', doc: 'auto: enforce WORKSPACE_QUOTA_BYTES with a loop-mounted image per workspace when the host allows it (root, loop devices, mkfs.ext4); off: plain directories' },
   MAX_OPEN_FILES: { schema: int(16, 1_048_576), default: '1024', doc: 'RLIMIT_NOFILE inside the sandbox' },
   CGROUPS: { schema: z.enum(['auto', 'off']), default: 'auto', doc: 'auto: use cgroup v2 or v1 when writable; off: rlimits only' },

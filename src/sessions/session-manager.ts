@@ -20,7 +20,7 @@ import {
   deleteRecord, ensureLayout, readAllRecords, sessionDir, storeLayout, workspaceOf, writeRecord,
   type SessionRecord, type StoreLayout,
 } from './session-store.js';
-import { clearLeftovers, ensureVolume, prepareWorkspace, removeSessionData } from './session-workspace.js';
+import { clearLeftovers, ensureVolume, prepareWorkspace, removeSessionData, unmountVolumes } from './session-workspace.js';
 import { UidSlots } from './uid-slots.js';
 import { detectQuotaSupport, mountQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
 
@@ -105,6 +105,7 @@ export class SessionManager {
         this.deps.logger.info({ audit: 'session.expired', session_id: record.session_id }, 'session expired while the service was down');
       } else {
         await mountQuotaWorkspace(sessionDir(this.layout, record.session_id), workspaceOf(this.layout, record.session_id), this.deps.logger);
+        for (const name of Object.keys(record.volumes)) await this.ensureVolume(name, this.deps.sandbox.identityFor(0)?.gid);
         this.sessions.set(record.session_id, record);
         this.deps.logger.info({ audit: 'session.restored', session_id: record.session_id }, 'session restored');
       }
@@ -158,7 +159,7 @@ export class SessionManager {
     const quotaBytes = this.quota.enabled ? this.deps.config.workspaceQuotaBytes : null;
     const reattached = await prepareWorkspace(this.layout, id, { identity, quotaBytes, logger: this.deps.logger });
     const group = this.deps.sandbox.identityFor(0)?.gid;
-    for (const name of Object.keys(volumes)) await ensureVolume(this.layout, name, group);
+    for (const name of Object.keys(volumes)) await this.ensureVolume(name, group);
 
     const stamp = new Date(this.now()).toISOString();
     const record: SessionRecord = { session_id: id, environment, created_at: stamp, last_activity: stamp, volumes, uid_slot: slot };
@@ -321,6 +322,12 @@ export class SessionManager {
     await this.flushDirty();
     // Images are mounted again by init() on the next start.
     for (const id of this.sessions.keys()) await unmountQuotaWorkspace(workspaceOf(this.layout, id), this.deps.logger);
+    await unmountVolumes(this.layout, this.deps.logger);
+  }
+
+  private async ensureVolume(name: string, group: number | undefined): Promise<void> {
+    const quotaBytes = this.quota.enabled ? this.deps.config.volumeQuotaBytes : null;
+    await ensureVolume(this.layout, name, group, quotaBytes, this.deps.logger);
   }
 
   get isClosing(): boolean {

@@ -19,6 +19,8 @@ export interface StoreLayout {
   root: string;
   sessions: string;
   volumes: string;
+  /** Quota images of volumes, one directory per volume: outside every mounted tree. */
+  volumeImages: string;
   staging: string;
   oneshot: string;
 }
@@ -28,6 +30,7 @@ export function storeLayout(workspaceDir: string): StoreLayout {
     root: workspaceDir,
     sessions: path.join(workspaceDir, 'sessions'),
     volumes: path.join(workspaceDir, 'volumes'),
+    volumeImages: path.join(workspaceDir, 'volume-images'),
     staging: path.join(workspaceDir, 'staging'),
     oneshot: path.join(workspaceDir, 'oneshot'),
   };
@@ -43,7 +46,7 @@ const metaOf = (layout: StoreLayout, id: string) => path.join(layout.sessions, i
  * it is ours, refused with a clear message otherwise.
  */
 export async function ensureLayout(layout: StoreLayout): Promise<void> {
-  for (const dir of [layout.root, layout.sessions, layout.volumes, layout.staging, layout.oneshot]) {
+  for (const dir of [layout.root, layout.sessions, layout.volumes, layout.volumeImages, layout.staging, layout.oneshot]) {
     await fs.mkdir(dir, { recursive: true, mode: 0o711 });
     const st = await fs.lstat(dir);
     if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);

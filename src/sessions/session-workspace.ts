@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { sessionDir, workspaceOf, type StoreLayout } from './session-store.js';
 import { chownTreeSafe, removeTreeSafe } from './workspace-fs.js';
-import { createQuotaWorkspace, mountQuotaWorkspace, removeQuotaWorkspace } from './workspace-quota.js';
+import { createQuotaWorkspace, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
 
 /** Remove what a crash left: staged uploads and one-shot workspaces (with their quota images). */
 export async function clearLeftovers(layout: StoreLayout, logger: Logger): Promise<void> {
@@ -49,17 +49,41 @@ export async function prepareWorkspace(layout: StoreLayout, id: string, opts: Wo
   return reattached;
 }
 
-/** Create a shared volume directory if needed, owned by the service and the sandboxes' group. */
-export async function ensureVolume(layout: StoreLayout, name: string, group: number | undefined): Promise<void> {
+/**
+ * Create a shared volume directory if needed, owned by the service and the sandboxes' group. With
+ * quotas on, the volume is a loop-mounted image of its own (mounted nosuid,nodev): a read-write
+ * volume could otherwise fill the host disk and leave setuid files on it. A volume that already
+ * holds files from before quotas were on stays a plain directory, with a warning.
+ */
+export async function ensureVolume(
+  layout: StoreLayout, name: string, group: number | undefined, quotaBytes: number | null, logger: Logger,
+): Promise<void> {
   const dir = path.join(layout.volumes, name);
   await fs.mkdir(dir, { recursive: true, mode: 0o2775 });
   const st = await fs.lstat(dir);
   if (!st.isDirectory()) throw new Error(`volume ${name} is not a directory`);
-  // Every sandbox shares one group; a volume belongs to the service and that group.
-  if (group !== undefined) {
+  const setOwner = async () => {
+    // Every sandbox shares one group; a volume belongs to the service and that group.
+    if (group === undefined) return;
     await fs.lchown(dir, 0, group);
     await fs.chmod(dir, 0o2775);
+  };
+  await setOwner();
+  if (quotaBytes === null) return;
+  const imageDir = path.join(layout.volumeImages, name);
+  await fs.mkdir(imageDir, { recursive: true, mode: 0o700 });
+  if (await mountQuotaWorkspace(imageDir, dir, logger)) return;
+  if ((await fs.readdir(dir)).length > 0) {
+    logger.warn({ volume: name }, 'volume holds files from before quotas were on: it stays a plain directory without a quota');
+    return;
   }
+  await createQuotaWorkspace(imageDir, dir, quotaBytes, null, logger);
+  await setOwner();
+}
+
+/** Unmount every volume image (at shutdown; ensureVolume mounts them again). */
+export async function unmountVolumes(layout: StoreLayout, logger: Logger): Promise<void> {
+  for (const name of await fs.readdir(layout.volumes)) await unmountQuotaWorkspace(path.join(layout.volumes, name), logger);
 }
 
 /** Unmount the quota image (if any), then remove the session directory without following links. */

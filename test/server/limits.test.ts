@@ -10,7 +10,7 @@ const MiB = 1024 * 1024;
 let t: TestApp;
 
 beforeAll(async () => {
-  t = await createTestApp({ WORKSPACE_QUOTA_BYTES: String(8 * MiB), TMP_SIZE_BYTES: String(4 * MiB), MEMORY_LIMIT_BYTES: String(128 * MiB) });
+  t = await createTestApp({ WORKSPACE_QUOTA_BYTES: String(8 * MiB), VOLUME_QUOTA_BYTES: String(8 * MiB), TMP_SIZE_BYTES: String(4 * MiB), MEMORY_LIMIT_BYTES: String(128 * MiB) });
 });
 afterAll(async () => {
   await t.close();
@@ -30,6 +30,18 @@ describe('disk', () => {
     // The session keeps working once space is freed.
     const after = await execute(t.app, 'filler', { command: 'rm big; echo ok > small.txt; cat small.txt' });
     expect(after.stdout).toBe('ok\n');
+  }, 60_000);
+
+  it('a read-write volume has a quota of its own and is mounted nosuid,nodev', async () => {
+    await createSession(t.app, { session_id: 'vol-filler', volumes: { bulk: 'rw' } });
+    const r = await execute(t.app, 'vol-filler', { command: 'dd if=/dev/urandom of=/volumes/bulk/big bs=1M count=32 2>&1; stat -c %s /volumes/bulk/big; rm /volumes/bulk/big' });
+    expect(r.stdout).toContain('No space left on device');
+    expect(Number(r.stdout.trim().split('\n').pop())).toBeLessThanOrEqual(8 * MiB);
+    const volumeDir = path.join(t.workspaceDir, 'volumes', 'bulk');
+    const mount = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === volumeDir);
+    expect(mount).toBeDefined();
+    expect(mount?.split(' ')[5]).toMatch(/nosuid/);
+    expect(mount?.split(' ')[5]).toMatch(/nodev/);
   }, 60_000);
 
   it('filling /tmp stops at its size', async () => {
