@@ -50,9 +50,35 @@ function generatedEtc(): Record<string, string> {
   };
 }
 
+const ETC_DIR_PREFIX = 'bubble-sandbox-etc-';
+
+/**
+ * A process killed before dispose() leaves its generated /etc behind. Directories are named after
+ * their creator's pid: those of dead processes that belong to us are removed at the next start.
+ */
+export function removeStaleEtcDirs(tmp = os.tmpdir()): number {
+  let removed = 0;
+  for (const name of fs.readdirSync(tmp)) {
+    const pid = Number(/^bubble-sandbox-etc-(\d+)-/.exec(name)?.[1]);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    const dir = path.join(tmp, name);
+    try {
+      if (fs.lstatSync(dir).uid !== process.getuid?.()) continue;
+      process.kill(pid, 0);
+      continue; // its creator is alive
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
+}
+
 /** Build the layout: writes the generated /etc files into a fresh private directory. */
 export function createHostLayout(): HostLayout {
-  const generatedEtcDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-sandbox-etc-'));
+  removeStaleEtcDirs();
+  const generatedEtcDir = fs.mkdtempSync(path.join(os.tmpdir(), `${ETC_DIR_PREFIX}${process.pid}-`));
   fs.chmodSync(generatedEtcDir, 0o755);
   const etcFiles: { source: string; dest: string }[] = [];
   for (const [name, content] of Object.entries(generatedEtc())) {
