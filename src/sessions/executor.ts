@@ -49,35 +49,45 @@ export interface SnapshotCache {
 
 const SNAPSHOT_MAX_ENTRIES = 100_000;
 
-export async function executeInWorkspace(
-  deps: { sandbox: Sandbox; limiter: ExecutionLimiter; maxOutputChars: number; logger: Logger; observer?: ExecutionObserver | undefined },
-  target: WorkspaceTarget,
-  req: ExecutionRequest,
-): Promise<ExecutionResult> {
-  const release = await deps.limiter.acquire(req.signal);
+type ExecutorDeps = { sandbox: Sandbox; limiter: ExecutionLimiter; maxOutputChars: number; logger: Logger; observer?: ExecutionObserver | undefined };
+
+/**
+ * The frame every execution runs in, a program or an interpreter cell: wait for a slot, snapshot
+ * the workspace, run, snapshot again, report the changed files and the outcome.
+ */
+export async function withChangedFiles<R extends { status: ExecutionResult['status']; duration_ms: number }>(
+  deps: Pick<ExecutorDeps, 'limiter' | 'observer'>,
+  target: Pick<WorkspaceTarget, 'workspaceDir' | 'snapshots'>,
+  signal: AbortSignal | undefined,
+  run: () => Promise<R>,
+): Promise<R & { files: FileChanges }> {
+  const release = await deps.limiter.acquire(signal);
   try {
     const before = target.snapshots?.take() ?? (await snapshotWorkspace(target.workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES }));
-    const result = await deps.sandbox.runner.run({
-      environment: target.environment,
-      workspaceDir: target.workspaceDir,
-      volumes: target.volumes,
-      program: req.program,
-      stdin: req.stdin,
-      env: req.env,
-      timeoutMs: Math.round(req.timeoutSeconds * 1000),
-      maxOutputChars: deps.maxOutputChars,
-      limits: req.limits,
-      identity: target.identity,
-      signal: req.signal,
-      onOutput: req.onOutput,
-    });
+    const result = await run();
     const after = await snapshotWorkspace(target.workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
     target.snapshots?.keep(after);
     const { created, modified, deleted } = diffSnapshots(before, after);
-    const full: ExecutionResult = { ...result, files: { created, modified, deleted } };
-    deps.observer?.onFinished(full);
-    return full;
+    deps.observer?.onFinished(result);
+    return { ...result, files: { created, modified, deleted } };
   } finally {
     release();
   }
+}
+
+export async function executeInWorkspace(deps: ExecutorDeps, target: WorkspaceTarget, req: ExecutionRequest): Promise<ExecutionResult> {
+  return withChangedFiles(deps, target, req.signal, () => deps.sandbox.runner.run({
+    environment: target.environment,
+    workspaceDir: target.workspaceDir,
+    volumes: target.volumes,
+    program: req.program,
+    stdin: req.stdin,
+    env: req.env,
+    timeoutMs: Math.round(req.timeoutSeconds * 1000),
+    maxOutputChars: deps.maxOutputChars,
+    limits: req.limits,
+    identity: target.identity,
+    signal: req.signal,
+    onOutput: req.onOutput,
+  }));
 }

@@ -6,13 +6,11 @@ import type { Environment } from '../sandbox/environments.js';
 import type { KernelRunResult } from '../sandbox/kernel/kernel.js';
 import type { VolumeMount } from '../sandbox/types.js';
 import { SessionNotFoundError, ShuttingDownError } from '../server/errors.js';
-import { executeInWorkspace, type ExecutionObserver, type ExecutionRequest, type ExecutionResult, type SnapshotCache } from './executor.js';
+import { executeInWorkspace, withChangedFiles, type ExecutionObserver, type ExecutionRequest, type ExecutionResult, type SnapshotCache } from './executor.js';
 import type { ExecutionLimiter, SerialQueues } from './limiter.js';
 import type { SessionKernels } from './session-kernels.js';
 import type { SessionRecord } from './session-store.js';
-import { diffSnapshots, snapshotWorkspace, type WorkspaceSnapshot } from './workspace-fs.js';
-
-const SNAPSHOT_MAX_ENTRIES = 100_000;
+import type { WorkspaceSnapshot } from './workspace-fs.js';
 
 export interface RunCodeRequest {
   code: string;
@@ -66,64 +64,53 @@ export class SessionExecutions {
 
   /** Run in the session's workspace, after the session's earlier executions. */
   async execute(id: string, req: ExecutionRequest): Promise<ExecutionResult> {
-    const host = this.host;
-    if (host.isClosing()) throw new ShuttingDownError();
-    if (!host.isLive(id)) throw new SessionNotFoundError(id);
-    // Queued before any await, so executions of one session run in arrival order.
-    return host.serial.run(id, async () => {
-      const record = await host.touch(id);
-      const environment = await host.resolveEnvironment(record.environment);
-      const ac = new AbortController();
-      const onAbort = () => ac.abort();
-      req.signal?.addEventListener('abort', onAbort, { once: true });
-      this.running.set(id, ac);
-      try {
-        return await executeInWorkspace(
-          host.executorDeps(),
-          { environment, workspaceDir: host.workspaceDir(id), volumes: host.volumeMounts(record.volumes), identity: host.ownerOf(record), snapshots: this.snapshotCache(id) },
-          { ...req, signal: ac.signal },
-        );
-      } finally {
-        this.running.delete(id);
-        req.signal?.removeEventListener('abort', onAbort);
-        if (host.isLive(id)) await host.touch(id).catch(() => undefined);
-      }
-    });
+    return this.inTurn(id, req.signal, (record, environment, signal) => executeInWorkspace(
+      this.host.executorDeps(),
+      { environment, workspaceDir: this.host.workspaceDir(id), volumes: this.host.volumeMounts(record.volumes), identity: this.host.ownerOf(record), snapshots: this.snapshotCache(id) },
+      { ...req, signal },
+    ));
   }
 
   /** Run a cell in the session's persistent interpreter, after the session's earlier work. */
   async runCode(id: string, req: RunCodeRequest): Promise<RunCodeResult> {
     const host = this.host;
+    return this.inTurn(id, req.signal, (record, environment, signal) => {
+      const workspaceDir = host.workspaceDir(id);
+      return withChangedFiles(host, { workspaceDir, snapshots: this.snapshotCache(id) }, signal, () =>
+        host.kernels.run(id, { environment, workspaceDir, volumes: host.volumeMounts(record.volumes), identity: host.ownerOf(record) }, req.code, {
+          timeoutMs: Math.round(req.timeoutSeconds * 1000),
+          maxOutputChars: host.config.maxOutputChars,
+          graceMs: host.config.kernelInterruptGraceSeconds * 1000,
+          signal,
+          onOutput: req.onOutput,
+        }));
+    });
+  }
+
+  /**
+   * The session's turn: queued before any await (so work of one session runs in arrival order),
+   * cancellable by the client's signal and by delete or shutdown, and refreshing last_activity.
+   */
+  private async inTurn<T>(
+    id: string,
+    clientSignal: AbortSignal | undefined,
+    work: (record: SessionRecord, environment: Environment, signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const host = this.host;
     if (host.isClosing()) throw new ShuttingDownError();
     if (!host.isLive(id)) throw new SessionNotFoundError(id);
     return host.serial.run(id, async () => {
       const record = await host.touch(id);
       const environment = await host.resolveEnvironment(record.environment);
-      const workspaceDir = host.workspaceDir(id);
       const ac = new AbortController();
       const onAbort = () => ac.abort();
-      req.signal?.addEventListener('abort', onAbort, { once: true });
+      clientSignal?.addEventListener('abort', onAbort, { once: true });
       this.running.set(id, ac);
-      const release = await host.limiter.acquire(ac.signal);
       try {
-        const cache = this.snapshotCache(id);
-        const before = cache.take() ?? (await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES }));
-        const result = await host.kernels.run(id, { environment, workspaceDir, volumes: host.volumeMounts(record.volumes), identity: host.ownerOf(record) }, req.code, {
-          timeoutMs: Math.round(req.timeoutSeconds * 1000),
-          maxOutputChars: host.config.maxOutputChars,
-          graceMs: host.config.kernelInterruptGraceSeconds * 1000,
-          signal: ac.signal,
-          onOutput: req.onOutput,
-        });
-        const after = await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
-        cache.keep(after);
-        const { created, modified, deleted } = diffSnapshots(before, after);
-        host.observer?.onFinished(result);
-        return { ...result, files: { created, modified, deleted } };
+        return await work(record, environment, ac.signal);
       } finally {
-        release();
         this.running.delete(id);
-        req.signal?.removeEventListener('abort', onAbort);
+        clientSignal?.removeEventListener('abort', onAbort);
         if (host.isLive(id)) await host.touch(id).catch(() => undefined);
       }
     });
