@@ -37,6 +37,22 @@ if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split("."
   exit 1
 fi
 
+# Sandboxes run as unprivileged uids and bwrap mounts the environments and workspaces by path, so
+# every directory above the project must be traversable by others (o+x: enter, not list). A
+# checkout under a 0700 directory (mktemp -d, a private home) would fail every execution.
+dir="$(pwd -P)"
+while [ "$dir" != "/" ]; do
+  if [ "$(( 0$(stat -c %a "$dir") & 01 ))" -eq 0 ]; then
+    if [ "$SUDO" = none ] && [ "$(stat -c %u "$dir")" != "$(id -u)" ]; then
+      echo "The sandbox user cannot reach $dir. Run: sudo chmod o+x '$dir'" >&2
+      exit 1
+    fi
+    echo "Making $dir traversable (chmod o+x) so sandboxes can reach the project"
+    ${SUDO/none/} chmod o+x "$dir"
+  fi
+  dir="$(dirname "$dir")"
+done
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi

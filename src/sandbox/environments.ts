@@ -3,6 +3,7 @@
 // host paths.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { untraversableAncestor } from './traversable.js';
 
 export const ENVIRONMENT_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -70,6 +71,9 @@ async function inspect(dir: string, name: string): Promise<Environment> {
     await fs.access(python, fs.constants.X_OK);
   } catch {
     return { ...described, reason: 'its .venv is not built yet (run npm run setup)' };
+  }
+  if (untraversableAncestor(venvDir) !== null) {
+    return { ...described, reason: 'a directory above its .venv is not traversable by the sandbox user (chmod o+x it; ./setup.sh does)' };
   }
   return { ...described, venvDir, usable: true, reason: null };
 }

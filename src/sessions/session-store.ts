@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
+import { untraversableAncestor } from '../sandbox/traversable.js';
 
 export const SessionRecordSchema = z.object({
   session_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
@@ -46,6 +47,9 @@ const metaOf = (layout: StoreLayout, id: string) => path.join(layout.sessions, i
  * it is ours, refused with a clear message otherwise.
  */
 export async function ensureLayout(layout: StoreLayout): Promise<void> {
+  await fs.mkdir(layout.root, { recursive: true, mode: 0o711 });
+  const blocked = untraversableAncestor(path.dirname(layout.root));
+  if (blocked !== null) throw new Error(`${blocked} is not traversable by the sandbox uids, so no workspace below it can be mounted; chmod o+x it`);
   for (const dir of [layout.root, layout.sessions, layout.volumes, layout.volumeImages, layout.staging, layout.oneshot]) {
     await fs.mkdir(dir, { recursive: true, mode: 0o711 });
     const st = await fs.lstat(dir);

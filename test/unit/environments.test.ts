@@ -45,3 +45,23 @@ describe('environments', () => {
     expect(await findEnvironment(dir, 'missing')).toBeNull();
   });
 });
+
+test('an environment below a directory the sandbox user cannot enter is reported unusable, not left to fail at run time', async () => {
+  if (process.getuid?.() !== 0) return;
+  const locked = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-locked-'));
+  try {
+    fs.chmodSync(locked, 0o700);
+    fs.mkdirSync(path.join(locked, 'envs', 'hidden', '.venv', 'bin'), { recursive: true });
+    fs.writeFileSync(path.join(locked, 'envs', 'hidden', 'pyproject.toml'), '[project]\ndescription = "H"\n');
+    fs.symlinkSync('/usr/bin/python3', path.join(locked, 'envs', 'hidden', '.venv', 'bin', 'python'));
+    const [hidden] = await discoverEnvironments(path.join(locked, 'envs'));
+    expect(hidden).toMatchObject({ name: 'hidden', usable: false });
+    expect(hidden?.reason).toContain('not traversable');
+    expect(hidden?.reason).not.toContain(locked);
+    fs.chmodSync(locked, 0o711);
+    const [reachable] = await discoverEnvironments(path.join(locked, 'envs'));
+    expect(reachable?.usable).toBe(true);
+  } finally {
+    fs.rmSync(locked, { recursive: true, force: true });
+  }
+});
