@@ -5,6 +5,7 @@ import { afterAll, describe, expect, test } from 'vitest';
 import { discoverEnvironments, findEnvironment, parseProjectTable } from '../../src/sandbox/environments.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-envs-'));
+fs.chmodSync(dir, 0o711); // the sandbox user must be able to reach the venvs
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 function env(name: string, toml: string | null, python: string | null) {
