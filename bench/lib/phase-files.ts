@@ -1,6 +1,9 @@
 // The changed-files report with 10,000 files in the workspace, and the service's RSS while a
 // script prints 100 MB.
+import fs from 'node:fs';
 import path from 'node:path';
+import { ChangeTracker } from '../../src/sessions/change-tracker.js';
+import { SessionChanges } from '../../src/sessions/session-changes.js';
 import { diffSnapshots, snapshotWorkspace } from '../../src/sessions/workspace-fs.js';
 import { createSession, deleteSession, executeIn } from './http.js';
 import { PRINT_X, type BenchContext } from './context.js';
@@ -14,8 +17,16 @@ export interface ChangedFilesResult {
   empty: Summary;
   /** with_files p50 - empty p50: what the report costs an execution through the service. */
   report_cost_p50_ms: number;
-  /** snapshotWorkspace + diffSnapshots run directly on that workspace. */
+  /** How the service learnt the changes (its /readyz change_tracking.mode). */
+  service_tracking: string;
+  /** snapshotWorkspace + diffSnapshots run directly on that workspace: what a scan costs. */
   direct: { snapshot_p50_ms: number; diff_p50_ms: number; before_after_diff_p50_ms: number; reps: number };
+  /**
+   * The same workspace through SessionChanges with a change tracker of the bench's own (before +
+   * after of one execution): nothing changed, and one file written. Null when fanotify is
+   * unavailable here.
+   */
+  tracked: { unchanged_p50_ms: number; one_file_p50_ms: number; reps: number } | null;
 }
 
 export async function measureChangedFiles(ctx: BenchContext): Promise<ChangedFilesResult> {
@@ -67,6 +78,7 @@ export async function measureChangedFiles(ctx: BenchContext): Promise<ChangedFil
     diff.push(t3 - t2);
     total.push(t3 - t0);
   }
+  const tracked = await measureTracked(dir, sizes.snapshotReps);
   await deleteSession(client, many);
   await deleteSession(client, empty);
   const w = summarize(withFiles);
@@ -76,6 +88,8 @@ export async function measureChangedFiles(ctx: BenchContext): Promise<ChangedFil
     with_files: w,
     empty: e,
     report_cost_p50_ms: round(w.p50 - e.p50),
+    service_tracking: (ctx.server.readyChecks.change_tracking as { mode?: string } | undefined)?.mode ?? 'unknown',
+    tracked,
     direct: {
       snapshot_p50_ms: round(percentile(snap, 50)),
       diff_p50_ms: round(percentile(diff, 50)),
@@ -84,6 +98,39 @@ export async function measureChangedFiles(ctx: BenchContext): Promise<ChangedFil
     },
   };
 }
+
+async function measureTracked(dir: string, reps: number): Promise<ChangedFilesResult['tracked']> {
+  const { tracker } = await ChangeTracker.start({ logger: { warn: () => undefined, error: () => undefined } });
+  if (!tracker) return null;
+  try {
+    const changes = new SessionChanges({ warn: () => undefined });
+    changes.useTracker(tracker);
+    // One execution's report: its "before" and its "after", without the act in between.
+    const round = async (act: () => void) => {
+      const source = changes.forSession('bench', dir, () => true);
+      const t0 = now();
+      const before = await source.before();
+      const t1 = now();
+      act();
+      const t2 = now();
+      await source.after(before);
+      return t1 - t0 + (now() - t2);
+    };
+    await round(() => undefined); // the first "before" is a full scan
+    if (!changes.isTracked('bench')) return null;
+    const unchanged: number[] = [];
+    const oneFile: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      unchanged.push(await round(() => undefined));
+      oneFile.push(await round(() => fs.writeFileSync(path.join(dir, 'many', 'f00042.txt'), String(i))));
+    }
+    return { unchanged_p50_ms: round3(percentile(unchanged, 50)), one_file_p50_ms: round3(percentile(oneFile, 50)), reps };
+  } finally {
+    await tracker.close();
+  }
+}
+
+const round3 = (v: number) => Math.round(v * 1000) / 1000;
 
 export interface RssResult {
   idle_kib: number;

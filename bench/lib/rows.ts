@@ -78,7 +78,9 @@ export function buildRows(res: BenchResults): Row[] {
     metric: `changed-files report ms, ${c.files} files (p50 delta)`, service: fmt(c.report_cost_p50_ms), baseline: `${fmt(c.empty.p50)} empty`,
     ratio: fmt(ratio(c.with_files.p50, c.empty.p50)), target: `<= ${TARGETS.changedFilesMs} ms`, result: verdict(c.report_cost_p50_ms <= TARGETS.changedFilesMs),
   });
-  rows.push(info('  direct: 2 snapshots + diff p50 ms', fmt(c.direct.before_after_diff_p50_ms), `${fmt(c.direct.snapshot_p50_ms)} per snapshot`, '-'));
+  rows.push(info(`  service learnt changes by: ${c.service_tracking}`, '-', '-', '-'));
+  if (c.tracked) rows.push(info('  direct, tracked: before+after p50 ms (unchanged / 1 file)', `${fmt(c.tracked.unchanged_p50_ms)} / ${fmt(c.tracked.one_file_p50_ms)}`, '-', '-'));
+  rows.push(info('  direct, scanning: 2 snapshots + diff p50 ms', fmt(c.direct.before_after_diff_p50_ms), `${fmt(c.direct.snapshot_p50_ms)} per snapshot`, '-'));
 
   const mib = (kib: number) => fmt(kib / 1024, 1);
   const top = Math.max(rss.peak_kib, rss.hwm_kib ?? 0);

@@ -5,7 +5,7 @@ import type { Environment } from '../sandbox/environments.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { Program, ResourceLimits, RunResult, VolumeMount } from '../sandbox/types.js';
 import type { ExecutionLimiter } from './limiter.js';
-import { diffSnapshots, snapshotWorkspace, type WorkspaceSnapshot } from './workspace-fs.js';
+import { diffSnapshots, snapshotWorkspace, type SnapshotDiff, type WorkspaceSnapshot } from './workspace-fs.js';
 
 export interface ExecutionRequest {
   program: Program;
@@ -34,20 +34,27 @@ export interface WorkspaceTarget {
   workspaceDir: string;
   volumes: VolumeMount[];
   identity: { uid: number; gid: number } | null;
-  /**
-   * The workspace as the previous execution left it, when nothing has changed it since (the
-   * caller invalidates it on uploads and deletes): saves one full scan per execution.
-   */
-  snapshots?: SnapshotCache | undefined;
+  /** How the session learns what an execution changed; a scan before and after when absent. */
+  changes?: ChangeSource | undefined;
 }
 
-/** Last known snapshot of one workspace; `take` hands it over once, `keep` stores the next. */
-export interface SnapshotCache {
-  take(): WorkspaceSnapshot | undefined;
-  keep(snapshot: WorkspaceSnapshot): void;
+/** Tells what one execution changed in its workspace. */
+export interface ChangeSource {
+  /** The workspace as it is now, before the run. */
+  before(): Promise<WorkspaceSnapshot>;
+  /** What changed since `before` (which it may update in place to the state after the run). */
+  after(before: WorkspaceSnapshot): Promise<SnapshotDiff>;
 }
 
-const SNAPSHOT_MAX_ENTRIES = 100_000;
+export const SNAPSHOT_MAX_ENTRIES = 100_000;
+
+/** A scan before and a scan after: for workspaces nothing else keeps track of. */
+export function scanChanges(workspaceDir: string): ChangeSource {
+  return {
+    before: () => snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES }),
+    after: async (before) => diffSnapshots(before, await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES })),
+  };
+}
 
 type ExecutorDeps = { sandbox: Sandbox; limiter: ExecutionLimiter; maxOutputChars: number; logger: Logger; observer?: ExecutionObserver | undefined };
 
@@ -57,17 +64,16 @@ type ExecutorDeps = { sandbox: Sandbox; limiter: ExecutionLimiter; maxOutputChar
  */
 export async function withChangedFiles<R extends { status: ExecutionResult['status']; duration_ms: number }>(
   deps: Pick<ExecutorDeps, 'limiter' | 'observer'>,
-  target: Pick<WorkspaceTarget, 'workspaceDir' | 'snapshots'>,
+  target: Pick<WorkspaceTarget, 'workspaceDir' | 'changes'>,
   signal: AbortSignal | undefined,
   run: () => Promise<R>,
 ): Promise<R & { files: FileChanges }> {
   const release = await deps.limiter.acquire(signal);
   try {
-    const before = target.snapshots?.take() ?? (await snapshotWorkspace(target.workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES }));
+    const changes = target.changes ?? scanChanges(target.workspaceDir);
+    const before = await changes.before();
     const result = await run();
-    const after = await snapshotWorkspace(target.workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
-    target.snapshots?.keep(after);
-    const { created, modified, deleted } = diffSnapshots(before, after);
+    const { created, modified, deleted } = await changes.after(before);
     deps.observer?.onFinished(result);
     return { ...result, files: { created, modified, deleted } };
   } finally {

@@ -1,16 +1,16 @@
 // Executions inside sessions: programs (execute) and cells of the persistent interpreter (runCode),
-// each queued behind the session's earlier work, cancellable on delete or shutdown, and reusing
-// the workspace snapshot the previous execution left.
+// each queued behind the session's earlier work, cancellable on delete or shutdown, and telling
+// what they changed through the session's ChangeSource (session-changes.ts).
 import type { Config } from '../config.js';
 import type { Environment } from '../sandbox/environments.js';
 import type { KernelRunResult } from '../sandbox/kernel/kernel.js';
 import type { VolumeMount } from '../sandbox/types.js';
 import { SessionNotFoundError, ShuttingDownError } from '../server/errors.js';
-import { executeInWorkspace, withChangedFiles, type ExecutionObserver, type ExecutionRequest, type ExecutionResult, type SnapshotCache } from './executor.js';
+import { executeInWorkspace, withChangedFiles, type ExecutionObserver, type ExecutionRequest, type ExecutionResult } from './executor.js';
 import type { ExecutionLimiter, SerialQueues } from './limiter.js';
+import type { SessionChanges } from './session-changes.js';
 import type { SessionKernels } from './session-kernels.js';
 import type { SessionRecord } from './session-store.js';
-import type { WorkspaceSnapshot } from './workspace-fs.js';
 
 export interface RunCodeRequest {
   code: string;
@@ -28,6 +28,7 @@ export interface ExecutionHost {
   readonly serial: SerialQueues;
   readonly limiter: ExecutionLimiter;
   readonly kernels: SessionKernels;
+  readonly changes: SessionChanges;
   isClosing(): boolean;
   isLive(id: string): boolean;
   touch(id: string): Promise<SessionRecord>;
@@ -40,8 +41,6 @@ export interface ExecutionHost {
 
 export class SessionExecutions {
   private readonly running = new Map<string, AbortController>();
-  /** Workspace snapshots left by the last execution of each session (see SnapshotCache). */
-  private readonly snapshots = new Map<string, WorkspaceSnapshot>();
 
   constructor(private readonly host: ExecutionHost) {}
 
@@ -57,16 +56,11 @@ export class SessionExecutions {
     for (const ac of this.running.values()) ac.abort();
   }
 
-  /** The session's files changed or the session is gone: its cached snapshot no longer applies. */
-  forgetSnapshot(id: string): void {
-    this.snapshots.delete(id);
-  }
-
   /** Run in the session's workspace, after the session's earlier executions. */
   async execute(id: string, req: ExecutionRequest): Promise<ExecutionResult> {
     return this.inTurn(id, req.signal, (record, environment, signal) => executeInWorkspace(
       this.host.executorDeps(),
-      { environment, workspaceDir: this.host.workspaceDir(id), volumes: this.host.volumeMounts(record.volumes), identity: this.host.ownerOf(record), snapshots: this.snapshotCache(id) },
+      { environment, workspaceDir: this.host.workspaceDir(id), volumes: this.host.volumeMounts(record.volumes), identity: this.host.ownerOf(record), changes: this.changesOf(id) },
       { ...req, signal },
     ));
   }
@@ -76,7 +70,7 @@ export class SessionExecutions {
     const host = this.host;
     return this.inTurn(id, req.signal, (record, environment, signal) => {
       const workspaceDir = host.workspaceDir(id);
-      return withChangedFiles(host, { workspaceDir, snapshots: this.snapshotCache(id) }, signal, () =>
+      return withChangedFiles(host, { workspaceDir, changes: this.changesOf(id) }, signal, () =>
         host.kernels.run(id, { environment, workspaceDir, volumes: host.volumeMounts(record.volumes), identity: host.ownerOf(record) }, req.code, {
           timeoutMs: Math.round(req.timeoutSeconds * 1000),
           maxOutputChars: host.config.maxOutputChars,
@@ -116,22 +110,7 @@ export class SessionExecutions {
     });
   }
 
-  /**
-   * Between two executions of a session only the API changes its workspace (its interpreter's
-   * background threads aside, whose changes then show in the next report), so the snapshot taken
-   * after one execution serves as the "before" of the next. Uploads and deletes call
-   * workspaceChanged(); a snapshot is used at most once.
-   */
-  private snapshotCache(id: string): SnapshotCache {
-    return {
-      take: () => {
-        const s = this.snapshots.get(id);
-        this.snapshots.delete(id);
-        return s;
-      },
-      keep: (s) => {
-        if (this.host.isLive(id)) this.snapshots.set(id, s);
-      },
-    };
+  private changesOf(id: string) {
+    return this.host.changes.forSession(id, this.host.workspaceDir(id), () => this.host.isLive(id));
   }
 }

@@ -14,6 +14,8 @@ import {
 import { EnvironmentCache } from './environment-cache.js';
 import type { ExecutionObserver, ExecutionRequest, ExecutionResult } from './executor.js';
 import { ExecutionLimiter, SerialQueues } from './limiter.js';
+import { ChangeTracker } from './change-tracker.js';
+import { SessionChanges } from './session-changes.js';
 import { SessionExecutions, type RunCodeRequest, type RunCodeResult } from './session-executions.js';
 import { SessionKernels } from './session-kernels.js';
 import {
@@ -66,16 +68,21 @@ export class SessionManager {
   private readonly now: () => number;
 
   readonly kernels: SessionKernels;
+  readonly changes: SessionChanges;
+  private tracker: ChangeTracker | null = null;
+  /** Whether executions learn their changed files from the kernel (fanotify) or by scanning, and why. */
+  changeTracking: { mode: 'fanotify' | 'scan'; reason: string | null } = { mode: 'scan', reason: 'not checked yet' };
 
   constructor(private readonly deps: SessionManagerDeps) {
     this.kernels = new SessionKernels({ config: deps.config, sandbox: deps.sandbox, logger: deps.logger });
+    this.changes = new SessionChanges(deps.logger);
     this.layout = storeLayout(deps.config.workspaceDir);
     this.limiter = new ExecutionLimiter(deps.config.maxConcurrentExecutions, deps.config.maxQueuedExecutions);
     this.now = deps.now ?? Date.now;
     this.slots = new UidSlots(() => [...this.sessions.values()].map((s) => s.uid_slot), deps.config.maxConcurrentExecutions + deps.config.maxQueuedExecutions);
     this.environments = new EnvironmentCache(deps.config.environmentsDir, this.now);
     this.executions = new SessionExecutions({
-      config: deps.config, observer: deps.observer, serial: this.serial, limiter: this.limiter, kernels: this.kernels,
+      config: deps.config, observer: deps.observer, serial: this.serial, limiter: this.limiter, kernels: this.kernels, changes: this.changes,
       isClosing: () => this.closing,
       isLive: (id) => this.sessions.has(id),
       touch: (id) => this.touch(id),
@@ -96,6 +103,7 @@ export class SessionManager {
       this.quota = { enabled: support.available, reason: support.reason };
       if (!support.available) this.deps.logger.warn({ reason: support.reason }, 'workspace quotas unavailable: a session can fill the disk up to RLIMIT_FSIZE per file');
     }
+    await this.startChangeTracking();
     await clearLeftovers(this.layout, this.deps.logger);
     const { records, broken } = await readAllRecords(this.layout);
     for (const id of broken) this.deps.logger.warn({ session_id: id }, 'unreadable session metadata left in place');
@@ -114,6 +122,17 @@ export class SessionManager {
     const interval = this.deps.config.sweepIntervalSeconds * 1000;
     this.sweepTimer = setInterval(() => void this.sweep().then(() => this.flushDirty()), interval);
     this.sweepTimer.unref();
+  }
+
+  /** fanotify needs each workspace to be a file system of its own, which only quota images give. */
+  private async startChangeTracking(): Promise<void> {
+    let reason: string | null;
+    if (this.deps.config.changeTracking === 'off') reason = 'disabled by BUBBLE_SANDBOX_CHANGE_TRACKING=off';
+    else if (!this.quota.enabled) reason = 'needs workspace quotas (a file system per workspace)';
+    else ({ tracker: this.tracker, reason } = await ChangeTracker.start({ logger: this.deps.logger }));
+    this.changes.useTracker(this.tracker);
+    this.changeTracking = this.tracker ? { mode: 'fanotify', reason: null } : { mode: 'scan', reason };
+    if (reason !== null && this.deps.config.changeTracking !== 'off') this.deps.logger.warn({ reason }, 'changed files are found by scanning each workspace');
   }
 
   get count(): number {
@@ -218,10 +237,10 @@ export class SessionManager {
     }
     this.sessions.delete(id);
     this.dirty.delete(id);
-    this.executions.forgetSnapshot(id);
     this.executions.abort(id);
     await this.kernels.stop(id);
     await this.serial.run(id, async () => {
+      await this.changes.forget(id, workspaceOf(this.layout, id));
       if (clearData) await this.removeSessionData(id);
       else {
         await deleteRecord(this.layout, id);
@@ -251,7 +270,7 @@ export class SessionManager {
 
   /** The API changed the session's files: the cached snapshot no longer describes them. */
   workspaceChanged(id: string): void {
-    this.executions.forgetSnapshot(id);
+    this.changes.workspaceChanged(id);
   }
 
   executorDeps() {
@@ -299,8 +318,8 @@ export class SessionManager {
       if (!this.isExpired(record) || this.serial.busy(record.session_id)) continue;
       this.sessions.delete(record.session_id);
       this.dirty.delete(record.session_id);
-      this.executions.forgetSnapshot(record.session_id);
       await this.kernels.stop(record.session_id);
+      await this.changes.forget(record.session_id, workspaceOf(this.layout, record.session_id));
       await this.removeSessionData(record.session_id);
       expired.push(record.session_id);
       this.deps.logger.info({ audit: 'session.expired', session_id: record.session_id }, 'idle session removed with its data');
@@ -318,6 +337,7 @@ export class SessionManager {
     this.executions.abortAll();
     while (this.executions.runningCount > 0) await new Promise((r) => setTimeout(r, 20));
     await this.kernels.closeAll();
+    await this.tracker?.close();
     for (const id of this.sessions.keys()) this.dirty.add(id);
     await this.flushDirty();
     // Images are mounted again by init() on the next start.

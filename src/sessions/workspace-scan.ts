@@ -13,13 +13,13 @@ const DEFAULT_MAX_ENTRIES = 100_000;
  * Times are milliseconds as doubles (about 0.25 µs resolution today): enough to tell writes
  * apart together with ctime, inode and size, without a bigint stat per file.
  */
-export interface SnapshotEntry { size: number; mtimeMs: number; ctimeMs: number; ino: number }
+export interface SnapshotEntry { size: number; mtimeMs: number; ctimeMs: number; ino: number; nlink: number }
 
 export interface ScannedFile extends SnapshotEntry { path: string }
 
 /** Every regular file the API can address, unsorted. */
 export async function scanWorkspace(
-  root: WorkspaceRoot, opts: { maxEntries?: number } = {},
+  root: WorkspaceRoot, opts: { maxEntries?: number; rootPath?: string } = {},
 ): Promise<{ files: ScannedFile[]; truncated: boolean }> {
   const files: ScannedFile[] = [];
   const visitor: WalkVisitor = async (dir, entries) => {
@@ -28,13 +28,18 @@ export async function scanWorkspace(
     await lstatEach(wanted.map((e) => prefix + e.text), (i, st) => {
       // lstat: a name swapped for a link since readdir shows up as the link, and is skipped.
       if (!st.isFile()) return;
-      files.push({ path: (wanted[i] as { relPath: string }).relPath, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino });
+      files.push({ path: (wanted[i] as { relPath: string }).relPath, ...entryOf(st) });
     });
   };
   const { truncated } = await withRoot(root, (handle) => walkTree(handle, visitor, {
     maxEntries: opts.maxEntries ?? DEFAULT_MAX_ENTRIES, descendUnaddressable: false, maxDepth: MAX_PATH_BYTES,
+    ...(opts.rootPath === undefined ? {} : { rootPath: opts.rootPath }),
   }));
   return { files, truncated };
+}
+
+export function entryOf(st: fs.Stats): SnapshotEntry {
+  return { size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, nlink: st.nlink };
 }
 
 /**
@@ -43,7 +48,7 @@ export async function scanWorkspace(
  * here and is just as non-blocking. Number (not bigint) stats, and keeping only four numbers of
  * each, keep the garbage collector out of the way.
  */
-function lstatEach(paths: string[], onStat: (index: number, stat: fs.Stats) => void): Promise<void> {
+export function lstatEach(paths: string[], onStat: (index: number, stat: fs.Stats) => void): Promise<void> {
   return new Promise((resolve, reject) => {
     let left = paths.length;
     let failure: NodeJS.ErrnoException | undefined;
@@ -74,13 +79,27 @@ export async function listFiles(root: WorkspaceRoot, opts: { maxEntries?: number
 /** Path → identity of every regular file; `truncated` when maxEntries cut the walk short. */
 export class WorkspaceSnapshot extends Map<string, SnapshotEntry> {
   truncated = false;
+  /**
+   * Every directory above a file recorded with `record` (may still name directories whose files
+   * have gone since): tells which changed names may have files below them.
+   */
+  readonly dirs = new Set<string>();
+
+  record(path: string, entry: SnapshotEntry): void {
+    this.set(path, entry);
+    for (let i = path.lastIndexOf('/'); i > 0; i = path.lastIndexOf('/', i - 1)) {
+      const dir = path.slice(0, i);
+      if (this.dirs.has(dir)) break; // its ancestors were added with it
+      this.dirs.add(dir);
+    }
+  }
 }
 
 export async function snapshotWorkspace(root: WorkspaceRoot, opts: { maxEntries?: number } = {}): Promise<WorkspaceSnapshot> {
   const { files, truncated } = await scanWorkspace(root, opts);
   const snapshot = new WorkspaceSnapshot();
   snapshot.truncated = truncated;
-  for (const file of files) snapshot.set(file.path, file);
+  for (const { path, size, mtimeMs, ctimeMs, ino, nlink } of files) snapshot.record(path, { size, mtimeMs, ctimeMs, ino, nlink });
   return snapshot;
 }
 
@@ -131,7 +150,7 @@ function isTruncated(m: ReadonlyMap<string, SnapshotEntry>): boolean {
   return m instanceof WorkspaceSnapshot && m.truncated;
 }
 
-function sortPaths(paths: string[]): string[] {
+export function sortPaths(paths: string[]): string[] {
   return sortByPath(paths.map((path) => ({ path }))).map((p) => p.path);
 }
 

@@ -37,6 +37,8 @@ export interface WalkOptions {
   /** Descend into directories the API cannot address (chown must reach them; listings need not). */
   descendUnaddressable: boolean;
   maxDepth: number;
+  /** The API path of root itself, when it is a directory below the workspace root. */
+  rootPath?: string;
 }
 
 interface DirRef { handle: FileHandle; refs: number; relPath: string | null; depth: number }
@@ -106,7 +108,7 @@ export async function walkTree(root: FileHandle, onEntries: WalkVisitor, opts: W
     await settleAll(children.map(spawn));
   };
 
-  const top = await visit({ handle: await reopenDir(root), refs: 1, relPath: '', depth: 0 });
+  const top = await visit({ handle: await reopenDir(root), refs: 1, relPath: opts.rootPath ?? '', depth: 0 });
   await settleAll(top.map(spawn));
   return { truncated };
 }
@@ -119,7 +121,7 @@ function kindOf(d: fs.Dirent<Buffer>): WalkEntry['kind'] {
 }
 
 /** The child's API path, or null if the name is not UTF-8, holds a backslash, or the path gets too long. */
-function childPath(parent: string, text: string, name: Buffer): string | null {
+export function childPath(parent: string, text: string, name: Buffer): string | null {
   if (text.includes('\uFFFD') && !Buffer.from(text).equals(name)) return null;
   if (text.includes('\\')) return null;
   const full = parent === '' ? text : `${parent}/${text}`;

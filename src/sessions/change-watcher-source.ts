@@ -1,0 +1,271 @@
+// The host-side helper behind change tracking (change-tracker.ts), run as root by the service:
+// `python3 -I -S -c <this>`. It lives here as a string because the build copies only .ts files
+// to dist; String.raw keeps Python's backslashes, so it must contain no backtick or dollar-brace.
+//
+// One fanotify group (FAN_REPORT_DIR_FID | FAN_REPORT_NAME) holds a FAN_MARK_FILESYSTEM mark per
+// watched workspace, each of which is a loop-mounted file system of its own. Every event names
+// the directory (as a file handle) and the entry that changed; the helper reads them as they come
+// and keeps, per workspace, the set of (directory, name) pairs, so the kernel's bounded queue
+// stays short. A drain turns the directory handles into paths below the workspace root and
+// hands the pairs over. Whatever cannot be told exactly (queue overflow, too many pairs, a path
+// outside the root, a file system that is no longer the watched one) answers "rescan".
+//
+// It only reads events and resolves directory handles; it never opens, stats or follows
+// anything the sandbox can name. The service stats the names itself, without following links.
+//
+// Protocol: one JSON object per line each way, answers in request order.
+//   {"op":"watch","key":K,"path":P}    -> {"ok":true} | {"ok":false,"error":E}
+//   {"op":"drain","key":K,"path":P}    -> {"ok":true,"rescan":true}
+//                                       | {"ok":true,"rescan":false,"dirs":[[dirB64,[nameB64,...]],...]}
+//   {"op":"unwatch","key":K,"path":P}  -> {"ok":true}
+// First line out: {"ready":true} or {"ready":false,"error":E} (then it exits).
+export const WATCHER_SOURCE = String.raw`
+import base64
+import ctypes
+import errno
+import json
+import os
+import select
+import struct
+import sys
+
+FAN_CLOEXEC = 0x1
+FAN_NONBLOCK = 0x2
+FAN_REPORT_DIR_FID = 0x400
+FAN_REPORT_NAME = 0x800
+FAN_MARK_ADD = 0x1
+FAN_MARK_REMOVE = 0x2
+FAN_MARK_FILESYSTEM = 0x100
+FAN_MODIFY = 0x2
+FAN_ATTRIB = 0x4
+FAN_CLOSE_WRITE = 0x8
+FAN_MOVED_FROM = 0x40
+FAN_MOVED_TO = 0x80
+FAN_CREATE = 0x100
+FAN_DELETE = 0x200
+FAN_Q_OVERFLOW = 0x4000
+FAN_ONDIR = 0x40000000
+FAN_EVENT_INFO_TYPE_DFID_NAME = 2
+O_PATH = 0o10000000
+# CLOSE_WRITE also covers writes through a shared mapping, which raise no MODIFY.
+MASK = (FAN_MODIFY | FAN_ATTRIB | FAN_CLOSE_WRITE | FAN_MOVED_FROM | FAN_MOVED_TO
+        | FAN_CREATE | FAN_DELETE | FAN_ONDIR)
+META = struct.Struct('=IBBHQii')
+MAX_PAIRS = int(sys.argv[1]) if len(sys.argv) > 1 else 50000
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+
+
+def oserror():
+    e = ctypes.get_errno()
+    return OSError(e, os.strerror(e))
+
+
+def say(obj):
+    data = (json.dumps(obj, separators=(',', ':')) + '\n').encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view):]
+
+
+class Watch:
+    def __init__(self, fsid):
+        self.fsid = fsid
+        self.pairs = {}
+        self.count = 0
+        self.rescan = False
+
+    def add(self, handle, name):
+        if self.rescan:
+            return
+        names = self.pairs.setdefault(handle, set())
+        if name not in names:
+            names.add(name)
+            self.count += 1
+            if self.count > MAX_PAIRS:
+                self.overflow()
+
+    def overflow(self):
+        self.rescan = True
+        self.pairs = {}
+        self.count = 0
+
+
+fan = libc.fanotify_init(FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DIR_FID | FAN_REPORT_NAME, os.O_RDONLY)
+if fan < 0:
+    say({'ready': False, 'error': 'fanotify_init: ' + os.strerror(ctypes.get_errno())})
+    sys.exit(1)
+watches = {}
+by_fsid = {}
+
+
+def read_events():
+    while True:
+        try:
+            buf = os.read(fan, 1 << 18)
+        except BlockingIOError:
+            return
+        off = 0
+        while off + META.size <= len(buf):
+            ev_len, _vers, _res, meta_len, mask, fd, _pid = META.unpack_from(buf, off)
+            if ev_len < META.size:
+                break
+            if fd >= 0:
+                os.close(fd)
+            if mask & FAN_Q_OVERFLOW:
+                for w in watches.values():
+                    w.overflow()
+            info, end = off + meta_len, off + ev_len
+            while info + 4 <= end:
+                kind, _pad, length = struct.unpack_from('=BBH', buf, info)
+                if length == 0:
+                    break
+                if kind == FAN_EVENT_INFO_TYPE_DFID_NAME:
+                    lo, hi = struct.unpack_from('=II', buf, info + 4)
+                    w = by_fsid.get(lo | (hi << 32))
+                    if w is not None:
+                        size = struct.unpack_from('=I', buf, info + 12)[0]
+                        handle = bytes(buf[info + 12:info + 20 + size])
+                        name = bytes(buf[info + 20 + size:info + length]).split(b'\0', 1)[0]
+                        w.add(handle, name)
+                info += length
+            off += ev_len
+
+
+def open_dir(path):
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def fd_path(fd):
+    return os.readlink(b'/proc/self/fd/%d' % fd)
+
+
+def watch(key, path):
+    fd = open_dir(path)
+    try:
+        if os.fstat(fd).st_dev == os.stat('..', dir_fd=fd, follow_symlinks=False).st_dev:
+            return {'ok': False, 'error': 'not the root of a file system of its own'}
+        fsid = os.fstatvfs(fd).f_fsid
+        old = watches.get(key)
+        if old is not None and old.fsid == fsid:
+            return {'ok': True}
+        if fsid in by_fsid:
+            return {'ok': False, 'error': 'file system already watched for another workspace'}
+        if libc.fanotify_mark(fan, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, MASK, fd, None) != 0:
+            raise oserror()
+    finally:
+        os.close(fd)
+    forget(key)
+    w = Watch(fsid)
+    watches[key] = w
+    by_fsid[fsid] = w
+    return {'ok': True}
+
+
+def forget(key):
+    w = watches.pop(key, None)
+    if w is not None and by_fsid.get(w.fsid) is w:
+        del by_fsid[w.fsid]
+    return w
+
+
+def unwatch(key, path):
+    w = forget(key)
+    if w is None:
+        return {'ok': True}
+    try:
+        fd = open_dir(path)
+    except OSError:
+        return {'ok': True}
+    try:
+        if os.fstatvfs(fd).f_fsid == w.fsid:
+            libc.fanotify_mark(fan, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM, MASK, fd, None)
+    finally:
+        os.close(fd)
+    return {'ok': True}
+
+
+RESCAN = {'ok': True, 'rescan': True}
+
+
+def drain(key, path):
+    read_events()
+    w = watches.get(key)
+    if w is None:
+        return RESCAN
+    pairs, rescan = w.pairs, w.rescan
+    w.pairs, w.count, w.rescan = {}, 0, False
+    if rescan:
+        return RESCAN
+    if not pairs:
+        return {'ok': True, 'rescan': False, 'dirs': []}
+    mount = open_dir(path)
+    try:
+        if os.fstatvfs(mount).f_fsid != w.fsid:
+            return RESCAN
+        root = fd_path(mount)
+        dirs = []
+        for handle, names in pairs.items():
+            try:
+                fd = libc.open_by_handle_at(mount, handle, O_PATH | os.O_CLOEXEC)
+                if fd < 0:
+                    raise oserror()
+            except OSError as e:
+                # A directory removed since: its removal is an event of its parent's.
+                if e.errno in (errno.ESTALE, errno.ENOENT):
+                    continue
+                raise
+            try:
+                if os.fstat(fd).st_nlink == 0:
+                    continue
+                where = fd_path(fd)
+            finally:
+                os.close(fd)
+            if where == root:
+                rel = b''
+            elif where.startswith(root + b'/'):
+                rel = where[len(root) + 1:]
+            else:
+                return RESCAN
+            wanted = [n for n in names if n not in (b'', b'.', b'..')]
+            if wanted:
+                dirs.append([base64.b64encode(rel).decode(), [base64.b64encode(n).decode() for n in wanted]])
+        return {'ok': True, 'rescan': False, 'dirs': dirs}
+    finally:
+        os.close(mount)
+
+
+OPS = {'watch': watch, 'drain': drain, 'unwatch': unwatch}
+
+
+def answer(line):
+    try:
+        req = json.loads(line)
+        return OPS[req['op']](req['key'], req['path'])
+    except OSError as e:
+        return {'ok': False, 'error': '%s: %s' % (errno.errorcode.get(e.errno, e.errno), e.strerror)}
+    except Exception as e:
+        return {'ok': False, 'error': type(e).__name__}
+
+
+say({'ready': True})
+poller = select.poll()
+poller.register(0, select.POLLIN)
+poller.register(fan, select.POLLIN)
+pending = b''
+while True:
+    for fd, _ev in poller.poll():
+        if fd == fan:
+            read_events()
+            continue
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            sys.exit(0)
+        pending += chunk
+        while b'\n' in pending:
+            line, pending = pending.split(b'\n', 1)
+            say(answer(line))
+`;

@@ -1,0 +1,115 @@
+// What each session's executions changed, at the least cost that keeps the report exact.
+//
+// Every session keeps the snapshot its last execution left. With the change tracker (fanotify on
+// the session's own quota file system) that snapshot is brought up to date from the names the
+// kernel reported, before the run (uploads, deletes, an interpreter's background threads) and
+// after it, so an execution that touches nothing costs two round trips to the helper instead of
+// two scans of the tree. Without it, the kept snapshot is the next "before" as long as nothing
+// else touched the workspace (the API calls workspaceChanged), and "after" is a scan.
+// Whenever the tracker cannot vouch for a result, the session is scanned.
+import type { Logger } from 'pino';
+import type { ChangeTracker } from './change-tracker.js';
+import { SNAPSHOT_MAX_ENTRIES, type ChangeSource } from './executor.js';
+import { applyChanges } from './workspace-changes.js';
+import { diffSnapshots, snapshotWorkspace, type SnapshotDiff, type WorkspaceSnapshot } from './workspace-fs.js';
+
+export class SessionChanges {
+  /** The snapshot each session's last execution left, handed out once. */
+  private readonly kept = new Map<string, WorkspaceSnapshot>();
+  /** Sessions whose workspace the tracker watches. */
+  private readonly watched = new Set<string>();
+  /** Sessions the tracker could not watch (a workspace without a file system of its own). */
+  private readonly unwatchable = new Set<string>();
+
+  private tracker: ChangeTracker | null = null;
+
+  private readonly maxEntries: number;
+  private readonly scan: (dir: string, opts: { maxEntries: number }) => Promise<WorkspaceSnapshot>;
+
+  constructor(
+    private readonly logger: Pick<Logger, 'warn'>,
+    opts: { maxEntries?: number; scan?: typeof snapshotWorkspace } = {},
+  ) {
+    this.maxEntries = opts.maxEntries ?? SNAPSHOT_MAX_ENTRIES;
+    this.scan = opts.scan ?? snapshotWorkspace;
+  }
+
+  /** From now on, workspaces are watched by `tracker` (null: scanned). */
+  useTracker(tracker: ChangeTracker | null): void {
+    this.tracker = tracker;
+    this.watched.clear();
+    this.unwatchable.clear();
+  }
+
+  /** Whether the session's changes are tracked (for tests and /readyz). */
+  isTracked(id: string): boolean {
+    return this.watched.has(id) && this.tracker?.available === true;
+  }
+
+  /** The ChangeSource of one execution; `isLive` tells whether the session still exists after it. */
+  forSession(id: string, workspaceDir: string, isLive: () => boolean): ChangeSource {
+    const keep = (s: WorkspaceSnapshot) => {
+      if (isLive()) this.kept.set(id, s);
+    };
+    return {
+      before: async () => {
+        const kept = this.kept.get(id);
+        this.kept.delete(id);
+        if (kept !== undefined) {
+          if (!this.isTracked(id)) return kept;
+          if ((await this.catchUp(id, workspaceDir, kept)) !== null) return kept;
+        }
+        await this.startWatching(id, workspaceDir);
+        // Collected before the scan, which sees their result anyway.
+        if (this.isTracked(id)) await this.tracker?.drain(id, workspaceDir);
+        return this.scan(workspaceDir, { maxEntries: this.maxEntries });
+      },
+      after: async (before) => {
+        if (this.isTracked(id) && !before.truncated) {
+          const diff = await this.catchUp(id, workspaceDir, before);
+          if (diff !== null) {
+            keep(before);
+            return diff;
+          }
+        }
+        const after = await this.scan(workspaceDir, { maxEntries: this.maxEntries });
+        keep(after);
+        return diffSnapshots(before, after);
+      },
+    };
+  }
+
+  /** The API changed the session's files: a tracked session sees it in the next drain. */
+  workspaceChanged(id: string): void {
+    if (!this.isTracked(id)) this.kept.delete(id);
+  }
+
+  /**
+   * The session is going: forget it and stop watching. Awaited before an unmount, as removing
+   * the mark holds the workspace open for a moment.
+   */
+  async forget(id: string, workspaceDir: string): Promise<void> {
+    this.kept.delete(id);
+    this.unwatchable.delete(id);
+    if (this.watched.delete(id)) await this.tracker?.unwatch(id, workspaceDir);
+  }
+
+  private async startWatching(id: string, workspaceDir: string): Promise<void> {
+    if (!this.tracker?.available || this.watched.has(id) || this.unwatchable.has(id)) return;
+    if (await this.tracker.watch(id, workspaceDir)) this.watched.add(id);
+    else this.unwatchable.add(id);
+  }
+
+  /** Applies what the tracker collected to `snapshot`; null when a scan must decide instead. */
+  private async catchUp(id: string, workspaceDir: string, snapshot: WorkspaceSnapshot): Promise<SnapshotDiff | null> {
+    const drained = await this.tracker?.drain(id, workspaceDir);
+    if (drained === undefined || drained.rescan) return null;
+    if (drained.dirs.length === 0) return { created: [], modified: [], deleted: [], truncated: false };
+    try {
+      return await applyChanges(workspaceDir, snapshot, drained.dirs, { maxEntries: this.maxEntries });
+    } catch (err) {
+      this.logger.warn({ err, session_id: id }, 'change tracker: could not apply the reported changes, scanning');
+      return null;
+    }
+  }
+}
