@@ -24,6 +24,8 @@ export interface StoreLayout {
   volumeImages: string;
   staging: string;
   oneshot: string;
+  /** Quota workspaces built ahead for new sessions (workspace-pool.ts). */
+  pool: string;
 }
 
 export function storeLayout(workspaceDir: string): StoreLayout {
@@ -34,6 +36,7 @@ export function storeLayout(workspaceDir: string): StoreLayout {
     volumeImages: path.join(workspaceDir, 'volume-images'),
     staging: path.join(workspaceDir, 'staging'),
     oneshot: path.join(workspaceDir, 'oneshot'),
+    pool: path.join(workspaceDir, 'pool'),
   };
 }
 
@@ -50,7 +53,7 @@ export async function ensureLayout(layout: StoreLayout): Promise<void> {
   await fs.mkdir(layout.root, { recursive: true, mode: 0o711 });
   const blocked = untraversableAncestor(path.dirname(layout.root));
   if (blocked !== null) throw new Error(`${blocked} is not traversable by the sandbox uids, so no workspace below it can be mounted; chmod o+x it`);
-  for (const dir of [layout.root, layout.sessions, layout.volumes, layout.volumeImages, layout.staging, layout.oneshot]) {
+  for (const dir of [layout.root, layout.sessions, layout.volumes, layout.volumeImages, layout.staging, layout.oneshot, layout.pool]) {
     await fs.mkdir(dir, { recursive: true, mode: 0o711 });
     const st = await fs.lstat(dir);
     if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);

@@ -7,13 +7,18 @@ import { sessionDir, workspaceOf, type StoreLayout } from './session-store.js';
 import { chownTreeSafe, removeTreeSafe } from './workspace-fs.js';
 import { createQuotaWorkspace, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
 
-/** Remove what a crash left: staged uploads and one-shot workspaces (with their quota images). */
+/**
+ * Remove what a crash left: staged uploads, one-shot workspaces and pool entries (with their quota
+ * images, which may still be mounted, and for the pool may have an older quota size).
+ */
 export async function clearLeftovers(layout: StoreLayout, logger: Logger): Promise<void> {
   for (const entry of await fs.readdir(layout.staging)) await removeTreeSafe(path.join(layout.staging, entry));
-  for (const entry of await fs.readdir(layout.oneshot, { withFileTypes: true })) {
-    const dir = path.join(layout.oneshot, entry.name);
-    if (entry.isDirectory()) await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), logger).catch(() => undefined);
-    await removeTreeSafe(dir);
+  for (const parent of [layout.oneshot, layout.pool]) {
+    for (const entry of await fs.readdir(parent, { withFileTypes: true })) {
+      const dir = path.join(parent, entry.name);
+      if (entry.isDirectory()) await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), logger).catch(() => undefined);
+      await removeTreeSafe(dir);
+    }
   }
 }
 
@@ -88,6 +93,11 @@ export async function unmountVolumes(layout: StoreLayout, logger: Logger): Promi
 
 /** Unmount the quota image (if any), then remove the session directory without following links. */
 export async function removeSessionData(layout: StoreLayout, id: string, logger: Logger): Promise<void> {
-  await removeQuotaWorkspace(sessionDir(layout, id), workspaceOf(layout, id), logger);
-  await removeTreeSafe(sessionDir(layout, id));
+  await removeWorkspaceDir(sessionDir(layout, id), logger);
+}
+
+/** The same for any dir laid out like a session's (workspace.img, workspace/): a pool entry. */
+export async function removeWorkspaceDir(dir: string, logger: Logger): Promise<void> {
+  await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), logger);
+  await removeTreeSafe(dir);
 }
