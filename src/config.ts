@@ -56,6 +56,7 @@ export const SETTINGS = {
   VOLUME_QUOTA_BYTES: { schema: int(MiB), default: String(1024 * MiB), doc: 'disk quota of one shared volume (a loop-mounted ext4 image per volume, when workspace quotas are on)' },
   WORKSPACE_QUOTA: { schema: z.enum(['auto', 'off']), default: 'auto', doc: 'auto: enforce WORKSPACE_QUOTA_BYTES with a loop-mounted image per workspace when the host allows it (root, loop devices, mkfs.ext4); off: plain directories' },
   CHANGE_TRACKING: { schema: z.enum(['auto', 'off']), default: 'auto', doc: 'auto: learn which files an execution changed from the kernel (fanotify on the workspace\'s quota image) when the host allows it, instead of scanning the workspace; off: always scan' },
+  WORKSPACE_POOL_SIZE: { schema: int(0, 256), default: '4', doc: 'quota workspaces built ahead in the background so a session create only renames one into place (each holds a loop device and a sparse image); 0: build each on create' },
   MAX_OPEN_FILES: { schema: int(16, 1_048_576), default: '1024', doc: 'RLIMIT_NOFILE inside the sandbox' },
   CGROUPS: { schema: z.enum(['auto', 'off']), default: 'auto', doc: 'auto: use cgroup v2 or v1 when writable; off: rlimits only' },
   SANDBOX_UID_BASE: { schema: int(1000, 2 ** 31 - 70_000), default: '200000', doc: 'when running as root: first host uid/gid given to sandboxes (one per session)' },

@@ -1,5 +1,6 @@
 // Prometheus metrics from a registry per app instance (tests build many apps in one process).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { SessionObserver } from '../sessions/session-manager.js';
 
 export interface Metrics {
   registry: Registry;
@@ -9,6 +10,8 @@ export interface Metrics {
   uploadBytes: Counter;
   rejected: Counter<'reason'>;
   executionsRunning: Gauge;
+  workspacePoolReady: Gauge;
+  workspacesCreated: Counter<'source'>;
 }
 
 export function createMetrics(): Metrics {
@@ -27,11 +30,18 @@ export function createMetrics(): Metrics {
     uploadBytes: new Counter({ name: 'bubble_sandbox_upload_bytes_total', help: 'Bytes accepted by uploads', registers: [registry] }),
     rejected: new Counter({ name: 'bubble_sandbox_rejected_requests_total', help: 'Requests refused, by reason (error code)', labelNames: ['reason'], registers: [registry] }),
     executionsRunning: new Gauge({ name: 'bubble_sandbox_executions_running', help: 'Sandboxes running now', registers: [registry] }),
+    workspacePoolReady: new Gauge({ name: 'bubble_sandbox_workspace_pool_ready', help: 'Quota workspaces built ahead and ready for new sessions', registers: [registry] }),
+    workspacesCreated: new Counter({
+      name: 'bubble_sandbox_workspaces_created_total',
+      help: 'Workspaces of new sessions, by source: pool (claimed ready) or built (on the request path)',
+      labelNames: ['source'],
+      registers: [registry],
+    }),
   };
 }
 
 /** Feeds execution and session events from the session manager into the metrics. */
-export function metricsObserver(metrics: Metrics) {
+export function metricsObserver(metrics: Metrics): SessionObserver {
   return {
     onFinished(result: { status: string; duration_ms: number }): void {
       metrics.executions.inc({ status: result.status });
@@ -39,6 +49,12 @@ export function metricsObserver(metrics: Metrics) {
     },
     onSessionCountChanged(n: number): void {
       metrics.sessionsActive.set(n);
+    },
+    onWorkspaceCreated(source: 'pool' | 'built'): void {
+      metrics.workspacesCreated.inc({ source });
+    },
+    onWorkspacePoolChanged(ready: number): void {
+      metrics.workspacePoolReady.set(ready);
     },
   };
 }

@@ -24,6 +24,7 @@ import {
 } from './session-store.js';
 import { clearLeftovers, ensureVolume, prepareWorkspace, removeSessionData, unmountVolumes } from './session-workspace.js';
 import { UidSlots } from './uid-slots.js';
+import { WorkspacePool } from './workspace-pool.js';
 import { detectQuotaSupport, mountQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
 
 export interface SessionInfo {
@@ -41,11 +42,19 @@ export interface CreateSessionInput {
   volumes?: Record<string, 'ro' | 'rw'> | undefined;
 }
 
+/** What the manager reports besides executions (the metrics implement it). */
+export interface SessionObserver extends ExecutionObserver {
+  onSessionCountChanged(n: number): void;
+  /** A new session's workspace: claimed from the pool, or built on the request path. */
+  onWorkspaceCreated(source: 'pool' | 'built'): void;
+  onWorkspacePoolChanged(ready: number): void;
+}
+
 export interface SessionManagerDeps {
   config: Config;
   sandbox: Sandbox;
   logger: Logger;
-  observer?: (ExecutionObserver & { onSessionCountChanged(n: number): void }) | undefined;
+  observer?: SessionObserver | undefined;
   now?: () => number;
 }
 
@@ -61,6 +70,7 @@ export class SessionManager {
   private readonly slots: UidSlots;
   private readonly environments: EnvironmentCache;
   private readonly executions: SessionExecutions;
+  private readonly pool: WorkspacePool;
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing = false;
   /** Whether workspaces get a loop-mounted quota image, and why not. */
@@ -81,6 +91,10 @@ export class SessionManager {
     this.now = deps.now ?? Date.now;
     this.slots = new UidSlots(() => [...this.sessions.values()].map((s) => s.uid_slot), deps.config.maxConcurrentExecutions + deps.config.maxQueuedExecutions);
     this.environments = new EnvironmentCache(deps.config.environmentsDir, this.now);
+    this.pool = new WorkspacePool({
+      dir: this.layout.pool, size: deps.config.workspacePoolSize, quotaBytes: deps.config.workspaceQuotaBytes, logger: deps.logger,
+      onReadyChanged: (ready) => deps.observer?.onWorkspacePoolChanged(ready),
+    });
     this.executions = new SessionExecutions({
       config: deps.config, observer: deps.observer, serial: this.serial, limiter: this.limiter, kernels: this.kernels, changes: this.changes,
       isClosing: () => this.closing,
@@ -119,6 +133,8 @@ export class SessionManager {
       }
     }
     this.countChanged();
+    // Without quotas a workspace is a mkdir: there is nothing worth building ahead.
+    if (this.quota.enabled) this.pool.start();
     const interval = this.deps.config.sweepIntervalSeconds * 1000;
     this.sweepTimer = setInterval(() => void this.sweep().then(() => this.flushDirty()), interval);
     this.sweepTimer.unref();
@@ -176,7 +192,7 @@ export class SessionManager {
     const slot = this.freeSlot();
     const identity = this.deps.sandbox.identityFor(slot);
     const quotaBytes = this.quota.enabled ? this.deps.config.workspaceQuotaBytes : null;
-    const reattached = await prepareWorkspace(this.layout, id, { identity, quotaBytes, logger: this.deps.logger });
+    const source = await prepareWorkspace(this.layout, id, { identity, quotaBytes, pool: this.pool, logger: this.deps.logger });
     const group = this.deps.sandbox.identityFor(0)?.gid;
     for (const name of Object.keys(volumes)) await this.ensureVolume(name, group);
 
@@ -185,7 +201,11 @@ export class SessionManager {
     await writeRecord(this.layout, record);
     this.sessions.set(id, record);
     this.countChanged();
-    this.deps.logger.info({ audit: reattached ? 'session.reattached' : 'session.created', session_id: id, environment, uid_slot: slot }, reattached ? 'session re-attached to its kept workspace' : 'session created');
+    if (source === 'kept') this.deps.logger.info({ audit: 'session.reattached', session_id: id, environment, uid_slot: slot }, 'session re-attached to its kept workspace');
+    else {
+      this.deps.observer?.onWorkspaceCreated(source);
+      this.deps.logger.info({ audit: 'session.created', session_id: id, environment, uid_slot: slot, workspace: source }, 'session created');
+    }
     return { session: this.info(record), created: true };
   }
 
@@ -332,6 +352,8 @@ export class SessionManager {
   async close(graceMs: number): Promise<void> {
     this.closing = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    // Pool entries are built anew at the next start (its quota size may differ): none is kept.
+    await this.pool.close();
     const deadline = Date.now() + graceMs;
     while (this.executions.runningCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.executions.abortAll();
@@ -348,6 +370,11 @@ export class SessionManager {
   private async ensureVolume(name: string, group: number | undefined): Promise<void> {
     const quotaBytes = this.quota.enabled ? this.deps.config.volumeQuotaBytes : null;
     await ensureVolume(this.layout, name, group, quotaBytes, this.deps.logger);
+  }
+
+  /** Quota workspaces kept ready for new sessions: the target (0 without quotas) and how many are. */
+  get workspacePool(): { size: number; ready: number } {
+    return { size: this.quota.enabled ? this.deps.config.workspacePoolSize : 0, ready: this.pool.readyCount };
   }
 
   get isClosing(): boolean {

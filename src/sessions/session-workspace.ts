@@ -1,10 +1,12 @@
 // The on-disk side of a session's lifecycle: its workspace (plain or a quota image), its shared
 // volumes, its removal, and what a crash left in the store.
+import type { Stats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { sessionDir, workspaceOf, type StoreLayout } from './session-store.js';
 import { chownTreeSafe, removeTreeSafe } from './workspace-fs.js';
+import type { WorkspacePool } from './workspace-pool.js';
 import { createQuotaWorkspace, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
 
 /**
@@ -26,32 +28,41 @@ export interface WorkspaceOptions {
   identity: { uid: number; gid: number } | null;
   /** Quota image size for a new workspace, or null when quotas are off. */
   quotaBytes: number | null;
+  /** Ready quota workspaces (of quotaBytes) to claim instead of building one. */
+  pool?: Pick<WorkspacePool, 'claim'> | undefined;
   logger: Logger;
 }
 
-/** Create the session's workspace, or re-attach a kept one; returns whether it was kept. */
-export async function prepareWorkspace(layout: StoreLayout, id: string, opts: WorkspaceOptions): Promise<boolean> {
+/** Where a session's workspace came from: kept on disk, claimed from the pool, or built now. */
+export type WorkspaceSource = 'kept' | 'pool' | 'built';
+
+/** Create the session's workspace, or re-attach a kept one. */
+export async function prepareWorkspace(layout: StoreLayout, id: string, opts: WorkspaceOptions): Promise<WorkspaceSource> {
   const { identity, logger } = opts;
   const dir = sessionDir(layout, id);
   const workspace = workspaceOf(layout, id);
-  await fs.mkdir(dir, { recursive: true, mode: 0o711 });
-  let reattached = false;
-  try {
-    await fs.mkdir(workspace, { mode: 0o755 });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    reattached = true;
-  }
-  const st = await fs.lstat(workspace);
-  if (!st.isDirectory()) throw new Error(`workspace of ${id} is not a directory`);
-  if (reattached) {
+  const kept = await lstatOrNull(workspace);
+  if (kept !== null) {
+    if (!kept.isDirectory()) throw new Error(`workspace of ${id} is not a directory`);
     await mountQuotaWorkspace(dir, workspace, logger);
     if (identity) await chownTreeSafe(workspace, identity.uid, identity.gid);
-  } else {
-    if (identity) await fs.lchown(workspace, identity.uid, identity.gid);
-    if (opts.quotaBytes !== null) await createQuotaWorkspace(dir, workspace, opts.quotaBytes, identity, logger);
+    return 'kept';
   }
-  return reattached;
+  // A pool entry is renamed to be the session dir, so that must not exist (rename(2) would
+  // silently replace an empty one); a leftover session dir takes the path below, as before.
+  if (opts.quotaBytes !== null && opts.pool && (await lstatOrNull(dir)) === null && (await opts.pool.claim(dir, identity))) return 'pool';
+  await fs.mkdir(dir, { recursive: true, mode: 0o711 });
+  await fs.mkdir(workspace, { mode: 0o755 });
+  if (identity) await fs.lchown(workspace, identity.uid, identity.gid);
+  if (opts.quotaBytes !== null) await createQuotaWorkspace(dir, workspace, opts.quotaBytes, identity, logger);
+  return 'built';
+}
+
+async function lstatOrNull(p: string): Promise<Stats | null> {
+  return fs.lstat(p).catch((err: unknown) => {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  });
 }
 
 /**
