@@ -18,6 +18,7 @@ describe('loadConfig', () => {
     expect(c.allowPersistentSessions).toBe(true);
     expect(c.logLevel).toBe('info');
     expect(c.apiKey).toBeUndefined();
+    expect(c.workspacePoolSize).toBe(4);
     expect(Object.isFrozen(c)).toBe(true);
   });
 
@@ -34,6 +35,7 @@ describe('loadConfig', () => {
     expect(c.allowPersistentSessions).toBe(false);
     expect(c.logLevel).toBe('warn');
     expect(c.cpuCores).toBe(0.5);
+    expect(loadConfig({ BUBBLE_SANDBOX_WORKSPACE_POOL_SIZE: '0' }).workspacePoolSize).toBe(0);
   });
 
   test.each([
@@ -45,6 +47,8 @@ describe('loadConfig', () => {
     ['BUBBLE_SANDBOX_LOG_LEVEL', 'loud'],
     ['BUBBLE_SANDBOX_API_KEY', 'short'],
     ['BUBBLE_SANDBOX_SANDBOX_UID_COUNT', '10'],
+    ['BUBBLE_SANDBOX_WORKSPACE_POOL_SIZE', '-1'],
+    ['BUBBLE_SANDBOX_WORKSPACE_POOL_SIZE', '1.5'],
   ])('a bad %s=%s stops start-up naming the variable', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(name.replace('BUBBLE_SANDBOX_', ''));

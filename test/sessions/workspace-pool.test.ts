@@ -1,0 +1,171 @@
+// The pool of quota workspaces built ahead, on real loop devices: run as root. Skipped only
+// outside CI when this machine cannot loop-mount; in CI an unavailable quota is a failure.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { storeLayout } from '../../src/sessions/session-store.js';
+import { prepareWorkspace, removeWorkspaceDir } from '../../src/sessions/session-workspace.js';
+import { WorkspacePool } from '../../src/sessions/workspace-pool.js';
+import { QUOTA_IMAGE_NAME, detectQuotaSupport, unmountQuotaWorkspace } from '../../src/sessions/workspace-quota.js';
+import { waitUntil } from '../helpers/host-processes.js';
+import { expectQuotaMount, loopBackingFiles, mountsUnder } from '../helpers/mounts.js';
+
+const MiB = 1024 * 1024;
+const OWNER = { uid: 201345, gid: 201345 };
+const status = await detectQuotaSupport();
+const skip = !status.available && !process.env.CI;
+
+let base = '';
+let poolDir = '';
+let sessionsDir = '';
+let pools: WorkspacePool[] = [];
+const warnings: string[] = [];
+const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+
+function makePool(size: number, quotaBytes = 8 * MiB): WorkspacePool {
+  const pool = new WorkspacePool({ dir: poolDir, size, quotaBytes, logger });
+  pools.push(pool);
+  return pool;
+}
+
+describe.skipIf(skip)('workspace pool (loop-mounted ext4 built ahead)', () => {
+  beforeAll(() => {
+    base = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-pool-test-')));
+    fs.chmodSync(base, 0o711);
+    poolDir = path.join(base, 'pool');
+    sessionsDir = path.join(base, 'sessions');
+    fs.mkdirSync(poolDir, { mode: 0o711 });
+    fs.mkdirSync(sessionsDir, { mode: 0o711 });
+  });
+
+  afterEach(async () => {
+    for (const pool of pools) await pool.close();
+    pools = [];
+    for (const name of fs.readdirSync(sessionsDir)) await removeWorkspaceDir(path.join(sessionsDir, name), logger);
+    warnings.length = 0;
+  });
+
+  afterAll(() => {
+    if (base === '') return;
+    for (const m of mountsUnder(base).reverse()) execFileSync('umount', ['-l', m.point], { stdio: 'ignore' });
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  it('fills to its size one entry at a time; each is a mounted, empty, service-owned quota image', async () => {
+    const pool = makePool(3);
+    let inFlight = 0;
+    const sampler = setInterval(() => {
+      inFlight = Math.max(inFlight, fs.readdirSync(poolDir).length - pool.readyCount);
+    }, 2);
+    try {
+      pool.start();
+      expect(await waitUntil(() => pool.readyCount, (n) => n === 3, 30_000)).toBe(3);
+    } finally {
+      clearInterval(sampler);
+    }
+    expect(inFlight).toBeLessThanOrEqual(1); // never two builds at once
+    const entries = fs.readdirSync(poolDir);
+    expect(entries).toHaveLength(3);
+    for (const name of entries) {
+      const entry = path.join(poolDir, name);
+      expect(name).toMatch(/^[0-9a-f]{24}$/);
+      expect(fs.lstatSync(entry).mode & 0o7777).toBe(0o711);
+      const img = fs.lstatSync(path.join(entry, QUOTA_IMAGE_NAME));
+      expect([img.isFile(), img.mode & 0o777, img.uid, img.size]).toEqual([true, 0o600, 0, 8 * MiB]);
+      const ws = path.join(entry, 'workspace');
+      expectQuotaMount(ws);
+      const root = fs.lstatSync(ws);
+      expect([root.uid, root.gid, root.mode & 0o7777]).toEqual([0, 0, 0o755]);
+      expect(fs.readdirSync(ws)).toEqual([]);
+    }
+    expect(warnings).toEqual([]);
+  });
+
+  it('a claim renames an entry into place for the owner: still a quota mount, and the pool refills', async () => {
+    const pool = makePool(2);
+    pool.start();
+    await waitUntil(() => pool.readyCount, (n) => n === 2, 30_000);
+    const target = path.join(sessionsDir, 'claimed');
+    const before = Date.now();
+    expect(await pool.claim(target, OWNER)).toBe(true);
+    expect(pool.readyCount).toBe(1);
+    const ws = path.join(target, 'workspace');
+    expectQuotaMount(ws);
+    const root = fs.lstatSync(ws);
+    expect([root.uid, root.gid, root.mode & 0o7777]).toEqual([OWNER.uid, OWNER.gid, 0o755]);
+    expect(root.mtimeMs).toBeGreaterThanOrEqual(before); // the claim's time, not the build's
+    expect(fs.readdirSync(ws)).toEqual([]);
+    expect(fs.lstatSync(target).mode & 0o7777).toBe(0o711);
+    expect(fs.lstatSync(path.join(target, QUOTA_IMAGE_NAME)).mode & 0o777).toBe(0o600);
+    expect(fs.readdirSync(poolDir)).toHaveLength(1);
+    // The quota came along: the image is the one the mount writes to.
+    expect(() => fs.writeFileSync(path.join(ws, 'big'), Buffer.alloc(16 * MiB, 1))).toThrow(/ENOSPC/);
+    expect(fs.statSync(path.join(target, QUOTA_IMAGE_NAME)).blocks * 512).toBeLessThanOrEqual(9 * MiB);
+    expect(await waitUntil(() => pool.readyCount, (n) => n === 2, 30_000)).toBe(2);
+    // Removing the claimed workspace finds its loop device under the new path and releases it.
+    await removeWorkspaceDir(target, logger);
+    expect(mountsUnder(target)).toEqual([]);
+    expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([]);
+    expect(fs.existsSync(target)).toBe(false);
+  });
+
+  it('an empty pool claims nothing and leaves the target alone', async () => {
+    const pool = makePool(1);
+    const target = path.join(sessionsDir, 'nothing');
+    expect(await pool.claim(target, OWNER)).toBe(false); // not started: nothing built
+    expect(fs.existsSync(target)).toBe(false);
+    expect(fs.readdirSync(poolDir)).toEqual([]);
+  });
+
+  it('close stops refilling and leaves no entry, mount or loop device behind', async () => {
+    const pool = makePool(3);
+    pool.start();
+    await waitUntil(() => pool.readyCount, (n) => n >= 1, 30_000);
+    await pool.close(); // with a build most likely in flight
+    expect(pool.readyCount).toBe(0);
+    expect(fs.readdirSync(poolDir)).toEqual([]);
+    expect(mountsUnder(poolDir)).toEqual([]);
+    expect(loopBackingFiles().filter((f) => f.startsWith(poolDir))).toEqual([]);
+    expect(await pool.claim(path.join(sessionsDir, 'after-close'), OWNER)).toBe(false);
+    expect(fs.readdirSync(poolDir)).toEqual([]); // the claim did not start a build
+  });
+
+  it('prepareWorkspace claims for a new session only: a kept workspace is re-attached, a leftover session dir is built in', async () => {
+    const layout = storeLayout(base);
+    const pool = makePool(1);
+    pool.start();
+    await waitUntil(() => pool.readyCount, (n) => n === 1, 30_000);
+    const opts = { identity: OWNER, quotaBytes: 8 * MiB, pool, logger };
+    // rename(2) would silently replace an empty dir: a leftover one must not be swapped for an entry.
+    fs.mkdirSync(path.join(sessionsDir, 'leftover'), { mode: 0o711 });
+    expect(await prepareWorkspace(layout, 'leftover', opts)).toBe('built');
+    expect(pool.readyCount).toBe(1);
+    expectQuotaMount(path.join(sessionsDir, 'leftover', 'workspace'));
+    expect(await prepareWorkspace(layout, 'fresh', opts)).toBe('pool');
+    expect(pool.readyCount).toBe(0);
+    const ws = path.join(sessionsDir, 'fresh', 'workspace');
+    fs.writeFileSync(path.join(ws, 'kept.txt'), 'kept');
+    await unmountQuotaWorkspace(ws); // as a delete with clear_data=false leaves it
+    expect(await prepareWorkspace(layout, 'fresh', opts)).toBe('kept');
+    expectQuotaMount(ws);
+    expect(fs.readdirSync(ws)).toEqual(['kept.txt']);
+    await waitUntil(() => pool.readyCount, (n) => n === 1, 30_000);
+    expect(await prepareWorkspace(layout, 'no-quota', { ...opts, quotaBytes: null })).toBe('built');
+    expect(pool.readyCount).toBe(1);
+    expect(mountsUnder(path.join(sessionsDir, 'no-quota'))).toEqual([]);
+  });
+
+  it('a failing build is logged, cleaned up and retried later, never thrown', async () => {
+    const pool = makePool(1, 1000); // below the minimum quota: every build fails
+    pool.start();
+    const logged = await waitUntil(() => warnings.join('\n'), (w) => w.includes('could not build a workspace'), 10_000);
+    expect(logged).toContain('retry_in_ms');
+    expect(pool.readyCount).toBe(0);
+    expect(await waitUntil(() => fs.readdirSync(poolDir), (d) => d.length === 0, 10_000)).toEqual([]);
+    await pool.close(); // clears the retry timer
+    expect(fs.readdirSync(poolDir)).toEqual([]);
+  });
+});
