@@ -41,6 +41,11 @@ async function run(file: string, args: string[], timeout = TOOL_TIMEOUT_MS): Pro
   const r = await execa(file, args, {
     reject: false, timeout, forceKillAfterDelay: 2000, stdin: 'ignore',
     extendEnv: false, env: { PATH: TOOL_PATH, LC_ALL: 'C' },
+    // No kill-on-exit hook: execa's (signal-exit) re-raises SIGTERM/SIGINT when it sees no other
+    // listener, and main.ts listens with once(), so a signal arriving while mkfs or mount ran (the
+    // workspace pool builds in the background) killed the service before its graceful shutdown.
+    // These tools must finish anyway: a mount cut short is worse, and shutdown waits for them.
+    cleanup: false,
   });
   const detail = [r.stderr, r.stdout, r.timedOut ? 'timed out' : '', r.originalMessage ?? '']
     .filter((s) => typeof s === 'string' && s !== '').join(' | ').slice(0, 2000);
