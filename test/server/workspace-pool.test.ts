@@ -65,6 +65,11 @@ describe('with a pool of 2', () => {
     const { uid_slot: slot } = JSON.parse(fs.readFileSync(path.join(path.dirname(ws), 'meta.json'), 'utf8')) as { uid_slot: number };
     const st = fs.lstatSync(ws);
     expect({ uid: st.uid, gid: st.gid }).toEqual(t.sandbox.identityFor(slot));
+    // Changed files come from fanotify on the claimed image, as on one built on the spot.
+    expect(t.sessions.changeTracking.mode).toBe('fanotify');
+    const made = await execute(t.app, 'pooled', { command: 'echo x > made.txt' });
+    expect(made.files.created).toEqual(['made.txt']);
+    expect(t.sessions.changes.isTracked('pooled')).toBe(true);
     const fill = await execute(t.app, 'pooled', { command: 'dd if=/dev/urandom of=big bs=1M count=32 2>&1; stat -c %s big' });
     expect(fill.stdout).toContain('No space left on device');
     expect(Number(fill.stdout.trim().split('\n').pop())).toBeLessThanOrEqual(8 * MiB);
