@@ -1,5 +1,6 @@
-// POST /v1/execute: one execution in a throw-away workspace. Input files are written in,
-// changed files come back inline (bounded), and the workspace is gone before the answer.
+// POST /v1/execute: one execution in a throw-away workspace (from the workspace pool when one is
+// ready). Input files are written in, changed files come back inline (bounded), and the
+// workspace is gone before the answer.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -31,10 +32,12 @@ export async function runOneShot(
   const workspace = path.join(dir, 'workspace');
   try {
     const identity = manager.identityForSlot(slot);
-    await fs.mkdir(dir, { mode: 0o711 });
-    await fs.mkdir(workspace, { mode: 0o755 });
-    if (identity) await fs.lchown(workspace, identity.uid, identity.gid);
-    if (manager.quota.enabled) await createQuotaWorkspace(dir, workspace, config.workspaceQuotaBytes, identity);
+    if (!(await manager.claimPooledWorkspace(dir, identity))) {
+      await fs.mkdir(dir, { mode: 0o711 });
+      await fs.mkdir(workspace, { mode: 0o755 });
+      if (identity) await fs.lchown(workspace, identity.uid, identity.gid);
+      if (manager.quota.enabled) await createQuotaWorkspace(dir, workspace, config.workspaceQuotaBytes, identity);
+    }
     for (const f of input.files) {
       await writeFileSafe(workspace, f.path, f.content, { owner: identity ?? undefined, mkdirs: true });
     }

@@ -67,6 +67,8 @@ export class SessionManager {
   private readonly sessions = new Map<string, SessionRecord>();
   private readonly serial = new SerialQueues();
   private readonly dirty = new Set<string>();
+  /** fsyncs of new sessions' records, run after the create has answered (see writeRecord). */
+  private readonly flushing = new Set<Promise<void>>();
   private readonly slots: UidSlots;
   private readonly environments: EnvironmentCache;
   private readonly executions: SessionExecutions;
@@ -198,7 +200,11 @@ export class SessionManager {
 
     const stamp = new Date(this.now()).toISOString();
     const record: SessionRecord = { session_id: id, environment, created_at: stamp, last_activity: stamp, volumes, uid_slot: slot };
-    await writeRecord(this.layout, record);
+    const { flushed } = await writeRecord(this.layout, record, { deferFlush: true });
+    this.track(flushed.catch((err: unknown) => {
+      // Gone already (deleted right after its create) is fine; anything else is worth a look.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.deps.logger.error({ err, session_id: id }, 'could not flush new session metadata to disk');
+    }));
     this.sessions.set(id, record);
     this.countChanged();
     if (source === 'kept') this.deps.logger.info({ audit: 'session.reattached', session_id: id, environment, uid_slot: slot }, 'session re-attached to its kept workspace');
@@ -360,6 +366,7 @@ export class SessionManager {
     while (this.executions.runningCount > 0) await new Promise((r) => setTimeout(r, 20));
     await this.kernels.closeAll();
     await this.tracker?.close();
+    await Promise.all(this.flushing);
     for (const id of this.sessions.keys()) this.dirty.add(id);
     await this.flushDirty();
     // Images are mounted again by init() on the next start.
@@ -367,9 +374,26 @@ export class SessionManager {
     await unmountVolumes(this.layout, this.deps.logger);
   }
 
+  /** Background work close() waits for. */
+  private track(work: Promise<void>): void {
+    this.flushing.add(work);
+    void work.finally(() => this.flushing.delete(work));
+  }
+
   private async ensureVolume(name: string, group: number | undefined): Promise<void> {
     const quotaBytes = this.quota.enabled ? this.deps.config.volumeQuotaBytes : null;
     await ensureVolume(this.layout, name, group, quotaBytes, this.deps.logger);
+  }
+
+  /**
+   * Makes `dir` (which must not exist) a ready quota workspace from the pool, its root owned by
+   * `owner`: for one-shot executions. False when none is ready; the caller builds its own.
+   */
+  async claimPooledWorkspace(dir: string, owner: { uid: number; gid: number } | null): Promise<boolean> {
+    if (!this.quota.enabled || this.closing) return false;
+    const claimed = await this.pool.claim(dir, owner);
+    this.deps.observer?.onWorkspaceCreated(claimed ? 'pool' : 'built');
+    return claimed;
   }
 
   /** Quota workspaces kept ready for new sessions: the target (0 without quotas) and how many are. */

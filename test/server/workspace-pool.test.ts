@@ -92,6 +92,27 @@ describe('with a pool of 2', () => {
     expect(await metric(t, 'bubble_sandbox_workspace_pool_ready')).toBe(2);
   }, 60_000);
 
+  it('a one-shot execution runs in a pooled workspace too: the quota holds, and nothing is left after the answer', async () => {
+    await waitForPool(t, 2);
+    const before = { pool: await created(t, 'pool'), built: await created(t, 'built') };
+    const res = await t.app.inject({
+      method: 'POST', url: '/v1/execute',
+      payload: { command: 'echo "$(id -u) $(stat -c %u /workspace) $(ls -A | wc -l)" && echo out > out.txt && dd if=/dev/zero of=big bs=1M count=32 2>&1 | head -1' },
+    });
+    expect(res.statusCode).toBe(200);
+    const body = res.json<{ stdout: string; files: { created: string[]; outputs: { path: string }[] } }>();
+    const [uid, owner, count] = body.stdout.split('\n')[0]?.split(' ') ?? [];
+    expect(uid).not.toBe('0');
+    expect(owner).toBe(uid);
+    expect(count).toBe('0');
+    expect(body.stdout).toContain('No space left on device');
+    expect(body.files.created).toEqual(['big', 'out.txt']);
+    expect({ pool: await created(t, 'pool'), built: await created(t, 'built') }).toEqual({ pool: before.pool + 1, built: before.built });
+    const root = fs.realpathSync(t.workspaceDir);
+    expect(fs.readdirSync(path.join(root, 'oneshot'))).toEqual([]);
+    expect(mountsUnder(path.join(root, 'oneshot'))).toEqual([]);
+  }, 60_000);
+
   it('a kept workspace is re-attached with its files, not swapped for a pool entry', async () => {
     await createSession(t.app, { session_id: 'kept' });
     await execute(t.app, 'kept', { command: 'echo still > here.txt' });
