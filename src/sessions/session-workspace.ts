@@ -41,7 +41,9 @@ export async function prepareWorkspace(layout: StoreLayout, id: string, opts: Wo
   const { identity, logger } = opts;
   const dir = sessionDir(layout, id);
   const workspace = workspaceOf(layout, id);
-  const kept = await lstatOrNull(workspace);
+  // No session dir (the usual case) means no kept workspace either: one lstat answers both.
+  const dirStat = await lstatOrNull(dir);
+  const kept = dirStat === null ? null : await lstatOrNull(workspace);
   if (kept !== null) {
     if (!kept.isDirectory()) throw new Error(`workspace of ${id} is not a directory`);
     await mountQuotaWorkspace(dir, workspace, logger);
@@ -50,7 +52,7 @@ export async function prepareWorkspace(layout: StoreLayout, id: string, opts: Wo
   }
   // A pool entry is renamed to be the session dir, so that must not exist (rename(2) would
   // silently replace an empty one); a leftover session dir takes the path below, as before.
-  if (opts.quotaBytes !== null && opts.pool && (await lstatOrNull(dir)) === null && (await opts.pool.claim(dir, identity))) return 'pool';
+  if (opts.quotaBytes !== null && opts.pool && dirStat === null && (await opts.pool.claim(dir, identity))) return 'pool';
   await fs.mkdir(dir, { recursive: true, mode: 0o711 });
   await fs.mkdir(workspace, { mode: 0o755 });
   if (identity) await fs.lchown(workspace, identity.uid, identity.gid);

@@ -62,10 +62,9 @@ export class WorkspacePool {
     try {
       // The root keeps mode 0755 (lchown leaves a directory's mode alone); only the owner changes,
       // as mkfs's root_owner would have set it for a workspace built on the spot.
-      if (owner) await fs.lchown(workspace, owner.uid, owner.gid);
       // Times of the claim, not of the build: a pooled workspace looks like one made now.
       const now = new Date();
-      await fs.lutimes(workspace, now, now);
+      await Promise.all([owner ? fs.lchown(workspace, owner.uid, owner.gid) : undefined, fs.lutimes(workspace, now, now)]);
       // The entry, not the workspace: a mount point cannot be renamed (EBUSY), while renaming
       // its parent is allowed and the mount (and the loop device's backing file) follows it.
       await fs.rename(entry, target);
