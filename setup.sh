@@ -68,5 +68,7 @@ node bin/bubble-sandbox.js check || {
   echo "The sandbox probe failed: see the reason above. The service starts, but /readyz will report it." >&2
 }
 if [ "$START" = 1 ]; then
-  exec npm start
+  # exec, not `npm start`: the service itself gets this pid, so a SIGTERM sent to it (by a
+  # supervisor, or kill) reaches the service and its graceful shutdown, not a wrapper shell.
+  exec node bin/bubble-sandbox.js serve
 fi

@@ -6,6 +6,7 @@
 // so the tracker only ever saves work: it never makes a report less exact than a scan.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import fs from 'node:fs';
+import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { WATCHER_SOURCE } from './change-watcher-source.js';
 
@@ -25,6 +26,7 @@ export interface ChangeTrackerOptions {
 interface Pending { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
 
 const HOST_PYTHON = '/usr/bin/python3';
+const LOADER = "import os; f = os.fdopen(3, 'rb'); src = f.read(); f.close(); exec(compile(src, 'bubble-sandbox-change-watcher', 'exec'))";
 const RESCAN: DrainResult = { rescan: true };
 
 export class ChangeTracker {
@@ -51,7 +53,13 @@ export class ChangeTracker {
     if (process.getuid?.() !== 0) return { tracker: null, reason: 'the service is not running as root' };
     const python = opts.python ?? HOST_PYTHON;
     if (!fs.existsSync(python)) return { tracker: null, reason: `${python} is not installed` };
-    const child = spawn(python, ['-I', '-S', '-c', WATCHER_SOURCE, String(opts.maxPairs ?? 50_000)], { env: {}, stdio: 'pipe', windowsHide: true });
+    // The source goes in on fd 3, not in argv, so `ps` shows one short line for the helper.
+    const child = spawn(python, ['-I', '-S', '-c', LOADER, String(opts.maxPairs ?? 50_000)], {
+      env: {}, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], windowsHide: true,
+    });
+    const source = child.stdio[3] as Writable;
+    source.on('error', () => undefined); // a helper that died early shows through 'exit'
+    source.end(WATCHER_SOURCE);
     const first = await new Promise<string>((resolve) => {
       let out = '';
       const timer = setTimeout(() => resolve('{"ready":false,"error":"no answer"}'), opts.requestTimeoutMs ?? 10_000);

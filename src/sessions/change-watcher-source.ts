@@ -1,5 +1,5 @@
 // The host-side helper behind change tracking (change-tracker.ts), run as root by the service:
-// `python3 -I -S -c <this>`. It lives here as a string because the build copies only .ts files
+// `python3 -I -S -c <loader>`, which reads this source from fd 3. It lives here as a string because the build copies only .ts files
 // to dist; String.raw keeps Python's backslashes, so it must contain no backtick or dollar-brace.
 //
 // One fanotify group (FAN_REPORT_DIR_FID | FAN_REPORT_NAME) holds a FAN_MARK_FILESYSTEM mark per
