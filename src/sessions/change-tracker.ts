@@ -13,7 +13,8 @@ import { WATCHER_SOURCE } from './change-watcher-source.js';
 /** Entries of one directory (a path below the workspace root, as bytes) that changed. */
 export interface DirtyDir { dir: Buffer; names: Buffer[] }
 
-export type DrainResult = { rescan: true } | { rescan: false; dirs: DirtyDir[] };
+/** dirs: the names that changed; inos: inode numbers of the files touched (through any name). */
+export type DrainResult = { rescan: true } | { rescan: false; dirs: DirtyDir[]; inos: number[] };
 
 export interface ChangeTrackerOptions {
   logger: Pick<Logger, 'warn' | 'error'>;
@@ -111,7 +112,9 @@ export class ChangeTracker {
   /** What changed since the last drain (or the watch); rescan when that cannot be told exactly. */
   async drain(key: string, dir: string): Promise<DrainResult> {
     const r = await this.request({ op: 'drain', key, path: dir }).catch(() => null);
-    if (r?.ok !== true || r.rescan !== false || !Array.isArray(r.dirs)) return RESCAN;
+    if (r?.ok !== true || r.rescan !== false || !Array.isArray(r.dirs) || !Array.isArray(r.inos)) return RESCAN;
+    const inos = r.inos as unknown[];
+    if (!inos.every((n): n is number => Number.isSafeInteger(n))) return RESCAN;
     const dirs: DirtyDir[] = [];
     for (const item of r.dirs as unknown[]) {
       if (!Array.isArray(item) || typeof item[0] !== 'string' || !Array.isArray(item[1])) return RESCAN;
@@ -120,7 +123,7 @@ export class ChangeTracker {
         names: (item[1] as unknown[]).map((n) => Buffer.from(typeof n === 'string' ? n : '', 'base64')),
       });
     }
-    return { rescan: false, dirs };
+    return { rescan: false, dirs, inos };
   }
 
   async unwatch(key: string, dir: string): Promise<void> {

@@ -2,11 +2,12 @@
 // `python3 -I -S -c <loader>`, which reads this source from fd 3. It lives here as a string because the build copies only .ts files
 // to dist; String.raw keeps Python's backslashes, so it must contain no backtick or dollar-brace.
 //
-// One fanotify group (FAN_REPORT_DIR_FID | FAN_REPORT_NAME) holds a FAN_MARK_FILESYSTEM mark per
-// watched workspace, each of which is a loop-mounted file system of its own. Every event names
-// the directory (as a file handle) and the entry that changed; the helper reads them as they come
-// and keeps, per workspace, the set of (directory, name) pairs, so the kernel's bounded queue
-// stays short. A drain turns the directory handles into paths below the workspace root and
+// One fanotify group (FAN_REPORT_DFID_NAME_TARGET) holds a FAN_MARK_FILESYSTEM mark per watched
+// workspace, each of which is a loop-mounted file system of its own. An event names the
+// directory (as a file handle) and the entry that changed, and the inode it concerns; the helper
+// reads them as they come and keeps, per workspace, the set of (directory, name) pairs and the
+// set of inode numbers of the files touched (a hard link made and removed again names only
+// itself, yet changes its other names' inode), so the kernel's bounded queue stays short. A drain turns the directory handles into paths below the workspace root and
 // hands the pairs over. Whatever cannot be told exactly (queue overflow, too many pairs, a path
 // outside the root, a file system that is no longer the watched one) answers "rescan".
 //
@@ -16,7 +17,7 @@
 // Protocol: one JSON object per line each way, answers in request order.
 //   {"op":"watch","key":K,"path":P}    -> {"ok":true} | {"ok":false,"error":E}
 //   {"op":"drain","key":K,"path":P}    -> {"ok":true,"rescan":true}
-//                                       | {"ok":true,"rescan":false,"dirs":[[dirB64,[nameB64,...]],...]}
+//                                       | {"ok":true,"rescan":false,"dirs":[[dirB64,[nameB64,...]],...],"inos":[n,...]}
 //   {"op":"unwatch","key":K,"path":P}  -> {"ok":true}
 // First line out: {"ready":true} or {"ready":false,"error":E} (then it exits).
 export const WATCHER_SOURCE = String.raw`
@@ -31,8 +32,10 @@ import sys
 
 FAN_CLOEXEC = 0x1
 FAN_NONBLOCK = 0x2
+FAN_REPORT_FID = 0x200
 FAN_REPORT_DIR_FID = 0x400
 FAN_REPORT_NAME = 0x800
+FAN_REPORT_TARGET_FID = 0x1000
 FAN_MARK_ADD = 0x1
 FAN_MARK_REMOVE = 0x2
 FAN_MARK_FILESYSTEM = 0x100
@@ -45,7 +48,10 @@ FAN_CREATE = 0x100
 FAN_DELETE = 0x200
 FAN_Q_OVERFLOW = 0x4000
 FAN_ONDIR = 0x40000000
+FAN_EVENT_INFO_TYPE_FID = 1
 FAN_EVENT_INFO_TYPE_DFID_NAME = 2
+# ext4's file handles: 32-bit inode number, then generation.
+FILEID_INO32_GEN = 1
 O_PATH = 0o10000000
 # CLOSE_WRITE also covers writes through a shared mapping, which raise no MODIFY.
 MASK = (FAN_MODIFY | FAN_ATTRIB | FAN_CLOSE_WRITE | FAN_MOVED_FROM | FAN_MOVED_TO
@@ -75,8 +81,17 @@ class Watch:
     def __init__(self, fsid):
         self.fsid = fsid
         self.pairs = {}
+        self.inos = set()
         self.count = 0
         self.rescan = False
+
+    def add_ino(self, ino):
+        if self.rescan or ino in self.inos:
+            return
+        self.inos.add(ino)
+        self.count += 1
+        if self.count > MAX_PAIRS:
+            self.overflow()
 
     def add(self, handle, name):
         if self.rescan:
@@ -91,10 +106,12 @@ class Watch:
     def overflow(self):
         self.rescan = True
         self.pairs = {}
+        self.inos = set()
         self.count = 0
 
 
-fan = libc.fanotify_init(FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DIR_FID | FAN_REPORT_NAME, os.O_RDONLY)
+fan = libc.fanotify_init(FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_FID | FAN_REPORT_DIR_FID | FAN_REPORT_NAME
+                         | FAN_REPORT_TARGET_FID, os.O_RDONLY)
 if fan < 0:
     say({'ready': False, 'error': 'fanotify_init: ' + os.strerror(ctypes.get_errno())})
     sys.exit(1)
@@ -123,14 +140,19 @@ def read_events():
                 kind, _pad, length = struct.unpack_from('=BBH', buf, info)
                 if length == 0:
                     break
-                if kind == FAN_EVENT_INFO_TYPE_DFID_NAME:
-                    lo, hi = struct.unpack_from('=II', buf, info + 4)
-                    w = by_fsid.get(lo | (hi << 32))
-                    if w is not None:
-                        size = struct.unpack_from('=I', buf, info + 12)[0]
-                        handle = bytes(buf[info + 12:info + 20 + size])
-                        name = bytes(buf[info + 20 + size:info + length]).split(b'\0', 1)[0]
-                        w.add(handle, name)
+                lo, hi = struct.unpack_from('=II', buf, info + 4)
+                w = by_fsid.get(lo | (hi << 32))
+                if w is not None and kind == FAN_EVENT_INFO_TYPE_DFID_NAME:
+                    size = struct.unpack_from('=I', buf, info + 12)[0]
+                    handle = bytes(buf[info + 12:info + 20 + size])
+                    name = bytes(buf[info + 20 + size:info + length]).split(b'\0', 1)[0]
+                    w.add(handle, name)
+                elif w is not None and kind == FAN_EVENT_INFO_TYPE_FID and not mask & FAN_ONDIR:
+                    size, htype = struct.unpack_from('=Ii', buf, info + 12)
+                    if htype == FILEID_INO32_GEN and size == 8:
+                        w.add_ino(struct.unpack_from('=I', buf, info + 20)[0])
+                    else:
+                        w.overflow()  # an inode we cannot name: let a scan decide
                 info += length
             off += ev_len
 
@@ -196,12 +218,12 @@ def drain(key, path):
     w = watches.get(key)
     if w is None:
         return RESCAN
-    pairs, rescan = w.pairs, w.rescan
-    w.pairs, w.count, w.rescan = {}, 0, False
+    pairs, inos, rescan = w.pairs, w.inos, w.rescan
+    w.pairs, w.inos, w.count, w.rescan = {}, set(), 0, False
     if rescan:
         return RESCAN
     if not pairs:
-        return {'ok': True, 'rescan': False, 'dirs': []}
+        return {'ok': True, 'rescan': False, 'dirs': [], 'inos': sorted(inos)}
     mount = open_dir(path)
     try:
         if os.fstatvfs(mount).f_fsid != w.fsid:
@@ -233,7 +255,7 @@ def drain(key, path):
             wanted = [n for n in names if n not in (b'', b'.', b'..')]
             if wanted:
                 dirs.append([base64.b64encode(rel).decode(), [base64.b64encode(n).decode() for n in wanted]])
-        return {'ok': True, 'rescan': False, 'dirs': dirs}
+        return {'ok': True, 'rescan': False, 'dirs': dirs, 'inos': sorted(inos)}
     finally:
         os.close(mount)
 

@@ -104,9 +104,9 @@ export class SessionChanges {
   private async catchUp(id: string, workspaceDir: string, snapshot: WorkspaceSnapshot): Promise<SnapshotDiff | null> {
     const drained = await this.tracker?.drain(id, workspaceDir);
     if (drained === undefined || drained.rescan) return null;
-    if (drained.dirs.length === 0) return { created: [], modified: [], deleted: [], truncated: false };
+    if (drained.dirs.length === 0 && drained.inos.length === 0) return { created: [], modified: [], deleted: [], truncated: false };
     try {
-      return await applyChanges(workspaceDir, snapshot, drained.dirs, { maxEntries: this.maxEntries });
+      return await applyChanges(workspaceDir, snapshot, drained.dirs, drained.inos, { maxEntries: this.maxEntries });
     } catch (err) {
       this.logger.warn({ err, session_id: id }, 'change tracker: could not apply the reported changes, scanning');
       return null;

@@ -4,8 +4,10 @@
 // the result equals a scan whatever order creates, renames and deletes came in. Nothing here
 // follows a link: directories are opened from the root with O_NOFOLLOW, names lstat-ed.
 //
-// Hard links: a write through one name reports only that name, yet every name of the inode
-// changes, so names sharing an inode with a reported multi-link file are looked at again too.
+// Hard links: a write through one name reports only that name, and a link made and removed again
+// reports only itself, yet every name of the inode changes (its times, its link count). So the
+// names of the snapshot whose inode was touched are looked at again too, unless the inode is
+// known to have a single name.
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { DirtyDir } from './change-tracker.js';
@@ -18,7 +20,8 @@ import { childPath } from './workspace-walk.js';
  * maxEntries) or an error the snapshot is left as it was, and the caller scans instead.
  */
 export async function applyChanges(
-  workspaceDir: string, snapshot: WorkspaceSnapshot, dirty: readonly DirtyDir[], opts: { maxEntries: number },
+  workspaceDir: string, snapshot: WorkspaceSnapshot, dirty: readonly DirtyDir[], touchedInos: readonly number[],
+  opts: { maxEntries: number },
 ): Promise<SnapshotDiff | null> {
   const roots = outermost(apiPaths(dirty));
   const old = new Map<string, SnapshotEntry>();
@@ -35,8 +38,7 @@ export async function applyChanges(
   await withRoot(workspaceDir, async (root) => {
     const budget = () => opts.maxEntries - (snapshot.size - old.size) - fresh.size;
     truncated = await lookAt(root, roots, fresh, budget);
-    const linked = new Set<number>();
-    for (const entry of [...old.values(), ...fresh.values()]) if (entry.nlink > 1) linked.add(entry.ino);
+    const linked = inodesToFollow([...old.values(), ...fresh.values()], touchedInos);
     if (linked.size === 0) return;
     const others = [...snapshot].filter(([p, e]) => linked.has(e.ino) && !old.has(p) && !fresh.has(p)).map(([p]) => p);
     for (const p of others) forget(p);
@@ -47,6 +49,21 @@ export async function applyChanges(
   if (dirRoots.size > 0) for (const dir of [...snapshot.dirs]) if (dirRoots.has(dir) || underAny(dir, dirRoots)) snapshot.dirs.delete(dir);
   for (const [p, entry] of fresh) snapshot.record(p, entry);
   return diffSnapshots(old, fresh);
+}
+
+/**
+ * Inodes whose other names in the snapshot must be looked at: every one with several links
+ * among the entries just looked at, and every touched one, except those the entries show with a
+ * single link only (then no other name exists: the snapshot's link counts are current as of the
+ * last look, and a link made since would show up here with a count above one).
+ */
+function inodesToFollow(entries: readonly SnapshotEntry[], touched: readonly number[]): Set<number> {
+  const single = new Set<number>();
+  const multi = new Set<number>();
+  for (const e of entries) (e.nlink > 1 ? multi : single).add(e.ino);
+  const out = new Set(multi);
+  for (const ino of touched) if (!single.has(ino) || multi.has(ino)) out.add(ino);
+  return out;
 }
 
 /** lstat each path; a file goes into `into`, a directory is walked. Returns whether the budget cut a walk short. */
