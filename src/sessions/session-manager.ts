@@ -212,6 +212,7 @@ export class SessionManager {
       this.deps.observer?.onWorkspaceCreated(source);
       this.deps.logger.info({ audit: 'session.created', session_id: id, environment, uid_slot: slot, workspace: source }, 'session created');
     }
+    if (source === 'pool') this.pool.settled();
     return { session: this.info(record), created: true };
   }
 

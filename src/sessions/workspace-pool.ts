@@ -5,9 +5,10 @@
 // (0711, image 0600) until claimed, and never visible to a sandbox. Entries are built one at a
 // time, so the pool never takes both cores from executions, and only a completely built entry is
 // in `ready`, so a claim never sees half of one.
-// A build spawns mkfs and mount, and forking the service blocks its event loop for several ms
-// each (more under load): a build waits for a moment without creates, so that it does not land
-// on the create that just claimed an entry, nor on the next ones of a burst.
+// A build spawns mkfs and mount, and forking the service blocks its event loop for about 12 ms
+// each here: a build waits until the create that claimed an entry has answered (settled), and
+// a moment more without claims, so that it does not land on that create nor on the next ones of
+// a burst; it then runs while the client is busy elsewhere (or deleting).
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -15,7 +16,7 @@ import type { Logger } from 'pino';
 import { removeWorkspaceDir } from './session-workspace.js';
 import { createQuotaWorkspace } from './workspace-quota.js';
 
-const QUIET_MS = 25;
+const QUIET_MS = 5;
 const RETRY_FIRST_MS = 1000;
 const RETRY_MAX_MS = 60_000;
 
@@ -74,6 +75,12 @@ export class WorkspacePool {
       await removeWorkspaceDir(entry, this.opts.logger).catch((e: unknown) => this.opts.logger.warn({ err: e, entry }, 'workspace pool: could not remove an entry'));
       return false;
     }
+  }
+
+  /** The create that claimed an entry has answered: the quiet time starts now. */
+  settled(): void {
+    this.lastClaim = performance.now();
+    this.fill();
   }
 
   /** Stop refilling, wait for a build in flight, unmount and remove every entry. */
