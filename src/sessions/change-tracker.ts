@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { WATCHER_SOURCE } from './change-watcher-source.js';
+import { MAX_PATH_BYTES } from './safe-open.js';
 
 /** Entries of one directory (a path below the workspace root, as bytes) that changed. */
 export interface DirtyDir { dir: Buffer; names: Buffer[] }
@@ -22,6 +23,8 @@ export interface ChangeTrackerOptions {
   /** (directory, name) pairs one workspace may collect between drains before it is rescanned instead. */
   maxPairs?: number;
   requestTimeoutMs?: number;
+  /** Called once when the helper stops working (not on close). */
+  onFailure?: (reason: string) => void;
 }
 
 interface Pending { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
@@ -29,10 +32,13 @@ interface Pending { resolve: (v: Record<string, unknown>) => void; reject: (e: E
 const HOST_PYTHON = '/usr/bin/python3';
 const LOADER = "import os; f = os.fdopen(3, 'rb'); src = f.read(); f.close(); exec(compile(src, 'bubble-sandbox-change-watcher', 'exec'))";
 const RESCAN: DrainResult = { rescan: true };
+const MAX_ANSWER_CHARS = 16 << 20;
 
 export class ChangeTracker {
   private readonly queue: Pending[] = [];
-  private buffer = '';
+  /** Chunks of the answer line being received: joined once, when its newline arrives. */
+  private partial: string[] = [];
+  private partialLength = 0;
   private broken: string | null = null;
   private closing = false;
 
@@ -55,7 +61,7 @@ export class ChangeTracker {
     const python = opts.python ?? HOST_PYTHON;
     if (!fs.existsSync(python)) return { tracker: null, reason: `${python} is not installed` };
     // The source goes in on fd 3, not in argv, so `ps` shows one short line for the helper.
-    const child = spawn(python, ['-I', '-S', '-c', LOADER, String(opts.maxPairs ?? 50_000)], {
+    const child = spawn(python, ['-I', '-S', '-c', LOADER, String(opts.maxPairs ?? 50_000), String(MAX_PATH_BYTES)], {
       env: {}, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], windowsHide: true,
     });
     const source = child.stdio[3] as Writable;
@@ -151,10 +157,12 @@ export class ChangeTracker {
   }
 
   private onData(chunk: string): void {
-    this.buffer += chunk;
-    for (let nl = this.buffer.indexOf('\n'); nl >= 0; nl = this.buffer.indexOf('\n')) {
-      const line = this.buffer.slice(0, nl);
-      this.buffer = this.buffer.slice(nl + 1);
+    let rest = chunk;
+    for (let nl = rest.indexOf('\n'); nl >= 0; nl = rest.indexOf('\n')) {
+      const line = this.partial.join('') + rest.slice(0, nl);
+      this.partial = [];
+      this.partialLength = 0;
+      rest = rest.slice(nl + 1);
       const waiter = this.queue.shift();
       if (!waiter) return this.fail('helper answered what was not asked');
       clearTimeout(waiter.timer);
@@ -164,13 +172,21 @@ export class ChangeTracker {
         return this.fail('helper answer unreadable');
       }
     }
+    if (rest === '') return;
+    this.partial.push(rest);
+    this.partialLength += rest.length;
+    // The helper caps its answers at 4 MiB; anything far past that is not one of them.
+    if (this.partialLength > MAX_ANSWER_CHARS) this.fail('helper answer too long');
   }
 
   /** From now on every workspace is scanned; the helper is stopped. */
   private fail(reason: string): void {
     if (this.broken !== null) return;
     this.broken = reason;
-    if (!this.closing) this.opts.logger.error({ reason }, 'change tracker stopped: workspaces are scanned from now on');
+    if (!this.closing) {
+      this.opts.logger.error({ reason }, 'change tracker stopped: workspaces are scanned until it is back');
+      this.opts.onFailure?.(reason);
+    }
     for (const w of this.queue.splice(0)) {
       clearTimeout(w.timer);
       w.reject(new Error(reason));

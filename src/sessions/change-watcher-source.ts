@@ -53,11 +53,19 @@ FAN_EVENT_INFO_TYPE_DFID_NAME = 2
 # ext4's file handles: 32-bit inode number, then generation.
 FILEID_INO32_GEN = 1
 O_PATH = 0o10000000
-# CLOSE_WRITE also covers writes through a shared mapping, which raise no MODIFY.
+# Writes through a shared mapping raise no MODIFY; CLOSE_WRITE comes once the mapping is released
+# (at the latest when the execution's processes end).
 MASK = (FAN_MODIFY | FAN_ATTRIB | FAN_CLOSE_WRITE | FAN_MOVED_FROM | FAN_MOVED_TO
         | FAN_CREATE | FAN_DELETE | FAN_ONDIR)
 META = struct.Struct('=IBBHQii')
+# Per workspace, and for all of them together: past these a workspace is rescanned instead.
 MAX_PAIRS = int(sys.argv[1]) if len(sys.argv) > 1 else 50000
+MAX_PAIRS_TOTAL = 4 * MAX_PAIRS
+# Paths the API addresses are at most this long (a scan skips longer ones, and so do we).
+MAX_PATH = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
+# An answer above this (base64 included) says "rescan" instead.
+MAX_ANSWER = 4 << 20
+total = [0]
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
@@ -85,13 +93,17 @@ class Watch:
         self.count = 0
         self.rescan = False
 
+    def counted(self):
+        self.count += 1
+        total[0] += 1
+        if self.count > MAX_PAIRS or total[0] > MAX_PAIRS_TOTAL:
+            self.overflow()
+
     def add_ino(self, ino):
         if self.rescan or ino in self.inos:
             return
         self.inos.add(ino)
-        self.count += 1
-        if self.count > MAX_PAIRS:
-            self.overflow()
+        self.counted()
 
     def add(self, handle, name):
         if self.rescan:
@@ -99,15 +111,18 @@ class Watch:
         names = self.pairs.setdefault(handle, set())
         if name not in names:
             names.add(name)
-            self.count += 1
-            if self.count > MAX_PAIRS:
-                self.overflow()
+            self.counted()
+
+    def take(self):
+        taken = (self.pairs, self.inos, self.rescan)
+        self.pairs, self.inos, self.rescan = {}, set(), False
+        total[0] -= self.count
+        self.count = 0
+        return taken
 
     def overflow(self):
+        self.take()
         self.rescan = True
-        self.pairs = {}
-        self.inos = set()
-        self.count = 0
 
 
 fan = libc.fanotify_init(FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_FID | FAN_REPORT_DIR_FID | FAN_REPORT_NAME
@@ -189,8 +204,10 @@ def watch(key, path):
 
 def forget(key):
     w = watches.pop(key, None)
-    if w is not None and by_fsid.get(w.fsid) is w:
-        del by_fsid[w.fsid]
+    if w is not None:
+        w.take()
+        if by_fsid.get(w.fsid) is w:
+            del by_fsid[w.fsid]
     return w
 
 
@@ -218,8 +235,7 @@ def drain(key, path):
     w = watches.get(key)
     if w is None:
         return RESCAN
-    pairs, inos, rescan = w.pairs, w.inos, w.rescan
-    w.pairs, w.inos, w.count, w.rescan = {}, set(), 0, False
+    pairs, inos, rescan = w.take()
     if rescan:
         return RESCAN
     if not pairs:
@@ -230,6 +246,7 @@ def drain(key, path):
             return RESCAN
         root = fd_path(mount)
         dirs = []
+        size = 0
         for handle, names in pairs.items():
             try:
                 fd = libc.open_by_handle_at(mount, handle, O_PATH | os.O_CLOEXEC)
@@ -244,6 +261,9 @@ def drain(key, path):
                 if os.fstat(fd).st_nlink == 0:
                     continue
                 where = fd_path(fd)
+                # Removed between the two looks: the path would end in " (deleted)".
+                if os.fstat(fd).st_nlink == 0:
+                    continue
             finally:
                 os.close(fd)
             if where == root:
@@ -252,8 +272,11 @@ def drain(key, path):
                 rel = where[len(root) + 1:]
             else:
                 return RESCAN
-            wanted = [n for n in names if n not in (b'', b'.', b'..')]
+            wanted = [n for n in names if n not in (b'', b'.', b'..') and len(rel) + 1 + len(n) <= MAX_PATH]
             if wanted:
+                size += (len(rel) + sum(len(n) + 8 for n in wanted)) * 4 // 3 + 16
+                if size > MAX_ANSWER:
+                    return RESCAN
                 dirs.append([base64.b64encode(rel).decode(), [base64.b64encode(n).decode() for n in wanted]])
         return {'ok': True, 'rescan': False, 'dirs': dirs, 'inos': sorted(inos)}
     finally:

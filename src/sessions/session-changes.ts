@@ -37,6 +37,8 @@ export class SessionChanges {
   /** From now on, workspaces are watched by `tracker` (null: scanned). */
   useTracker(tracker: ChangeTracker | null): void {
     this.tracker = tracker;
+    // Snapshots kept while watched missed what the old tracker collected: none of them is current.
+    for (const id of this.watched) this.kept.delete(id);
     this.watched.clear();
     this.unwatchable.clear();
   }
@@ -56,8 +58,12 @@ export class SessionChanges {
         const kept = this.kept.get(id);
         this.kept.delete(id);
         if (kept !== undefined) {
-          if (!this.isTracked(id)) return kept;
-          if ((await this.catchUp(id, workspaceDir, kept)) !== null) return kept;
+          // Kept while unwatched: the API dropped it on any change, so it is current. Unless the
+          // session can be watched now (a new tracker): then a watch and a scan start afresh.
+          if (!this.watched.has(id) && !this.canWatch(id)) return kept;
+          // Kept while watched: current only with what the tracker collected since (a tracker
+          // that stopped took those changes with it, and the workspace is scanned).
+          if (this.isTracked(id) && (await this.catchUp(id, workspaceDir, kept)) !== null) return kept;
         }
         await this.startWatching(id, workspaceDir);
         // Collected before the scan, which sees their result anyway.
@@ -79,9 +85,9 @@ export class SessionChanges {
     };
   }
 
-  /** The API changed the session's files: a tracked session sees it in the next drain. */
+  /** The API changed the session's files: a watched session sees it in the next drain. */
   workspaceChanged(id: string): void {
-    if (!this.isTracked(id)) this.kept.delete(id);
+    if (!this.watched.has(id)) this.kept.delete(id);
   }
 
   /**
@@ -94,9 +100,14 @@ export class SessionChanges {
     if (this.watched.delete(id)) await this.tracker?.unwatch(id, workspaceDir);
   }
 
+  private canWatch(id: string): boolean {
+    return this.tracker?.available === true && !this.unwatchable.has(id);
+  }
+
   private async startWatching(id: string, workspaceDir: string): Promise<void> {
-    if (!this.tracker?.available || this.watched.has(id) || this.unwatchable.has(id)) return;
-    if (await this.tracker.watch(id, workspaceDir)) this.watched.add(id);
+    const tracker = this.tracker;
+    if (tracker === null || !this.canWatch(id) || this.watched.has(id)) return;
+    if (await tracker.watch(id, workspaceDir)) this.watched.add(id);
     else this.unwatchable.add(id);
   }
 

@@ -82,6 +82,7 @@ export class SessionManager {
   readonly kernels: SessionKernels;
   readonly changes: SessionChanges;
   private tracker: ChangeTracker | null = null;
+  private trackerFailures = 0;
   /** Whether executions learn their changed files from the kernel (fanotify) or by scanning, and why. */
   changeTracking: { mode: 'fanotify' | 'scan'; reason: string | null } = { mode: 'scan', reason: 'not checked yet' };
 
@@ -147,10 +148,30 @@ export class SessionManager {
     let reason: string | null;
     if (this.deps.config.changeTracking === 'off') reason = 'disabled by BUBBLE_SANDBOX_CHANGE_TRACKING=off';
     else if (!this.quota.enabled) reason = 'needs workspace quotas (a file system per workspace)';
-    else ({ tracker: this.tracker, reason } = await ChangeTracker.start({ logger: this.deps.logger }));
+    else ({ tracker: this.tracker, reason } = await ChangeTracker.start({ logger: this.deps.logger, onFailure: () => this.restartChangeTracking() }));
     this.changes.useTracker(this.tracker);
     this.changeTracking = this.tracker ? { mode: 'fanotify', reason: null } : { mode: 'scan', reason };
     if (reason !== null && this.deps.config.changeTracking !== 'off') this.deps.logger.warn({ reason }, 'changed files are found by scanning each workspace');
+  }
+
+  /**
+   * A helper that stopped (killed, or too slow to answer) is replaced after a pause that grows
+   * with each failure (1 s, doubling, at most a minute); sessions are scanned meanwhile and
+   * watched again afterwards.
+   */
+  private restartChangeTracking(): void {
+    this.changes.useTracker(null);
+    this.changeTracking = { mode: 'scan', reason: 'the change tracker stopped; restarting it' };
+    const delay = Math.min(60_000, 1000 * 2 ** this.trackerFailures++);
+    const timer = setTimeout(() => {
+      if (!this.closing) void this.startChangeTracking();
+    }, delay);
+    timer.unref();
+  }
+
+  /** The change-tracking helper's pid, when one runs (for operators and tests). */
+  get changeTrackerPid(): number | undefined {
+    return this.tracker?.available ? this.tracker.pid : undefined;
   }
 
   get count(): number {

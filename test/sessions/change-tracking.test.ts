@@ -206,19 +206,43 @@ describe.skipIf(skip)('change tracking (fanotify on quota images)', () => {
     }
   });
 
-  it('falls back to scans, still exact, when the helper dies', async () => {
+  it('falls back to scans, still exact, when the helper dies, even for changes it had collected', async () => {
     const own = await ChangeTracker.start({ logger: silent });
     if (!own.tracker) throw new Error(String(own.reason));
     const ws = await quotaWorkspace();
     const { changes, counts } = changesWith(own.tracker);
     await round(changes, 's6', ws, () => undefined);
+    // The API adds a file while the session is watched (its kept snapshot stays: the tracker
+    // would report it), then the helper dies with that knowledge.
+    fs.writeFileSync(path.join(ws, 'uploaded.csv'), 'u');
+    changes.workspaceChanged('s6');
     process.kill(own.tracker.pid as number, 'SIGKILL');
     await new Promise((r) => setTimeout(r, 100));
     expect(own.tracker.available).toBe(false);
-    const r = await round(changes, 's6', ws, () => fs.writeFileSync(path.join(ws, 'after-death.txt'), 'x'));
-    expect(r.reported).toEqual({ created: ['after-death.txt'], modified: [], deleted: [] });
+    const r = await round(changes, 's6', ws, () => {
+      fs.rmSync(path.join(ws, 'uploaded.csv'));
+      fs.writeFileSync(path.join(ws, 'after-death.txt'), 'x');
+    });
+    expect(r.reported).toEqual({ created: ['after-death.txt'], modified: [], deleted: ['uploaded.csv'] });
     expect(counts.scans).toBeGreaterThan(1);
     await own.tracker.close();
+  });
+
+  it('names below paths longer than the API addresses are left out, as a scan leaves them, and the tracker stays up', async () => {
+    const ws = await quotaWorkspace();
+    const { changes } = changesWith(tracker);
+    const deep = path.join(ws, ...Array.from({ length: 5 }, (_, i) => `${String(i)}${'d'.repeat(240)}`));
+    fs.mkdirSync(deep, { recursive: true });
+    for (let i = 0; i < 50; i++) fs.writeFileSync(path.join(deep, `f${i}`), 'x');
+    await round(changes, 's9', ws, () => undefined);
+    const r = await round(changes, 's9', ws, () => {
+      for (let i = 0; i < 50; i++) fs.chmodSync(path.join(deep, `f${i}`), 0o600);
+      fs.writeFileSync(path.join(ws, 'short.txt'), 's');
+    });
+    expect(r.reported).toEqual({ created: ['short.txt'], modified: [], deleted: [] });
+    expect(r.reported).toEqual(r.truth);
+    expect(tracker.available).toBe(true);
+    expect(changes.isTracked('s9')).toBe(true);
   });
 
   it('scans a workspace that is not a file system of its own', async () => {
