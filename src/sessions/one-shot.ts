@@ -2,14 +2,12 @@
 // ready). Input files are written in, changed files come back inline (bounded), and the
 // workspace is gone before the answer.
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../config.js';
 import type { ExecutionRequest, ExecutionResult } from './executor.js';
 import { executeInWorkspace } from './executor.js';
 import type { SessionManager } from './session-manager.js';
-import { readFileSafe, removeTreeSafe, writeFileSafe } from './workspace-fs.js';
-import { createQuotaWorkspace, removeQuotaWorkspace } from './workspace-quota.js';
+import { readFileSafe, writeFileSafe } from './workspace-fs.js';
 
 export interface OutputFile {
   path: string;
@@ -32,12 +30,7 @@ export async function runOneShot(
   const workspace = path.join(dir, 'workspace');
   try {
     const identity = manager.identityForSlot(slot);
-    if (!(await manager.claimPooledWorkspace(dir, identity))) {
-      await fs.mkdir(dir, { mode: 0o711 });
-      await fs.mkdir(workspace, { mode: 0o755 });
-      if (identity) await fs.lchown(workspace, identity.uid, identity.gid);
-      if (manager.quota.enabled) await createQuotaWorkspace(dir, workspace, config.workspaceQuotaBytes, identity);
-    }
+    await manager.newOneShotWorkspace(dir, identity);
     for (const f of input.files) {
       await writeFileSafe(workspace, f.path, f.content, { owner: identity ?? undefined, mkdirs: true });
     }
@@ -69,7 +62,6 @@ export async function runOneShot(
     return { ...result, files: { ...result.files, outputs, outputs_omitted: omitted } };
   } finally {
     manager.releaseTemporarySlot(slot);
-    await removeQuotaWorkspace(dir, workspace);
-    await removeTreeSafe(dir);
+    await manager.removeOneShotWorkspace(dir);
   }
 }

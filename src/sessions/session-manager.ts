@@ -22,7 +22,7 @@ import {
   deleteRecord, ensureLayout, readAllRecords, sessionDir, storeLayout, workspaceOf, writeRecord,
   type SessionRecord, type StoreLayout,
 } from './session-store.js';
-import { clearLeftovers, ensureVolume, prepareWorkspace, removeSessionData, unmountVolumes } from './session-workspace.js';
+import { clearLeftovers, ensureVolume, newWorkspace, prepareWorkspace, removeSessionData, removeWorkspaceDir, unmountVolumes } from './session-workspace.js';
 import { UidSlots } from './uid-slots.js';
 import { WorkspacePool } from './workspace-pool.js';
 import { detectQuotaSupport, mountQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
@@ -83,8 +83,8 @@ export class SessionManager {
   readonly changes: SessionChanges;
   private tracker: ChangeTracker | null = null;
   private trackerFailures = 0;
-  /** Whether executions learn their changed files from the kernel (fanotify) or by scanning, and why. */
-  changeTracking: { mode: 'fanotify' | 'scan'; reason: string | null } = { mode: 'scan', reason: 'not checked yet' };
+  /** Why there is no working change tracker (when there is none). */
+  private trackingOffReason = 'not checked yet';
 
   constructor(private readonly deps: SessionManagerDeps) {
     this.kernels = new SessionKernels({ config: deps.config, sandbox: deps.sandbox, logger: deps.logger });
@@ -150,7 +150,7 @@ export class SessionManager {
     else if (!this.quota.enabled) reason = 'needs workspace quotas (a file system per workspace)';
     else ({ tracker: this.tracker, reason } = await ChangeTracker.start({ logger: this.deps.logger, onFailure: () => this.restartChangeTracking() }));
     this.changes.useTracker(this.tracker);
-    this.changeTracking = this.tracker ? { mode: 'fanotify', reason: null } : { mode: 'scan', reason };
+    this.trackingOffReason = reason ?? '';
     if (reason !== null && this.deps.config.changeTracking !== 'off') this.deps.logger.warn({ reason }, 'changed files are found by scanning each workspace');
   }
 
@@ -161,12 +161,17 @@ export class SessionManager {
    */
   private restartChangeTracking(): void {
     this.changes.useTracker(null);
-    this.changeTracking = { mode: 'scan', reason: 'the change tracker stopped; restarting it' };
+    this.trackingOffReason = 'the change tracker stopped; restarting it';
     const delay = Math.min(60_000, 1000 * 2 ** this.trackerFailures++);
     const timer = setTimeout(() => {
       if (!this.closing) void this.startChangeTracking();
     }, delay);
     timer.unref();
+  }
+
+  /** Whether executions learn their changed files from the kernel (fanotify) or by scanning, and why. */
+  get changeTracking(): { mode: 'fanotify' | 'scan'; reason: string | null } {
+    return this.tracker?.available ? { mode: 'fanotify', reason: null } : { mode: 'scan', reason: this.trackingOffReason };
   }
 
   /** The change-tracking helper's pid, when one runs (for operators and tests). */
@@ -407,15 +412,15 @@ export class SessionManager {
     await ensureVolume(this.layout, name, group, quotaBytes, this.deps.logger);
   }
 
-  /**
-   * Makes `dir` (which must not exist) a ready quota workspace from the pool, its root owned by
-   * `owner`: for one-shot executions. False when none is ready; the caller builds its own.
-   */
-  async claimPooledWorkspace(dir: string, owner: { uid: number; gid: number } | null): Promise<boolean> {
-    if (!this.quota.enabled || this.closing) return false;
-    const claimed = await this.pool.claim(dir, owner);
-    this.deps.observer?.onWorkspaceCreated(claimed ? 'pool' : 'built');
-    return claimed;
+  /** A throw-away workspace at `dir`/workspace (`dir` must not exist), for one-shot executions. */
+  async newOneShotWorkspace(dir: string, owner: { uid: number; gid: number } | null): Promise<void> {
+    const quotaBytes = this.quota.enabled ? this.deps.config.workspaceQuotaBytes : null;
+    const source = await newWorkspace(dir, { identity: owner, quotaBytes, pool: this.closing ? undefined : this.pool, logger: this.deps.logger });
+    if (quotaBytes !== null) this.deps.observer?.onWorkspaceCreated(source);
+  }
+
+  async removeOneShotWorkspace(dir: string): Promise<void> {
+    await removeWorkspaceDir(dir, this.deps.logger);
   }
 
   /** Quota workspaces kept ready for new sessions: the target (0 without quotas) and how many are. */

@@ -51,12 +51,22 @@ export async function prepareWorkspace(layout: StoreLayout, id: string, opts: Wo
     return 'kept';
   }
   // A pool entry is renamed to be the session dir, so that must not exist (rename(2) would
-  // silently replace an empty one); a leftover session dir takes the path below, as before.
-  if (opts.quotaBytes !== null && opts.pool && dirStat === null && (await opts.pool.claim(dir, identity))) return 'pool';
+  // silently replace an empty one); a leftover session dir gets a workspace built in it.
+  return newWorkspace(dir, dirStat === null ? opts : { ...opts, pool: undefined });
+}
+
+/**
+ * A new, empty workspace at `dir`/workspace owned by the identity: claimed from the pool when
+ * one is ready (`dir` must not exist then), else made now, with its quota image when quotas are on.
+ */
+export async function newWorkspace(dir: string, opts: WorkspaceOptions): Promise<'pool' | 'built'> {
+  const { identity, quotaBytes, logger } = opts;
+  if (quotaBytes !== null && opts.pool && (await opts.pool.claim(dir, identity))) return 'pool';
+  const workspace = path.join(dir, 'workspace');
   await fs.mkdir(dir, { recursive: true, mode: 0o711 });
   await fs.mkdir(workspace, { mode: 0o755 });
   if (identity) await fs.lchown(workspace, identity.uid, identity.gid);
-  if (opts.quotaBytes !== null) await createQuotaWorkspace(dir, workspace, opts.quotaBytes, identity, logger);
+  if (quotaBytes !== null) await createQuotaWorkspace(dir, workspace, quotaBytes, identity, logger);
   return 'built';
 }
 

@@ -13,8 +13,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { removeWorkspaceDir } from './session-workspace.js';
-import { createQuotaWorkspace } from './workspace-quota.js';
+import { newWorkspace, removeWorkspaceDir } from './session-workspace.js';
 
 const QUIET_MS = 5;
 const RETRY_FIRST_MS = 1000;
@@ -112,11 +111,8 @@ export class WorkspacePool {
   /** Never rejects: a failure is logged and retried later, with a growing delay. */
   private async buildOne(): Promise<void> {
     const entry = path.join(this.opts.dir, randomBytes(12).toString('hex'));
-    const workspace = path.join(entry, 'workspace');
     try {
-      await fs.mkdir(entry, { mode: 0o711 });
-      await fs.mkdir(workspace, { mode: 0o755 });
-      await createQuotaWorkspace(entry, workspace, this.opts.quotaBytes, null, this.opts.logger);
+      await newWorkspace(entry, { identity: null, quotaBytes: this.opts.quotaBytes, logger: this.opts.logger });
       this.ready.push(entry);
       this.failures = 0;
       this.changed();

@@ -1,5 +1,5 @@
 // The kernel's view of quota mounts and loop devices, read independently of the code under test.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { expect } from 'vitest';
 
@@ -25,4 +25,23 @@ export function expectQuotaMount(dir: string): void {
 /** Backing files of every loop device attached now. */
 export function loopBackingFiles(): string[] {
   return execFileSync('losetup', ['-l', '-n', '-O', 'BACK-FILE'], { encoding: 'utf8' }).split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
+/**
+ * Runs `script` with /bin/sh as `uid` in a minimal bwrap sandbox with `ws` bound read-write at
+ * /workspace (the cwd): what a sandboxed process does to a workspace, without the service.
+ */
+export function runInBwrap(ws: string, script: string, uid: number): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bwrap', ['--unshare-all', '--die-with-parent', '--ro-bind', '/usr', '/usr',
+      '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64',
+      '--proc', '/proc', '--dev', '/dev', '--bind', ws, '/workspace', '--chdir', '/workspace',
+      '--', '/bin/sh', '-c', script], { uid, gid: uid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.on('error', reject);
+    child.on('close', (code) => { clearTimeout(timer); resolve({ code, out }); });
+  });
 }

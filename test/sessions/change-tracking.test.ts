@@ -2,7 +2,7 @@
 // full scans, for creates, writes, renames of whole trees, deletes, links, hard links, names the
 // API cannot address and changes made from inside a real sandbox. Real fanotify, real loop-mounted
 // quota images: run as root. Skipped outside CI only when quotas cannot work here; in CI never.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +11,7 @@ import { ChangeTracker } from '../../src/sessions/change-tracker.js';
 import { SessionChanges } from '../../src/sessions/session-changes.js';
 import { diffSnapshots, snapshotWorkspace, type WorkspaceSnapshot } from '../../src/sessions/workspace-fs.js';
 import { createQuotaWorkspace, detectQuotaSupport, removeQuotaWorkspace } from '../../src/sessions/workspace-quota.js';
+import { runInBwrap } from '../helpers/mounts.js';
 
 const MiB = 1024 * 1024;
 const UID = 201_777;
@@ -167,8 +168,8 @@ describe.skipIf(skip)('change tracking (fanotify on quota images)', () => {
     fs.writeFileSync(path.join(ws, 'drop.txt'), 'd');
     for (const f of ['keep.txt', 'edit.txt', 'drop.txt']) fs.chownSync(path.join(ws, f), UID, UID);
     await round(changes, 's3', ws, () => undefined);
-    const r = await round(changes, 's3', ws, () => sandboxed(ws,
-      'mkdir -p out/deep && echo 1 > out/deep/r.txt && echo more >> edit.txt && rm drop.txt && python3 -c "import mmap,os; f=open(\'keep.txt\',\'r+b\'); m=mmap.mmap(f.fileno(),0); m[0:1]=b\'K\'; m.flush()"'));
+    const r = await round(changes, 's3', ws, async () => expect((await runInBwrap(ws,
+      'mkdir -p out/deep && echo 1 > out/deep/r.txt && echo more >> edit.txt && rm drop.txt && python3 -c "import mmap,os; f=open(\'keep.txt\',\'r+b\'); m=mmap.mmap(f.fileno(),0); m[0:1]=b\'K\'; m.flush()"', UID)).code).toBe(0));
     expect(r.reported).toEqual({ created: ['out/deep/r.txt'], modified: ['edit.txt', 'keep.txt'], deleted: ['drop.txt'] });
     expect(r.reported).toEqual(r.truth);
     expect(counts.scans).toBe(1);
@@ -267,6 +268,100 @@ describe.skipIf(skip)('change tracking (fanotify on quota images)', () => {
     expect(r.reported).toEqual({ created: ['later.txt'], modified: [], deleted: [] });
     expect(changes.isTracked('s8')).toBe(true);
   });
+
+  describe('against scans, random operations', () => {
+    /** Deterministic pseudo-random numbers (mulberry32), so a failure can be replayed from its seed. */
+    function rng(seed: number): () => number {
+      let a = seed >>> 0;
+      return () => {
+        a = (a + 0x6d2b79f5) >>> 0;
+        let t = a;
+        t = Math.imul(t ^ (t >>> 15), t | 1);
+        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+      };
+    }
+
+    for (const seed of [1, 2, 3, 4]) {
+      it(`seed ${seed}: 60 rounds of 1–6 random operations each report what two scans report`, async () => {
+        const ws = await quotaWorkspace();
+        const rand = rng(seed);
+        const pick = <T>(xs: T[]): T | undefined => xs[Math.floor(rand() * xs.length)];
+        const names = ['a', 'b', 'c', 'd.txt', 'e.csv', 'sub', 'x y', 'ü'];
+        const randomRel = (depth = 1 + Math.floor(rand() * 3)) => Array.from({ length: depth }, () => pick(names) as string).join('/');
+        // Everything that exists now, from the host's view (lstat, no following).
+        const all = (): { files: string[]; dirs: string[]; any: string[] } => {
+          const files: string[] = [];
+          const dirs: string[] = [];
+          const any: string[] = [];
+          const walk = (rel: string) => {
+            for (const e of fs.readdirSync(path.join(ws, rel), { withFileTypes: true })) {
+              const p = rel ? `${rel}/${e.name}` : e.name;
+              any.push(p);
+              if (e.isDirectory()) {
+                dirs.push(p);
+                walk(p);
+              } else if (e.isFile()) files.push(p);
+            }
+          };
+          walk('');
+          return { files, dirs, any };
+        };
+        const ops: (() => void)[] = [
+          () => { // create or overwrite a file, making its directories
+            const rel = randomRel();
+            try {
+              fs.mkdirSync(path.dirname(path.join(ws, rel)), { recursive: true });
+              fs.writeFileSync(path.join(ws, rel), 'x'.repeat(Math.floor(rand() * 50)));
+            } catch { /* a file where a directory should be: skip */ }
+          },
+          () => { const f = pick(all().files); if (f) fs.appendFileSync(path.join(ws, f), '+'); },
+          () => { const f = pick(all().files); if (f) fs.truncateSync(path.join(ws, f), 0); },
+          () => { const f = pick(all().files); if (f) fs.chmodSync(path.join(ws, f), rand() < 0.5 ? 0o600 : 0o644); },
+          () => { const f = pick(all().files); if (f) fs.utimesSync(path.join(ws, f), new Date(0), new Date(Math.floor(rand() * 1e12))); },
+          () => { const p = pick(all().any); if (p) fs.rmSync(path.join(ws, p), { recursive: true, force: true }); },
+          () => { // rename anything (file, directory, link) to a fresh place, or over a file
+            const from = pick(all().any);
+            const to = randomRel();
+            if (!from) return;
+            try {
+              fs.mkdirSync(path.dirname(path.join(ws, to)), { recursive: true });
+              fs.renameSync(path.join(ws, from), path.join(ws, to));
+            } catch { /* into itself, over a non-empty directory, ...: skip */ }
+          },
+          () => { // a hard link somewhere, sometimes removed again in the same round
+            const f = pick(all().files);
+            const to = path.join(ws, `${randomRel()}.link`);
+            if (!f) return;
+            try {
+              fs.mkdirSync(path.dirname(to), { recursive: true });
+              fs.linkSync(path.join(ws, f), to);
+              if (rand() < 0.3) fs.rmSync(to);
+            } catch { /* exists, or a file where a directory should be */ }
+          },
+          () => { try { fs.mkdirSync(path.join(ws, randomRel()), { recursive: true }); } catch { /* a file in the way */ } },
+          () => fs.utimesSync(ws, new Date(0), new Date(Math.floor(rand() * 1e12))), // the root itself
+          () => { try { fs.symlinkSync(rand() < 0.5 ? '/etc' : '.', path.join(ws, `${randomRel(1)}.sym`)); } catch { /* exists */ } },
+          () => { const d = pick(all().dirs); if (d) fs.chmodSync(path.join(ws, d), 0o700); },
+        ];
+        const { changes, counts } = changesWith(tracker);
+        try {
+          for (let roundNo = 0; roundNo < 60; roundNo++) {
+            const n = 1 + Math.floor(rand() * 6);
+            const r = await round(changes, `fuzz-${seed}`, ws, () => {
+              for (let i = 0; i < n; i++) (pick(ops) as () => void)();
+            });
+            expect({ round: roundNo, ...r.reported }).toEqual({ round: roundNo, ...r.truth });
+            expect(entries(r.before)).toEqual(entries(await snapshotWorkspace(ws)));
+          }
+          expect(counts.scans).toBe(1);
+        } finally {
+          await changes.forget(`fuzz-${seed}`, ws);
+          await removeQuotaWorkspace(path.dirname(ws), ws); // 60-round workspaces do not pile up
+        }
+      }, 120_000);
+    }
+  });
 });
 
 describe.skipIf(skip)('ChangeTracker helper', () => {
@@ -282,132 +377,4 @@ describe.skipIf(skip)('ChangeTracker helper', () => {
       await started.tracker.close();
     }
   });
-});
-
-/** Runs `script` as an unprivileged uid in a bwrap sandbox with `ws` bound at /workspace. */
-function sandboxed(ws: string, script: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bwrap', ['--unshare-all', '--die-with-parent', '--ro-bind', '/usr', '/usr',
-      '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64',
-      '--proc', '/proc', '--dev', '/dev', '--bind', ws, '/workspace', '--chdir', '/workspace',
-      '--', '/bin/sh', '-c', script], { uid: UID, gid: UID, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`sandbox exited ${code}: ${out}`))));
-  });
-}
-
-describe.skipIf(skip)('change tracking against scans, random operations', () => {
-  let tracker: ChangeTracker;
-  let fuzzBase = '';
-
-  beforeAll(async () => {
-    fuzzBase = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-changes-fuzz-'));
-    fs.chmodSync(fuzzBase, 0o711);
-    const started = await ChangeTracker.start({ logger: silent });
-    if (!started.tracker) throw new Error(`change tracker unavailable: ${started.reason}`);
-    tracker = started.tracker;
-  });
-
-  afterAll(async () => {
-    await tracker.close();
-    fs.rmSync(fuzzBase, { recursive: true, force: true });
-  });
-
-  /** Deterministic pseudo-random numbers (mulberry32), so a failure can be replayed from its seed. */
-  function rng(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
-
-  for (const seed of [1, 2, 3, 4]) {
-    it(`seed ${seed}: 60 rounds of 1–6 random operations each report what two scans report`, async () => {
-      const dir = path.join(fuzzBase, `f${seed}`);
-      const ws = path.join(dir, 'workspace');
-      fs.mkdirSync(ws, { recursive: true });
-      await createQuotaWorkspace(dir, ws, 64 * MiB, { uid: UID, gid: UID });
-      const rand = rng(seed);
-      const pick = <T>(xs: T[]): T | undefined => xs[Math.floor(rand() * xs.length)];
-      const names = ['a', 'b', 'c', 'd.txt', 'e.csv', 'sub', 'x y', 'ü'];
-      const randomRel = (depth = 1 + Math.floor(rand() * 3)) => Array.from({ length: depth }, () => pick(names) as string).join('/');
-      // Everything that exists now, from the host's view (lstat, no following).
-      const all = (): { files: string[]; dirs: string[]; any: string[] } => {
-        const files: string[] = [];
-        const dirs: string[] = [];
-        const any: string[] = [];
-        const walk = (rel: string) => {
-          for (const e of fs.readdirSync(path.join(ws, rel), { withFileTypes: true })) {
-            const p = rel ? `${rel}/${e.name}` : e.name;
-            any.push(p);
-            if (e.isDirectory()) {
-              dirs.push(p);
-              walk(p);
-            } else if (e.isFile()) files.push(p);
-          }
-        };
-        walk('');
-        return { files, dirs, any };
-      };
-      const ops: (() => void)[] = [
-        () => { // create or overwrite a file, making its directories
-          const rel = randomRel();
-          try {
-            fs.mkdirSync(path.dirname(path.join(ws, rel)), { recursive: true });
-            fs.writeFileSync(path.join(ws, rel), 'x'.repeat(Math.floor(rand() * 50)));
-          } catch { /* a file where a directory should be: skip */ }
-        },
-        () => { const f = pick(all().files); if (f) fs.appendFileSync(path.join(ws, f), '+'); },
-        () => { const f = pick(all().files); if (f) fs.truncateSync(path.join(ws, f), 0); },
-        () => { const f = pick(all().files); if (f) fs.chmodSync(path.join(ws, f), rand() < 0.5 ? 0o600 : 0o644); },
-        () => { const f = pick(all().files); if (f) fs.utimesSync(path.join(ws, f), new Date(0), new Date(Math.floor(rand() * 1e12))); },
-        () => { const p = pick(all().any); if (p) fs.rmSync(path.join(ws, p), { recursive: true, force: true }); },
-        () => { // rename anything (file, directory, link) to a fresh place, or over a file
-          const from = pick(all().any);
-          const to = randomRel();
-          if (!from) return;
-          try {
-            fs.mkdirSync(path.dirname(path.join(ws, to)), { recursive: true });
-            fs.renameSync(path.join(ws, from), path.join(ws, to));
-          } catch { /* into itself, over a non-empty directory, ...: skip */ }
-        },
-        () => { // a hard link somewhere, sometimes removed again in the same round
-          const f = pick(all().files);
-          const to = path.join(ws, `${randomRel()}.link`);
-          if (!f) return;
-          try {
-            fs.mkdirSync(path.dirname(to), { recursive: true });
-            fs.linkSync(path.join(ws, f), to);
-            if (rand() < 0.3) fs.rmSync(to);
-          } catch { /* exists, or a file where a directory should be */ }
-        },
-        () => { try { fs.mkdirSync(path.join(ws, randomRel()), { recursive: true }); } catch { /* a file in the way */ } },
-        () => fs.utimesSync(ws, new Date(0), new Date(Math.floor(rand() * 1e12))), // the root itself
-        () => { try { fs.symlinkSync(rand() < 0.5 ? '/etc' : '.', path.join(ws, `${randomRel(1)}.sym`)); } catch { /* exists */ } },
-        () => { const d = pick(all().dirs); if (d) fs.chmodSync(path.join(ws, d), 0o700); },
-      ];
-      const { changes, counts } = changesWith(tracker);
-      try {
-        for (let roundNo = 0; roundNo < 60; roundNo++) {
-          const n = 1 + Math.floor(rand() * 6);
-          const r = await round(changes, `fuzz-${seed}`, ws, () => {
-            for (let i = 0; i < n; i++) (pick(ops) as () => void)();
-          });
-          expect({ round: roundNo, ...r.reported }).toEqual({ round: roundNo, ...r.truth });
-          expect(entries(r.before)).toEqual(entries(await snapshotWorkspace(ws)));
-        }
-        expect(counts.scans).toBe(1);
-      } finally {
-        await changes.forget(`fuzz-${seed}`, ws);
-        await removeQuotaWorkspace(dir, ws);
-      }
-    }, 120_000);
-  }
 });

@@ -1,6 +1,6 @@
 // Real kernel, real loop devices, real bwrap: run as root. Skipped only outside CI when the
 // probe says this machine cannot loop-mount; in CI an unavailable quota is a failure.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,6 +9,7 @@ import {
   QUOTA_IMAGE_NAME, QuotaError, createQuotaWorkspace, detectQuotaSupport, isQuotaMounted,
   mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace,
 } from '../../src/sessions/workspace-quota.js';
+import { loopBackingFiles, runInBwrap } from '../helpers/mounts.js';
 
 const UID = 201234;
 const MiB = 1024 * 1024;
@@ -39,23 +40,8 @@ function mountLines(dir: string): string[] {
 }
 
 const loopsFor = (img: string): string => execFileSync('losetup', ['-j', img], { encoding: 'utf8' }).trim();
-const loopBackingFiles = (): string[] =>
-  execFileSync('losetup', ['-l', '-n', '-O', 'BACK-FILE'], { encoding: 'utf8' }).split('\n').map((l) => l.trim()).filter(Boolean);
 
-function runSandbox(ws: string, script: string): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bwrap', ['--unshare-all', '--die-with-parent', '--ro-bind', '/usr', '/usr',
-      '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64',
-      '--proc', '/proc', '--dev', '/dev', '--bind', ws, '/workspace', '--chdir', '/workspace',
-      '--', '/bin/sh', '-c', script], { uid: UID, gid: UID, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('error', reject);
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, out }); });
-  });
-}
+const runSandbox = (ws: string, script: string) => runInBwrap(ws, script, UID);
 
 function forceUnmountUnder(root: string): void {
   const real = fs.realpathSync(root);
