@@ -89,6 +89,8 @@ describe.skipIf(skip)('workspace pool (loop-mounted ext4 built ahead)', () => {
     pool.start();
     await waitUntil(() => pool.readyCount, (n) => n === 2, 30_000);
     const target = path.join(sessionsDir, 'claimed');
+    const built = Math.max(...fs.readdirSync(poolDir).map((e) => fs.lstatSync(path.join(poolDir, e, 'workspace')).mtimeMs));
+    await new Promise((r) => setTimeout(r, 50));
     const before = Date.now();
     expect(await pool.claim(target, OWNER)).toBe(true);
     expect(pool.readyCount).toBe(1);
@@ -96,7 +98,10 @@ describe.skipIf(skip)('workspace pool (loop-mounted ext4 built ahead)', () => {
     expectQuotaMount(ws);
     const root = fs.lstatSync(ws);
     expect([root.uid, root.gid, root.mode & 0o7777]).toEqual([OWNER.uid, OWNER.gid, 0o755]);
-    expect(root.mtimeMs).toBeGreaterThanOrEqual(before); // the claim's time, not the build's
+    // The claim's time, not the build's. The claim sets whole milliseconds, which come back
+    // through seconds-and-nanoseconds as e.g. ...851.999 for ...852: hence the 1 ms allowance.
+    expect(root.mtimeMs).toBeGreaterThanOrEqual(before - 1);
+    expect(root.mtimeMs).toBeGreaterThan(built + 40);
     expect(fs.readdirSync(ws)).toEqual([]);
     expect(fs.lstatSync(target).mode & 0o7777).toBe(0o711);
     expect(fs.lstatSync(path.join(target, QUOTA_IMAGE_NAME)).mode & 0o777).toBe(0o600);
