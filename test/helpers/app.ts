@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
+import { afterAll, beforeAll } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createSandbox, type Sandbox } from '../../src/sandbox/sandbox.js';
 import { buildApp } from '../../src/server/app.js';
@@ -13,12 +14,16 @@ import { SessionManager } from '../../src/sessions/session-manager.js';
 
 export const PROJECT_ROOT = path.resolve(import.meta.dirname, '..', '..');
 
-export interface TestApp {
+/** What tests read of a built app. */
+export interface AppUnderTest {
   app: FastifyInstance;
   config: Config;
   sandbox: Sandbox;
   sessions: SessionManager;
   workspaceDir: string;
+}
+
+export interface TestApp extends AppUnderTest {
   close(): Promise<void>;
 }
 
@@ -48,6 +53,30 @@ export async function createTestApp(settings: Record<string, string> = {}, opts:
       await sandbox.close();
       if (!opts.workspaceDir) fs.rmSync(workspaceDir, { recursive: true, force: true });
     },
+  };
+}
+
+/** The app of the surrounding describe block (or file): built in beforeAll, closed in afterAll.
+ * Its fields may be read only while tests or later hooks run. */
+export function useTestApp(settings: Record<string, string> = {}, opts: { now?: () => number; workspaceDir?: string } = {}): AppUnderTest {
+  let current: TestApp | null = null;
+  beforeAll(async () => {
+    current = await createTestApp(settings, opts);
+  });
+  afterAll(async () => {
+    await current?.close();
+    current = null;
+  });
+  const get = (): TestApp => {
+    if (!current) throw new Error('the test app exists only while the tests of its block run');
+    return current;
+  };
+  return {
+    get app() { return get().app; },
+    get config() { return get().config; },
+    get sandbox() { return get().sandbox; },
+    get sessions() { return get().sessions; },
+    get workspaceDir() { return get().workspaceDir; },
   };
 }
 

@@ -1,20 +1,15 @@
 // API key, probes, Prometheus metrics, the OpenAPI document and the docs page.
 import type { InjectOptions } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, multipartBody, type TestApp } from '../helpers/app.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { useTestApp, multipartBody } from '../helpers/app.js';
 import { expectError } from '../helpers/http.js';
 
 const KEY = 'test-key-0123456789abcdef';
 const AUTH = { authorization: `Bearer ${KEY}` };
-let t: TestApp;
-
+const t = useTestApp({ API_KEY: KEY });
 beforeAll(async () => {
-  t = await createTestApp({ API_KEY: KEY });
   const res = await t.app.inject({ method: 'POST', url: '/v1/sessions', payload: { session_id: 'authed' }, headers: AUTH });
   expect(res.statusCode).toBe(201);
-});
-afterAll(async () => {
-  await t.close();
 });
 
 /** Every /v1 route of the contract, with a request that is valid apart from auth. */
@@ -85,13 +80,7 @@ describe('probes', () => {
 });
 
 describe('metrics', () => {
-  let m: TestApp;
-  beforeAll(async () => {
-    m = await createTestApp();
-  });
-  afterAll(async () => {
-    await m.close();
-  });
+  const m = useTestApp();
 
   const scrape = async (): Promise<string> => {
     const res = await m.app.inject({ method: 'GET', url: '/metrics' });

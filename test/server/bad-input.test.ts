@@ -3,8 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { InjectOptions } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, multipartBody, type TestApp } from '../helpers/app.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { useTestApp, multipartBody } from '../helpers/app.js';
 import { createSession, expectError, upload } from '../helpers/http.js';
 
 interface Row {
@@ -18,17 +18,12 @@ interface Row {
 }
 
 const MiB = 1024 * 1024;
-let t: TestApp;
-
+const t = useTestApp({ MAX_UPLOAD_SIZE_BYTES: '1000' });
 beforeAll(async () => {
-  t = await createTestApp({ MAX_UPLOAD_SIZE_BYTES: '1000' });
   await createSession(t.app, { session_id: 's' });
   expect((await upload(t.app, 's', [{ name: 'f.txt', content: 'keep me' }])).statusCode).toBe(201);
   // A directory whose name looks like a file, for the rows that aim a file operation at a directory.
   expect((await upload(t.app, 's', [{ name: 'inner.txt', content: 'x' }], '?dir=folder.txt')).statusCode).toBe(201);
-});
-afterAll(async () => {
-  await t.close();
 });
 
 const json = (method: 'POST' | 'GET' | 'DELETE', url: string, payload: unknown): InjectOptions => ({ method, url, payload: payload as NonNullable<InjectOptions['payload']> });

@@ -1,18 +1,14 @@
 // The service's change tracker through the session manager: a helper that dies is replaced, and
 // reports stay exact in between (scans) and after (tracked again).
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, type TestApp } from '../helpers/app.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { useTestApp } from '../helpers/app.js';
 import { waitUntil } from '../helpers/host-processes.js';
 import { createSession, execute, upload } from '../helpers/http.js';
 
 describe('change tracker restart', () => {
-  let t: TestApp;
+  const t = useTestApp();
   beforeAll(async () => {
-    t = await createTestApp();
     expect(t.sessions.changeTracking.mode).toBe('fanotify');
-  });
-  afterAll(async () => {
-    await t.close();
   });
 
   it('a killed helper is replaced; reports stay exact before, during and after', async () => {

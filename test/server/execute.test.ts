@@ -1,27 +1,22 @@
 // Executions through the HTTP routes with the real sandbox: in a session and one-shot.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, type TestApp } from '../helpers/app.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createTestApp, useTestApp } from '../helpers/app.js';
 import {
   createSession, execute, expectError, listPaths, upload, type ExecutionResultBody, type OneShotResultBody,
 } from '../helpers/http.js';
 
 const MAX_TIMEOUT = 60;
-let t: TestApp;
-
-beforeAll(async () => {
-  t = await createTestApp({
-    MAX_EXECUTION_TIMEOUT_SECONDS: String(MAX_TIMEOUT),
-    EXECUTION_TIMEOUT_SECONDS: '20',
-    MAX_UPLOAD_SIZE_BYTES: '1000',
-    MAX_OUTPUT_FILES: '2',
-    MAX_OUTPUT_FILE_BYTES: '100',
-  });
-  await createSession(t.app, { session_id: 'run' });
+const t = useTestApp({
+  MAX_EXECUTION_TIMEOUT_SECONDS: String(MAX_TIMEOUT),
+  EXECUTION_TIMEOUT_SECONDS: '20',
+  MAX_UPLOAD_SIZE_BYTES: '1000',
+  MAX_OUTPUT_FILES: '2',
+  MAX_OUTPUT_FILE_BYTES: '100',
 });
-afterAll(async () => {
-  await t.close();
+beforeAll(async () => {
+  await createSession(t.app, { session_id: 'run' });
 });
 
 const RESULT_KEYS = [

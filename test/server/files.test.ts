@@ -5,20 +5,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createTestApp, multipartBody, type TestApp } from '../helpers/app.js';
+import { useTestApp, multipartBody } from '../helpers/app.js';
 import {
   ISO_UTC, createSession, execute, expectError, listPaths, upload, type FileListBody,
 } from '../helpers/http.js';
 
 const MAX_UPLOAD = 1000;
-let t: TestApp;
-
-beforeAll(async () => {
-  t = await createTestApp({ MAX_UPLOAD_SIZE_BYTES: String(MAX_UPLOAD) });
-});
-afterAll(async () => {
-  await t.close();
-});
+const t = useTestApp({ MAX_UPLOAD_SIZE_BYTES: String(MAX_UPLOAD) });
 
 function stagingEntries(): string[] {
   return fs.readdirSync(path.join(t.workspaceDir, 'staging'));

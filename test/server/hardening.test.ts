@@ -1,17 +1,11 @@
 // Regressions from an adversarial review: lifecycle races, forged interpreter frames, uid slots.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isQuotaMounted } from '../../src/sessions/workspace-quota.js';
 import { UidSlots } from '../../src/sessions/uid-slots.js';
-import { createTestApp, type TestApp } from '../helpers/app.js';
+import { useTestApp } from '../helpers/app.js';
 import { createSession, execute } from '../helpers/http.js';
 
-let t: TestApp;
-beforeAll(async () => {
-  t = await createTestApp({ MAX_OUTPUT_CHARS: '1000' });
-});
-afterAll(async () => {
-  await t.close();
-});
+const t = useTestApp({ MAX_OUTPUT_CHARS: '1000' });
 
 describe('session lifecycle races', () => {
   it('a create racing a delete of the same id waits for it: the re-attached workspace keeps its quota', async () => {

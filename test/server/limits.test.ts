@@ -2,19 +2,12 @@
 // sessions under different host uids.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, type TestApp } from '../helpers/app.js';
+import { describe, expect, it } from 'vitest';
+import { useTestApp } from '../helpers/app.js';
 import { createSession, execute } from '../helpers/http.js';
 
 const MiB = 1024 * 1024;
-let t: TestApp;
-
-beforeAll(async () => {
-  t = await createTestApp({ WORKSPACE_QUOTA_BYTES: String(8 * MiB), VOLUME_QUOTA_BYTES: String(8 * MiB), TMP_SIZE_BYTES: String(4 * MiB), MEMORY_LIMIT_BYTES: String(128 * MiB) });
-});
-afterAll(async () => {
-  await t.close();
-});
+const t = useTestApp({ WORKSPACE_QUOTA_BYTES: String(8 * MiB), VOLUME_QUOTA_BYTES: String(8 * MiB), TMP_SIZE_BYTES: String(4 * MiB), MEMORY_LIMIT_BYTES: String(128 * MiB) });
 
 describe('disk', () => {
   it('filling the workspace stops at the quota with ENOSPC, and the host disk holds no more than the quota', async () => {

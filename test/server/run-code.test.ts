@@ -2,8 +2,8 @@
 // POST /v1/sessions/{id}/kernel/restart, checked against the contract and the host's process table.
 import { spawnSync } from 'node:child_process';
 import type { FastifyInstance } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, type TestApp } from '../helpers/app.js';
+import { describe, expect, it } from 'vitest';
+import { useTestApp, type AppUnderTest } from '../helpers/app.js';
 import { descendantsOf, stillRunning, waitUntil, type HostProcess } from '../helpers/host-processes.js';
 import { createSession, expectError, fakeClock, type ExecutionResultBody } from '../helpers/http.js';
 
@@ -56,7 +56,7 @@ function waitGone(procs: HostProcess[], uid: number, ms: number): Promise<HostPr
   return waitUntil(probe, (left) => left.length === 0, ms);
 }
 
-async function sandboxUidOf(t: TestApp, id: string): Promise<number> {
+async function sandboxUidOf(t: AppUnderTest, id: string): Promise<number> {
   const owner = t.sessions.ownerOf(await t.sessions.touch(id));
   if (!owner) throw new Error('the service runs without per-session uids (not root?)');
   return owner.uid;
@@ -65,17 +65,10 @@ async function sandboxUidOf(t: TestApp, id: string): Promise<number> {
 // --- the service with the common settings ----------------------------------------------------------
 
 describe('run_code', () => {
-  let t: TestApp;
-
-  beforeAll(async () => {
-    t = await createTestApp({
-      MAX_EXECUTION_TIMEOUT_SECONDS: String(MAX_TIMEOUT),
-      EXECUTION_TIMEOUT_SECONDS: '20',
-      KERNEL_INTERRUPT_GRACE_SECONDS: String(GRACE_SECONDS),
-    });
-  });
-  afterAll(async () => {
-    await t.close();
+  const t = useTestApp({
+    MAX_EXECUTION_TIMEOUT_SECONDS: String(MAX_TIMEOUT),
+    EXECUTION_TIMEOUT_SECONDS: '20',
+    KERNEL_INTERRUPT_GRACE_SECONDS: String(GRACE_SECONDS),
   });
 
   it('names, imports and functions survive between calls; result is the repr of the final expression', async () => {
@@ -272,13 +265,7 @@ time.sleep(0.5)
 // --- settings that change the whole service: one app at a time (kernel cgroups are per process) ---
 
 describe('run_code: out of memory', () => {
-  let t: TestApp;
-  beforeAll(async () => {
-    t = await createTestApp({ MEMORY_LIMIT_BYTES: String(128 * 1024 * 1024) });
-  });
-  afterAll(async () => {
-    await t.close();
-  });
+  const t = useTestApp({ MEMORY_LIMIT_BYTES: String(128 * 1024 * 1024) });
 
   it('an allocation past the memory limit is status oom; the next call works on a fresh interpreter', async () => {
     await createSession(t.app, { session_id: 'oom' });
@@ -293,13 +280,7 @@ describe('run_code: out of memory', () => {
 });
 
 describe('run_code: idle interpreters', () => {
-  let t: TestApp;
-  beforeAll(async () => {
-    t = await createTestApp({ KERNEL_IDLE_TIMEOUT_SECONDS: '1' });
-  });
-  afterAll(async () => {
-    await t.close();
-  });
+  const t = useTestApp({ KERNEL_IDLE_TIMEOUT_SECONDS: '1' });
 
   it('an interpreter idle past KERNEL_IDLE_TIMEOUT_SECONDS is stopped; the next call says kernel_restarted', async () => {
     await createSession(t.app, { session_id: 'idle' });
@@ -316,13 +297,7 @@ describe('run_code: idle interpreters', () => {
 
 describe('run_code: session expiry', () => {
   const clock = fakeClock();
-  let t: TestApp;
-  beforeAll(async () => {
-    t = await createTestApp({ SESSION_IDLE_TIMEOUT_SECONDS: '60' }, { now: clock.now });
-  });
-  afterAll(async () => {
-    await t.close();
-  });
+  const t = useTestApp({ SESSION_IDLE_TIMEOUT_SECONDS: '60' }, { now: clock.now });
 
   it('a session removed for idleness takes its interpreter with it', async () => {
     await createSession(t.app, { session_id: 'expiring' });
@@ -338,13 +313,7 @@ describe('run_code: session expiry', () => {
 });
 
 describe('run_code: MAX_KERNELS', () => {
-  let t: TestApp;
-  beforeAll(async () => {
-    t = await createTestApp({ MAX_KERNELS: '1' });
-  });
-  afterAll(async () => {
-    await t.close();
-  });
+  const t = useTestApp({ MAX_KERNELS: '1' });
 
   it('with one interpreter allowed, sessions take turns; the evicted one is told kernel_restarted', async () => {
     await createSession(t.app, { session_id: 'one' });

@@ -2,23 +2,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, type TestApp } from '../helpers/app.js';
+import { describe, expect, it } from 'vitest';
+import { createTestApp, useTestApp } from '../helpers/app.js';
 import {
   ISO_UTC, createSession, expectError, fakeClock, listPaths, upload, type SessionInfoBody,
 } from '../helpers/http.js';
 
 const IDLE = 100;
 const clock = fakeClock();
-let t: TestApp;
-
-beforeAll(async () => {
-  // The background sweep is pushed far out so only explicit sweep() calls expire sessions.
-  t = await createTestApp({ SESSION_IDLE_TIMEOUT_SECONDS: String(IDLE), SWEEP_INTERVAL_SECONDS: '86400' }, { now: clock.now });
-});
-afterAll(async () => {
-  await t.close();
-});
+// The background sweep is pushed far out so only explicit sweep() calls expire sessions.
+const t = useTestApp({ SESSION_IDLE_TIMEOUT_SECONDS: String(IDLE), SWEEP_INTERVAL_SECONDS: '86400' }, { now: clock.now });
 
 describe('POST /v1/sessions', () => {
   it('creates a session: 201 with SessionInfo, ISO times and expires_at = last_activity + idle timeout', async () => {

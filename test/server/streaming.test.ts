@@ -2,8 +2,8 @@
 // through app.inject with the real sandbox: the shape of the stream, errors before output, and
 // the output cap on what is streamed. Timing (output before the end) is in test/e2e/run-code.test.ts.
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, type TestApp } from '../helpers/app.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { useTestApp } from '../helpers/app.js';
 import { createSession, expectError } from '../helpers/http.js';
 
 const MAX_OUTPUT_CHARS = 1000;
@@ -72,16 +72,29 @@ async function post(app: FastifyInstance, url: string, payload: unknown, stream:
   return app.inject({ method: 'POST', url, payload: payload as Record<string, unknown>, ...(stream ? { headers: NDJSON } : {}) });
 }
 
-let t: TestApp;
-
+const t = useTestApp({ MAX_OUTPUT_CHARS: String(MAX_OUTPUT_CHARS), MAX_EXECUTION_TIMEOUT_SECONDS: '60' });
 beforeAll(async () => {
-  t = await createTestApp({ MAX_OUTPUT_CHARS: String(MAX_OUTPUT_CHARS), MAX_EXECUTION_TIMEOUT_SECONDS: '60' });
   await createSession(t.app, { session_id: 'exec' });
   await createSession(t.app, { session_id: 'code' });
 });
-afterAll(async () => {
-  await t.close();
-});
+
+/** A long print streamed: capped with the omission marker, its tail kept, and the same text as the plain JSON answer. */
+async function expectStreamedCapLikePlain(url: string, body: Record<string, unknown>): Promise<void> {
+  const s = parseStream(await post(t.app, url, body, true));
+  expect(s.stdout).toMatch(OMITTED);
+  expect(s.stdout.length).toBeLessThanOrEqual(MAX_OUTPUT_CHARS + 100);
+  expect(s.stdout.endsWith('tail-end\n')).toBe(true);
+  expect(s.result.truncated).toBe(true);
+  const plain = (await post(t.app, url, body, false)).json<Record<string, unknown>>();
+  expect(s.stdout).toBe(plain.stdout);
+}
+
+/** A request refused before any output, asked for as a stream: an ordinary JSON error. */
+async function expectJsonErrorWhenStreamed(url: string, payload: unknown, status: number, code?: string): Promise<void> {
+  const res = await post(t.app, url, payload, true);
+  expect(res.headers['content-type']).toMatch(/^application\/json/);
+  expectError(res, status, code);
+}
 
 describe('POST /v1/sessions/{id}/execute with Accept: application/x-ndjson', () => {
   const script = "import sys\nprint('out-1', flush=True)\nprint('err-1', file=sys.stderr, flush=True)\nprint('out-2')\nopen('made.txt', 'w').write('x')";
@@ -113,23 +126,12 @@ describe('POST /v1/sessions/{id}/execute with Accept: application/x-ndjson', () 
   });
 
   it('the output cap applies to what is streamed', async () => {
-    const body = { script: "print('x' * 100_000)\nprint('tail-end')" };
-    const s = parseStream(await post(t.app, '/v1/sessions/exec/execute', body, true));
-    expect(s.stdout).toMatch(OMITTED);
-    expect(s.stdout.length).toBeLessThanOrEqual(MAX_OUTPUT_CHARS + 100);
-    expect(s.stdout.endsWith('tail-end\n')).toBe(true);
-    expect(s.result.truncated).toBe(true);
-    const plain = (await post(t.app, '/v1/sessions/exec/execute', body, false)).json<Record<string, unknown>>();
-    expect(s.stdout).toBe(plain.stdout);
+    await expectStreamedCapLikePlain('/v1/sessions/exec/execute', { script: "print('x' * 100_000)\nprint('tail-end')" });
   });
 
   it('errors found before any output are ordinary JSON errors, not streams', async () => {
-    const missing = await post(t.app, '/v1/sessions/nobody/execute', { command: 'echo hi' }, true);
-    expect(missing.headers['content-type']).toMatch(/^application\/json/);
-    expectError(missing, 404, 'SESSION_NOT_FOUND');
-    const bad = await post(t.app, '/v1/sessions/exec/execute', { command: 'true', timeout_seconds: 61 }, true);
-    expect(bad.headers['content-type']).toMatch(/^application\/json/);
-    expectError(bad, 400);
+    await expectJsonErrorWhenStreamed('/v1/sessions/nobody/execute', { command: 'echo hi' }, 404, 'SESSION_NOT_FOUND');
+    await expectJsonErrorWhenStreamed('/v1/sessions/exec/execute', { command: 'true', timeout_seconds: 61 }, 400);
   });
 });
 
@@ -154,12 +156,8 @@ describe('POST /v1/execute (one-shot) with Accept: application/x-ndjson', () => 
   });
 
   it('errors found before any output are ordinary JSON errors', async () => {
-    const res = await post(t.app, '/v1/execute', { environment: 'nope', command: 'true' }, true);
-    expect(res.headers['content-type']).toMatch(/^application\/json/);
-    expectError(res, 404, 'ENVIRONMENT_NOT_FOUND');
-    const bad = await post(t.app, '/v1/execute', { command: 'true', script: 'print(1)' }, true);
-    expect(bad.headers['content-type']).toMatch(/^application\/json/);
-    expectError(bad, 400);
+    await expectJsonErrorWhenStreamed('/v1/execute', { environment: 'nope', command: 'true' }, 404, 'ENVIRONMENT_NOT_FOUND');
+    await expectJsonErrorWhenStreamed('/v1/execute', { command: 'true', script: 'print(1)' }, 400);
   });
 });
 
@@ -191,23 +189,12 @@ describe('POST /v1/sessions/{id}/run_code with Accept: application/x-ndjson', ()
   });
 
   it('the output cap applies to what is streamed', async () => {
-    const code = "print('x' * 100_000)\nprint('tail-end')";
-    const s = parseStream(await post(t.app, '/v1/sessions/code/run_code', { code }, true));
-    expect(s.stdout).toMatch(OMITTED);
-    expect(s.stdout.length).toBeLessThanOrEqual(MAX_OUTPUT_CHARS + 100);
-    expect(s.stdout.endsWith('tail-end\n')).toBe(true);
-    expect(s.result.truncated).toBe(true);
-    const plain = (await post(t.app, '/v1/sessions/code/run_code', { code }, false)).json<Record<string, unknown>>();
-    expect(s.stdout).toBe(plain.stdout);
+    await expectStreamedCapLikePlain('/v1/sessions/code/run_code', { code: "print('x' * 100_000)\nprint('tail-end')" });
   });
 
   it('errors found before any output are ordinary JSON errors', async () => {
-    const missing = await post(t.app, '/v1/sessions/nobody/run_code', { code: '1' }, true);
-    expect(missing.headers['content-type']).toMatch(/^application\/json/);
-    expectError(missing, 404, 'SESSION_NOT_FOUND');
-    const bad = await post(t.app, '/v1/sessions/code/run_code', { code: '1', timeout_seconds: 61 }, true);
-    expect(bad.headers['content-type']).toMatch(/^application\/json/);
-    expectError(bad, 400);
+    await expectJsonErrorWhenStreamed('/v1/sessions/nobody/run_code', { code: '1' }, 404, 'SESSION_NOT_FOUND');
+    await expectJsonErrorWhenStreamed('/v1/sessions/code/run_code', { code: '1', timeout_seconds: 61 }, 400);
     const unknown = await post(t.app, '/v1/sessions/code/run_code', { code: '1', stream: true }, true);
     expectError(unknown, 400);
   });

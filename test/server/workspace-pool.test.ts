@@ -3,9 +3,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { createQuotaWorkspace } from '../../src/sessions/workspace-quota.js';
-import { createTestApp, type TestApp } from '../helpers/app.js';
+import { createTestApp, useTestApp, type AppUnderTest } from '../helpers/app.js';
 import { waitUntil } from '../helpers/host-processes.js';
 import { createSession, execute, listPaths } from '../helpers/http.js';
 import { expectQuotaMount, loopBackingFiles, mountsUnder } from '../helpers/mounts.js';
@@ -13,28 +13,24 @@ import { expectQuotaMount, loopBackingFiles, mountsUnder } from '../helpers/moun
 const MiB = 1024 * 1024;
 const QUOTA = { WORKSPACE_QUOTA_BYTES: String(8 * MiB) };
 
-async function metric(t: TestApp, name: string): Promise<number> {
+async function metric(t: AppUnderTest, name: string): Promise<number> {
   const text = (await t.app.inject({ method: 'GET', url: '/metrics' })).body;
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return line === undefined ? 0 : Number(line.split(' ')[1]);
 }
 
-const created = (t: TestApp, source: 'pool' | 'built') => metric(t, `bubble_sandbox_workspaces_created_total{source="${source}"}`);
+const created = (t: AppUnderTest, source: 'pool' | 'built') => metric(t, `bubble_sandbox_workspaces_created_total{source="${source}"}`);
 
-async function readyPool(t: TestApp): Promise<unknown> {
+async function readyPool(t: AppUnderTest): Promise<unknown> {
   return (await t.app.inject({ method: 'GET', url: '/readyz' })).json<{ checks: { workspace_pool: unknown } }>().checks.workspace_pool;
 }
 
-const waitForPool = (t: TestApp, n: number) => waitUntil(() => t.sessions.workspacePool.ready, (r) => r === n, 30_000);
+const waitForPool = (t: AppUnderTest, n: number) => waitUntil(() => t.sessions.workspacePool.ready, (r) => r === n, 30_000);
 
 describe('with a pool of 2', () => {
-  let t: TestApp;
+  const t = useTestApp({ ...QUOTA, WORKSPACE_POOL_SIZE: '2' });
   beforeAll(async () => {
-    t = await createTestApp({ ...QUOTA, WORKSPACE_POOL_SIZE: '2' });
     expect(t.sessions.quota.enabled).toBe(true);
-  });
-  afterAll(async () => {
-    await t.close();
   });
 
   it('fills in the background to its size, as /readyz and the metrics say', async () => {
