@@ -19,10 +19,8 @@ export type DrainResult = { rescan: true } | { rescan: false; dirs: DirtyDir[]; 
 
 export interface ChangeTrackerOptions {
   logger: Pick<Logger, 'warn' | 'error'>;
-  python?: string;
   /** (directory, name) pairs one workspace may collect between drains before it is rescanned instead. */
   maxPairs?: number;
-  requestTimeoutMs?: number;
   /** Called once when the helper stops working (not on close). */
   onFailure?: (reason: string) => void;
 }
@@ -33,6 +31,8 @@ const HOST_PYTHON = '/usr/bin/python3';
 const LOADER = "import os; f = os.fdopen(3, 'rb'); src = f.read(); f.close(); exec(compile(src, 'bubble-sandbox-change-watcher', 'exec'))";
 const RESCAN: DrainResult = { rescan: true };
 const MAX_ANSWER_CHARS = 16 << 20;
+const DEFAULT_MAX_PAIRS = 50_000;
+const REQUEST_TIMEOUT_MS = 10_000;
 
 export class ChangeTracker {
   private readonly queue: Pending[] = [];
@@ -58,10 +58,9 @@ export class ChangeTracker {
   /** Starts the helper; null (with the reason) when this host cannot track changes. */
   static async start(opts: ChangeTrackerOptions): Promise<{ tracker: ChangeTracker | null; reason: string | null }> {
     if (process.getuid?.() !== 0) return { tracker: null, reason: 'the service is not running as root' };
-    const python = opts.python ?? HOST_PYTHON;
-    if (!fs.existsSync(python)) return { tracker: null, reason: `${python} is not installed` };
+    if (!fs.existsSync(HOST_PYTHON)) return { tracker: null, reason: `${HOST_PYTHON} is not installed` };
     // The source goes in on fd 3, not in argv, so `ps` shows one short line for the helper.
-    const child = spawn(python, ['-I', '-S', '-c', LOADER, String(opts.maxPairs ?? 50_000), String(MAX_PATH_BYTES)], {
+    const child = spawn(HOST_PYTHON, ['-I', '-S', '-c', LOADER, String(opts.maxPairs ?? DEFAULT_MAX_PAIRS), String(MAX_PATH_BYTES)], {
       env: {}, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], windowsHide: true,
     });
     const source = child.stdio[3] as Writable;
@@ -69,7 +68,7 @@ export class ChangeTracker {
     source.end(WATCHER_SOURCE);
     const first = await new Promise<string>((resolve) => {
       let out = '';
-      const timer = setTimeout(() => resolve('{"ready":false,"error":"no answer"}'), opts.requestTimeoutMs ?? 10_000);
+      const timer = setTimeout(() => resolve('{"ready":false,"error":"no answer"}'), REQUEST_TIMEOUT_MS);
       const onData = (chunk: Buffer) => {
         out += chunk.toString('utf8');
         const nl = out.indexOf('\n');
@@ -150,7 +149,7 @@ export class ChangeTracker {
   private async request(req: Record<string, string>): Promise<Record<string, unknown>> {
     if (this.broken !== null) throw new Error(this.broken);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => this.fail('helper did not answer in time'), this.opts.requestTimeoutMs ?? 10_000);
+      const timer = setTimeout(() => this.fail('helper did not answer in time'), REQUEST_TIMEOUT_MS);
       this.queue.push({ resolve, reject, timer });
       this.child.stdin.write(`${JSON.stringify(req)}\n`);
     });

@@ -59,10 +59,10 @@ MASK = (FAN_MODIFY | FAN_ATTRIB | FAN_CLOSE_WRITE | FAN_MOVED_FROM | FAN_MOVED_T
         | FAN_CREATE | FAN_DELETE | FAN_ONDIR)
 META = struct.Struct('=IBBHQii')
 # Per workspace, and for all of them together: past these a workspace is rescanned instead.
-MAX_PAIRS = int(sys.argv[1]) if len(sys.argv) > 1 else 50000
+MAX_PAIRS = int(sys.argv[1])
 MAX_PAIRS_TOTAL = 4 * MAX_PAIRS
 # Paths the API addresses are at most this long (a scan skips longer ones, and so do we).
-MAX_PATH = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
+MAX_PATH = int(sys.argv[2])
 # An answer above this (base64 included) says "rescan" instead.
 MAX_ANSWER = 4 << 20
 total = [0]

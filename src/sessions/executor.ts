@@ -49,7 +49,7 @@ export interface ChangeSource {
 export const SNAPSHOT_MAX_ENTRIES = 100_000;
 
 /** A scan before and a scan after: for workspaces nothing else keeps track of. */
-export function scanChanges(workspaceDir: string): ChangeSource {
+function scanChanges(workspaceDir: string): ChangeSource {
   return {
     before: () => snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES }),
     after: async (before) => diffSnapshots(before, await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES })),

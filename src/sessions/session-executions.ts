@@ -6,8 +6,8 @@ import type { Environment } from '../sandbox/environments.js';
 import type { KernelRunResult } from '../sandbox/kernel/kernel.js';
 import type { VolumeMount } from '../sandbox/types.js';
 import { SessionNotFoundError, ShuttingDownError } from '../server/errors.js';
-import { executeInWorkspace, withChangedFiles, type ExecutionObserver, type ExecutionRequest, type ExecutionResult } from './executor.js';
-import type { ExecutionLimiter, SerialQueues } from './limiter.js';
+import { executeInWorkspace, withChangedFiles, type ExecutionRequest, type ExecutionResult } from './executor.js';
+import type { SerialQueues } from './limiter.js';
 import type { SessionChanges } from './session-changes.js';
 import type { SessionKernels } from './session-kernels.js';
 import type { SessionRecord } from './session-store.js';
@@ -24,9 +24,7 @@ export type RunCodeResult = KernelRunResult & { files: ExecutionResult['files'] 
 /** What executions need from the session manager that owns the sessions. */
 export interface ExecutionHost {
   readonly config: Config;
-  readonly observer: ExecutionObserver | undefined;
   readonly serial: SerialQueues;
-  readonly limiter: ExecutionLimiter;
   readonly kernels: SessionKernels;
   readonly changes: SessionChanges;
   isClosing(): boolean;
@@ -70,7 +68,7 @@ export class SessionExecutions {
     const host = this.host;
     return this.inTurn(id, req.signal, (record, environment, signal) => {
       const workspaceDir = host.workspaceDir(id);
-      return withChangedFiles(host, { workspaceDir, changes: this.changesOf(id) }, signal, () =>
+      return withChangedFiles(host.executorDeps(), { workspaceDir, changes: this.changesOf(id) }, signal, () =>
         host.kernels.run(id, { environment, workspaceDir, volumes: host.volumeMounts(record.volumes), identity: host.ownerOf(record) }, req.code, {
           timeoutMs: Math.round(req.timeoutSeconds * 1000),
           maxOutputChars: host.config.maxOutputChars,

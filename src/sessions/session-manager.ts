@@ -22,7 +22,7 @@ import {
   deleteRecord, ensureLayout, readAllRecords, sessionDir, storeLayout, workspaceOf, writeRecord,
   type SessionRecord, type StoreLayout,
 } from './session-store.js';
-import { clearLeftovers, ensureVolume, newWorkspace, prepareWorkspace, removeSessionData, removeWorkspaceDir, unmountVolumes } from './session-workspace.js';
+import { clearLeftovers, ensureVolume, newWorkspace, prepareWorkspace, removeWorkspaceDir, unmountVolumes } from './session-workspace.js';
 import { UidSlots } from './uid-slots.js';
 import { WorkspacePool } from './workspace-pool.js';
 import { detectQuotaSupport, mountQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
@@ -99,7 +99,7 @@ export class SessionManager {
       onReadyChanged: (ready) => deps.observer?.onWorkspacePoolChanged(ready),
     });
     this.executions = new SessionExecutions({
-      config: deps.config, observer: deps.observer, serial: this.serial, limiter: this.limiter, kernels: this.kernels, changes: this.changes,
+      config: deps.config, serial: this.serial, kernels: this.kernels, changes: this.changes,
       isClosing: () => this.closing,
       isLive: (id) => this.sessions.has(id),
       touch: (id) => this.touch(id),
@@ -217,7 +217,7 @@ export class SessionManager {
     if (this.sessions.size >= this.deps.config.maxSessions) throw new MaxSessionsError(this.deps.config.maxSessions, 30);
     await this.resolveEnvironment(environment);
 
-    const slot = this.freeSlot();
+    const slot = this.slots.free(); // no live session or one-shot execution uses it; slot 0 is kept for probes
     const identity = this.deps.sandbox.identityFor(slot);
     const quotaBytes = this.quota.enabled ? this.deps.config.workspaceQuotaBytes : null;
     const source = await prepareWorkspace(this.layout, id, { identity, quotaBytes, pool: this.pool, logger: this.deps.logger });
@@ -334,11 +334,6 @@ export class SessionManager {
     return Object.entries(volumes).sort(([a], [b]) => a.localeCompare(b)).map(([name, mode]) => ({ name, mode, hostDir: path.join(this.layout.volumes, name) }));
   }
 
-  /** A uid slot no live session or one-shot execution uses; slot 0 is kept for probes. */
-  freeSlot(): number {
-    return this.slots.free();
-  }
-
   /** A slot (host uid) of its own for a one-shot execution, released by releaseTemporarySlot. */
   reserveTemporarySlot(): number {
     return this.slots.reserve();
@@ -353,7 +348,7 @@ export class SessionManager {
   }
 
   private async removeSessionData(id: string): Promise<void> {
-    await removeSessionData(this.layout, id, this.deps.logger);
+    await removeWorkspaceDir(sessionDir(this.layout, id), this.deps.logger);
   }
 
   private isExpired(r: SessionRecord): boolean {

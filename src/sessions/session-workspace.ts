@@ -114,12 +114,8 @@ export async function unmountVolumes(layout: StoreLayout, logger: Logger): Promi
   for (const name of await fs.readdir(layout.volumes)) await unmountQuotaWorkspace(path.join(layout.volumes, name), logger);
 }
 
-/** Unmount the quota image (if any), then remove the session directory without following links. */
-export async function removeSessionData(layout: StoreLayout, id: string, logger: Logger): Promise<void> {
-  await removeWorkspaceDir(sessionDir(layout, id), logger);
-}
-
-/** The same for any dir laid out like a session's (workspace.img, workspace/): a pool entry. */
+/** Unmount the quota image (if any) of a dir laid out like a session's (workspace.img, workspace/),
+ * a session's, a pool entry or a one-shot's, then remove it without following links. */
 export async function removeWorkspaceDir(dir: string, logger: Logger): Promise<void> {
   await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), logger);
   await removeTreeSafe(dir);

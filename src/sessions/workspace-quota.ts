@@ -176,15 +176,17 @@ async function withLock<T>(workspaceDir: string, fn: () => Promise<T>): Promise<
 
 // ---- operations --------------------------------------------------------------------------
 
-async function unmountLocked(workspaceDir: string, logger: QuotaLogger | undefined): Promise<void> {
+/** Returns the images whose loop devices it saw released (none after a lazy unmount). */
+async function unmountLocked(workspaceDir: string, logger: QuotaLogger | undefined): Promise<Set<string>> {
   const images = new Set<string>();
   let lazy = false;
   // A loop, not a single umount: an accidental double mount must not leave a layer behind.
   for (let i = 0; i < 8; i++) {
     const mount = await quotaMountOn(workspaceDir);
     if (mount === null) {
-      if (!lazy) for (const image of images) await releaseImage(image, logger);
-      return;
+      if (lazy) return new Set();
+      for (const image of images) await releaseImage(image, logger);
+      return images;
     }
     const backing = await sysLoop(LOOP_DEV.exec(mount.source)?.[1] ?? '', 'backing_file');
     if (backing !== null) images.add(backing.replace(/ \(deleted\)$/, ''));
@@ -297,15 +299,16 @@ export async function mountQuotaWorkspace(sessionDir: string, workspaceDir: stri
 
 /** Idempotent; falls back to a lazy unmount when busy (the loop device detaches on release). */
 export async function unmountQuotaWorkspace(workspaceDir: string, logger?: QuotaLogger): Promise<void> {
-  return withLock(workspaceDir, () => unmountLocked(workspaceDir, logger));
+  await withLock(workspaceDir, () => unmountLocked(workspaceDir, logger));
 }
 
 /** Unmounts, detaches any loop device still holding the image, deletes it. Idempotent. */
 export async function removeQuotaWorkspace(sessionDir: string, workspaceDir: string, logger?: QuotaLogger): Promise<void> {
   return withLock(workspaceDir, async () => {
-    await unmountLocked(workspaceDir, logger);
+    const released = await unmountLocked(workspaceDir, logger);
     const image = await imagePath(sessionDir);
-    await releaseImage(image, logger);
+    // Not mounted here, or left to a lazy unmount: a device may still hold the image.
+    if (!released.has(image)) await releaseImage(image, logger);
     await fs.promises.unlink(image).catch((err: unknown) => {
       if (errnoOf(err) !== 'ENOENT') fail(logger, 'could not delete the workspace image', { image, err: String(err) });
     });

@@ -150,7 +150,7 @@ function isTruncated(m: ReadonlyMap<string, SnapshotEntry>): boolean {
   return m instanceof WorkspaceSnapshot && m.truncated;
 }
 
-export function sortPaths(paths: string[]): string[] {
+function sortPaths(paths: string[]): string[] {
   return sortByPath(paths.map((path) => ({ path }))).map((p) => p.path);
 }
 

@@ -53,8 +53,9 @@ export class FrameDecoder {
   private peekLength(): number {
     const first = this.chunks[0] as Buffer;
     if (first.length >= 4) return first.readUInt32BE(0);
-    const head = Buffer.concat(this.chunks).subarray(0, 4);
-    this.chunks = [Buffer.concat(this.chunks)];
-    return head.readUInt32BE(0);
+    // Only a header split across chunks gets here: few bytes, so joining them all is cheap.
+    const joined = Buffer.concat(this.chunks);
+    this.chunks = [joined];
+    return joined.readUInt32BE(0);
   }
 }
