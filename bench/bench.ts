@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../src/config.js';
-import { intFromEnv, type BenchContext, type BenchSizes } from './lib/context.js';
+import { PRINT_X, intFromEnv, type BenchContext, type BenchSizes } from './lib/context.js';
 import { createFloor, type Floor } from './lib/floor.js';
 import { BenchClient, createSession, executeIn } from './lib/http.js';
 import { measureLatency } from './lib/phase-latency.js';
@@ -15,7 +15,7 @@ import { measureThroughput } from './lib/phase-throughput.js';
 import { measureRunCode } from './lib/phase-run-code.js';
 import { buildRows } from './lib/rows.js';
 import { machineInfo, renderTable } from './lib/report.js';
-import { ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, serviceEnv, startService, type BenchServer } from './lib/server.js';
+import { ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, cleanEnv, startService, type BenchServer } from './lib/server.js';
 
 const MiB = 1024 * 1024;
 const started = Date.now();
@@ -64,7 +64,7 @@ async function main(): Promise<void> {
   const scratchDir = path.join(tmp, 'disk');
   for (const d of [serviceWorkspaceDir, floorDir, scratchDir]) fs.mkdirSync(d, { mode: 0o711 });
 
-  const env = serviceEnv({
+  const env = cleanEnv({
     BUBBLE_SANDBOX_HOST: '127.0.0.1',
     BUBBLE_SANDBOX_PORT: String(await freePort()),
     BUBBLE_SANDBOX_WORKSPACE_DIR: serviceWorkspaceDir,
@@ -87,7 +87,7 @@ async function main(): Promise<void> {
   // Warm the service up (JIT, caches) before anything is measured, the idle RSS included.
   await createSession(client, 'bench-warm');
   for (let i = 0; i < 20; i++) {
-    const r = await executeIn(client, 'bench-warm', { script: "print('x')" });
+    const r = await executeIn(client, 'bench-warm', { script: PRINT_X });
     if (r.status !== 200 || r.result?.status !== 'ok') throw new Error(`warm-up execution failed: ${r.status} ${r.text.slice(0, 500)}\n${server.tail()}`);
   }
 

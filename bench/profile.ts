@@ -4,10 +4,10 @@
 // Env: PROFILE_N (executions, default 200), PROFILE_CLIENTS (default 4).
 import fs from 'node:fs';
 import path from 'node:path';
-import { intFromEnv } from './lib/context.js';
+import { PRINT_X, intFromEnv } from './lib/context.js';
 import { summarizeProfile, type CpuProfile, type Ranked } from './lib/cpuprofile.js';
 import { BenchClient, createSession, executeIn } from './lib/http.js';
-import { ENVIRONMENTS_DIR, freePort, makeTempDir, processCpuMs, PROJECT_ROOT, serviceEnv, startService } from './lib/server.js';
+import { ENVIRONMENTS_DIR, freePort, makeTempDir, processCpuMs, PROJECT_ROOT, cleanEnv, startService } from './lib/server.js';
 
 const total = intFromEnv('PROFILE_N', 200);
 const clients = intFromEnv('PROFILE_CLIENTS', 4);
@@ -18,7 +18,7 @@ async function main(): Promise<void> {
   const profDir = path.join(tmp, 'prof');
   const ws = path.join(tmp, 'ws');
   fs.mkdirSync(ws, { mode: 0o711 });
-  const env = serviceEnv({
+  const env = cleanEnv({
     BUBBLE_SANDBOX_HOST: '127.0.0.1', BUBBLE_SANDBOX_PORT: String(await freePort()),
     BUBBLE_SANDBOX_WORKSPACE_DIR: ws, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR,
   });
@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   try {
     const ids = Array.from({ length: clients }, (_, k) => `prof-${k}`);
     for (const id of ids) await createSession(client, id);
-    for (let i = 0; i < 20; i++) await executeIn(client, ids[i % clients] as string, { script: "print('x')" });
+    for (let i = 0; i < 20; i++) await executeIn(client, ids[i % clients] as string, { script: PRINT_X });
 
     let started = 0;
     let failed = 0;
@@ -36,7 +36,7 @@ async function main(): Promise<void> {
     await Promise.all(ids.map(async (id) => {
       while (started < total) {
         started += 1;
-        const r = await executeIn(client, id, { script: "print('x')" });
+        const r = await executeIn(client, id, { script: PRINT_X });
         if (r.status !== 200 || r.result?.status !== 'ok') failed += 1;
       }
     }));

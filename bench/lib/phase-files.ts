@@ -3,7 +3,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ChangeTracker } from '../../src/sessions/change-tracker.js';
+import { SNAPSHOT_MAX_ENTRIES } from '../../src/sessions/executor.js';
 import { SessionChanges } from '../../src/sessions/session-changes.js';
+import { storeLayout, workspaceOf } from '../../src/sessions/session-store.js';
 import { diffSnapshots, snapshotWorkspace } from '../../src/sessions/workspace-fs.js';
 import { createSession, deleteSession, executeIn } from './http.js';
 import { PRINT_X, type BenchContext } from './context.js';
@@ -58,15 +60,15 @@ export async function measureChangedFiles(ctx: BenchContext): Promise<ChangedFil
     await time(empty, without);
   }
 
-  const dir = path.join(ctx.serviceWorkspaceDir, 'sessions', many, 'workspace');
+  const dir = workspaceOf(storeLayout(ctx.serviceWorkspaceDir), many);
   const snap: number[] = [];
   const diff: number[] = [];
   const total: number[] = [];
   for (let i = -2; i < sizes.snapshotReps; i++) {
     const t0 = now();
-    const before = await snapshotWorkspace(dir, { maxEntries: 100_000 });
+    const before = await snapshotWorkspace(dir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
     const t1 = now();
-    const after = await snapshotWorkspace(dir, { maxEntries: 100_000 });
+    const after = await snapshotWorkspace(dir, { maxEntries: SNAPSHOT_MAX_ENTRIES });
     const t2 = now();
     const d = diffSnapshots(before, after);
     const t3 = now();
@@ -106,7 +108,7 @@ async function measureTracked(dir: string, reps: number): Promise<ChangedFilesRe
     const changes = new SessionChanges({ warn: () => undefined });
     changes.useTracker(tracker);
     // One execution's report: its "before" and its "after", without the act in between.
-    const round = async (act: () => void) => {
+    const report = async (act: () => void) => {
       const source = changes.forSession('bench', dir, () => true);
       const t0 = now();
       const before = await source.before();
@@ -116,21 +118,19 @@ async function measureTracked(dir: string, reps: number): Promise<ChangedFilesRe
       await source.after(before);
       return t1 - t0 + (now() - t2);
     };
-    await round(() => undefined); // the first "before" is a full scan
+    await report(() => undefined); // the first "before" is a full scan
     if (!changes.isTracked('bench')) return null;
     const unchanged: number[] = [];
     const oneFile: number[] = [];
     for (let i = 0; i < reps; i++) {
-      unchanged.push(await round(() => undefined));
-      oneFile.push(await round(() => fs.writeFileSync(path.join(dir, 'many', 'f00042.txt'), String(i))));
+      unchanged.push(await report(() => undefined));
+      oneFile.push(await report(() => fs.writeFileSync(path.join(dir, 'many', 'f00042.txt'), String(i))));
     }
-    return { unchanged_p50_ms: round3(percentile(unchanged, 50)), one_file_p50_ms: round3(percentile(oneFile, 50)), reps };
+    return { unchanged_p50_ms: round(percentile(unchanged, 50)), one_file_p50_ms: round(percentile(oneFile, 50)), reps };
   } finally {
     await tracker.close();
   }
 }
-
-const round3 = (v: number) => Math.round(v * 1000) / 1000;
 
 export interface RssResult {
   idle_kib: number;

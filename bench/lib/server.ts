@@ -2,14 +2,9 @@
 // benchmark, and reads its memory and CPU use from /proc.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { sleep } from './stats.js';
+import { BIN, PROJECT_ROOT, sleep } from '../../test/helpers/host-env.js';
 
-export const PROJECT_ROOT = path.resolve(import.meta.dirname, '..', '..');
-export const BIN = path.join(PROJECT_ROOT, 'bin', 'bubble-sandbox.js');
-export const ENVIRONMENTS_DIR = path.join(PROJECT_ROOT, 'environments');
+export { ENVIRONMENTS_DIR, PROJECT_ROOT, cleanEnv, freePort, makeTempDir } from '../../test/helpers/host-env.js';
 
 export interface BenchServer {
   baseUrl: string;
@@ -20,32 +15,6 @@ export interface BenchServer {
   tail(): string;
   /** The `checks` of the /readyz answer that found the service ready (cgroups, quota, self-test...). */
   readyChecks: Record<string, unknown>;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = addr !== null && typeof addr === 'object' ? addr.port : 0;
-      srv.close(() => (port > 0 ? resolve(port) : reject(new Error('no free port'))));
-    });
-  });
-}
-
-/** A fresh directory the sandbox uids can traverse (mkdtemp makes 0700). */
-export function makeTempDir(prefix: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  fs.chmodSync(dir, 0o711);
-  return dir;
-}
-
-/** The service's settings: the parent's environment without BUBBLE_SANDBOX_*, plus ours. */
-export function serviceEnv(settings: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BUBBLE_SANDBOX_') && v !== undefined) env[k] = v;
-  return { ...env, ...settings };
 }
 
 export async function startService(env: NodeJS.ProcessEnv, opts: { nodeArgs?: string[]; readyTimeoutMs?: number } = {}): Promise<BenchServer> {

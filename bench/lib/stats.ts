@@ -42,7 +42,7 @@ export function ratio(a: number, b: number): number {
   return b === 0 || !Number.isFinite(a) || !Number.isFinite(b) ? Number.NaN : round(a / b);
 }
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+export { sleep } from '../../test/helpers/host-env.js';
 
 /** Milliseconds since an arbitrary origin, sub-millisecond resolution. */
 export const now = () => performance.now();

@@ -6,13 +6,13 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { afterAll, beforeAll } from 'vitest';
+import { ENVIRONMENTS_DIR } from './host-env.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createSandbox, type Sandbox } from '../../src/sandbox/sandbox.js';
 import { buildApp } from '../../src/server/app.js';
 import { createMetrics, metricsObserver } from '../../src/server/metrics.js';
 import { SessionManager } from '../../src/sessions/session-manager.js';
 
-export const PROJECT_ROOT = path.resolve(import.meta.dirname, '..', '..');
 
 /** What tests read of a built app. */
 export interface AppUnderTest {
@@ -32,7 +32,7 @@ export async function createTestApp(settings: Record<string, string> = {}, opts:
   const workspaceDir = opts.workspaceDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'bs-app-'));
   fs.chmodSync(workspaceDir, 0o711);
   const env: Record<string, string> = {
-    BUBBLE_SANDBOX_ENVIRONMENTS_DIR: path.join(PROJECT_ROOT, 'environments'),
+    BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR,
     BUBBLE_SANDBOX_WORKSPACE_DIR: workspaceDir,
     BUBBLE_SANDBOX_LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
   };

@@ -3,15 +3,12 @@
 // on the host is in host-processes.ts.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import readline from 'node:readline';
 import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
+import { BIN, PROJECT_ROOT, cleanEnv, freePort, makeTempDir, sleep } from './host-env.js';
 
-export const PROJECT_ROOT = path.resolve(import.meta.dirname, '..', '..');
-export const BIN = path.join(PROJECT_ROOT, 'bin', 'bubble-sandbox.js');
-export const ENVIRONMENTS_DIR = path.join(PROJECT_ROOT, 'environments');
+export { freePort, makeTempDir, sleep } from './host-env.js';
+
 
 export interface ExitInfo {
   code: number | null;
@@ -47,31 +44,6 @@ export interface StartServerOptions {
 
 const live = new Set<ChildProcess>();
 
-/** A port that was free a moment ago: listen on 0, read the number, close. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === 'string') {
-        srv.close();
-        reject(new Error('no port'));
-        return;
-      }
-      srv.close(() => resolve(addr.port));
-    });
-  });
-}
-
-/** The parent environment without any BUBBLE_SANDBOX_* variable, so settings never leak in. */
-export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BUBBLE_SANDBOX_') && v !== undefined) env[k] = v;
-  return { ...env, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR, ...extra };
-}
-
 /**
  * Removes a test's workspace directory. A server killed with SIGKILL leaves its workspace quota
  * images mounted, so mounts under the directory are detached first.
@@ -83,13 +55,6 @@ export function removeTempDir(dir: string): void {
     .sort((a, b) => b.length - a.length);
   for (const m of mounts) spawnSync('umount', ['-l', m]);
   fs.rmSync(dir, { recursive: true, force: true });
-}
-
-/** A fresh directory under os.tmpdir() that sandbox uids can traverse (mode 0711). */
-export function makeTempDir(prefix: string, mode = 0o711): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  fs.chmodSync(dir, mode);
-  return dir;
 }
 
 /**
@@ -212,10 +177,6 @@ export async function killAllServers(): Promise<void> {
   }
   await Promise.all(waits);
   live.clear();
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 export interface CliResult {

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { useTestApp, type AppUnderTest } from '../helpers/app.js';
 import { descendantsOf, stillRunning, waitUntil, type HostProcess } from '../helpers/host-processes.js';
 import { createSession, expectError, fakeClock, type ExecutionResultBody } from '../helpers/http.js';
+import { sleep } from '../helpers/host-env.js';
 
 interface RunCodeResultBody extends Omit<ExecutionResultBody, 'error'> {
   error: { type: string; message: string; line: number | null; hint: string | null; traceback: string[] } | null;
@@ -21,7 +22,6 @@ const MAX_TIMEOUT = 60;
 const GRACE_SECONDS = 1;
 /** Slack on top of timeout + grace for the answer to come back on a loaded machine. */
 const MARGIN_MS = 2500;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function runCodeRaw(app: FastifyInstance, id: string, body: Record<string, unknown>) {
   return app.inject({ method: 'POST', url: `/v1/sessions/${id}/run_code`, payload: body });

@@ -10,9 +10,8 @@ import { findEnvironment, type Environment } from '../../../src/sandbox/environm
 import { PythonKernel, type PythonKernelOptions } from '../../../src/sandbox/kernel/kernel.js';
 import type { SandboxRunner } from '../../../src/sandbox/runner.js';
 import { createSandbox, type Sandbox } from '../../../src/sandbox/sandbox.js';
+import { ENVIRONMENTS_DIR } from '../../helpers/host-env.js';
 import { makeWorkspace } from '../../helpers/sandbox.js';
-
-export const ENVIRONMENTS_DIR = '/work/main/environments';
 
 export interface KernelFixture {
   sandbox: Sandbox;

@@ -7,13 +7,13 @@ import type { Environment } from '../../../src/sandbox/environments.js';
 import { KernelClosedError, KernelStartError, type KernelRunOptions, type PythonKernel } from '../../../src/sandbox/kernel/kernel.js';
 import { KernelPool } from '../../../src/sandbox/kernel/kernel-pool.js';
 import { hostProcessesInCgroup, isRunning } from '../../helpers/host-processes.js';
+import { sleep } from '../../helpers/host-env.js';
 import { makeWorkspace } from '../../helpers/sandbox.js';
 import { createKernelFixture, type KernelFixture } from './helpers.js';
 
 let f: KernelFixture;
 let bare: Environment;
 const opts: KernelRunOptions = { timeoutMs: 10_000, maxOutputChars: 100_000 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   f = await createKernelFixture();
