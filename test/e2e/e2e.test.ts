@@ -2,9 +2,9 @@
 // upload, execute, list, download, delete keeping the data, re-attach, delete for good.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import {
-  api, downloadFile, startServer, uploadFiles, useWorkspaceDir, type ExecResult, type ServerProcess,
+  api, downloadFile, startServer, uploadFiles, useWorkspaceDir, type ExecResult,
 } from '../helpers/server-process.js';
 
 const CSV = 'city,temp\nOslo,4\nRome,18\nOslo,6\nRome,20\n';
@@ -18,15 +18,10 @@ const SCRIPT = [
 const EXPECTED_RESULT = 'city,temp\nOslo,5.0\nRome,19.0\n';
 
 const workspaceDir = useWorkspaceDir('bs-e2e-');
-let server: ServerProcess | null = null;
-
-afterEach(() => {
-  server = null;
-});
 
 describe('user journey', () => {
   test('create, upload, execute, list, download, keep, re-attach, delete', async () => {
-    server = await startServer({ workspaceDir: workspaceDir.path });
+    const server = await startServer({ workspaceDir: workspaceDir.path });
     const base = server.baseUrl;
     const id = 'e2e-journey';
     const sessionDir = path.join(workspaceDir.path, 'sessions', id);

@@ -1,5 +1,6 @@
 // Paths, ports, environments and temp dirs for running the service as a process: without vitest,
 // so the benchmark (bench/lib/server.ts) uses them too.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -39,6 +40,24 @@ export function makeTempDir(prefix: string, mode = 0o711): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   fs.chmodSync(dir, mode);
   return dir;
+}
+
+/** Lazily unmounts every mount at or below `dir` (a resolved path), deepest first. */
+export function unmountAllUnder(dir: string): void {
+  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m === dir || m.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) spawnSync('umount', ['-l', m]);
+}
+
+/**
+ * Removes a test's temp directory. A server killed with SIGKILL (or a failed test) leaves quota
+ * images mounted below it, so those are detached first.
+ */
+export function removeTempDir(dir: string): void {
+  unmountAllUnder(dir);
+  fs.rmSync(dir, { recursive: true, force: true });
 }
 
 export function sleep(ms: number): Promise<void> {

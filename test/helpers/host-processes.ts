@@ -20,11 +20,6 @@ export interface HostProcess {
   command: string;
 }
 
-export interface ScanOptions {
-  /** Zombies run nothing and hold nothing but a pid (init reaps them, on its own schedule). */
-  includeZombies?: boolean;
-}
-
 /** One process, or null when it is gone (or went while it was being read). */
 export function readHostProcess(pid: number): HostProcess | null {
   try {
@@ -44,12 +39,15 @@ export function readHostProcess(pid: number): HostProcess | null {
   }
 }
 
-/** Every process on the host but this one (the test runner is never what a test looks for). */
-export function listHostProcesses({ includeZombies = false }: ScanOptions = {}): HostProcess[] {
+/**
+ * Every process on the host but this one (the test runner is never what a test looks for) and
+ * zombies (they run nothing and hold nothing but a pid; init reaps them on its own schedule).
+ */
+export function listHostProcesses(): HostProcess[] {
   return fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map(Number)
     .filter((pid) => pid !== process.pid)
     .flatMap((pid) => readHostProcess(pid) ?? [])
-    .filter((p) => includeZombies || p.state !== 'Z');
+    .filter((p) => p.state !== 'Z');
 }
 
 /**
@@ -57,18 +55,18 @@ export function listHostProcesses({ includeZombies = false }: ScanOptions = {}):
  * the raw cmdline, so `sleep\0 7.5` finds only where those are argument boundaries; any other
  * needle against the arguments joined by spaces, so `sleep 7.5` also finds `sh -c 'sleep 7.5'`.
  */
-export function hostProcessesMatching(needle: string, opts: ScanOptions = {}): HostProcess[] {
+export function hostProcessesMatching(needle: string): HostProcess[] {
   const field = needle.includes('\0') ? 'cmdline' : 'command';
-  return listHostProcesses(opts).filter((p) => p[field].includes(needle));
+  return listHostProcesses().filter((p) => p[field].includes(needle));
 }
 
-export function hostProcessesOfUid(uid: number, opts: ScanOptions = {}): HostProcess[] {
-  return listHostProcesses(opts).filter((p) => p.uid === uid);
+export function hostProcessesOfUid(uid: number): HostProcess[] {
+  return listHostProcesses().filter((p) => p.uid === uid);
 }
 
 /** Processes whose cgroup path (any line of /proc/<pid>/cgroup) contains `needle`. */
-export function hostProcessesInCgroup(needle: string, opts: ScanOptions = {}): HostProcess[] {
-  return listHostProcesses(opts).filter((p) => {
+export function hostProcessesInCgroup(needle: string): HostProcess[] {
+  return listHostProcesses().filter((p) => {
     try {
       return fs.readFileSync(`/proc/${p.pid}/cgroup`, 'utf8').includes(needle);
     } catch {
@@ -78,8 +76,8 @@ export function hostProcessesInCgroup(needle: string, opts: ScanOptions = {}): H
 }
 
 /** Processes with `root` as parent, grandparent... (up to 64 generations). */
-export function descendantsOf(root: number, opts: ScanOptions = {}): HostProcess[] {
-  const all = listHostProcesses(opts);
+export function descendantsOf(root: number): HostProcess[] {
+  const all = listHostProcesses();
   const byPid = new Map(all.map((p) => [p.pid, p]));
   return all.filter((p) => {
     for (let cur: HostProcess | undefined = p, hops = 0; cur && hops < 64; cur = byPid.get(cur.ppid), hops++) {

@@ -3,7 +3,9 @@ import { STATUS_CODES } from 'node:http';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { expect } from 'vitest';
 import type { z } from 'zod';
-import type { ErrorSchema, ExecutionResultSchema, FileListSchema, OneShotResultSchema, SessionInfoSchema } from '../../src/server/schemas.js';
+import type {
+  ErrorSchema, ExecutionResultSchema, FileListSchema, OneShotResultSchema, RunCodeResultSchema, SessionInfoSchema,
+} from '../../src/server/schemas.js';
 import { multipartBody } from './app.js';
 
 // Wire types come from the route schemas, so tests and the API cannot drift apart.
@@ -12,6 +14,14 @@ export type SessionInfoBody = z.infer<typeof SessionInfoSchema>;
 export type ExecutionResultBody = z.infer<typeof ExecutionResultSchema>;
 export type OneShotResultBody = z.infer<typeof OneShotResultSchema>;
 export type FileListBody = z.infer<typeof FileListSchema>;
+export type RunCodeResultBody = z.infer<typeof RunCodeResultSchema>;
+
+// The contract's keys, written out rather than read from the schemas: a key dropped or added there shows up here.
+export const EXECUTION_RESULT_KEYS = [
+  'duration_ms', 'error', 'exit_code', 'files', 'max_output_chars', 'resources', 'signal', 'status', 'stderr', 'stdout',
+  'timed_out', 'timeout_seconds', 'truncated',
+];
+export const RUN_CODE_RESULT_KEYS = [...EXECUTION_RESULT_KEYS, 'kernel_restarted', 'result'].sort();
 
 export const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 

@@ -1,13 +1,12 @@
 // Runs the real service (node bin/bubble-sandbox.js serve) as a child process for end-to-end
 // tests, plus host-side helpers: the CLI as a process, and HTTP calls to the service. What runs
 // on the host is in host-processes.ts.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import readline from 'node:readline';
 import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
-import { BIN, PROJECT_ROOT, cleanEnv, freePort, makeTempDir, sleep } from './host-env.js';
+import { BIN, PROJECT_ROOT, cleanEnv, freePort, makeTempDir, removeTempDir, sleep } from './host-env.js';
 
-export { freePort, makeTempDir, sleep } from './host-env.js';
+export { freePort, makeTempDir, removeTempDir, sleep } from './host-env.js';
 
 
 export interface ExitInfo {
@@ -43,19 +42,6 @@ export interface StartServerOptions {
 }
 
 const live = new Set<ChildProcess>();
-
-/**
- * Removes a test's workspace directory. A server killed with SIGKILL leaves its workspace quota
- * images mounted, so mounts under the directory are detached first.
- */
-export function removeTempDir(dir: string): void {
-  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
-    .map((l) => l.split(' ')[4] ?? '')
-    .filter((m) => m === dir || m.startsWith(`${dir}/`))
-    .sort((a, b) => b.length - a.length);
-  for (const m of mounts) spawnSync('umount', ['-l', m]);
-  fs.rmSync(dir, { recursive: true, force: true });
-}
 
 /**
  * A fresh workspace directory (makeTempDir) for each test, or with 'all' one for all the tests of

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, useTestApp } from '../helpers/app.js';
 import {
-  createSession, execute, expectError, listPaths, upload, type ExecutionResultBody, type OneShotResultBody,
+  EXECUTION_RESULT_KEYS, createSession, execute, expectError, listPaths, upload, type ExecutionResultBody, type OneShotResultBody,
 } from '../helpers/http.js';
 
 const MAX_TIMEOUT = 60;
@@ -19,13 +19,9 @@ beforeAll(async () => {
   await createSession(t.app, { session_id: 'run' });
 });
 
-const RESULT_KEYS = [
-  'duration_ms', 'error', 'exit_code', 'files', 'max_output_chars', 'resources', 'signal', 'status', 'stderr', 'stdout',
-  'timed_out', 'timeout_seconds', 'truncated',
-];
 
 function expectShape(r: ExecutionResultBody): void {
-  expect(Object.keys(r).sort()).toEqual(RESULT_KEYS);
+  expect(Object.keys(r).sort()).toEqual(EXECUTION_RESULT_KEYS);
   expect(Object.keys(r.files).sort()).toEqual(['created', 'deleted', 'modified']);
   expect(Object.keys(r.resources).sort()).toEqual(['cpu_ms', 'memory_peak_bytes']);
   expect(Number.isInteger(r.duration_ms)).toBe(true);

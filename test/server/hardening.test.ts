@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { isQuotaMounted } from '../../src/sessions/workspace-quota.js';
 import { UidSlots } from '../../src/sessions/uid-slots.js';
 import { useTestApp } from '../helpers/app.js';
+import { sleep } from '../helpers/host-env.js';
 import { createSession, execute } from '../helpers/http.js';
 
 const t = useTestApp({ MAX_OUTPUT_CHARS: '1000' });
@@ -14,9 +15,9 @@ describe('session lifecycle races', () => {
       await createSession(t.app, { session_id: id });
       await execute(t.app, id, { command: 'echo kept > kept.txt' });
       const running = t.app.inject({ method: 'POST', url: `/v1/sessions/${id}/execute`, payload: { command: 'sleep 5' } });
-      await new Promise((r) => setTimeout(r, 300));
+      await sleep(300);
       const del = t.app.inject({ method: 'DELETE', url: `/v1/sessions/${id}?clear_data=false` });
-      await new Promise((r) => setTimeout(r, 5));
+      await sleep(5);
       const create = t.app.inject({ method: 'POST', url: '/v1/sessions', payload: { session_id: id } });
       const [d, c] = await Promise.all([del, create]);
       await running;

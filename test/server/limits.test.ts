@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { useTestApp } from '../helpers/app.js';
 import { createSession, execute } from '../helpers/http.js';
+import { mountsUnder } from '../helpers/mounts.js';
 
 const MiB = 1024 * 1024;
 const t = useTestApp({ WORKSPACE_QUOTA_BYTES: String(8 * MiB), VOLUME_QUOTA_BYTES: String(8 * MiB), TMP_SIZE_BYTES: String(4 * MiB), MEMORY_LIMIT_BYTES: String(128 * MiB) });
@@ -31,10 +32,10 @@ describe('disk', () => {
     expect(r.stdout).toContain('No space left on device');
     expect(Number(r.stdout.trim().split('\n').pop())).toBeLessThanOrEqual(8 * MiB);
     const volumeDir = path.join(t.workspaceDir, 'volumes', 'bulk');
-    const mount = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === volumeDir);
+    const mount = mountsUnder(volumeDir).find((m) => m.point === volumeDir);
     expect(mount).toBeDefined();
-    expect(mount?.split(' ')[5]).toMatch(/nosuid/);
-    expect(mount?.split(' ')[5]).toMatch(/nodev/);
+    expect(mount?.options.join(',')).toMatch(/nosuid/);
+    expect(mount?.options.join(',')).toMatch(/nodev/);
   }, 60_000);
 
   it('filling /tmp stops at its size', async () => {

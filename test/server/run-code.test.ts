@@ -5,19 +5,9 @@ import type { FastifyInstance } from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { useTestApp, type AppUnderTest } from '../helpers/app.js';
 import { descendantsOf, stillRunning, waitUntil, type HostProcess } from '../helpers/host-processes.js';
-import { createSession, expectError, fakeClock, type ExecutionResultBody } from '../helpers/http.js';
+import { RUN_CODE_RESULT_KEYS, createSession, expectError, fakeClock, type RunCodeResultBody } from '../helpers/http.js';
 import { sleep } from '../helpers/host-env.js';
 
-interface RunCodeResultBody extends Omit<ExecutionResultBody, 'error'> {
-  error: { type: string; message: string; line: number | null; hint: string | null; traceback: string[] } | null;
-  result: string | null;
-  kernel_restarted: boolean;
-}
-
-const RESULT_KEYS = [
-  'duration_ms', 'error', 'exit_code', 'files', 'kernel_restarted', 'max_output_chars', 'resources', 'result', 'signal',
-  'status', 'stderr', 'stdout', 'timed_out', 'timeout_seconds', 'truncated',
-];
 const MAX_TIMEOUT = 60;
 const GRACE_SECONDS = 1;
 /** Slack on top of timeout + grace for the answer to come back on a loaded machine. */
@@ -31,7 +21,7 @@ async function runCode(app: FastifyInstance, id: string, code: string, extra: Re
   const res = await runCodeRaw(app, id, { code, ...extra });
   expect(res.statusCode, res.body).toBe(200);
   const body = res.json<RunCodeResultBody>();
-  expect(Object.keys(body).sort()).toEqual(RESULT_KEYS);
+  expect(Object.keys(body).sort()).toEqual(RUN_CODE_RESULT_KEYS);
   return body;
 }
 

@@ -4,14 +4,10 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { useTestApp } from '../helpers/app.js';
-import { createSession, expectError } from '../helpers/http.js';
+import { EXECUTION_RESULT_KEYS, RUN_CODE_RESULT_KEYS, createSession, expectError } from '../helpers/http.js';
 
 const MAX_OUTPUT_CHARS = 1000;
 const NDJSON = { accept: 'application/x-ndjson' };
-const RESULT_KEYS = [
-  'duration_ms', 'error', 'exit_code', 'files', 'max_output_chars', 'resources', 'signal', 'status', 'stderr', 'stdout',
-  'timed_out', 'timeout_seconds', 'truncated',
-];
 const OMITTED = /\n\[\.\.\. (\d+) characters omitted \.\.\.\]\n/;
 
 type Event = Record<string, unknown> & { type: string };
@@ -103,7 +99,7 @@ describe('POST /v1/sessions/{id}/execute with Accept: application/x-ndjson', () 
     const s = parseStream(await post(t.app, '/v1/sessions/exec/execute', { script }, true));
     expect(s.stdout).toBe('out-1\nout-2\n');
     expect(s.stderr).toBe('err-1\n');
-    expect(Object.keys(s.result).sort()).toEqual(RESULT_KEYS);
+    expect(Object.keys(s.result).sort()).toEqual(EXECUTION_RESULT_KEYS);
     expect(s.result).toMatchObject({
       status: 'ok', exit_code: 0, signal: null, truncated: false, max_output_chars: MAX_OUTPUT_CHARS, timed_out: false,
       error: null, files: { created: ['made.txt'], modified: [], deleted: [] },
@@ -166,7 +162,7 @@ describe('POST /v1/sessions/{id}/run_code with Accept: application/x-ndjson', ()
     const first = parseStream(await post(t.app, '/v1/sessions/code/run_code', { code: "import sys\nx = 2\nprint('hi')\nprint('warn', file=sys.stderr)\nx * 21" }, true));
     expect(first.stdout).toBe('hi\n');
     expect(first.stderr).toBe('warn\n');
-    expect(Object.keys(first.result).sort()).toEqual([...RESULT_KEYS, 'kernel_restarted', 'result'].sort());
+    expect(Object.keys(first.result).sort()).toEqual(RUN_CODE_RESULT_KEYS);
     expect(first.result).toMatchObject({
       status: 'ok', exit_code: 0, result: '42', kernel_restarted: false, error: null, truncated: false,
       max_output_chars: MAX_OUTPUT_CHARS, files: { created: [], modified: [], deleted: [] },

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createQuotaWorkspace } from '../../src/sessions/workspace-quota.js';
 import { createTestApp, useTestApp, type AppUnderTest } from '../helpers/app.js';
+import { removeTempDir } from '../helpers/host-env.js';
 import { waitUntil } from '../helpers/host-processes.js';
 import { createSession, execute, listPaths } from '../helpers/http.js';
 import { expectQuotaMount, loopBackingFiles, mountsUnder } from '../helpers/mounts.js';
@@ -178,7 +179,7 @@ describe('start-up and shutdown', () => {
       expect(loopBackingFiles().filter((f) => f.startsWith(dir))).toEqual([]);
       expect(fs.readdirSync(path.join(dir, 'pool'))).toEqual([]);
     } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
+      removeTempDir(dir);
     }
   }, 60_000);
 });

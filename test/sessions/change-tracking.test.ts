@@ -12,6 +12,7 @@ import { SessionChanges } from '../../src/sessions/session-changes.js';
 import { diffSnapshots, snapshotWorkspace, type WorkspaceSnapshot } from '../../src/sessions/workspace-fs.js';
 import { createQuotaWorkspace, detectQuotaSupport, removeQuotaWorkspace } from '../../src/sessions/workspace-quota.js';
 import { runInBwrap } from '../helpers/mounts.js';
+import { sleep } from '../helpers/host-env.js';
 
 const MiB = 1024 * 1024;
 const UID = 201_777;
@@ -218,7 +219,7 @@ describe.skipIf(skip)('change tracking (fanotify on quota images)', () => {
     fs.writeFileSync(path.join(ws, 'uploaded.csv'), 'u');
     changes.workspaceChanged('s6');
     process.kill(own.tracker.pid as number, 'SIGKILL');
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     expect(own.tracker.available).toBe(false);
     const r = await round(changes, 's6', ws, () => {
       fs.rmSync(path.join(ws, 'uploaded.csv'));

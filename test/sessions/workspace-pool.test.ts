@@ -1,6 +1,5 @@
 // The pool of quota workspaces built ahead, on real loop devices: run as root. Skipped only
 // outside CI when this machine cannot loop-mount; in CI an unavailable quota is a failure.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +10,7 @@ import { prepareWorkspace, removeWorkspaceDir } from '../../src/sessions/session
 import { WorkspacePool } from '../../src/sessions/workspace-pool.js';
 import { QUOTA_IMAGE_NAME, detectQuotaSupport, unmountQuotaWorkspace } from '../../src/sessions/workspace-quota.js';
 import { waitUntil } from '../helpers/host-processes.js';
+import { removeTempDir, sleep } from '../helpers/host-env.js';
 import { expectQuotaMount, loopBackingFiles, mountsUnder } from '../helpers/mounts.js';
 
 const MiB = 1024 * 1024;
@@ -50,8 +50,7 @@ describe.skipIf(skip)('workspace pool (loop-mounted ext4 built ahead)', () => {
 
   afterAll(() => {
     if (base === '') return;
-    for (const m of mountsUnder(base).reverse()) execFileSync('umount', ['-l', m.point], { stdio: 'ignore' });
-    fs.rmSync(base, { recursive: true, force: true });
+    removeTempDir(base);
   });
 
   it('fills to its size one entry at a time; each is a mounted, empty, service-owned quota image', async () => {
@@ -90,7 +89,7 @@ describe.skipIf(skip)('workspace pool (loop-mounted ext4 built ahead)', () => {
     await waitUntil(() => pool.readyCount, (n) => n === 2, 30_000);
     const target = path.join(sessionsDir, 'claimed');
     const built = Math.max(...fs.readdirSync(poolDir).map((e) => fs.lstatSync(path.join(poolDir, e, 'workspace')).mtimeMs));
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     const before = Date.now();
     expect(await pool.claim(target, OWNER)).toBe(true);
     expect(pool.readyCount).toBe(1);

@@ -10,6 +10,7 @@ import {
   mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace,
 } from '../../src/sessions/workspace-quota.js';
 import { loopBackingFiles, runInBwrap } from '../helpers/mounts.js';
+import { removeTempDir, unmountAllUnder } from '../helpers/host-env.js';
 
 const UID = 201234;
 const MiB = 1024 * 1024;
@@ -43,15 +44,6 @@ const loopsFor = (img: string): string => execFileSync('losetup', ['-j', img], {
 
 const runSandbox = (ws: string, script: string) => runInBwrap(ws, script, UID);
 
-function forceUnmountUnder(root: string): void {
-  const real = fs.realpathSync(root);
-  const points = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
-    .map((l) => l.split(' ')[4]).filter((p): p is string => p !== undefined && p.startsWith(`${real}/`));
-  for (const p of points.reverse()) {
-    try { execFileSync('umount', ['-l', p], { stdio: 'ignore' }); } catch { /* already gone */ }
-  }
-}
-
 describe.skipIf(skip)('workspace quota (loop-mounted ext4)', () => {
   beforeAll(() => {
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-quota-test-'));
@@ -64,13 +56,12 @@ describe.skipIf(skip)('workspace quota (loop-mounted ext4)', () => {
       await removeQuotaWorkspace(s.dir, s.ws).catch(() => undefined);
     }
     sessions = [];
-    if (base !== '') forceUnmountUnder(base);
+    if (base !== '') unmountAllUnder(fs.realpathSync(base));
   });
 
   afterAll(() => {
     if (base === '') return;
-    forceUnmountUnder(base);
-    fs.rmSync(base, { recursive: true, force: true });
+    removeTempDir(fs.realpathSync(base));
   });
 
   it('reports support on this machine', () => {

@@ -47,8 +47,8 @@ describe('environments', () => {
   });
 });
 
-test('an environment below a directory the sandbox user cannot enter is reported unusable, not left to fail at run time', async () => {
-  if (process.getuid?.() !== 0) return;
+// Root only: without root the sandboxes run as the service's own user, whose owner permissions apply.
+test.skipIf(process.getuid?.() !== 0)('an environment below a directory the sandbox user cannot enter is reported unusable, not left to fail at run time', async () => {
   const locked = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-locked-'));
   try {
     fs.chmodSync(locked, 0o700);
