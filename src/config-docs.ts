@@ -1,7 +1,7 @@
 // Renders the settings table as .env.example text (every line commented: the defaults apply).
 import { ENV_PREFIX, SETTINGS } from './config.js';
 
-const MACHINE_DEPENDENT: Record<string, string> = { MAX_CONCURRENT_EXECUTIONS: 'number of CPU cores' };
+const MACHINE_DEPENDENT: Record<string, string> = { MAX_CONCURRENT_EXECUTIONS: 'number of CPU cores', SANDBOXES_CPU_CORES: 'number of CPU cores - 1, at least 0.5' };
 
 export function renderEnvExample(): string {
   const lines = [

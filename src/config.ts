@@ -46,6 +46,7 @@ export const SETTINGS = {
   ALLOW_PERSISTENT_SESSIONS: { schema: bool, default: 'true', doc: 'whether DELETE with clear_data=false (keep the workspace) is allowed' },
   LOG_LEVEL: { schema: z.string().transform((v) => v.toLowerCase()).pipe(z.enum(['trace', 'debug', 'info', 'warn', 'warning', 'error', 'fatal', 'silent', 'critical'])).transform((v) => (v === 'warning' ? 'warn' : v === 'critical' ? 'fatal' : v)), default: 'INFO', doc: 'log level: TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL (case-insensitive)' },
   API_KEY: { schema: z.string().min(16, 'must be at least 16 characters').optional(), default: undefined, doc: 'when set, every /v1 route requires Authorization: Bearer <key>' },
+  ALLOW_UNAUTHENTICATED: { schema: bool, default: 'false', doc: 'allow listening on a non-loopback HOST without API_KEY (anyone who reaches the port can then use every session)' },
   MAX_CONCURRENT_EXECUTIONS: { schema: int(1, 1024), default: String(Math.max(1, os.availableParallelism())), doc: 'sandboxes running at once across all sessions (default: number of cores)' },
   MAX_QUEUED_EXECUTIONS: { schema: int(0, 100_000), default: '64', doc: 'executions waiting for a free slot before new ones get 429 BUSY' },
   MEMORY_LIMIT_BYTES: { schema: int(16 * MiB), default: String(512 * MiB), doc: 'memory limit of one execution (cgroup; no swap)' },
@@ -57,10 +58,17 @@ export const SETTINGS = {
   WORKSPACE_QUOTA: { schema: z.enum(['auto', 'off']), default: 'auto', doc: 'auto: enforce WORKSPACE_QUOTA_BYTES with a loop-mounted image per workspace when the host allows it (root, loop devices, mkfs.ext4); off: plain directories' },
   CHANGE_TRACKING: { schema: z.enum(['auto', 'off']), default: 'auto', doc: 'auto: learn which files an execution changed from the kernel (fanotify on the workspace\'s quota image) when the host allows it, instead of scanning the workspace; off: always scan' },
   WORKSPACE_POOL_SIZE: { schema: int(0, 256), default: '4', doc: 'quota workspaces built ahead in the background so a session create only renames one into place (each holds a loop device and a sparse image); 0: build each on create' },
+  SANDBOXES_CPU_CORES: { schema: num(0.01, 1024), default: String(Math.max(0.5, os.availableParallelism() - 1)), doc: 'CPU cores all sandboxes together may use (quota of their shared parent cgroup), below the host\'s so the service always answers (default: cores - 1, at least 0.5)' },
+  MAX_VOLUMES: { schema: int(0, 100_000), default: '64', doc: 'most shared volumes that may exist (each a quota image and a loop device); a session naming a new one past it gets 429 MAX_VOLUMES' },
   MAX_OPEN_FILES: { schema: int(16, 1_048_576), default: '1024', doc: 'RLIMIT_NOFILE inside the sandbox' },
   CGROUPS: { schema: z.enum(['auto', 'off']), default: 'auto', doc: 'auto: use cgroup v2 or v1 when writable; off: rlimits only' },
   SANDBOX_UID_BASE: { schema: int(1000, 2 ** 31 - 70_000), default: '200000', doc: 'when running as root: first host uid/gid given to sandboxes (one per session)' },
   SANDBOX_UID_COUNT: { schema: int(1, 65_536), default: '4096', doc: 'size of the host uid range for sandboxes' },
+  UID_LOCK_DIR: { schema: z.string().min(1), default: '/run/bubble-sandbox/uid-ranges', doc: 'when running as root: where each instance on this host records the sandbox uid range it holds; an instance refuses to start on a range a live one holds' },
+  MAX_CHANGED_FILES: { schema: int(1, 1_000_000), default: '1000', doc: 'most paths an execution result lists in files.created, modified and deleted together; past it (or MAX_CHANGED_FILES_BYTES) the lists are cut and files_truncated is true' },
+  MAX_CHANGED_FILES_BYTES: { schema: int(1024, 64 * MiB), default: String(256 * 1024), doc: 'most bytes of paths an execution result lists in files.created, modified and deleted together' },
+  MAX_LIST_FILES: { schema: int(1, 1_000_000), default: '1000', doc: 'GET /v1/sessions/{id}/files: most entries on one page; a longer listing answers with a next cursor' },
+  MAX_LIST_BYTES: { schema: int(1024, 64 * MiB), default: String(MiB), doc: 'GET /v1/sessions/{id}/files: most bytes of paths on one page' },
   MAX_OUTPUT_FILES: { schema: int(0, 10_000), default: '20', doc: 'POST /v1/execute: max output files returned inline' },
   MAX_OUTPUT_FILE_BYTES: { schema: int(0), default: String(MiB), doc: 'POST /v1/execute: max bytes of one output file returned inline' },
   KERNEL_IDLE_TIMEOUT_SECONDS: { schema: num(1, 31_536_000), default: '600', doc: 'run_code: a persistent interpreter idle longer than this is stopped (the next call starts fresh)' },
@@ -113,9 +121,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   if (cfg.sandboxUidCount < slotsNeeded) {
     throw new ConfigError(`invalid configuration: ${ENV_PREFIX}SANDBOX_UID_COUNT=${cfg.sandboxUidCount} must be at least ${slotsNeeded} (MAX_SESSIONS + MAX_CONCURRENT_EXECUTIONS + MAX_QUEUED_EXECUTIONS + 1), so no two sandboxes share a host uid`);
   }
+  if (cfg.apiKey === undefined && !cfg.allowUnauthenticated && !isLoopbackHost(cfg.host)) {
+    throw new ConfigError(`invalid configuration: ${ENV_PREFIX}HOST=${cfg.host} is reachable from other machines and ${ENV_PREFIX}API_KEY is not set, so anyone who reaches the port could use every session; set ${ENV_PREFIX}API_KEY, listen on 127.0.0.1, or set ${ENV_PREFIX}ALLOW_UNAUTHENTICATED=true on purpose`);
+  }
   out.environmentsDir = path.resolve(cwd, cfg.environmentsDir);
   out.workspaceDir = path.resolve(cwd, cfg.workspaceDir);
   return Object.freeze(out) as Config;
+}
+
+/** Whether a listen address only takes connections from this host. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h) || /^::ffff:127(\.\d{1,3}){3}$/.test(h);
 }
 
 /** process.env with a .env file (if present) underneath it: real variables win. */
