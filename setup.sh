@@ -62,6 +62,8 @@ else
   $SUDO bash scripts/build-environments.sh
 fi
 npm run build --silent
+# promtool (from Debian's prometheus package, the binary only) for the metrics test of npm test.
+[ "$SUDO" = none ] || bash scripts/install-promtool.sh || echo "promtool could not be installed: the metrics format test will be skipped" >&2
 [ -f .env ] || cp .env.example .env
 
 node bin/bubble-sandbox.js check || {

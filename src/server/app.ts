@@ -12,6 +12,7 @@ import type { Config } from '../config.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { SessionManager } from '../sessions/session-manager.js';
 import { AppError, UnauthorizedError, errorBody } from './errors.js';
+import { VERSION } from '../version.js';
 import type { Metrics } from './metrics.js';
 import { environmentRoutes } from './routes/environments.js';
 import { executeRoutes } from './routes/execute.js';
@@ -43,8 +44,6 @@ declare module 'fastify' {
     deps: AppDeps;
   }
 }
-
-const VERSION = '0.1.0';
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
@@ -109,6 +108,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // While shutting down, answers end their connection so close() is not held by keep-alive.
   app.addHook('onSend', async (_request, reply) => {
     if (deps.sessions.isClosing) void reply.header('connection', 'close');
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    // The route template, never the URL (ids and paths would make a series per request).
+    const route = request.routeOptions.url ?? 'unmatched';
+    deps.metrics.httpDuration.observe({ method: request.method, route, status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
   });
   app.setNotFoundHandler((request, reply) => {
     deps.metrics.rejected.inc({ reason: 'NOT_FOUND' });

@@ -1,6 +1,11 @@
 // Prometheus metrics from a registry per app instance (tests build many apps in one process).
+// The text passes `promtool check metrics`: prom-client's default process and Node.js metrics keep
+// their standard names (process_cpu_seconds_total, process_resident_memory_bytes, ...), except the
+// three gauges it names *_total (their content is in nodejs_active_resources{type} and
+// nodejs_active_handles/requests{type} as well).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { SessionObserver } from '../sessions/session-manager.js';
+import { VERSION } from '../version.js';
 
 export interface Metrics {
   registry: Registry;
@@ -12,11 +17,24 @@ export interface Metrics {
   executionsRunning: Gauge;
   workspacePoolReady: Gauge;
   workspacesCreated: Counter<'source'>;
+  httpDuration: Histogram<'method' | 'route' | 'status_code'>;
+  executionsQueued: Gauge;
+  interpretersLive: Gauge;
 }
+
+/** Default metrics prom-client exposes as gauges under a counter's *_total name. */
+const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 export function createMetrics(): Metrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'bubble_sandbox_process_' });
+  collectDefaultMetrics({ register: registry });
+  for (const name of MISNAMED_DEFAULTS) registry.removeSingleMetric(name);
+  new Gauge({
+    name: 'bubble_sandbox_build_info',
+    help: 'Always 1; the labels name the running version',
+    labelNames: ['version', 'node_version'],
+    registers: [registry],
+  }).set({ version: VERSION, node_version: process.version }, 1);
   return {
     registry,
     executions: new Counter({ name: 'bubble_sandbox_executions_total', help: 'Executions finished, by status', labelNames: ['status'], registers: [registry] }),
@@ -37,6 +55,15 @@ export function createMetrics(): Metrics {
       labelNames: ['source'],
       registers: [registry],
     }),
+    httpDuration: new Histogram({
+      name: 'bubble_sandbox_http_request_duration_seconds',
+      help: 'Time from request to answer, by method, route template and status code',
+      labelNames: ['method', 'route', 'status_code'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    executionsQueued: new Gauge({ name: 'bubble_sandbox_executions_queued', help: 'Executions waiting for a free sandbox slot', registers: [registry] }),
+    interpretersLive: new Gauge({ name: 'bubble_sandbox_interpreters_live', help: 'Persistent run_code interpreters alive now', registers: [registry] }),
   };
 }
 

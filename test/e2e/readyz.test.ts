@@ -10,6 +10,7 @@ afterAll(async () => {
 
 interface Ready {
   status: string;
+  reason?: string;
   checks: { sandbox: { available: boolean }; cgroups: { mode: string }; seccomp: boolean; workspace_quota: { enabled: boolean }; self_test: { status: string; passed: number; failed: number; failed_probes: string[] } };
 }
 
@@ -37,12 +38,14 @@ test('the start-up self-test passes here and /readyz reports it with every prote
   expect(r.body.checks.self_test.passed).toBeGreaterThanOrEqual(12);
 }, 90_000);
 
-test('with cgroups turned off the service still runs, and /readyz names the unprotected limits', async () => {
+test('with cgroups turned off the service still runs, and /readyz is 503 naming the unprotected limits', async () => {
   const dir = makeTempDir('bs-e2e-ready-off-');
   dirs.push(dir);
   const server = await startServer({ workspaceDir: dir, env: { BUBBLE_SANDBOX_SELF_TEST_ON_START: 'true', BUBBLE_SANDBOX_CGROUPS: 'off' } });
   const r = await readyWhenSelfTestDone(server.baseUrl);
-  expect(r.status).toBe(200);
+  expect(r.status).toBe(503);
+  expect(r.body.status).toBe('unavailable');
+  expect(r.body.reason).toMatch(/self-test failed: .*limits\/memory/);
   expect(r.body.checks.cgroups.mode).toBe('none');
   expect(r.body.checks.self_test.status).toBe('failed');
   expect(r.body.checks.self_test.failed_probes.sort()).toEqual(['limits/memory', 'limits/pids']);

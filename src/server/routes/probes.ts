@@ -59,6 +59,7 @@ export const probeRoutes: FastifyPluginAsyncZod = async (app) => {
     let reason: string | null = null;
     if (sessions.isClosing) reason = 'the service is shutting down';
     else if (!result.available) reason = result.reason ?? 'the sandbox probe failed';
+    else if (checks.self_test.status === 'failed') reason = `the isolation self-test failed: ${checks.self_test.failed_probes.join(', ')}`;
     else if (checks.environments.usable.length === 0) reason = 'no usable environment (run npm run setup)';
     if (reason !== null) return reply.code(503).send({ status: 'unavailable' as const, reason, checks });
     return { status: 'ready' as const, checks };
@@ -66,6 +67,8 @@ export const probeRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.get('/metrics', { schema: { tags: ['probes'], hide: false } }, async (_request, reply) => {
     metrics.executionsRunning.set(sessions.limiter.active);
+    metrics.executionsQueued.set(sessions.limiter.queued);
+    metrics.interpretersLive.set(sessions.kernels.size);
     void reply.header('content-type', metrics.registry.contentType);
     return metrics.registry.metrics();
   });
