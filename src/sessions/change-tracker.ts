@@ -60,8 +60,11 @@ export class ChangeTracker {
     if (process.getuid?.() !== 0) return { tracker: null, reason: 'the service is not running as root' };
     if (!fs.existsSync(HOST_PYTHON)) return { tracker: null, reason: `${HOST_PYTHON} is not installed` };
     // The source goes in on fd 3, not in argv, so `ps` shows one short line for the helper.
+    // A process group of its own: a SIGTERM or Ctrl-C sent to the service's group (supervisors,
+    // terminals) must not kill it before the service's own shutdown closes it. It still ends with
+    // the service whatever happens, since it exits when its stdin closes.
     const child = spawn(HOST_PYTHON, ['-I', '-S', '-c', LOADER, String(opts.maxPairs ?? DEFAULT_MAX_PAIRS), String(MAX_PATH_BYTES)], {
-      env: {}, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], windowsHide: true,
+      env: {}, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], windowsHide: true, detached: true,
     });
     const source = child.stdio[3] as Writable;
     source.on('error', () => undefined); // a helper that died early shows through 'exit'

@@ -83,3 +83,16 @@ describe('graceful shutdown', () => {
     expect(fs.existsSync(`${workspaceDir.path}/sessions/int/meta.json`)).toBe(true);
   }, 60_000);
 });
+
+describe('a signal to the whole process group', () => {
+  test('SIGTERM to the group (a supervisor, a terminal) is a clean stop: exit 0, no error-level log line', async () => {
+    const server = await startServer({ workspaceDir: workspaceDir.path, processGroup: true });
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'grp' })).status).toBe(201);
+    expect((await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/grp/execute', { command: 'echo x > f.txt' })).body.files.created).toEqual(['f.txt']);
+    expect(await server.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+    const logs = server.jsonLogs();
+    expect(logs.map((l) => l.msg)).toContain('stopped');
+    // pino levels: 50 error, 60 fatal.
+    expect(logs.filter((l) => typeof l.level === 'number' && l.level >= 50)).toEqual([]);
+  }, 60_000);
+});

@@ -23,7 +23,7 @@ export interface ServerProcess {
   baseUrl: string;
   port: number;
   pid: number;
-  /** Sends the signal (SIGTERM by default) and resolves when the process has exited. */
+  /** Sends the signal (SIGTERM by default; to its whole process group when started with processGroup) and resolves when the process has exited. */
   stop(signal?: NodeJS.Signals): Promise<ExitInfo>;
   waitForExit(): Promise<ExitInfo>;
   /** Whether the process is still running. */
@@ -39,6 +39,8 @@ export interface StartServerOptions {
   env?: Record<string, string>;
   /** How long to wait for GET /healthz; 15 s by default. */
   readyTimeoutMs?: number;
+  /** Start it as the leader of a process group of its own, so stop() can signal the whole group (as a terminal's Ctrl-C or a supervisor does). */
+  processGroup?: boolean;
 }
 
 const live = new Set<ChildProcess>();
@@ -78,7 +80,7 @@ export async function startServer(opts: StartServerOptions): Promise<ServerProce
     BUBBLE_SANDBOX_SELF_TEST_ON_START: 'false',
     ...opts.env,
   });
-  const child = spawn(process.execPath, [BIN, 'serve'], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'serve'], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: opts.processGroup === true });
   live.add(child);
   const logs: ServerLogs = { stdout: [], stderr: [] };
   readline.createInterface({ input: child.stdout }).on('line', (l) => logs.stdout.push(l));
@@ -127,7 +129,10 @@ export async function startServer(opts: StartServerOptions): Promise<ServerProce
     port,
     pid,
     stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
-      if (exitInfo === null) child.kill(signal);
+      if (exitInfo === null) {
+        if (opts.processGroup === true) process.kill(-pid, signal);
+        else child.kill(signal);
+      }
       return waitForExit();
     },
     waitForExit,
