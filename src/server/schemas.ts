@@ -46,7 +46,9 @@ export const SessionListSchema = z.object({ sessions: z.array(SessionInfoSchema)
 export const SessionParamsSchema = z.strictObject({ id: SessionIdSchema });
 export const FileParamsSchema = z.strictObject({ id: SessionIdSchema, '*': z.string().min(1).max(1024) });
 export const DeleteSessionQuerySchema = z.strictObject({
-  clear_data: z.enum(['true', 'false', '1', '0']).default('true').transform((v) => v === 'true' || v === '1'),
+  // Case-insensitive: Python's requests sends True/False as written.
+  clear_data: z.string().regex(/^(true|false|1|0)$/i, 'must be true, false, 1 or 0').default('true').transform((v) => v.toLowerCase() === 'true' || v === '1')
+    .describe('true (default): remove the workspace; false: keep it on disk for a later session with this id'),
 });
 export const UploadQuerySchema = z.strictObject({ dir: z.string().min(1).max(1024).optional() });
 
