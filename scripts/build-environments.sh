@@ -4,6 +4,7 @@
 # (CI machines, air-gapped hosts) the venv uses the system's site packages, and the Debian
 # packages listed under [tool.bubble-sandbox] debian-packages are installed when we may.
 # The venv is always built from /usr/bin/python3: the sandbox mounts /usr, not /root or /opt.
+# The lists come from scripts/read-pyproject.mjs, a real TOML parser (so npm ci comes first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
@@ -19,22 +20,22 @@ urllib.request.urlopen("https://pypi.org/simple/pip/", timeout=6).read(1)
 PYEOF
 }
 
-toml_list() { # toml_list <file> <key>: prints the items of a one-line or multi-line TOML string list
-  "$PY" - "$1" "$2" <<'PYEOF'
-import sys, re
-text = open(sys.argv[1]).read()
-m = re.search(r'^' + re.escape(sys.argv[2]) + r'\s*=\s*\[(.*?)\]', text, re.S | re.M)
-for item in re.findall(r'"([^"]+)"|\'([^\']+)\'', m.group(1) if m else ''):
-    print(item[0] or item[1])
-PYEOF
+command -v node >/dev/null || { echo "error: node is not on PATH (under sudo: sudo env PATH=\"\$PATH\" bash scripts/build-environments.sh)" >&2; exit 1; }
+
+toml_list() { # toml_list <file> <list>: the items of a list of the pyproject.toml, one a line
+  node scripts/read-pyproject.mjs "$1" "$2"
 }
 
 ONLINE=""
 for dir in "$ENV_DIR"/*/; do
+  dir=${dir%/}
   name=$(basename "$dir")
   [ -f "$dir/pyproject.toml" ] || continue
-  mapfile -t deps < <(toml_list "$dir/pyproject.toml" dependencies)
-  mapfile -t debs < <(toml_list "$dir/pyproject.toml" debian-packages)
+  # Read first, then split: a malformed file must stop the build, which `< <(...)` would hide.
+  dep_lines=$(toml_list "$dir/pyproject.toml" dependencies)
+  deb_lines=$(toml_list "$dir/pyproject.toml" debian-packages)
+  mapfile -t deps < <(printf '%s' "$dep_lines")
+  mapfile -t debs < <(printf '%s' "$deb_lines")
   stamp="$dir/.venv/.bubble-sandbox-built"
   if [ "$FORCE" != 1 ] && [ -f "$stamp" ] && [ "$stamp" -nt "$dir/pyproject.toml" ]; then
     echo "environment $name: up to date"
@@ -63,6 +64,7 @@ for dir in "$ENV_DIR"/*/; do
     fi
   fi
   for dep in "${deps[@]}"; do
+    [[ "$dep" == *";"* ]] && continue # an environment marker may leave it out on this Python
     mod=$(echo "$dep" | sed -E 's/[<>=!~;[ ].*//; s/-/_/g')
     "$dir/.venv/bin/python" -c "import $mod" || { echo "error: environment $name cannot import $mod" >&2; exit 1; }
   done

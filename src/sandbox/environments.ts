@@ -3,6 +3,7 @@
 // host paths.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { parse as parseToml, TomlError } from 'smol-toml';
 import { untraversableAncestor } from './traversable.js';
 
 export const ENVIRONMENT_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -18,37 +19,61 @@ export interface Environment {
   reason: string | null;
 }
 
-/** Minimal reader for the [project] table of a pyproject.toml: description and dependencies. */
-export function parseProjectTable(toml: string): { name: string | null; description: string; dependencies: string[] } {
-  const lines = toml.split('\n');
-  let inProject = false;
-  let name: string | null = null;
-  let description = '';
-  const dependencies: string[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    const line = (lines[i] ?? '').trim();
-    if (line.startsWith('[')) {
-      inProject = line === '[project]';
-      continue;
-    }
-    if (!inProject) continue;
-    const kv = /^([A-Za-z0-9_-]+)\s*=\s*(.*)$/.exec(line);
-    if (!kv) continue;
-    const [, key, rawValue = ''] = kv;
-    if (key === 'name') name = unquote(rawValue);
-    else if (key === 'description') description = unquote(rawValue);
-    else if (key === 'dependencies') {
-      let value = rawValue;
-      while (!value.includes(']') && i + 1 < lines.length) value += ` ${(lines[++i] ?? '').trim()}`;
-      for (const m of value.matchAll(/"([^"]*)"|'([^']*)'/g)) dependencies.push(m[1] ?? m[2] ?? '');
-    }
-  }
-  return { name, description, dependencies: dependencies.filter((d) => d.length > 0) };
+export interface ProjectFacts {
+  name: string | null;
+  description: string;
+  dependencies: string[];
+  /** [tool.bubble-sandbox] debian-packages: what provides the dependencies without a package index. */
+  debianPackages: string[];
 }
 
-function unquote(v: string): string {
-  const m = /^"((?:[^"\\]|\\.)*)"|^'([^']*)'/.exec(v.trim());
-  return m ? (m[1] ?? m[2] ?? '').replace(/\\"/g, '"') : v.trim();
+/** A pyproject.toml that is not valid TOML, or whose fields have the wrong type; the message names the file. */
+export class PyprojectError extends Error {
+  override readonly name = 'PyprojectError';
+}
+
+/**
+ * What bubble-sandbox uses of a pyproject.toml, read with a TOML parser (smol-toml): the [project]
+ * name, description and dependencies, and [tool.bubble-sandbox] debian-packages.
+ * scripts/read-pyproject.mjs applies the same rules for scripts/build-environments.sh.
+ */
+export function parseProjectTable(toml: string, file = 'pyproject.toml'): ProjectFacts {
+  let doc: Record<string, unknown>;
+  try {
+    doc = parseToml(toml);
+  } catch (err) {
+    if (!(err instanceof TomlError)) throw err;
+    const why = (err.message.split('\n')[0] ?? '').replace(/^Invalid TOML document: /, '');
+    throw new PyprojectError(`${file}: not valid TOML at line ${err.line}, column ${err.column}: ${why}`);
+  }
+  const project = table(doc, 'project', file);
+  const tool = table(table(doc, 'tool', file), 'bubble-sandbox', file, 'tool.bubble-sandbox');
+  const name = project.name === undefined ? null : text(project.name, 'project.name', file);
+  const description = project.description === undefined ? '' : text(project.description, 'project.description', file);
+  return {
+    name,
+    description,
+    dependencies: stringList(project.dependencies, 'project.dependencies', file),
+    debianPackages: stringList(tool['debian-packages'], 'tool.bubble-sandbox.debian-packages', file),
+  };
+}
+
+function table(parent: Record<string, unknown>, key: string, file: string, label = key): Record<string, unknown> {
+  const value = parent[key];
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Date) throw new PyprojectError(`${file}: ${label} must be a table`);
+  return value as Record<string, unknown>;
+}
+
+function text(value: unknown, key: string, file: string): string {
+  if (typeof value !== 'string') throw new PyprojectError(`${file}: ${key} must be a string`);
+  return value;
+}
+
+function stringList(value: unknown, key: string, file: string): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) throw new PyprojectError(`${file}: ${key} must be a list of strings`);
+  return value.map((v: string) => v.trim()).filter((v) => v.length > 0);
 }
 
 async function inspect(dir: string, name: string): Promise<Environment> {
@@ -59,7 +84,13 @@ async function inspect(dir: string, name: string): Promise<Environment> {
   } catch {
     return { ...base, reason: 'pyproject.toml is missing' };
   }
-  const project = parseProjectTable(toml);
+  let project: ProjectFacts;
+  try {
+    project = parseProjectTable(toml);
+  } catch (err) {
+    if (err instanceof PyprojectError) return { ...base, reason: err.message };
+    throw err;
+  }
   const described = { ...base, description: project.description, dependencies: project.dependencies };
   const venvDir = path.join(dir, '.venv');
   try {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { discoverEnvironments, findEnvironment, parseProjectTable } from '../../src/sandbox/environments.js';
+import { discoverEnvironments, findEnvironment, parseProjectTable, PyprojectError } from '../../src/sandbox/environments.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-envs-'));
 fs.chmodSync(dir, 0o711); // the sandbox user must be able to reach the venvs
@@ -17,8 +17,51 @@ function env(name: string, toml: string | null, python: string | null) {
 describe('environments', () => {
   test('parses the [project] table', () => {
     expect(parseProjectTable('[project]\nname = "x"\ndescription = "Some \\"thing\\""\ndependencies = [\n  "pandas>=2",\n  \'numpy\',\n]\n[tool.x]\ndescription = "no"\n')).toEqual({
-      name: 'x', description: 'Some "thing"', dependencies: ['pandas>=2', 'numpy'],
+      name: 'x', description: 'Some "thing"', dependencies: ['pandas>=2', 'numpy'], debianPackages: [],
     });
+  });
+
+  test('a dependencies list across lines keeps every entry: extras, markers, comments, single quotes', () => {
+    const toml = [
+      '[project]',
+      'name = "multi"',
+      `description = 'Data [tools] = "quoted"'`,
+      'dependencies = [',
+      '  "pandas[excel]>=2",   # extras: the old reader stopped at this ]',
+      `  'tomli>=1.1; python_version < "3.11"',`,
+      '  # a comment line, then a trailing comma',
+      '  "requests [socks] ==2.*",',
+      ']',
+      '',
+      '[tool.bubble-sandbox]',
+      'debian-packages = [',
+      '  "python3-pandas",  # provides pandas',
+      "  'python3-requests',",
+      ']',
+    ].join('\n');
+    expect(parseProjectTable(toml)).toEqual({
+      name: 'multi',
+      description: 'Data [tools] = "quoted"',
+      dependencies: ['pandas[excel]>=2', 'tomli>=1.1; python_version < "3.11"', 'requests [socks] ==2.*'],
+      debianPackages: ['python3-pandas', 'python3-requests'],
+    });
+  });
+
+  test('a table like [project.urls] after [project] does not end the project table', () => {
+    const toml = '[project]\nname = "x"\n[project.urls]\nhome = "https://example.org"\n[project.optional-dependencies]\ndev = ["pytest"]\n';
+    expect(parseProjectTable(toml)).toMatchObject({ name: 'x', dependencies: [] });
+    expect(parseProjectTable('project.dependencies = ["a", "b"]\n').dependencies).toEqual(['a', 'b']);
+  });
+
+  test.each([
+    ['[project]\ndependencies = ["a",\n  "b" "c"]\n', /my\/pyproject\.toml: not valid TOML at line 3, column \d+/],
+    ['[project\n', /my\/pyproject\.toml: not valid TOML at line 1/],
+    ['[project]\ndependencies = "pandas"\n', /my\/pyproject\.toml: project\.dependencies must be a list of strings/],
+    ['[project]\ndependencies = ["a", 1]\n', /project\.dependencies must be a list of strings/],
+    ['[tool]\nbubble-sandbox = 3\n', /my\/pyproject\.toml: tool\.bubble-sandbox must be a table/],
+  ])('a malformed file is an error naming it: %j', (toml, message) => {
+    expect(() => parseProjectTable(toml, 'my/pyproject.toml')).toThrow(PyprojectError);
+    expect(() => parseProjectTable(toml, 'my/pyproject.toml')).toThrow(message);
   });
 
   test('discovery sorts by name and reports unusable environments with a reason and no host path', async () => {
@@ -29,11 +72,13 @@ describe('environments', () => {
     fs.writeFileSync(outside, '#!/bin/sh\n', { mode: 0o755 });
     env('foreign', '[project]\ndescription = "F"\n', outside);
     env('notoml', null, '/usr/bin/python3');
+    env('malformed', '[project]\ndependencies = ["pandas",\n', '/usr/bin/python3');
     fs.mkdirSync(path.join(dir, 'bad name!'));
     const envs = await discoverEnvironments(dir);
-    expect(envs.map((e) => e.name)).toEqual(['alpha', 'broken', 'foreign', 'notoml', 'zeta']);
+    expect(envs.map((e) => e.name)).toEqual(['alpha', 'broken', 'foreign', 'malformed', 'notoml', 'zeta']);
+    expect(envs.find((e) => e.name === 'malformed')?.reason).toMatch(/^pyproject\.toml: not valid TOML at line 3/);
     expect(envs.find((e) => e.name === 'alpha')).toMatchObject({ usable: true, description: 'A', dependencies: ['requests'] });
-    for (const name of ['broken', 'foreign', 'notoml']) {
+    for (const name of ['broken', 'foreign', 'malformed', 'notoml']) {
       const e = envs.find((x) => x.name === name);
       expect(e?.usable).toBe(false);
       expect(e?.reason).toBeTruthy();
