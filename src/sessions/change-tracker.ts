@@ -1,6 +1,6 @@
 // Which names changed in a workspace since the last look, told by the kernel (fanotify) instead
 // of found by a scan: a scan lstats every file, about 10 µs each here, so 10,000 files cost about
-// 100 ms per execution whatever the execution did. The helper (change-watcher-source.ts) runs as
+// 100 ms per execution whatever the execution did. The helper (change-watcher.py) runs as
 // root beside the service; it needs a workspace that is a file system of its own (a quota image)
 // and CAP_SYS_ADMIN. Anything it cannot vouch for comes back as "rescan" and the caller scans,
 // so the tracker only ever saves work: it never makes a report less exact than a scan.
@@ -8,7 +8,6 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import fs from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import { WATCHER_SOURCE } from './change-watcher-source.js';
 import { MAX_PATH_BYTES } from './safe-open.js';
 
 /** Entries of one directory (a path below the workspace root, as bytes) that changed. */
@@ -28,6 +27,8 @@ export interface ChangeTrackerOptions {
 interface Pending { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
 
 const HOST_PYTHON = '/usr/bin/python3';
+/** The helper's source (change-watcher.py beside this module; the build copies it to dist). */
+const WATCHER_SOURCE = fs.readFileSync(new URL('./change-watcher.py', import.meta.url), 'utf8');
 const LOADER = "import os; f = os.fdopen(3, 'rb'); src = f.read(); f.close(); exec(compile(src, 'bubble-sandbox-change-watcher', 'exec'))";
 const RESCAN: DrainResult = { rescan: true };
 const MAX_ANSWER_CHARS = 16 << 20;

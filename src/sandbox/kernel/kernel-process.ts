@@ -1,13 +1,16 @@
 // One running kernel: the sandbox with the driver in it, its request stream (stdin), its
 // control pipe (frames), and its stdout/stderr handed to whichever call is listening.
+import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { buildBwrapInvocation, SANDBOX_PATHS } from '../bwrap-args.js';
 import type { CgroupStats } from '../cgroups.js';
 import type { Environment } from '../environments.js';
 import { pythonFor, spawnSandbox, type SpawnDeps, type SpawnedSandbox } from '../spawn.js';
 import type { ResourceLimits, VolumeMount } from '../types.js';
-import { DRIVER_SOURCE } from './driver-source.js';
 import { encodeFrame, FrameDecoder } from './frames.js';
+
+/** The Python side (driver.py beside this module; the build copies it to dist). */
+const DRIVER_SOURCE = fs.readFileSync(new URL('./driver.py', import.meta.url), 'utf8');
 
 export interface KernelSpawnSpec {
   deps: SpawnDeps;

@@ -1,26 +1,26 @@
-// The host-side helper behind change tracking (change-tracker.ts), run as root by the service:
-// `python3 -I -S -c <loader>`, which reads this source from fd 3. It lives here as a string because the build copies only .ts files
-// to dist; String.raw keeps Python's backslashes, so it must contain no backtick or dollar-brace.
-//
-// One fanotify group (FAN_REPORT_DFID_NAME_TARGET) holds a FAN_MARK_FILESYSTEM mark per watched
-// workspace, each of which is a loop-mounted file system of its own. An event names the
-// directory (as a file handle) and the entry that changed, and the inode it concerns; the helper
-// reads them as they come and keeps, per workspace, the set of (directory, name) pairs and the
-// set of inode numbers of the files touched (a hard link made and removed again names only
-// itself, yet changes its other names' inode), so the kernel's bounded queue stays short. A drain turns the directory handles into paths below the workspace root and
-// hands the pairs over. Whatever cannot be told exactly (queue overflow, too many pairs, a path
-// outside the root, a file system that is no longer the watched one) answers "rescan".
-//
-// It only reads events and resolves directory handles; it never opens, stats or follows
-// anything the sandbox can name. The service stats the names itself, without following links.
-//
-// Protocol: one JSON object per line each way, answers in request order.
-//   {"op":"watch","key":K,"path":P}    -> {"ok":true} | {"ok":false,"error":E}
-//   {"op":"drain","key":K,"path":P}    -> {"ok":true,"rescan":true}
-//                                       | {"ok":true,"rescan":false,"dirs":[[dirB64,[nameB64,...]],...],"inos":[n,...]}
-//   {"op":"unwatch","key":K,"path":P}  -> {"ok":true}
-// First line out: {"ready":true} or {"ready":false,"error":E} (then it exits).
-export const WATCHER_SOURCE = String.raw`
+# The host-side helper behind change tracking (change-tracker.ts), run as root by the service:
+# `python3 -I -S -c <loader>`, which reads this file's text from fd 3 (so `ps` shows one short
+# line). The build copies it to dist beside the compiled TypeScript.
+#
+# One fanotify group (FAN_REPORT_DFID_NAME_TARGET) holds a FAN_MARK_FILESYSTEM mark per watched
+# workspace, each of which is a loop-mounted file system of its own. An event names the
+# directory (as a file handle) and the entry that changed, and the inode it concerns; the helper
+# reads them as they come and keeps, per workspace, the set of (directory, name) pairs and the
+# set of inode numbers of the files touched (a hard link made and removed again names only
+# itself, yet changes its other names' inode), so the kernel's bounded queue stays short. A drain turns the directory handles into paths below the workspace root and
+# hands the pairs over. Whatever cannot be told exactly (queue overflow, too many pairs, a path
+# outside the root, a file system that is no longer the watched one) answers "rescan".
+#
+# It only reads events and resolves directory handles; it never opens, stats or follows
+# anything the sandbox can name. The service stats the names itself, without following links.
+#
+# Protocol: one JSON object per line each way, answers in request order.
+#   {"op":"watch","key":K,"path":P}    -> {"ok":true} | {"ok":false,"error":E}
+#   {"op":"drain","key":K,"path":P}    -> {"ok":true,"rescan":true}
+#                                       | {"ok":true,"rescan":false,"dirs":[[dirB64,[nameB64,...]],...],"inos":[n,...]}
+#   {"op":"unwatch","key":K,"path":P}  -> {"ok":true}
+# First line out: {"ready":true} or {"ready":false,"error":E} (then it exits).
+
 import base64
 import ctypes
 import errno
@@ -313,4 +313,3 @@ while True:
         while b'\n' in pending:
             line, pending = pending.split(b'\n', 1)
             say(answer(line))
-`;

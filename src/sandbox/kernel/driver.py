@@ -1,19 +1,19 @@
-// The Python side of a kernel, placed at /sandbox/main.py and run by the environment's
-// interpreter as `python /sandbox/main.py <control fd>`. It lives here as a string because the
-// build copies only .ts files to dist. String.raw keeps Python's backslashes as written; the
-// source must contain no backtick and no dollar-brace.
-//
-// Channels: requests arrive length-prefixed (4-byte big-endian) JSON on stdin, which the driver
-// moves to a private descriptor (fd 0 becomes /dev/null); frames leave only on the control pipe,
-// also moved to a close-on-exec descriptor. User code keeps fd 1 and 2 for its output, so nothing
-// it prints can be read as a frame. After each cell the driver writes the per-call marker the
-// service chose to fd 1 and fd 2, so the service knows where the cell's output ends.
-//
-// Requests:  {type:'run', id, code, marker, max_result_chars}  {type:'interrupt', id}  {type:'ping'}
-// Frames:    {type:'ready', pid, python} once at start;  {type:'pong'};
-//            {type:'done', id, result: repr|null, error: null|{type, message, line, traceback[]},
-//             interrupted: bool, markers: {stdout: bool, stderr: bool}}  (markers: written or not)
-export const DRIVER_SOURCE = String.raw`
+# The Python side of a kernel, placed at /sandbox/main.py and run by the environment's
+# interpreter as `python /sandbox/main.py <control fd>`. The service reads this file
+# (src/sandbox/kernel/kernel-process.ts) and hands it to bwrap on a descriptor; the build copies it
+# to dist beside the compiled TypeScript.
+#
+# Channels: requests arrive length-prefixed (4-byte big-endian) JSON on stdin, which the driver
+# moves to a private descriptor (fd 0 becomes /dev/null); frames leave only on the control pipe,
+# also moved to a close-on-exec descriptor. User code keeps fd 1 and 2 for its output, so nothing
+# it prints can be read as a frame. After each cell the driver writes the per-call marker the
+# service chose to fd 1 and fd 2, so the service knows where the cell's output ends.
+#
+# Requests:  {type:'run', id, code, marker, max_result_chars}  {type:'interrupt', id}  {type:'ping'}
+# Frames:    {type:'ready', pid, python} once at start;  {type:'pong'};
+#            {type:'done', id, result: repr|null, error: null|{type, message, line, traceback[]},
+#             interrupted: bool, markers: {stdout: bool, stderr: bool}}  (markers: written or not)
+
 import ast
 import builtins
 import json
@@ -311,4 +311,3 @@ def main():
 
 
 main()
-`;
