@@ -7,6 +7,7 @@ import type { Config } from '../config.js';
 import type { ExecutionRequest, ExecutionResult } from './executor.js';
 import { executeInWorkspace } from './executor.js';
 import type { SessionManager } from './session-manager.js';
+import { readUpTo } from './exact-length-read.js';
 import { readFileSafe, writeFileSafe } from './workspace-fs.js';
 
 export interface OutputFile {
@@ -50,7 +51,8 @@ export async function runOneShot(
             omitted.push(p);
             continue;
           }
-          const content = await opened.handle.readFile();
+          // Never past the size checked above, whatever the file does meanwhile (exact-length-read.ts).
+          const content = await readUpTo(opened.handle, opened.size);
           outputs.push({ path: p, size: content.length, content_base64: content.toString('base64') });
         } finally {
           await opened.handle.close();

@@ -9,6 +9,7 @@ import {
   commitStagedFile, deleteFileSafe, listFiles, readFileSafe, removeTreeSafe, stageFile, validateRelativePath,
   type StagedFile,
 } from '../../sessions/workspace-fs.js';
+import { exactLengthStream } from '../../sessions/exact-length-read.js';
 import { AppError, BadRequestError, ExtensionNotAllowedError, UploadTooLargeError } from '../errors.js';
 import { ErrorSchema, FileListSchema, FileParamsSchema, SessionParamsSchema, UploadQuerySchema, UploadResultSchema } from '../schemas.js';
 
@@ -135,7 +136,8 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
       .header('content-type', 'application/octet-stream')
       .header('content-length', String(opened.size))
       .header('content-disposition', contentDisposition(rel.split('/').pop() ?? 'file'));
-    return reply.send(opened.handle.createReadStream());
+    // Exactly the announced bytes: the sandbox may grow or shrink the file meanwhile (exact-length-read.ts).
+    return reply.send(exactLengthStream(opened.handle, opened.size));
   });
 
   app.delete('/sessions/:id/files/*', {
