@@ -75,6 +75,7 @@ export async function createFloor(config: Config, rootDir: string, environmentNa
     const invocation = buildBwrapInvocation({
       systemMounts: layout.systemMounts,
       etcFiles: layout.etcFiles,
+      procMasks: layout.procMasks,
       venvDir: environment.venvDir,
       hasScript: true,
       volumes: [],

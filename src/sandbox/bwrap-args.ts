@@ -26,6 +26,8 @@ export interface BwrapPolicy {
   systemMounts: readonly SystemMount[];
   /** Files placed read-only under /etc: generated ones (passwd, hosts, ...) and a few host ones. */
   etcFiles: readonly { source: string; dest: string }[];
+  /** Empty read-only sources mounted over host-describing /proc entries (/proc/cmdline, ...). */
+  procMasks: readonly { source: string; dest: string }[];
   /** Host directory of the environment's virtual environment, mounted read-only at /opt/venv. */
   venvDir: string | null;
   /** A program text to place at /sandbox/main.py (read from an fd, never from the workspace). */
@@ -81,7 +83,9 @@ export function buildBwrapInvocation(policy: BwrapPolicy): BwrapInvocation {
   for (const f of policy.etcFiles) o.push('--ro-bind', f.source, f.dest);
   if (policy.venvDir !== null) o.push('--ro-bind', policy.venvDir, SANDBOX_PATHS.venv);
 
-  o.push('--proc', '/proc', '--dev', '/dev');
+  o.push('--proc', '/proc');
+  for (const m of policy.procMasks) o.push('--ro-bind', m.source, m.dest);
+  o.push('--dev', '/dev');
   o.push('--size', String(policy.tmpSizeBytes), '--tmpfs', SANDBOX_PATHS.tmp);
 
   // The script lives on a bwrap-made tmpfs outside the workspace: no setup target is ever

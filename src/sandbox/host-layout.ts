@@ -9,6 +9,17 @@ import { SANDBOX_GID, SANDBOX_HOSTNAME, SANDBOX_UID } from './bwrap-args.js';
 
 const SYSTEM_DIRS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
 
+/**
+ * /proc entries that describe the host (boot parameters, kernel memory, keys, timers, hardware)
+ * and that container runtimes mask; bwrap's fresh /proc shows them. Which exist depends on the
+ * kernel, and bwrap cannot mount over a missing one, so the layout masks those present here.
+ * (bwrap already makes /proc/sys, /proc/sysrq-trigger, /proc/irq and /proc/bus read-only.)
+ */
+export const MASKED_PROC_ENTRIES = [
+  'cmdline', 'kcore', 'keys', 'timer_list', 'timer_stats', 'sched_debug', 'latency_stats', 'sysrq-trigger',
+  'acpi', 'scsi', 'asound',
+] as const;
+
 /** Host /etc entries that programs need and that hold no secrets. */
 const HOST_ETC = [
   'ld.so.cache', 'ld.so.conf', 'ld.so.conf.d', 'alternatives', 'ssl', 'ca-certificates',
@@ -18,6 +29,8 @@ const HOST_ETC = [
 export interface HostLayout {
   systemMounts: SystemMount[];
   etcFiles: { source: string; dest: string }[];
+  /** Read-only mounts of an empty file or directory over the host-describing /proc entries present here. */
+  procMasks: { source: string; dest: string }[];
   /** Directory holding the generated /etc files; removed by dispose(). */
   generatedEtcDir: string;
   dispose(): void;
@@ -37,6 +50,16 @@ export function detectSystemMounts(root = '/'): SystemMount[] {
     else if (st.isDirectory()) mounts.push({ kind: 'ro-bind', source: hostPath, dest: dir });
   }
   return mounts;
+}
+
+/** The masked /proc entries this kernel has, each with whether it is a directory. */
+export function detectProcMasks(procRoot = '/proc'): { name: string; dir: boolean }[] {
+  const found: { name: string; dir: boolean }[] = [];
+  for (const name of MASKED_PROC_ENTRIES) {
+    const st = fs.lstatSync(path.join(procRoot, name), { throwIfNoEntry: false });
+    if (st) found.push({ name, dir: st.isDirectory() });
+  }
+  return found;
 }
 
 function generatedEtc(): Record<string, string> {
@@ -90,9 +113,16 @@ export function createHostLayout(): HostLayout {
     const hostPath = path.join('/etc', name);
     if (fs.existsSync(hostPath)) etcFiles.push({ source: hostPath, dest: hostPath });
   }
+  // Mask sources: not under /etc inside (only etcFiles are mounted), read-only for everyone.
+  const emptyFile = path.join(generatedEtcDir, '.empty-file');
+  const emptyDir = path.join(generatedEtcDir, '.empty-dir');
+  fs.writeFileSync(emptyFile, '', { mode: 0o444 });
+  fs.mkdirSync(emptyDir, { mode: 0o555 });
+  const procMasks = detectProcMasks().map((m) => ({ source: m.dir ? emptyDir : emptyFile, dest: `/proc/${m.name}` }));
   return {
     systemMounts: detectSystemMounts(),
     etcFiles,
+    procMasks,
     generatedEtcDir,
     dispose: () => fs.rmSync(generatedEtcDir, { recursive: true, force: true }),
   };

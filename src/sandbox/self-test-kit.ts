@@ -38,6 +38,22 @@ export const sh = (command: string): Program => ({ kind: 'command', command });
 export const catStatus: Program = { kind: 'argv', argv: ['/bin/cat', '/proc/self/status'] };
 export const token = () => randomBytes(8).toString('hex');
 
+/**
+ * Run fn with a variable set in the service's own environment, to prove it does not cross into a
+ * sandbox. Each probe uses its own name: probes run concurrently, and two restoring one name
+ * could leave it set.
+ */
+export async function withServiceVariable<T>(name: string, value: string, fn: () => Promise<T>): Promise<T> {
+  const previous = process.env[name];
+  process.env[name] = value;
+  try {
+    return await fn();
+  } finally {
+    if (previous === undefined) delete process.env[name];
+    else process.env[name] = previous;
+  }
+}
+
 /** Details are shown to operators and may reach /readyz: short, and without host paths. */
 export function clip(text: string, max = 160): string {
   const one = text.replace(/\/(?:tmp|home|root|var|srv|opt|run)\/[^\s:'"]*/g, '<path>').replace(/\s+/g, ' ').trim();

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { baseEnvironment } from './runner.js';
-import { clip, jsonOf, outputOf, py, PY_PRELUDE, sh, token, verdict, type ProbeSpec } from './self-test-kit.js';
+import { clip, jsonOf, outputOf, py, PY_PRELUDE, sh, token, verdict, withServiceVariable, type ProbeSpec } from './self-test-kit.js';
 
 const CANARY_VARIABLE = 'BUBBLE_SANDBOX_SELFTEST_CANARY';
 
@@ -74,15 +74,8 @@ export const ENVIRONMENT_PROBES: ProbeSpec[] = [
     category: 'environment', name: 'clean',
     async check(ctx) {
       const value = `canary-${token()}`;
-      const previous = process.env[CANARY_VARIABLE];
-      process.env[CANARY_VARIABLE] = value;
-      let env: Record<string, string>;
-      try {
-        env = jsonOf<Record<string, string>>((await ctx.run(py('import json, os\nprint(json.dumps(dict(os.environ)))'))).result);
-      } finally {
-        if (previous === undefined) delete process.env[CANARY_VARIABLE];
-        else process.env[CANARY_VARIABLE] = previous;
-      }
+      const env = await withServiceVariable(CANARY_VARIABLE, value, async () =>
+        jsonOf<Record<string, string>>((await ctx.run(py('import json, os\nprint(json.dumps(dict(os.environ)))'))).result));
       // bwrap itself sets PWD for --chdir.
       const expected = new Set([...Object.keys(baseEnvironment(null)), 'PWD']);
       const extra = Object.keys(env).filter((k) => !expected.has(k));

@@ -4,6 +4,7 @@ import { IDENTITY_PROBES, CAPABILITY_PROBES, SECCOMP_PROBES } from './self-test-
 import { FILESYSTEM_PROBES, ENVIRONMENT_PROBES, FD_PROBES } from './self-test-probes-filesystem.js';
 import { LIMIT_PROBES, SLOW_LIMIT_PROBES } from './self-test-probes-limits.js';
 import { NAMESPACE_PROBES, NETWORK_PROBES } from './self-test-probes-namespaces.js';
+import { PROC_PROBES } from './self-test-probes-proc.js';
 
 export const PROBES: readonly ProbeSpec[] = [
   // The slow ones first, so the pool overlaps them with the quick ones.
@@ -14,6 +15,7 @@ export const PROBES: readonly ProbeSpec[] = [
   ...NETWORK_PROBES,
   ...FILESYSTEM_PROBES,
   ...ENVIRONMENT_PROBES,
+  ...PROC_PROBES,
   ...FD_PROBES,
   ...SECCOMP_PROBES,
   ...LIMIT_PROBES,

@@ -1,13 +1,15 @@
 // Starts one sandbox process and hands it back alive: the layer under both one-shot runs
 // (runner.ts) and long-lived interpreters (kernel).
 //
-// The chain is: Node → /bin/sh wrapper (joins the cgroups, sets rlimits) → setpriv (drops to the
-// sandbox's host uid when we are root) → bwrap → program. Each step execs the next, so the
-// child Node sees is bwrap itself and --die-with-parent ties the sandbox to this process.
+// The chain is: Node → /bin/sh wrapper (joins the cgroups, sets rlimits) → env -i (drops every
+// variable) → setpriv (drops to the sandbox's host uid when we are root) → bwrap → program. Each
+// step execs the next, so the child Node sees is bwrap itself and --die-with-parent ties the
+// sandbox to this process.
 // node:child_process is used instead of execa here: the hot path needs raw extra descriptors
 // (args, seccomp, script, O_PATH bind sources) at fixed numbers and nothing else on top.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { buildBwrapInvocation, encodeArgs, SANDBOX_PATHS, type BwrapPolicy } from './bwrap-args.js';
 import type { CgroupManager, CgroupStats, ExecutionCgroup } from './cgroups.js';
@@ -19,13 +21,43 @@ const O_PATH = 0o10000000;
 const DIR_FD_FLAGS = O_PATH | fs.constants.O_NOFOLLOW | fs.constants.O_DIRECTORY;
 
 // $1 nofile, $2 fsize in 512-byte blocks, $3 cpu seconds, then cgroup procs files up to "--".
+// The shell exports variables of its own (dash sets PWD to the service's working directory, bash
+// also SHLVL and _), and setpriv and bwrap would inherit them: bwrap is pid 1 inside, so its
+// /proc/1/environ is readable by the sandbox. `env -i` hands the rest of the chain an empty
+// environment; bwrap then sets only the sandbox's variables (--clearenv, --setenv) for the program.
 const WRAPPER = [
   'ulimit -c 0 && ulimit -n "$1" && ulimit -f "$2" && ulimit -t "$3" || exit 125',
   'shift 3',
   'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done',
   'shift',
-  'exec "$@"',
+  'exec env -i "$@"',
 ].join('\n');
+
+/**
+ * With no PATH left after `env -i`, setpriv and bwrap are named by absolute path. They are looked
+ * up where the wrapper shell (started with an empty environment) used to find them: its default
+ * search path. A name not found is passed as is, so the run fails with exit 127 as before.
+ */
+const COMMAND_SEARCH_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+const resolvedCommands = new Map<string, string>();
+
+function resolveCommand(name: string): string {
+  if (name.includes('/')) return name;
+  const cached = resolvedCommands.get(name);
+  if (cached !== undefined) return cached;
+  for (const dir of COMMAND_SEARCH_PATH) {
+    const candidate = path.join(dir, name);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (!fs.statSync(candidate).isFile()) continue;
+    } catch {
+      continue;
+    }
+    resolvedCommands.set(name, candidate);
+    return candidate;
+  }
+  return name;
+}
 
 export interface SpawnDeps {
   bwrapPath: string;
@@ -92,6 +124,7 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
   const policy: BwrapPolicy = {
     systemMounts: deps.layout.systemMounts,
     etcFiles: deps.layout.etcFiles,
+    procMasks: deps.layout.procMasks,
     venvDir: spec.environment?.venvDir ?? null,
     hasScript: spec.script !== undefined,
     volumes: spec.volumes.map((v) => ({ name: v.name, mode: v.mode })),
@@ -131,13 +164,13 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
 
     const fsizeBlocks = Math.max(1, Math.floor(spec.limits.fileSizeBytes / 512));
     const identity = spec.identity
-      ? ['setpriv', `--reuid=${spec.identity.uid}`, `--regid=${spec.identity.gid}`, '--clear-groups', '--no-new-privs', '--']
+      ? [resolveCommand('setpriv'), `--reuid=${spec.identity.uid}`, `--regid=${spec.identity.gid}`, '--clear-groups', '--no-new-privs', '--']
       : [];
     const argv = [
       '-c', WRAPPER, 'bubble-sandbox-wrapper',
       String(spec.limits.openFiles), String(fsizeBlocks), String(Math.max(1, Math.ceil(spec.cpuSeconds))),
       ...(cgroup?.procsFiles ?? []), '--',
-      ...identity, deps.bwrapPath, ...invocation.argv,
+      ...identity, resolveCommand(deps.bwrapPath), ...invocation.argv,
     ];
 
     const child = spawn('/bin/sh', argv, { stdio, env: {}, windowsHide: true });

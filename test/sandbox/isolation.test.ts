@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { baseEnvironment } from '../../src/sandbox/spawn.js';
 import { hostProcessesMatching, waitUntil } from '../helpers/host-processes.js';
 import { createSandboxFixture, IS_ROOT, TEST_UID, type SandboxFixture } from '../helpers/sandbox.js';
 
@@ -100,6 +101,40 @@ describe('filesystem', () => {
     expect(second.stdout).toMatch(/No space left on device/);
   });
 
+  test('host-describing /proc entries read as empty and refuse writes', async () => {
+    // The entries container runtimes mask; which exist depends on the kernel.
+    const names = ['cmdline', 'kcore', 'keys', 'timer_list', 'timer_stats', 'sched_debug', 'latency_stats', 'sysrq-trigger', 'acpi', 'scsi', 'asound'];
+    const onHost = names.filter((n) => fs.existsSync(`/proc/${n}`));
+    expect(onHost).toContain('cmdline');
+    expect(fs.readFileSync('/proc/cmdline', 'utf8').length).toBeGreaterThan(0);
+    const r = await f.run(py(`
+import errno, json, os
+def err(fn):
+    try:
+        return fn()
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def read(p):
+    if os.path.isdir(p):
+        return len(os.listdir(p))
+    with open(p, 'rb') as f:
+        return len(f.read())
+def write(p):
+    os.close(os.open(p + '/x' if os.path.isdir(p) else p, os.O_WRONLY | (os.O_CREAT if os.path.isdir(p) else 0), 0o600))
+    return 'ok'
+print(json.dumps({n: [err(lambda: read('/proc/' + n)), err(lambda: write('/proc/' + n))] for n in ${JSON.stringify(names)} if os.path.lexists('/proc/' + n)}))
+`));
+    expect(r.status, r.stderr).toBe('ok');
+    const inside = JSON.parse(r.stdout) as Record<string, [number | string, string]>;
+    expect(Object.keys(inside).sort()).toEqual([...onHost].sort());
+    for (const [name, [read, write]] of Object.entries(inside)) {
+      expect(read, `/proc/${name} read`).toBe(0);
+      expect(['EACCES', 'EROFS', 'EPERM'], `/proc/${name} write: ${write}`).toContain(write);
+    }
+    const cat = await f.run(sh('cat /proc/cmdline | wc -c; echo x > /proc/cmdline && echo wrote'));
+    expect(cat.stdout).toBe('0\n');
+  });
+
   test('a workspace swapped for a symlink fails closed', async () => {
     const other = createSandboxFixture({ layout: f.layout });
     const target = other.workspace;
@@ -139,6 +174,39 @@ describe('processes and descriptors', () => {
     expect(r.stdout).not.toContain('--bind');
     expect(r.stdout).not.toContain('--setenv');
     expect(r.stdout).not.toContain(f.workspace);
+  });
+
+  test('no /proc/*/environ inside holds a variable the sandbox was not given, bwrap\'s (pid 1) included', async () => {
+    const marker = 'environ-marker-value';
+    process.env.BUBBLE_SANDBOX_TEST_ENVIRON_MARKER = marker;
+    try {
+      const r = await f.run({
+        ...py(`
+import json, os
+seen = {}
+for pid in (p for p in os.listdir('/proc') if p.isdigit()):
+    try:
+        seen[pid] = [v.decode() for v in open('/proc/%s/environ' % pid, 'rb').read().split(b'\\0') if v]
+    except OSError:
+        pass
+print(json.dumps({'self': str(os.getpid()), 'seen': seen}))
+`),
+        env: { MY_VAR: 'hello' },
+      });
+      expect(r.status, r.stderr).toBe('ok');
+      const { self, seen } = JSON.parse(r.stdout) as { self: string; seen: Record<string, string[]> };
+      expect(r.stdout).not.toContain(marker);
+      expect(r.stdout).not.toContain(process.cwd());
+      // bwrap is started with an empty environment; it hands the program only the sandbox's.
+      expect(seen['1']).toEqual([]);
+      const expected = [...Object.entries(baseEnvironment(null)).map(([k, v]) => `${k}=${v}`), 'MY_VAR=hello', 'PWD=/workspace'];
+      expect([...(seen[self] ?? [])].sort()).toEqual(expected.sort());
+      for (const [pid, entries] of Object.entries(seen)) {
+        expect(entries.filter((e) => !expected.includes(e)), `pid ${pid}`).toEqual([]);
+      }
+    } finally {
+      delete process.env.BUBBLE_SANDBOX_TEST_ENVIRON_MARKER;
+    }
   });
 
   test('only descriptors 0, 1 and 2 are open inside, even when the service inherited others', () => {

@@ -7,7 +7,7 @@ import { loadConfig } from '../../src/config.js';
 import { createHostLayout } from '../../src/sandbox/host-layout.js';
 import { createSandboxRunner } from '../../src/sandbox/runner.js';
 import { createSandbox, IS_ROOT, type Sandbox } from '../../src/sandbox/sandbox.js';
-import { runSelfTest, type SelfTestReport } from '../../src/sandbox/self-test.js';
+import { runSelfTest, SELF_TEST_PROBES, type SelfTestReport } from '../../src/sandbox/self-test.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const BASE_ENV = { BUBBLE_SANDBOX_ENVIRONMENTS_DIR: path.join(ROOT, 'environments'), BUBBLE_SANDBOX_LOG_LEVEL: 'silent' };
@@ -30,7 +30,8 @@ describe('runSelfTest', () => {
   test('the default sandbox passes every probe', async () => {
     const sandbox = await open();
     const report = await runSelfTest(sandbox);
-    expect(report.probes.length).toBeGreaterThanOrEqual(12);
+    expect(report.probes.length).toBe(SELF_TEST_PROBES.length);
+    expect(SELF_TEST_PROBES).toEqual(expect.arrayContaining(['environment/proc-environ', 'filesystem/proc-masked']));
     expect(failures(report), 'failing probes').toBe('');
     expect(report.passed).toBe(true);
     const categories = new Set(report.probes.map((p) => p.category));
@@ -53,19 +54,23 @@ describe('runSelfTest', () => {
     expect(memory?.detail).toMatch(/^no cgroups: memory is not limited/);
   }, 60_000);
 
-  test('a sandbox without its seccomp filter, or running as host root, is reported', async () => {
+  test('a sandbox without its seccomp filter or /proc masks, or running as host root, is reported', async () => {
     const sandbox = await open();
     const layout = createHostLayout();
     try {
-      // Same sandbox, but a runner built without the syscall filter and without cgroups (while
-      // still claiming them, so the memory and pids probes really run and must see no limit).
-      const unfiltered: Sandbox = { ...sandbox, runner: createSandboxRunner({ bwrapPath: 'bwrap', layout, seccompProgram: null, cgroups: null }) };
+      // Same sandbox, but a runner built without the syscall filter, without the /proc masks and
+      // without cgroups (while still claiming them, so the memory and pids probes really run and
+      // must see no limit).
+      const unmasked = { ...layout, procMasks: [] };
+      const unfiltered: Sandbox = { ...sandbox, runner: createSandboxRunner({ bwrapPath: 'bwrap', layout: unmasked, seccompProgram: null, cgroups: null }) };
       const r1 = await runSelfTest(unfiltered);
       expect(r1.passed).toBe(false);
       const failed1 = ids(r1, false);
-      expect(failed1).toEqual(expect.arrayContaining(['seccomp/mode', 'seccomp/ptrace', ...CGROUP_PROBES]));
+      const expected1 = ['seccomp/mode', 'seccomp/ptrace', 'filesystem/proc-masked', ...CGROUP_PROBES];
+      expect(failed1).toEqual(expect.arrayContaining(expected1));
       expect(r1.probes.find((p) => p.name === 'memory')?.detail).toMatch(/ended 'ok'/);
-      expect(failed1.filter((id) => !id.startsWith('seccomp/') && !CGROUP_PROBES.includes(id)), failures(r1)).toEqual([]);
+      expect(r1.probes.find((p) => p.name === 'proc-masked')?.detail).toMatch(/not masked: \/proc\/cmdline \(read [1-9]/);
+      expect(failed1.filter((id) => !id.startsWith('seccomp/') && !expected1.includes(id)), failures(r1)).toEqual([]);
 
       if (IS_ROOT) {
         // The documented trap: without a host uid of its own the sandbox writes as host root.
@@ -97,7 +102,9 @@ describe('bubble-sandbox check --full', () => {
     const r = await cli(['check', '--full']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const lines = r.stdout.split('\n');
-    expect(lines.filter((l) => l.startsWith('PASS  ')).length).toBeGreaterThanOrEqual(12);
+    expect(lines.filter((l) => l.startsWith('PASS  ')).length).toBe(SELF_TEST_PROBES.length);
+    expect(r.stdout).toMatch(/^PASS {2}environment\/proc-environ {2}.+ \(\d+ ms\)$/m);
+    expect(r.stdout).toMatch(/^PASS {2}filesystem\/proc-masked {2}.+ \(\d+ ms\)$/m);
     expect(lines.filter((l) => l.startsWith('FAIL  '))).toEqual([]);
     expect(r.stdout).toMatch(/^PASS {2}limits\/memory {2}.+ \(\d+ ms\)$/m);
     expect(r.stdout).toMatch(/^\d+ passed, 0 failed/m);

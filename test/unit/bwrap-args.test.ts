@@ -4,6 +4,7 @@ import { buildBwrapInvocation, encodeArgs, type BwrapPolicy } from '../../src/sa
 const policy: BwrapPolicy = {
   systemMounts: [{ kind: 'ro-bind', source: '/usr', dest: '/usr' }, { kind: 'symlink', target: 'usr/bin', dest: '/bin' }],
   etcFiles: [{ source: '/run/gen/passwd', dest: '/etc/passwd' }],
+  procMasks: [{ source: '/run/gen/.empty-file', dest: '/proc/cmdline' }, { source: '/run/gen/.empty-dir', dest: '/proc/acpi' }],
   venvDir: '/srv/envs/bare/.venv',
   hasScript: true,
   volumes: [{ name: 'shared', mode: 'ro' }, { name: 'out', mode: 'rw' }],
@@ -58,6 +59,12 @@ describe('buildBwrapInvocation', () => {
         "/opt/venv",
         "--proc",
         "/proc",
+        "--ro-bind",
+        "/run/gen/.empty-file",
+        "/proc/cmdline",
+        "--ro-bind",
+        "/run/gen/.empty-dir",
+        "/proc/acpi",
         "--dev",
         "/dev",
         "--size",
@@ -102,6 +109,17 @@ describe('buildBwrapInvocation', () => {
     const o = buildBwrapInvocation(policy).options;
     const targets = o.filter((a, i) => ['--dir', '--file', '--symlink', '--ro-bind-data', '--tmpfs'].includes(o[i - 1] ?? '') || (['--ro-bind', '--bind'].includes(o[i - 2] ?? '') && a.startsWith('/')));
     expect(targets.filter((t) => t.startsWith('/workspace'))).toEqual([]);
+  });
+
+  test('/proc masks are mounted after /proc itself, read-only', () => {
+    const o = buildBwrapInvocation(policy).options;
+    const proc = o.indexOf('--proc');
+    for (const dest of ['/proc/cmdline', '/proc/acpi']) {
+      const i = o.indexOf(dest);
+      expect(i).toBeGreaterThan(proc);
+      expect(o[i - 2]).toBe('--ro-bind');
+    }
+    expect(buildBwrapInvocation({ ...policy, procMasks: [] }).options.filter((a) => a.startsWith('/proc/'))).toEqual([]);
   });
 
   test('NUL bytes cannot smuggle extra options', () => {

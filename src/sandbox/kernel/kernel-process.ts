@@ -57,7 +57,7 @@ const STARTUP_STDERR_CHARS = 4000;
 /** The control pipe's number inside: spawnSandbox puts extra pipes after bwrap's own descriptors. */
 export function controlFdFor(deps: SpawnDeps, volumes: readonly VolumeMount[]): number {
   const { fdRoles } = buildBwrapInvocation({
-    systemMounts: [], etcFiles: [], venvDir: null, hasScript: true, tmpSizeBytes: 0, env: {}, command: [],
+    systemMounts: [], etcFiles: [], procMasks: [], venvDir: null, hasScript: true, tmpSizeBytes: 0, env: {}, command: [],
     volumes: volumes.map((v) => ({ name: v.name, mode: v.mode })), seccomp: deps.seccompProgram !== null,
   });
   return 3 + fdRoles.length;

@@ -88,6 +88,11 @@ describe('output', () => {
     expect((await k.run("print('next')", opts)).stdout).toBe('next\n');
   });
 
+  test("the interpreter's bwrap (pid 1 inside) carries no environment of the service", async () => {
+    const r = await k.run("open('/proc/1/environ', 'rb').read()", opts);
+    expect(r).toMatchObject({ status: 'ok', result: "b''" });
+  });
+
   test('the control and request descriptors are not inherited by child processes', async () => {
     const r = await k.run("import subprocess\nsubprocess.run(['/bin/sh', '-c', 'ls /proc/$$/fd'], close_fds=False, capture_output=True, text=True).stdout.split()", opts);
     expect(r.result).toBe("['0', '1', '2']");
