@@ -20,6 +20,7 @@ import { fileRoutes } from './routes/files.js';
 import { probeRoutes } from './routes/probes.js';
 import { runCodeRoutes } from './routes/run-code.js';
 import { sessionRoutes } from './routes/sessions.js';
+import { volumeRoutes } from './routes/volumes.js';
 
 /** What /readyz says of the isolation self-test run at start-up. */
 export interface SelfTestSummary {
@@ -162,6 +163,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await v1.register(fileRoutes);
       await v1.register(executeRoutes);
       await v1.register(runCodeRoutes);
+      await v1.register(volumeRoutes);
     },
     { prefix: '/v1' },
   );

@@ -59,6 +59,36 @@ export class UploadTooLargeError extends AppError {
     super(413, 'UPLOAD_TOO_LARGE', `The upload exceeds the limit of ${limit} bytes`);
   }
 }
+export class MaxVolumesError extends AppError {
+  // No Retry-After: volumes do not expire; an operator frees a slot with DELETE /v1/volumes/{name}.
+  constructor(max: number) {
+    super(429, 'MAX_VOLUMES', max === 0
+      ? 'No shared volume may be created on this server (MAX_VOLUMES is 0); existing ones can still be named'
+      : `The maximum of ${max} shared volumes is reached; name an existing one, or delete an unused one`);
+  }
+}
+export class VolumeNotFoundError extends AppError {
+  constructor(name: string) {
+    super(404, 'VOLUME_NOT_FOUND', `Volume '${name}' not found`);
+  }
+}
+export class VolumeInUseError extends AppError {
+  constructor(name: string, sessions: readonly string[]) {
+    super(409, 'VOLUME_IN_USE', `Volume '${name}' is used by ${sessions.length} session(s): ${sessions.slice(0, 10).join(', ')}${sessions.length > 10 ? ', ...' : ''}`);
+  }
+}
+/** The workspace changed under an upload (the sandbox removed a directory, or put something in the way). */
+export class PathConflictError extends AppError {
+  constructor(relPath: string) {
+    super(409, 'PATH_CONFLICT', `The workspace changed at '${relPath}' while the upload was written (a directory was removed, or a file, link or directory is in the way); retry`);
+  }
+}
+/** 413, not 507: a full quota is the session's state, never a fault of the service. */
+export class WorkspaceFullError extends AppError {
+  constructor() {
+    super(413, 'WORKSPACE_FULL', 'The workspace has no room left for this upload (its disk quota is full); delete files and retry');
+  }
+}
 export class BadRequestError extends AppError {
   constructor(code: string, message: string) {
     super(400, code, message);

@@ -44,6 +44,23 @@ export const SessionInfoSchema = z
 export const SessionListSchema = z.object({ sessions: z.array(SessionInfoSchema) });
 
 export const SessionParamsSchema = z.strictObject({ id: SessionIdSchema });
+
+export const VolumeParamsSchema = z.strictObject({ name: VolumeNameSchema });
+export const VolumeInfoSchema = z
+  .object({
+    name: z.string(),
+    in_use: z.boolean().describe('true while a live session names it; such a volume cannot be deleted'),
+    sessions: z.array(z.string()).describe('ids of the live sessions that name it, sorted'),
+    quota_bytes: z.number().int().nullable().describe('size of its quota image (VOLUME_QUOTA_BYTES when it was made); null for a plain directory (quotas off)'),
+    used_bytes: z.number().int().nullable().describe('bytes in use on its quota image; null for a plain directory'),
+  })
+  .describe('VolumeInfo');
+export const VolumeListSchema = z
+  .object({
+    volumes: z.array(VolumeInfoSchema).describe('every shared volume on this server, sorted by name'),
+    max_volumes: z.number().int().describe('MAX_VOLUMES: how many may exist; a session naming a new one past it gets 429 MAX_VOLUMES'),
+  })
+  .describe('VolumeList');
 export const FileParamsSchema = z.strictObject({ id: SessionIdSchema, '*': z.string().min(1).max(1024) });
 export const DeleteSessionQuerySchema = z.strictObject({
   // Case-insensitive: Python's requests sends True/False as written.

@@ -9,7 +9,8 @@ import type { Environment } from '../sandbox/environments.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { VolumeMount } from '../sandbox/types.js';
 import {
-  MaxSessionsError, PersistentSessionsDisabledError, SessionConflictError, SessionNotFoundError, ShuttingDownError,
+  MaxSessionsError, MaxVolumesError, PersistentSessionsDisabledError, SessionConflictError, SessionNotFoundError, ShuttingDownError,
+  VolumeInUseError, VolumeNotFoundError,
 } from '../server/errors.js';
 import { EnvironmentCache } from './environment-cache.js';
 import type { ExecutionObserver, ExecutionRequest, ExecutionResult } from './executor.js';
@@ -23,6 +24,7 @@ import {
   type SessionRecord, type StoreLayout,
 } from './session-store.js';
 import { clearLeftovers, ensureVolume, newWorkspace, prepareWorkspace, removeWorkspaceDir, unmountVolumes } from './session-workspace.js';
+import { existingVolumes, removeVolume, volumeUsage, type VolumeUsage } from './session-volumes.js';
 import { UidSlots } from './uid-slots.js';
 import { WorkspacePool } from './workspace-pool.js';
 import { detectQuotaSupport, mountQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
@@ -34,6 +36,13 @@ export interface SessionInfo {
   last_activity: string;
   expires_at: string;
   volumes: Record<string, 'ro' | 'rw'>;
+}
+
+/** A shared volume, with the live sessions that name it. */
+export interface VolumeInfo extends VolumeUsage {
+  name: string;
+  in_use: boolean;
+  sessions: string[];
 }
 
 export interface CreateSessionInput {
@@ -216,6 +225,7 @@ export class SessionManager {
     }
     if (this.sessions.size >= this.deps.config.maxSessions) throw new MaxSessionsError(this.deps.config.maxSessions, 30);
     await this.resolveEnvironment(environment);
+    await this.checkVolumeCap(Object.keys(volumes));
 
     const slot = this.slots.free(); // no live session or one-shot execution uses it; slot 0 is kept for probes
     const identity = this.deps.sandbox.identityFor(slot);
@@ -302,6 +312,50 @@ export class SessionManager {
     });
     this.countChanged();
     this.deps.logger.info({ audit: 'session.deleted', session_id: id, clear_data: clearData }, 'session deleted');
+  }
+
+  /**
+   * Before anything of a create is made: naming volumes that do not exist yet must not take the
+   * count past MAX_VOLUMES (0: none may be created). Existing volumes can always be named.
+   */
+  private async checkVolumeCap(names: readonly string[]): Promise<void> {
+    if (names.length === 0) return;
+    const existing = new Set(await existingVolumes(this.layout));
+    const added = names.filter((n) => !existing.has(n)).length;
+    if (added > 0 && existing.size + added > this.deps.config.maxVolumes) throw new MaxVolumesError(this.deps.config.maxVolumes);
+  }
+
+  /** The live sessions naming each volume (sorted). */
+  private volumeUsers(name: string): string[] {
+    return [...this.sessions.values()].filter((r) => Object.hasOwn(r.volumes, name)).map((r) => r.session_id).sort();
+  }
+
+  /** Every shared volume on disk, sorted by name; in the lifecycle queue, so never half made or half removed. */
+  async listVolumes(): Promise<VolumeInfo[]> {
+    return this.serial.run(LIFECYCLE, async () => {
+      const out: VolumeInfo[] = [];
+      for (const name of await existingVolumes(this.layout)) {
+        const sessions = this.volumeUsers(name);
+        out.push({ name, in_use: sessions.length > 0, sessions, ...(await volumeUsage(this.layout, name)) });
+      }
+      return out;
+    });
+  }
+
+  /**
+   * Removes a volume no live session names, with its quota image and loop device. It runs in the
+   * lifecycle queue, like creates: a create naming it either comes first (and the delete is 409)
+   * or after (and makes a new, empty volume).
+   */
+  async deleteVolume(name: string): Promise<void> {
+    if (this.closing) throw new ShuttingDownError();
+    return this.serial.run(LIFECYCLE, async () => {
+      if (!(await existingVolumes(this.layout)).includes(name)) throw new VolumeNotFoundError(name);
+      const users = this.volumeUsers(name);
+      if (users.length > 0) throw new VolumeInUseError(name, users);
+      await removeVolume(this.layout, name, this.deps.logger);
+      this.deps.logger.info({ audit: 'volume.deleted', volume: name }, 'volume deleted');
+    });
   }
 
   /** Run in the session's workspace, after the session's earlier executions. */

@@ -22,8 +22,8 @@ export {
   openWorkspaceRoot, validateRelativePath, MAX_PATH_BYTES, MAX_COMPONENT_BYTES,
 } from './safe-open.js';
 export type { Owner, WorkspaceRoot } from './safe-open.js';
-export { commitStagedFile, stageFile, writeFileSafe } from './workspace-upload.js';
-export type { CommitOptions, FileSource, StagedFile, WriteOptions, WrittenFile } from './workspace-upload.js';
+export { commitStagedFile, commitStagedFiles, stageFile, writeFileSafe } from './workspace-upload.js';
+export type { CommitOptions, FileSource, StagedCommit, StagedFile, WriteOptions, WrittenFile } from './workspace-upload.js';
 export { removeTreeSafe } from './workspace-remove.js';
 export { chownTreeSafe, diffSnapshots, listFiles, scanWorkspace, snapshotWorkspace, WorkspaceSnapshot } from './workspace-scan.js';
 export type { ScannedFile, SnapshotDiff, SnapshotEntry, WorkspaceFileInfo } from './workspace-scan.js';

@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
-  commitStagedFile, deleteFileSafe, listFiles, readFileSafe, removeTreeSafe, stageFile, validateRelativePath,
+  commitStagedFiles, deleteFileSafe, listFiles, readFileSafe, removeTreeSafe, stageFile, validateRelativePath,
   type StagedFile,
 } from '../../sessions/workspace-fs.js';
 import { exactLengthStream } from '../../sessions/exact-length-read.js';
@@ -65,7 +65,7 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
   app.post('/sessions/:id/files', {
     schema: {
       tags: ['files'], params: SessionParamsSchema, querystring: UploadQuerySchema, consumes: ['multipart/form-data'],
-      response: { 201: UploadResultSchema, ...errors, 413: ErrorSchema, 415: ErrorSchema },
+      response: { 201: UploadResultSchema, ...errors, 409: ErrorSchema, 413: ErrorSchema, 415: ErrorSchema },
     },
   }, async (request, reply) => {
     const record = await sessions.touch(request.params.id);
@@ -102,12 +102,10 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
 
       const workspace = sessions.workspaceDir(record.session_id);
       const owner = sessions.ownerOf(record) ?? undefined;
-      const result: { path: string; size: number }[] = [];
       sessions.workspaceChanged(record.session_id);
-      for (const { target, file } of staged) {
-        const written = await commitStagedFile(file.path, workspace, target, { owner, mkdirs: true });
-        result.push({ path: written.path, size: written.size });
-      }
+      // All or nothing while the files are placed; 409 PATH_CONFLICT or 413 WORKSPACE_FULL when the sandbox is in the way.
+      const written = await commitStagedFiles(workspace, staged.map(({ target, file }) => ({ stagedPath: file.path, relPath: target })), { owner, mkdirs: true });
+      const result = written.map((w) => ({ path: w.path, size: w.size }));
       metrics.uploadBytes.inc(used);
       request.log.info({ session_id: record.session_id, files: result.length, bytes: used }, 'files uploaded');
       return reply.code(201).send({ files: result });
