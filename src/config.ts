@@ -97,8 +97,15 @@ function camel(key: string): string {
   return key.toLowerCase().replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
 }
 
-/** Parse settings from an environment map (process.env by default). Throws ConfigError naming the variable. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
+/** The installed package: one level above both src/ and dist/. */
+export const PACKAGE_ROOT = path.resolve(import.meta.dirname, '..');
+
+/**
+ * Parse settings from an environment map (process.env by default). Throws ConfigError naming the
+ * variable. Relative directories set on purpose resolve against `cwd`; the default environments
+ * directory is the package's own, so the command line works from any directory.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd(), packageRoot = PACKAGE_ROOT): Config {
   const out: Record<string, unknown> = {};
   const problems: string[] = [];
   for (const [key, spec] of Object.entries(SETTINGS)) {
@@ -124,7 +131,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   if (cfg.apiKey === undefined && !cfg.allowUnauthenticated && !isLoopbackHost(cfg.host)) {
     throw new ConfigError(`invalid configuration: ${ENV_PREFIX}HOST=${cfg.host} is reachable from other machines and ${ENV_PREFIX}API_KEY is not set, so anyone who reaches the port could use every session; set ${ENV_PREFIX}API_KEY, listen on 127.0.0.1, or set ${ENV_PREFIX}ALLOW_UNAUTHENTICATED=true on purpose`);
   }
-  out.environmentsDir = path.resolve(cwd, cfg.environmentsDir);
+  out.environmentsDir = path.resolve(env[`${ENV_PREFIX}ENVIRONMENTS_DIR`] === undefined ? packageRoot : cwd, cfg.environmentsDir);
   out.workspaceDir = path.resolve(cwd, cfg.workspaceDir);
   return Object.freeze(out) as Config;
 }

@@ -1,14 +1,17 @@
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { ConfigError, loadConfig, SETTINGS } from '../../src/config.js';
 import { renderEnvExample } from '../../src/config-docs.js';
+import { PROJECT_ROOT } from '../helpers/host-env.js';
 
 describe('loadConfig', () => {
   test('defaults match the contract', () => {
-    const c = loadConfig({}, '/srv/app');
+    const c = loadConfig({}, '/srv/app', '/opt/bubble-sandbox');
     expect(c.host).toBe('127.0.0.1');
     expect(c.port).toBe(8000);
-    expect(c.environmentsDir).toBe('/srv/app/environments');
+    expect(c.environmentsDir).toBe('/opt/bubble-sandbox/environments');
     expect(c.workspaceDir).toBe('/srv/app/workspace_data');
     expect(c.maxUploadSizeBytes).toBe(10485760);
     expect(c.allowedExtensions).toEqual(['.txt', '.csv', '.md', '.json', '.yaml', '.yml', '.tsv', '.xml']);
@@ -20,6 +23,14 @@ describe('loadConfig', () => {
     expect(c.apiKey).toBeUndefined();
     expect(c.workspacePoolSize).toBe(4);
     expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  test('the environments are the package\'s own from any working directory, unless ENVIRONMENTS_DIR is set', () => {
+    expect(loadConfig({}, '/').environmentsDir).toBe(path.join(PROJECT_ROOT, 'environments'));
+    expect(loadConfig({}, os.tmpdir()).environmentsDir).toBe(path.join(PROJECT_ROOT, 'environments'));
+    expect(loadConfig({ BUBBLE_SANDBOX_ENVIRONMENTS_DIR: 'envs' }, '/srv/app', '/opt/bs').environmentsDir).toBe('/srv/app/envs');
+    expect(loadConfig({ BUBBLE_SANDBOX_ENVIRONMENTS_DIR: '/data/envs' }, '/srv/app', '/opt/bs').environmentsDir).toBe('/data/envs');
+    expect(loadConfig({}, '/srv/app', '/opt/bs').workspaceDir).toBe('/srv/app/workspace_data');
   });
 
   test('values are parsed from BUBBLE_SANDBOX_* variables', () => {
