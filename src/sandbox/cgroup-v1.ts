@@ -4,7 +4,7 @@
 // is one directory per distinct hierarchy and the wrapper joins each of them.
 import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import path from 'node:path';
-import type { ActiveCgroupManager, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup } from './cgroups.js';
+import type { ActiveCgroupManager, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
   belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, exists, killUntilEmpty, listChildDirs,
   parseIntOrNull, parseKeyed, readText, removeCgroupDir, validateCgroupName, validateLimits, writeOptional, writeText,
@@ -50,10 +50,50 @@ async function setMemoryLimit(dir: string, bytes: number): Promise<void> {
   if (hasMemsw) await writeText(memsw, String(bytes));
 }
 
+/** A cgroup's CFS quota per CPU_PERIOD_US (rounded down), or null when it has none (-1). */
+async function quotaPerPeriod(dir: string): Promise<number | null> {
+  const [quota, period] = await Promise.all([readText(path.join(dir, 'cpu.cfs_quota_us')), readText(path.join(dir, 'cpu.cfs_period_us'))]);
+  const q = Number(quota?.trim());
+  const p = Number(period?.trim());
+  if (!Number.isSafeInteger(q) || q < 0 || !Number.isSafeInteger(p) || p <= 0) return null;
+  return Math.floor((q * CPU_PERIOD_US) / p);
+}
+
+/**
+ * The CPU ceiling of all sandboxes. v1, unlike v2, refuses (EINVAL) a child quota above its
+ * parent's and a parent quota below a child's, so: lift the parent, bring children above the new
+ * ceiling down to it (executions of this or another bubble-sandbox process on the same parent: the
+ * ceiling binds them anyway), then set it. A child created in between makes the last write fail:
+ * try again.
+ */
+async function setCpuCeiling(parentDir: string, cores: number): Promise<void> {
+  const quota = cpuQuotaUs(cores);
+  const quotaFile = path.join(parentDir, 'cpu.cfs_quota_us');
+  for (let attempt = 1; ; attempt++) {
+    await writeText(quotaFile, '-1');
+    await writeText(path.join(parentDir, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
+    for (const child of await listChildDirs(parentDir)) {
+      const dir = path.join(parentDir, child);
+      const childQuota = await quotaPerPeriod(dir);
+      if (childQuota === null || childQuota <= quota) continue;
+      // Gone meanwhile (ENOENT) is fine; a period first, so the quota means what it says.
+      if (await writeOptional(path.join(dir, 'cpu.cfs_period_us'), String(CPU_PERIOD_US))) {
+        await writeOptional(path.join(dir, 'cpu.cfs_quota_us'), String(quota));
+      }
+    }
+    try {
+      await writeText(quotaFile, String(quota));
+      return;
+    } catch (err) {
+      if ((err as CgroupError).code !== 'EINVAL' || attempt >= 5) throw err;
+    }
+  }
+}
+
 interface V1Options {
   root: string;
   parentName: string;
-  globalLimits: { memoryBytes?: number; pids?: number };
+  globalLimits: GlobalLimits;
   logger: CgroupLogger;
   hierarchies: V1Hierarchies;
   degraded: string | null;
@@ -84,6 +124,7 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
     if (opts.globalLimits.pids !== undefined) {
       await writeText(path.join(h.pids, parentName, 'pids.max'), String(opts.globalLimits.pids));
     }
+    if (opts.globalLimits.cpuCores !== undefined && h.cpu) await setCpuCeiling(path.join(h.cpu, parentName), opts.globalLimits.cpuCores);
   } catch (err) {
     for (const dir of created) await rmdir(dir).catch(() => undefined);
     throw err;
@@ -132,8 +173,12 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
         await writeText(path.join(h.pids, parentName, name, 'pids.max'), String(limits.pids));
         const cpu = under(h.cpu, name);
         if (cpu) {
+          // Never above the parent's quota (v1 refuses it); read, not remembered, because another
+          // bubble-sandbox process sharing the parent may have set a lower ceiling since.
+          const ceiling = await quotaPerPeriod(path.dirname(cpu));
+          const quota = ceiling === null ? cpuQuotaUs(limits.cpuCores) : Math.min(cpuQuotaUs(limits.cpuCores), ceiling);
           await writeText(path.join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
-          await writeText(path.join(cpu, 'cpu.cfs_quota_us'), String(cpuQuotaUs(limits.cpuCores)));
+          await writeText(path.join(cpu, 'cpu.cfs_quota_us'), String(quota));
         }
       } catch (err) {
         for (const dir of dirs) await rmdir(dir).catch(() => undefined);

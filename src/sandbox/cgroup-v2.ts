@@ -12,7 +12,7 @@
 // Anything else fails with every attempt in the reason and the manager degrades to 'none'.
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ActiveCgroupManager, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup } from './cgroups.js';
+import type { ActiveCgroupManager, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
   belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, killUntilEmpty, listChildDirs, parseIntOrNull,
   parseKeyed, readPids, readText, removeCgroupDir, sleep, validateCgroupName, validateLimits, writeOptional, writeText,
@@ -155,7 +155,7 @@ export interface V2Options {
   /** Our own cgroup path as /proc/self/cgroup shows it ("/" in a container with its own namespace). */
   selfCgroup: string;
   parentName: string;
-  globalLimits: { memoryBytes?: number; pids?: number };
+  globalLimits: GlobalLimits;
   logger: CgroupLogger;
 }
 
@@ -164,6 +164,11 @@ export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupMana
   const { layout, parentDir, controllers } = await setupParent(opts.root, opts.selfCgroup, parentName, logger);
   if (opts.globalLimits.memoryBytes !== undefined) await writeText(path.join(parentDir, 'memory.max'), String(opts.globalLimits.memoryBytes));
   if (opts.globalLimits.pids !== undefined) await writeText(path.join(parentDir, 'pids.max'), String(opts.globalLimits.pids));
+  // v2 lets a child's cpu.max exceed its parent's and applies the lower of the two.
+  const cpu = controllers.includes('cpu');
+  if (cpu && opts.globalLimits.cpuCores !== undefined) {
+    await writeText(path.join(parentDir, 'cpu.max'), `${cpuQuotaUs(opts.globalLimits.cpuCores)} ${CPU_PERIOD_US}`);
+  }
 
   const removeChild = async (name: string) => {
     const dir = path.join(parentDir, name);
@@ -177,7 +182,6 @@ export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupMana
     }
   };
   await removeAllChildren(); // leftovers of a crashed previous run
-  const cpu = controllers.includes('cpu');
   let warnedSwap = false;
   let closed = false;
 

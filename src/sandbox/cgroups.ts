@@ -42,9 +42,11 @@ export interface CgroupLogger { warn(obj: object, msg?: string): void }
 export interface CgroupManagerOptions {
   parentName?: string;
   root?: string;
-  globalLimits?: { memoryBytes?: number; pids?: number };
+  globalLimits?: GlobalLimits;
   logger?: CgroupLogger;
 }
+/** Caps on the parent: the sum of every sandbox's memory, processes and CPU (cores, a CFS quota). */
+export interface GlobalLimits { memoryBytes?: number; pids?: number; cpuCores?: number }
 
 export class CgroupError extends Error {
   override name = 'CgroupError';
@@ -72,6 +74,10 @@ export function validateLimits(l: CgroupLimits): void {
   if (!Number.isSafeInteger(l.memoryBytes) || l.memoryBytes < 1024 * 1024) throw new CgroupError(`invalid memoryBytes ${l.memoryBytes}`);
   if (!Number.isSafeInteger(l.pids) || l.pids < 1) throw new CgroupError(`invalid pids ${l.pids}`);
   if (!Number.isFinite(l.cpuCores) || l.cpuCores <= 0) throw new CgroupError(`invalid cpuCores ${l.cpuCores}`);
+}
+
+function validateGlobalLimits(g: GlobalLimits): void {
+  if (g.cpuCores !== undefined && (!Number.isFinite(g.cpuCores) || g.cpuCores <= 0)) throw new CgroupError(`invalid global cpuCores ${g.cpuCores}`);
 }
 
 /** CFS quota for a fractional number of cores; the kernel rejects quotas under 1 ms. */
@@ -233,6 +239,7 @@ export async function createCgroupManager(opts: CgroupManagerOptions = {}): Prom
   let parentName: string;
   try {
     parentName = validateCgroupName(opts.parentName ?? 'bubble-sandbox', 'parent cgroup name');
+    validateGlobalLimits(opts.globalLimits ?? {});
   } catch (err) {
     return fail(errMessage(err));
   }

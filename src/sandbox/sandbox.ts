@@ -10,6 +10,7 @@ import { createHostLayout, type HostLayout } from './host-layout.js';
 import { createSandboxRunner, type SandboxRunner } from './runner.js';
 import { buildSeccompProgram, hostSeccompArch } from './seccomp.js';
 import type { ResourceLimits } from './types.js';
+import { lockUidRange, type UidRangeLock } from './uid-range-lock.js';
 
 export interface ProbeResult {
   available: boolean;
@@ -54,7 +55,32 @@ export function explainProbeFailure(exitCode: number | null, stderr: string): st
   return `the sandbox failed to start: ${first.replace(/\/[^\s:'"]+/g, '<path>').slice(0, 200)}`;
 }
 
-export async function createSandbox(config: Config, logger?: Logger): Promise<Sandbox> {
+export interface CreateSandboxOptions {
+  /**
+   * Hold SANDBOX_UID_BASE..+COUNT for this process (as root: a record in UID_LOCK_DIR, released by
+   * close) and reject with UidRangeInUseError while a live instance holds an overlapping range. For
+   * the service, which hands out a uid per session; a one-off CLI run uses only the probe uid.
+   */
+  lockUidRange?: boolean;
+  /** Name of the parent cgroup of all sandboxes ('bubble-sandbox'); tests use their own. */
+  cgroupParentName?: string;
+}
+
+export async function createSandbox(config: Config, logger?: Logger, opts: CreateSandboxOptions = {}): Promise<Sandbox> {
+  let uidLock: UidRangeLock | null = null;
+  if (opts.lockUidRange && IS_ROOT) {
+    uidLock = await lockUidRange(config.uidLockDir, { base: config.sandboxUidBase, count: config.sandboxUidCount });
+    if (uidLock.removedStale.length > 0) logger?.info({ dir: config.uidLockDir, removed: uidLock.removedStale }, 'removed uid range records of instances that are gone');
+  }
+  try {
+    return await assembleSandbox(config, logger, opts, uidLock);
+  } catch (err) {
+    await uidLock?.release();
+    throw err;
+  }
+}
+
+async function assembleSandbox(config: Config, logger: Logger | undefined, opts: CreateSandboxOptions, uidLock: UidRangeLock | null): Promise<Sandbox> {
   const layout: HostLayout = createHostLayout();
   const arch = hostSeccompArch();
   const seccompProgram = arch ? buildSeccompProgram(arch) : null;
@@ -63,12 +89,17 @@ export async function createSandbox(config: Config, logger?: Logger): Promise<Sa
   let cgroups: CgroupManager | null = null;
   if (config.cgroups === 'auto') {
     // The parent caps the sum of all sandboxes: at most MAX_CONCURRENT_EXECUTIONS executions run
-    // at once, and at most MAX_KERNELS interpreters stay alive between calls.
+    // at once, and at most MAX_KERNELS interpreters stay alive between calls (their threads may
+    // keep running after a call). Its CPU ceiling keeps a core for the service itself.
     const most = config.maxConcurrentExecutions + config.maxKernels;
     cgroups = await createCgroupManager({
-      globalLimits: { memoryBytes: config.memoryLimitBytes * most, pids: config.pidsLimit * most },
+      globalLimits: { memoryBytes: config.memoryLimitBytes * most, pids: config.pidsLimit * most, cpuCores: config.sandboxesCpuCores },
+      ...(opts.cgroupParentName !== undefined ? { parentName: opts.cgroupParentName } : {}),
       ...(logger ? { logger } : {}),
     });
+    if (config.cpuCores > config.sandboxesCpuCores) {
+      logger?.warn({ cpu_cores: config.cpuCores, sandboxes_cpu_cores: config.sandboxesCpuCores }, 'CPU_CORES exceeds SANDBOXES_CPU_CORES: one execution gets at most SANDBOXES_CPU_CORES');
+    }
     if (cgroups.mode === 'none') logger?.warn({ reason: cgroups.reason }, 'cgroups unavailable: memory, process and CPU limits fall back to rlimits');
   }
   const runner: SandboxRunner = createSandboxRunner({
@@ -127,6 +158,7 @@ export async function createSandbox(config: Config, logger?: Logger): Promise<Sa
     close: async () => {
       await cgroups?.close();
       layout.dispose();
+      await uidLock?.release();
     },
   };
 }

@@ -1,7 +1,7 @@
 // Process entry of the service: config → sandbox → session manager → app → listen, and a
 // graceful shutdown on SIGTERM/SIGINT.
 import pino, { type Logger } from 'pino';
-import type { Config } from '../config.js';
+import { isLoopbackHost, type Config } from '../config.js';
 import { createSandbox } from '../sandbox/sandbox.js';
 import { SessionManager } from '../sessions/session-manager.js';
 import { runSelfTest } from '../sandbox/self-test.js';
@@ -17,19 +17,20 @@ export function createLogger(config: Config): Logger {
   });
 }
 
-const LOOPBACK = /^(127\.|::1$|localhost$)/;
-
 export async function runServer(config: Config): Promise<void> {
   const logger = createLogger(config);
-  const sandbox = await createSandbox(config, logger);
+  // First: a second instance on the same host uids stops here (UidRangeInUseError), before it
+  // touches any workspace or cgroup.
+  const sandbox = await createSandbox(config, logger, { lockUidRange: true });
   const metrics = createMetrics();
   const sessions = new SessionManager({ config, sandbox, logger, observer: metricsObserver(metrics) });
   await sessions.init();
   let selfTest: SelfTestSummary = { status: config.selfTestOnStart ? 'running' : 'disabled', passed: 0, failed: 0, failed_probes: [], finished_at: null };
   const app = await buildApp({ config, sandbox, sessions, metrics, logger, selfTest: () => selfTest });
 
-  if (!config.apiKey && !LOOPBACK.test(config.host)) {
-    logger.warn({ host: config.host }, 'listening beyond loopback without BUBBLE_SANDBOX_API_KEY: anyone who can reach this port can run code');
+  if (!config.apiKey && !isLoopbackHost(config.host)) {
+    // Only with ALLOW_UNAUTHENTICATED=true: loadConfig refuses it otherwise.
+    logger.warn({ host: config.host }, 'listening beyond loopback without BUBBLE_SANDBOX_API_KEY (ALLOW_UNAUTHENTICATED=true): anyone who can reach this port can run code');
   }
   const probe = await sandbox.probe();
   if (probe.available) logger.info({ cgroups: sandbox.cgroupMode, seccomp: sandbox.seccomp, probe_ms: probe.duration_ms }, 'sandbox probe passed');

@@ -36,10 +36,21 @@ export async function createTestApp(settings: Record<string, string> = {}, opts:
     BUBBLE_SANDBOX_WORKSPACE_DIR: workspaceDir,
     BUBBLE_SANDBOX_LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
   };
+  // A uid-range lock dir of its own (unless the test names one): test apps run side by side on the
+  // default uid range, and maybe beside a running service.
+  const uidLockDir = settings.UID_LOCK_DIR === undefined ? fs.mkdtempSync(path.join(os.tmpdir(), 'bs-uid-locks-')) : null;
+  if (uidLockDir !== null) env.BUBBLE_SANDBOX_UID_LOCK_DIR = uidLockDir;
   for (const [k, v] of Object.entries(settings)) env[`BUBBLE_SANDBOX_${k}`] = v;
   const config = loadConfig(env);
   const logger = pino({ level: config.logLevel });
-  const sandbox = await createSandbox(config, logger);
+  let sandbox: Sandbox;
+  try {
+    sandbox = await createSandbox(config, logger, { lockUidRange: true });
+  } catch (err) {
+    if (uidLockDir !== null) fs.rmSync(uidLockDir, { recursive: true, force: true });
+    if (!opts.workspaceDir) fs.rmSync(workspaceDir, { recursive: true, force: true });
+    throw err;
+  }
   const metrics = createMetrics();
   const sessions = new SessionManager({ config, sandbox, logger, observer: metricsObserver(metrics), ...(opts.now ? { now: opts.now } : {}) });
   await sessions.init();
@@ -51,6 +62,7 @@ export async function createTestApp(settings: Record<string, string> = {}, opts:
       await app.close();
       await sessions.close(0);
       await sandbox.close();
+      if (uidLockDir !== null) fs.rmSync(uidLockDir, { recursive: true, force: true });
       if (!opts.workspaceDir) fs.rmSync(workspaceDir, { recursive: true, force: true });
     },
   };

@@ -2,6 +2,7 @@
 // tests, plus host-side helpers: the CLI as a process, and HTTP calls to the service. What runs
 // on the host is in host-processes.ts.
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import readline from 'node:readline';
 import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { BIN, PROJECT_ROOT, cleanEnv, freePort, makeTempDir, removeTempDir, sleep } from './host-env.js';
@@ -72,16 +73,21 @@ export function useWorkspaceDir(prefix: string, scope: 'each' | 'all' = 'each'):
 
 export async function startServer(opts: StartServerOptions): Promise<ServerProcess> {
   const port = await freePort();
+  // A uid-range lock dir of its own, removed once the server has exited (unless the test names
+  // one): servers of parallel tests share the default uid range, maybe beside a running service.
+  const uidLockDir = opts.env?.BUBBLE_SANDBOX_UID_LOCK_DIR === undefined ? makeTempDir('bs-uid-locks-', 0o755) : null;
   const env = cleanEnv({
     BUBBLE_SANDBOX_HOST: '127.0.0.1',
     BUBBLE_SANDBOX_PORT: String(port),
     BUBBLE_SANDBOX_WORKSPACE_DIR: opts.workspaceDir,
     BUBBLE_SANDBOX_LOG_LEVEL: 'info',
     BUBBLE_SANDBOX_SELF_TEST_ON_START: 'false',
+    ...(uidLockDir !== null ? { BUBBLE_SANDBOX_UID_LOCK_DIR: uidLockDir } : {}),
     ...opts.env,
   });
   const child = spawn(process.execPath, [BIN, 'serve'], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: opts.processGroup === true });
   live.add(child);
+  if (uidLockDir !== null) child.once('exit', () => fs.rmSync(uidLockDir, { recursive: true, force: true }));
   const logs: ServerLogs = { stdout: [], stderr: [] };
   readline.createInterface({ input: child.stdout }).on('line', (l) => logs.stdout.push(l));
   readline.createInterface({ input: child.stderr }).on('line', (l) => logs.stderr.push(l));

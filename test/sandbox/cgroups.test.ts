@@ -79,7 +79,7 @@ describe.skipIf(REAL.mode === 'none' && !process.env.CI)(`real cgroups (${REAL.m
   const limits = { memoryBytes: 256 * MiB, pids: 64, cpuCores: 1 };
 
   beforeAll(async () => {
-    mgr = await createCgroupManager({ parentName: PARENT, globalLimits: { memoryBytes: 2048 * MiB, pids: 1000 } });
+    mgr = await createCgroupManager({ parentName: PARENT, globalLimits: { memoryBytes: 2048 * MiB, pids: 1000, cpuCores: 4 } });
     expect(mgr.mode).toBe(REAL.mode);
   });
   afterAll(async () => {
@@ -101,6 +101,8 @@ describe.skipIf(REAL.mode === 'none' && !process.env.CI)(`real cgroups (${REAL.m
   test.runIf(REAL.mode === 'v1')('v1: global caps on the parent and per-execution limit files', async () => {
     expect(readTrim(path.join(ROOT, 'memory', PARENT, 'memory.limit_in_bytes'))).toBe(String(2048 * MiB));
     expect(readTrim(path.join(ROOT, 'pids', PARENT, 'pids.max'))).toBe('1000');
+    expect(readTrim(path.join(ROOT, 'cpu', PARENT, 'cpu.cfs_period_us'))).toBe('100000');
+    expect(readTrim(path.join(ROOT, 'cpu', PARENT, 'cpu.cfs_quota_us'))).toBe('400000'); // all sandboxes: 4 cores
     const cg = await make(mgr, 'files', { memoryBytes: 64 * MiB, pids: 20, cpuCores: 0.5 });
     const dirs = cg.procsFiles.map((f) => path.dirname(f));
     expect(new Set(dirs.map((d) => path.dirname(path.dirname(d)))).size).toBe(dirs.length); // one per hierarchy
@@ -287,6 +289,32 @@ describe('fake trees', () => {
     expect(await findV1Hierarchies(path.join(tmp, 'empty-none'))).toMatchObject({ ok: false });
   });
 
+  test('v1: the CPU ceiling on the parent; live executions above it come down to it, new ones are created at most at it', async () => {
+    const root = path.join(tmp, 'v1-ceiling');
+    put(path.join(root, 'memory', 'memory.limit_in_bytes'), '9223372036854771712\n');
+    put(path.join(root, 'pids', 'tasks'), '');
+    put(path.join(root, 'cpu', 'cpu.cfs_quota_us'), '-1\n');
+    const live = `exec-${process.ppid}-1`; // another live process's execution: left running
+    put(path.join(root, 'cpu', 'p', live, 'cpu.cfs_period_us'), '100000\n');
+    put(path.join(root, 'cpu', 'p', live, 'cpu.cfs_quota_us'), '150000\n');
+    put(path.join(root, 'cpu', 'p', 'cpu.cfs_period_us'), '100000\n');
+    put(path.join(root, 'cpu', 'p', 'cpu.cfs_quota_us'), '-1\n');
+    const probe = await findV1Hierarchies(root);
+    if (!probe.ok) throw new Error(probe.reason);
+    const mgr = await createV1Manager({ root, parentName: 'p', globalLimits: { cpuCores: 0.75 }, logger: collectingLogger().logger, hierarchies: probe.hierarchies, degraded: null });
+    expect(readTrim(path.join(root, 'cpu', 'p', 'cpu.cfs_quota_us'))).toBe('75000');
+    expect(readTrim(path.join(root, 'cpu', 'p', live, 'cpu.cfs_quota_us'))).toBe('75000');
+    await mgr.create('wide', { memoryBytes: 64 * MiB, pids: 8, cpuCores: 2 });
+    expect(readTrim(path.join(root, 'cpu', 'p', 'wide', 'cpu.cfs_quota_us'))).toBe('75000');
+    await mgr.create('narrow', { memoryBytes: 64 * MiB, pids: 8, cpuCores: 0.5 });
+    expect(readTrim(path.join(root, 'cpu', 'p', 'narrow', 'cpu.cfs_quota_us'))).toBe('50000');
+    // Another process set a lower ceiling since: a new execution follows the parent as it is now.
+    put(path.join(root, 'cpu', 'p', 'cpu.cfs_quota_us'), '30000\n');
+    await mgr.create('later', { memoryBytes: 64 * MiB, pids: 8, cpuCores: 1 });
+    expect(readTrim(path.join(root, 'cpu', 'p', 'later', 'cpu.cfs_quota_us'))).toBe('30000');
+    await expect(createCgroupManager({ root, globalLimits: { cpuCores: 0 } })).resolves.toMatchObject({ mode: 'none', reason: 'invalid global cpuCores 0' });
+  });
+
   test('v2: controllers enabled, global and per-execution limits written, stats parsed', async () => {
     const root = path.join(tmp, 'v2');
     put(path.join(root, 'cgroup.controllers'), 'cpuset cpu io memory hugetlb pids rdma misc\n');
@@ -296,12 +324,13 @@ describe('fake trees', () => {
     fs.mkdirSync(path.join(root, 'p', 'stale-1'));
     expect(await detectCgroupMode(root)).toEqual({ mode: 'v2', reason: null });
     const { warnings, logger } = collectingLogger();
-    const mgr = await createV2Manager({ root, selfCgroup: '/', parentName: 'p', globalLimits: { memoryBytes: 1024 * MiB, pids: 500 }, logger });
+    const mgr = await createV2Manager({ root, selfCgroup: '/', parentName: 'p', globalLimits: { memoryBytes: 1024 * MiB, pids: 500, cpuCores: 1.5 }, logger });
     expect(mgr).toMatchObject({ mode: 'v2', reason: null, layout: 'root', parentDir: path.join(root, 'p') });
     expect(readTrim(path.join(root, 'cgroup.subtree_control'))).toBe('+memory +pids +cpu');
     expect(readTrim(path.join(root, 'p', 'cgroup.subtree_control'))).toBe('+memory +pids +cpu');
     expect(readTrim(path.join(root, 'p', 'memory.max'))).toBe(String(1024 * MiB));
     expect(readTrim(path.join(root, 'p', 'pids.max'))).toBe('500');
+    expect(readTrim(path.join(root, 'p', 'cpu.max'))).toBe('150000 100000');
     expect(readTrim(path.join(root, 'p', 'stale-1', 'cgroup.kill'))).toBe('1'); // startup cleanup killed it
     expect(warnings.some((w) => JSON.stringify(w.obj).includes('stale-1'))).toBe(true); // fake dirs cannot be rmdir'd
 
