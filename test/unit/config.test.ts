@@ -69,6 +69,30 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ BUBBLE_SANDBOX_EXECUTION_TIMEOUT_SECONDS: '100', BUBBLE_SANDBOX_MAX_EXECUTION_TIMEOUT_SECONDS: '50' })).toThrow(/EXECUTION_TIMEOUT_SECONDS/);
   });
 
+  describe('a HOST other machines can reach needs API_KEY', () => {
+    const KEY = 'k'.repeat(32);
+    test.each(['0.0.0.0', '::', '192.168.1.10', 'example.com'])('%s without API_KEY is refused, naming API_KEY and ALLOW_UNAUTHENTICATED', (host) => {
+      const load = () => loadConfig({ BUBBLE_SANDBOX_HOST: host });
+      expect(load).toThrow(ConfigError);
+      expect(load).toThrow(/BUBBLE_SANDBOX_API_KEY/);
+      expect(load).toThrow(/BUBBLE_SANDBOX_ALLOW_UNAUTHENTICATED=true/);
+      expect(load).toThrow(`BUBBLE_SANDBOX_HOST=${host}`);
+    });
+
+    test('0.0.0.0 with API_KEY starts', () => {
+      expect(loadConfig({ BUBBLE_SANDBOX_HOST: '0.0.0.0', BUBBLE_SANDBOX_API_KEY: KEY })).toMatchObject({ host: '0.0.0.0', apiKey: KEY });
+    });
+
+    test('0.0.0.0 with ALLOW_UNAUTHENTICATED=true starts, on purpose', () => {
+      expect(loadConfig({ BUBBLE_SANDBOX_HOST: '0.0.0.0', BUBBLE_SANDBOX_ALLOW_UNAUTHENTICATED: 'true' })).toMatchObject({ host: '0.0.0.0', allowUnauthenticated: true });
+      expect(() => loadConfig({ BUBBLE_SANDBOX_HOST: '0.0.0.0', BUBBLE_SANDBOX_ALLOW_UNAUTHENTICATED: 'false' })).toThrow(/API_KEY/);
+    });
+
+    test.each(['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost', 'LOCALHOST'])('loopback %s needs no key', (host) => {
+      expect(loadConfig({ BUBBLE_SANDBOX_HOST: host }).host).toBe(host);
+    });
+  });
+
   test('the README documents every setting', () => {
     const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
     const missing = Object.keys(SETTINGS).filter((k) => !readme.includes(`\`${k}\``));
