@@ -72,7 +72,13 @@ export const UploadQuerySchema = z.strictObject({ dir: z.string().min(1).max(102
 export const FileEntrySchema = z.object({ path: z.string(), size: z.number().int() });
 export const UploadResultSchema = z.object({ files: z.array(FileEntrySchema) });
 export const FileListSchema = z.object({
-  files: z.array(z.object({ path: z.string(), size: z.number().int(), modified_at: z.string() })),
+  files: z.array(z.object({ path: z.string(), size: z.number().int(), modified_at: z.string() }))
+    .describe('regular files sorted by path in UTF-8 byte order: at most MAX_LIST_FILES entries and MAX_LIST_BYTES bytes of paths per page'),
+  next: z.string().nullable().describe('pass as ?cursor= for the next page; null when this page ends the listing'),
+}).describe('FileList');
+export const ListFilesQuerySchema = z.strictObject({
+  cursor: z.string().max(2048).optional().describe('the `next` of the previous page (opaque); the listing resumes after the last path it returned'),
+  limit: z.coerce.number().int().min(1).max(1_000_000).optional().describe('most entries on this page; MAX_LIST_FILES when larger or absent'),
 });
 
 const EnvMapSchema = z
@@ -127,7 +133,9 @@ export const ExecutionResultSchema = z
     timed_out: z.boolean(),
     timeout_seconds: z.number(),
     duration_ms: z.number().int(),
-    files: z.object({ created: z.array(z.string()), modified: z.array(z.string()), deleted: z.array(z.string()) }),
+    files: z.object({ created: z.array(z.string()), modified: z.array(z.string()), deleted: z.array(z.string()) })
+      .describe('paths created, modified and deleted, each list sorted; together at most MAX_CHANGED_FILES paths and MAX_CHANGED_FILES_BYTES bytes'),
+    files_truncated: z.boolean().describe('true when the lists in `files` are not all that changed: they hold the first changed paths in byte order, the rest were left out'),
     resources: z.object({ memory_peak_bytes: z.number().int().nullable(), cpu_ms: z.number().nullable() }),
     error: PythonErrorSchema,
   })
@@ -139,7 +147,7 @@ export const OneShotResultSchema = ExecutionResultSchema.extend({
     modified: z.array(z.string()),
     deleted: z.array(z.string()),
     outputs: z.array(z.object({ path: z.string(), size: z.number().int(), content_base64: z.string() })),
-    outputs_omitted: z.array(z.string()).describe('changed files not returned inline (over the count or size limit)'),
+    outputs_omitted: z.array(z.string()).describe('changed files not returned inline (over the count or size limit); only paths listed in created or modified, so as capped as they are'),
   }),
 }).describe('OneShotExecutionResult');
 

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Environment } from '../sandbox/environments.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { Program, ResourceLimits, RunResult, VolumeMount } from '../sandbox/types.js';
+import type { PathBudget } from './bounded-paths.js';
 import type { ExecutionLimiter } from './limiter.js';
 import { diffSnapshots, snapshotWorkspace, type SnapshotDiff, type WorkspaceSnapshot } from './workspace-fs.js';
 
@@ -23,7 +24,12 @@ export interface FileChanges {
   deleted: string[];
 }
 
-export type ExecutionResult = RunResult & { files: FileChanges };
+/**
+ * files_truncated: the lists are not everything that changed: more paths changed than
+ * MAX_CHANGED_FILES / MAX_CHANGED_FILES_BYTES allow (the lists keep the first ones in byte order),
+ * or the workspace holds more than SNAPSHOT_MAX_ENTRIES entries.
+ */
+export type ExecutionResult = RunResult & { files: FileChanges; files_truncated: boolean };
 
 export interface ExecutionObserver {
   onFinished(result: Pick<ExecutionResult, 'status' | 'duration_ms'>): void;
@@ -42,8 +48,11 @@ export interface WorkspaceTarget {
 export interface ChangeSource {
   /** The workspace as it is now, before the run. */
   before(): Promise<WorkspaceSnapshot>;
-  /** What changed since `before` (which it may update in place to the state after the run). */
-  after(before: WorkspaceSnapshot): Promise<SnapshotDiff>;
+  /**
+   * What changed since `before` (which it may update in place to the state after the run): the
+   * lists hold at most `budget` paths together (all of them when absent).
+   */
+  after(before: WorkspaceSnapshot, budget?: PathBudget): Promise<SnapshotDiff>;
 }
 
 export const SNAPSHOT_MAX_ENTRIES = 100_000;
@@ -52,30 +61,34 @@ export const SNAPSHOT_MAX_ENTRIES = 100_000;
 function scanChanges(workspaceDir: string): ChangeSource {
   return {
     before: () => snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES }),
-    after: async (before) => diffSnapshots(before, await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES })),
+    after: async (before, budget) => diffSnapshots(before, await snapshotWorkspace(workspaceDir, { maxEntries: SNAPSHOT_MAX_ENTRIES }), budget),
   };
 }
 
-type ExecutorDeps = { sandbox: Sandbox; limiter: ExecutionLimiter; maxOutputChars: number; logger: Logger; observer?: ExecutionObserver | undefined };
+type ExecutorDeps = {
+  sandbox: Sandbox; limiter: ExecutionLimiter; maxOutputChars: number; logger: Logger; observer?: ExecutionObserver | undefined;
+  /** How many changed paths one result lists (MAX_CHANGED_FILES, MAX_CHANGED_FILES_BYTES). */
+  changedFilesBudget: PathBudget;
+};
 
 /**
  * The frame every execution runs in, a program or an interpreter cell: wait for a slot, snapshot
  * the workspace, run, snapshot again, report the changed files and the outcome.
  */
 export async function withChangedFiles<R extends { status: ExecutionResult['status']; duration_ms: number }>(
-  deps: Pick<ExecutorDeps, 'limiter' | 'observer'>,
+  deps: Pick<ExecutorDeps, 'limiter' | 'observer' | 'changedFilesBudget'>,
   target: Pick<WorkspaceTarget, 'workspaceDir' | 'changes'>,
   signal: AbortSignal | undefined,
   run: () => Promise<R>,
-): Promise<R & { files: FileChanges }> {
+): Promise<R & Pick<ExecutionResult, 'files' | 'files_truncated'>> {
   const release = await deps.limiter.acquire(signal);
   try {
     const changes = target.changes ?? scanChanges(target.workspaceDir);
     const before = await changes.before();
     const result = await run();
-    const { created, modified, deleted } = await changes.after(before);
+    const { created, modified, deleted, truncated } = await changes.after(before, deps.changedFilesBudget);
     deps.observer?.onFinished(result);
-    return { ...result, files: { created, modified, deleted } };
+    return { ...result, files: { created, modified, deleted }, files_truncated: truncated };
   } finally {
     release();
   }

@@ -8,10 +8,14 @@
 // else touched the workspace (the API calls workspaceChanged), and "after" is a scan.
 // Whenever the tracker cannot vouch for a result, the session is scanned.
 import type { Logger } from 'pino';
+import type { PathBudget } from './bounded-paths.js';
 import type { ChangeTracker } from './change-tracker.js';
 import { SNAPSHOT_MAX_ENTRIES, type ChangeSource } from './executor.js';
 import { applyChanges } from './workspace-changes.js';
 import { diffSnapshots, snapshotWorkspace, type SnapshotDiff, type WorkspaceSnapshot } from './workspace-fs.js';
+
+/** Catching up before a run only brings the snapshot up to date; the lists are not wanted. */
+const NO_PATHS: PathBudget = { maxPaths: 0, maxBytes: 0 };
 
 export class SessionChanges {
   /** The snapshot each session's last execution left, handed out once. */
@@ -63,16 +67,16 @@ export class SessionChanges {
           if (!this.watched.has(id) && !this.canWatch(id)) return kept;
           // Kept while watched: current only with what the tracker collected since (a tracker
           // that stopped took those changes with it, and the workspace is scanned).
-          if (this.isTracked(id) && (await this.catchUp(id, workspaceDir, kept)) !== null) return kept;
+          if (this.isTracked(id) && (await this.catchUp(id, workspaceDir, kept, NO_PATHS)) !== null) return kept;
         }
         await this.startWatching(id, workspaceDir);
         // Collected before the scan, which sees their result anyway.
         if (this.isTracked(id)) await this.tracker?.drain(id, workspaceDir);
         return this.scan(workspaceDir, { maxEntries: this.maxEntries });
       },
-      after: async (before) => {
+      after: async (before, budget) => {
         if (this.isTracked(id) && !before.truncated) {
-          const diff = await this.catchUp(id, workspaceDir, before);
+          const diff = await this.catchUp(id, workspaceDir, before, budget);
           if (diff !== null) {
             keep(before);
             return diff;
@@ -80,7 +84,7 @@ export class SessionChanges {
         }
         const after = await this.scan(workspaceDir, { maxEntries: this.maxEntries });
         keep(after);
-        return diffSnapshots(before, after);
+        return diffSnapshots(before, after, budget);
       },
     };
   }
@@ -112,12 +116,12 @@ export class SessionChanges {
   }
 
   /** Applies what the tracker collected to `snapshot`; null when a scan must decide instead. */
-  private async catchUp(id: string, workspaceDir: string, snapshot: WorkspaceSnapshot): Promise<SnapshotDiff | null> {
+  private async catchUp(id: string, workspaceDir: string, snapshot: WorkspaceSnapshot, budget: PathBudget | undefined): Promise<SnapshotDiff | null> {
     const drained = await this.tracker?.drain(id, workspaceDir);
     if (drained === undefined || drained.rescan) return null;
     if (drained.dirs.length === 0 && drained.inos.length === 0) return { created: [], modified: [], deleted: [], truncated: false };
     try {
-      return await applyChanges(workspaceDir, snapshot, drained.dirs, drained.inos, { maxEntries: this.maxEntries });
+      return await applyChanges(workspaceDir, snapshot, drained.dirs, drained.inos, { maxEntries: this.maxEntries, ...(budget ? { budget } : {}) });
     } catch (err) {
       this.logger.warn({ err, session_id: id }, 'change tracker: could not apply the reported changes, scanning');
       return null;

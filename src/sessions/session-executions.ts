@@ -19,7 +19,7 @@ export interface RunCodeRequest {
   onOutput?: ExecutionRequest['onOutput'];
 }
 
-export type RunCodeResult = KernelRunResult & { files: ExecutionResult['files'] };
+export type RunCodeResult = KernelRunResult & Pick<ExecutionResult, 'files' | 'files_truncated'>;
 
 /** What executions need from the session manager that owns the sessions. */
 export interface ExecutionHost {

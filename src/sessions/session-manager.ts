@@ -381,7 +381,11 @@ export class SessionManager {
   }
 
   executorDeps() {
-    return { sandbox: this.deps.sandbox, limiter: this.limiter, maxOutputChars: this.deps.config.maxOutputChars, logger: this.deps.logger, observer: this.deps.observer };
+    const { config } = this.deps;
+    return {
+      sandbox: this.deps.sandbox, limiter: this.limiter, maxOutputChars: config.maxOutputChars, logger: this.deps.logger, observer: this.deps.observer,
+      changedFilesBudget: { maxPaths: config.maxChangedFiles, maxBytes: config.maxChangedFilesBytes },
+    };
   }
 
   volumeMounts(volumes: Record<string, 'ro' | 'rw'>): VolumeMount[] {

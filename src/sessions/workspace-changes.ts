@@ -10,6 +10,7 @@
 // known to have a single name.
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import type { PathBudget } from './bounded-paths.js';
 import type { DirtyDir } from './change-tracker.js';
 import { DIR_FLAGS, PathNotDirectoryError, WorkspaceFileNotFoundError, errnoOf, isNotDirectoryErrno, openDirChain, procPath, withRoot } from './safe-open.js';
 import { diffSnapshots, entryOf, lstatEach, scanWorkspace, type SnapshotDiff, type SnapshotEntry, type WorkspaceSnapshot } from './workspace-scan.js';
@@ -21,7 +22,7 @@ import { childPath } from './workspace-walk.js';
  */
 export async function applyChanges(
   workspaceDir: string, snapshot: WorkspaceSnapshot, dirty: readonly DirtyDir[], touchedInos: readonly number[],
-  opts: { maxEntries: number },
+  opts: { maxEntries: number; budget?: PathBudget },
 ): Promise<SnapshotDiff | null> {
   const roots = outermost(apiPaths(dirty));
   const old = new Map<string, SnapshotEntry>();
@@ -48,7 +49,7 @@ export async function applyChanges(
   for (const p of old.keys()) snapshot.delete(p);
   if (dirRoots.size > 0) for (const dir of [...snapshot.dirs]) if (dirRoots.has(dir) || underAny(dir, dirRoots)) snapshot.dirs.delete(dir);
   for (const [p, entry] of fresh) snapshot.record(p, entry);
-  return diffSnapshots(old, fresh);
+  return diffSnapshots(old, fresh, opts.budget);
 }
 
 /**

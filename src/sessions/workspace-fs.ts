@@ -7,7 +7,8 @@
 //   workspace-upload.ts  writeFileSafe, stageFile + commitStagedFile (the staging design)
 //   workspace-remove.ts  removeTreeSafe: recursive delete that never follows a link
 //   workspace-walk.ts    walkTree: bounded, link-free traversal
-//   workspace-scan.ts    listFiles, snapshotWorkspace + diffSnapshots, chownTreeSafe
+//   workspace-scan.ts    listFiles(Page), snapshotWorkspace + diffSnapshots, chownTreeSafe
+//   bounded-paths.ts     the first paths in byte order within a count and byte budget
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import {
@@ -25,7 +26,7 @@ export type { Owner, WorkspaceRoot } from './safe-open.js';
 export { commitStagedFile, commitStagedFiles, stageFile, writeFileSafe } from './workspace-upload.js';
 export type { CommitOptions, FileSource, StagedCommit, StagedFile, WriteOptions, WrittenFile } from './workspace-upload.js';
 export { removeTreeSafe } from './workspace-remove.js';
-export { chownTreeSafe, diffSnapshots, listFiles, scanWorkspace, snapshotWorkspace, WorkspaceSnapshot } from './workspace-scan.js';
+export { chownTreeSafe, diffSnapshots, listFiles, listFilesPage, scanWorkspace, snapshotWorkspace, WorkspaceSnapshot } from './workspace-scan.js';
 export type { ScannedFile, SnapshotDiff, SnapshotEntry, WorkspaceFileInfo } from './workspace-scan.js';
 
 export interface OpenedFile {

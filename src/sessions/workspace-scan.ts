@@ -1,9 +1,13 @@
 // Whole-workspace views built on walkTree (workspace-walk.ts): the file listing, before/after
 // snapshots that tell which files an execution created, modified or deleted, and re-owning a
 // workspace for a new sandbox uid. None of them stats, chowns or descends through a link.
+// The listing page and the change lists hold no more than their budget (bounded-paths.ts): a
+// sandbox decides how many files there are and how long their paths, the service decides how
+// much of that one answer carries.
 import fs from 'node:fs';
 import { MAX_PATH_BYTES, errnoOf, openWorkspaceRoot, procPath, settleAll, withRoot } from './safe-open.js';
 import type { WorkspaceRoot } from './safe-open.js';
+import { SmallestPaths, UNLIMITED, compareByteOrder, type PathBudget } from './bounded-paths.js';
 import { walkTree } from './workspace-walk.js';
 import type { WalkEntry, WalkVisitor } from './workspace-walk.js';
 
@@ -70,10 +74,33 @@ export interface WorkspaceFileInfo { path: string; size: number; modified_at: st
 
 /** Every regular file, recursively, sorted by path in byte order; stops after maxEntries entries. */
 export async function listFiles(root: WorkspaceRoot, opts: { maxEntries?: number } = {}): Promise<WorkspaceFileInfo[]> {
-  const { files } = await scanWorkspace(root, opts);
-  return sortByPath(files).map(({ path, size, mtimeMs }) => ({
-    path, size, modified_at: new Date(mtimeMs).toISOString(),
+  return (await listFilesPage(root, { after: null, budget: UNLIMITED, ...opts })).files;
+}
+
+/**
+ * One page of the listing: the first regular files in byte order whose path sorts after `after`,
+ * within `budget`; `more` when files were left for the next page. Each page walks the tree again
+ * (a cursor holds no state on the server) but keeps only the page: paths outside it are never
+ * lstat-ed or held (bounded-paths.ts).
+ */
+export async function listFilesPage(
+  root: WorkspaceRoot, opts: { after: string | null; budget: PathBudget; maxEntries?: number },
+): Promise<{ files: WorkspaceFileInfo[]; more: boolean }> {
+  const { after } = opts;
+  const page = new SmallestPaths<{ size: number; mtimeMs: number }>(opts.budget);
+  const visitor: WalkVisitor = async (dir, entries) => {
+    const wanted = entries.filter((e): e is WalkEntry & { relPath: string } => e.kind === 'file' && e.relPath !== null
+      && (after === null || compareByteOrder(e.relPath, after) > 0) && page.wants(e.relPath));
+    const prefix = `${procPath(dir)}/`;
+    await lstatEach(wanted.map((e) => prefix + e.text), (i, st) => {
+      if (st.isFile()) page.offer((wanted[i] as { relPath: string }).relPath, { size: st.size, mtimeMs: st.mtimeMs });
+    });
+  };
+  await withRoot(root, (handle) => walkTree(handle, visitor, {
+    maxEntries: opts.maxEntries ?? DEFAULT_MAX_ENTRIES, descendUnaddressable: false, maxDepth: MAX_PATH_BYTES,
   }));
+  const files = page.take().map(({ path, value }) => ({ path, size: value.size, modified_at: new Date(value.mtimeMs).toISOString() }));
+  return { files, more: page.cut };
 }
 
 /** Path → identity of every regular file; `truncated` when maxEntries cut the walk short. */
@@ -103,23 +130,31 @@ export async function snapshotWorkspace(root: WorkspaceRoot, opts: { maxEntries?
   return snapshot;
 }
 
+/** `truncated`: the lists are not all that changed (the budget cut them, or a snapshot was cut short). */
 export interface SnapshotDiff { created: string[]; modified: string[]; deleted: string[]; truncated: boolean }
 
-/** ctime is compared too: code can reset mtime with utime(), but not ctime. */
-export function diffSnapshots(before: ReadonlyMap<string, SnapshotEntry>, after: ReadonlyMap<string, SnapshotEntry>): SnapshotDiff {
-  const created: string[] = [];
-  const modified: string[] = [];
-  const deleted: string[] = [];
+type ChangeKind = 'created' | 'modified' | 'deleted';
+
+/**
+ * ctime is compared too: code can reset mtime with utime(), but not ctime. The three lists
+ * together hold at most `budget` (the first changed paths in byte order), each list sorted.
+ */
+export function diffSnapshots(
+  before: ReadonlyMap<string, SnapshotEntry>, after: ReadonlyMap<string, SnapshotEntry>, budget: PathBudget = UNLIMITED,
+): SnapshotDiff {
+  const kept = new SmallestPaths<ChangeKind>(budget);
   for (const [path, now] of after) {
+    if (!kept.wants(path)) continue;
     const was = before.get(path);
-    if (!was) created.push(path);
+    if (!was) kept.offer(path, 'created');
     else if (was.size !== now.size || was.mtimeMs !== now.mtimeMs || was.ctimeMs !== now.ctimeMs || was.ino !== now.ino) {
-      modified.push(path);
+      kept.offer(path, 'modified');
     }
   }
-  for (const path of before.keys()) if (!after.has(path)) deleted.push(path);
-  const truncated = isTruncated(before) || isTruncated(after);
-  return { created: sortPaths(created), modified: sortPaths(modified), deleted: sortPaths(deleted), truncated };
+  for (const path of before.keys()) if (kept.wants(path) && !after.has(path)) kept.offer(path, 'deleted');
+  const diff: SnapshotDiff = { created: [], modified: [], deleted: [], truncated: kept.cut || isTruncated(before) || isTruncated(after) };
+  for (const { path, value } of kept.take()) diff[value].push(path);
+  return diff;
 }
 
 /**
@@ -148,16 +183,4 @@ export async function chownTreeSafe(
 
 function isTruncated(m: ReadonlyMap<string, SnapshotEntry>): boolean {
   return m instanceof WorkspaceSnapshot && m.truncated;
-}
-
-function sortPaths(paths: string[]): string[] {
-  return sortByPath(paths.map((path) => ({ path }))).map((p) => p.path);
-}
-
-/** Byte order of the UTF-8 paths (JS string order differs for characters beyond U+FFFF). */
-function sortByPath<T extends { path: string }>(items: T[]): T[] {
-  return items
-    .map((item) => ({ item, key: Buffer.from(item.path) }))
-    .sort((a, b) => Buffer.compare(a.key, b.key))
-    .map(({ item }) => item);
 }

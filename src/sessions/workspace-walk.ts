@@ -65,16 +65,20 @@ export async function walkTree(root: FileHandle, onEntries: WalkVisitor, opts: W
         truncated = true;
       }
       seen += dirents.length;
-      const entries = dirents.map((d): WalkEntry => {
-        const text = d.name.toString('utf8');
-        return { name: d.name, text, kind: kindOf(d), relPath: ref.relPath === null ? null : childPath(ref.relPath, text, d.name) };
-      });
-      for (let i = 0; i < entries.length && !failed; i += ENTRY_CHUNK) {
-        await onEntries(ref.handle, entries.slice(i, i + ENTRY_CHUNK));
+      // Entries are made a chunk at a time: a huge directory of long paths never has all of its
+      // paths (up to 1 KiB each) alive at once, only its names.
+      const subdirs: Pending[] = [];
+      const descend = ref.depth + 1 < opts.maxDepth;
+      for (let i = 0; i < dirents.length && !failed; i += ENTRY_CHUNK) {
+        const entries = dirents.slice(i, i + ENTRY_CHUNK).map((d): WalkEntry => {
+          const text = d.name.toString('utf8');
+          return { name: d.name, text, kind: kindOf(d), relPath: ref.relPath === null ? null : childPath(ref.relPath, text, d.name) };
+        });
+        await onEntries(ref.handle, entries);
+        for (const e of entries) {
+          if (descend && e.kind === 'directory' && (e.relPath !== null || opts.descendUnaddressable)) subdirs.push({ parent: ref, name: e.name, relPath: e.relPath });
+        }
       }
-      const subdirs = ref.depth + 1 >= opts.maxDepth ? [] : entries
-        .filter((e) => e.kind === 'directory' && (e.relPath !== null || opts.descendUnaddressable))
-        .map((e): Pending => ({ parent: ref, name: e.name, relPath: e.relPath }));
       ref.refs += subdirs.length; // taken synchronously with the return: each Pending holds one
       return subdirs;
     } catch (err) {

@@ -18,7 +18,7 @@ export type RunCodeResultBody = z.infer<typeof RunCodeResultSchema>;
 
 // The contract's keys, written out rather than read from the schemas: a key dropped or added there shows up here.
 export const EXECUTION_RESULT_KEYS = [
-  'duration_ms', 'error', 'exit_code', 'files', 'max_output_chars', 'resources', 'signal', 'status', 'stderr', 'stdout',
+  'duration_ms', 'error', 'exit_code', 'files', 'files_truncated', 'max_output_chars', 'resources', 'signal', 'status', 'stderr', 'stdout',
   'timed_out', 'timeout_seconds', 'truncated',
 ];
 export const RUN_CODE_RESULT_KEYS = [...EXECUTION_RESULT_KEYS, 'kernel_restarted', 'result'].sort();

@@ -6,12 +6,15 @@ import path from 'node:path';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
-  commitStagedFiles, deleteFileSafe, listFiles, readFileSafe, removeTreeSafe, stageFile, validateRelativePath,
+  commitStagedFiles, deleteFileSafe, listFilesPage, readFileSafe, removeTreeSafe, stageFile, validateRelativePath,
   type StagedFile,
 } from '../../sessions/workspace-fs.js';
 import { exactLengthStream } from '../../sessions/exact-length-read.js';
 import { AppError, BadRequestError, ExtensionNotAllowedError, UploadTooLargeError } from '../errors.js';
-import { ErrorSchema, FileListSchema, FileParamsSchema, SessionParamsSchema, UploadQuerySchema, UploadResultSchema } from '../schemas.js';
+import { decodeListCursor, encodeListCursor } from '../list-cursor.js';
+import {
+  ErrorSchema, FileListSchema, FileParamsSchema, ListFilesQuerySchema, SessionParamsSchema, UploadQuerySchema, UploadResultSchema,
+} from '../schemas.js';
 
 /** The last component of a client-supplied file name, whatever separator the client used. */
 export function uploadBaseName(filename: string): string {
@@ -118,9 +121,18 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
     }
   });
 
-  app.get('/sessions/:id/files', { schema: { tags: ['files'], params: SessionParamsSchema, response: { 200: FileListSchema, ...errors } } }, async (request) => {
+  app.get('/sessions/:id/files', {
+    schema: { tags: ['files'], params: SessionParamsSchema, querystring: ListFilesQuerySchema, response: { 200: FileListSchema, ...errors } },
+  }, async (request) => {
     const record = await sessions.touch(request.params.id);
-    return { files: await listFiles(sessions.workspaceDir(record.session_id)) };
+    const { cursor, limit } = request.query;
+    // Pages in path order, each bounded in entries and bytes (listFilesPage, list-cursor.ts).
+    const page = await listFilesPage(sessions.workspaceDir(record.session_id), {
+      after: cursor === undefined ? null : decodeListCursor(cursor),
+      budget: { maxPaths: Math.min(limit ?? config.maxListFiles, config.maxListFiles), maxBytes: config.maxListBytes },
+    });
+    const last = page.files[page.files.length - 1];
+    return { files: page.files, next: page.more && last !== undefined ? encodeListCursor(last.path) : null };
   });
 
   app.get('/sessions/:id/files/*', {
