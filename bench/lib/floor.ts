@@ -77,7 +77,7 @@ export async function createFloor(config: Config, rootDir: string, environmentNa
       etcFiles: layout.etcFiles,
       procMasks: layout.procMasks,
       venvDir: environment.venvDir,
-      hasScript: true,
+      sandboxFiles: ['main.py'],
       volumes: [],
       seccomp: seccompProgram !== null,
       tmpSizeBytes: sandbox.defaultLimits.tmpSizeBytes,
@@ -97,7 +97,7 @@ export async function createFloor(config: Config, rootDir: string, environmentNa
         }
         stdio.push('pipe');
         if (role.role === 'seccomp' && seccompProgram) payloads.set(3 + k, seccompProgram);
-        if (role.role === 'script') payloads.set(3 + k, Buffer.from(script, 'utf8'));
+        if (role.role === 'sandbox-file') payloads.set(3 + k, Buffer.from(script, 'utf8'));
       }
       const child = spawn(bwrapPath, invocation.argv, {
         stdio, env: {}, ...(ws.identity ? { uid: ws.identity.uid, gid: ws.identity.gid } : {}),

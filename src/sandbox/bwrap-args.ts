@@ -14,6 +14,7 @@ export const SANDBOX_PATHS = {
   venv: '/opt/venv',
   scriptDir: '/sandbox',
   script: '/sandbox/main.py',
+  launcher: '/sandbox/launch.py',
   tmp: '/tmp',
 } as const;
 
@@ -30,8 +31,8 @@ export interface BwrapPolicy {
   procMasks: readonly { source: string; dest: string }[];
   /** Host directory of the environment's virtual environment, mounted read-only at /opt/venv. */
   venvDir: string | null;
-  /** A program text to place at /sandbox/main.py (read from an fd, never from the workspace). */
-  hasScript: boolean;
+  /** Names of files to place read-only in /sandbox (main.py, launch.py), each read from an fd, never from the workspace. */
+  sandboxFiles: readonly string[];
   /** Volumes, mounted at /volumes/<name>; their sources are passed as O_PATH fds. */
   volumes: readonly { name: string; mode: 'ro' | 'rw' }[];
   /** Whether a seccomp program is passed on an fd. */
@@ -45,7 +46,7 @@ export interface BwrapPolicy {
 export type FdRole =
   | { role: 'args' }
   | { role: 'seccomp' }
-  | { role: 'script' }
+  | { role: 'sandbox-file'; name: string }
   | { role: 'workspace' }
   | { role: 'volume'; name: string };
 
@@ -88,11 +89,14 @@ export function buildBwrapInvocation(policy: BwrapPolicy): BwrapInvocation {
   o.push('--dev', '/dev');
   o.push('--size', String(policy.tmpSizeBytes), '--tmpfs', SANDBOX_PATHS.tmp);
 
-  // The script lives on a bwrap-made tmpfs outside the workspace: no setup target is ever
-  // placed beneath a directory the sandbox can write (bwrap 0.8 follows planted symlinks there).
-  if (policy.hasScript) {
+  // The script and its launcher live on a bwrap-made tmpfs outside the workspace: no setup target
+  // is ever placed beneath a directory the sandbox can write (bwrap 0.8 follows planted symlinks there).
+  if (policy.sandboxFiles.length > 0) {
     o.push('--tmpfs', SANDBOX_PATHS.scriptDir);
-    o.push('--ro-bind-data', fdOf({ role: 'script' }), SANDBOX_PATHS.script);
+    for (const name of policy.sandboxFiles) {
+      if (!/^[A-Za-z0-9_-]+\.py$/.test(name)) throw new Error(`not a sandbox file name: ${name}`);
+      o.push('--ro-bind-data', fdOf({ role: 'sandbox-file', name }), `${SANDBOX_PATHS.scriptDir}/${name}`);
+    }
     o.push('--remount-ro', SANDBOX_PATHS.scriptDir);
   }
   o.push('--bind-fd', fdOf({ role: 'workspace' }), SANDBOX_PATHS.workspace);

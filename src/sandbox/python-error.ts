@@ -1,6 +1,7 @@
-// Turns a Python traceback on stderr into {type, message, line, hint}. The line is the deepest
-// frame in the user's script, never a frame of a library or of the runner.
-import { SANDBOX_PATHS } from './bwrap-args.js';
+// The error of a Python execution as {type, message, line, hint}: type, message and line come from
+// the interpreter (launch.py for scripts, the kernel driver for run_code), never from parsing
+// stderr, which the program may write anything to. The line is the deepest frame in the user's
+// code; the hint is ours.
 
 export interface PythonError {
   type: string;
@@ -15,37 +16,24 @@ export interface HintContext {
   dependencies: readonly string[];
 }
 
-const EXCEPTION_LINE = /^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Iteration)|[A-Za-z_][\w.]*)(?::\s?(.*))?$/;
-const SCRIPT_FRAME = new RegExp(`^\\s*File "${SANDBOX_PATHS.script.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}", line (\\d+)`);
-
-export function parsePythonError(stderr: string, ctx: HintContext): PythonError | null {
-  const lines = stderr.split('\n');
-  const tbStart = lines.findLastIndex((l) => l.startsWith('Traceback (most recent call last):'));
-  const isSyntax = tbStart < 0 && lines.some((l) => SCRIPT_FRAME.test(l));
-  if (tbStart < 0 && !isSyntax) return null;
-  const from = tbStart < 0 ? 0 : tbStart;
-
-  let line: number | null = null;
-  let type: string | null = null;
-  let message = '';
-  for (let i = from; i < lines.length; i++) {
-    const l = lines[i] ?? '';
-    const frame = SCRIPT_FRAME.exec(l);
-    if (frame) line = Number(frame[1]);
-    if (l.length > 0 && !l.startsWith(' ') && !l.startsWith('Traceback') && !l.startsWith('During handling') && !l.startsWith('The above exception')) {
-      const m = EXCEPTION_LINE.exec(l);
-      if (m) {
-        type = m[1] ?? null;
-        message = m[2] ?? '';
-      }
-    }
+/**
+ * The error of a script execution from the launcher's report (launch.py: the interpreter's own
+ * view of the uncaught exception), with a hint; null when there was none or the report is not one.
+ */
+export function errorFromReport(report: string, ctx: HintContext): PythonError | null {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(report);
+  } catch {
+    return null;
   }
-  if (type === null) return null;
-  const shortType = type.split('.').pop() ?? type;
-  return { type: shortType, message, line, hint: hintFor(shortType, message, line, ctx) };
+  const r = parsed as { type?: unknown; message?: unknown; line?: unknown };
+  if (typeof r.type !== 'string' || !/^[A-Za-z_]\w{0,199}$/.test(r.type) || typeof r.message !== 'string') return null;
+  const line = typeof r.line === 'number' && Number.isInteger(r.line) && r.line > 0 ? r.line : null;
+  return { type: r.type, message: r.message, line, hint: hintFor(r.type, r.message, line, ctx) };
 }
 
-function hintFor(type: string, message: string, line: number | null, ctx: HintContext): string | null {
+export function hintFor(type: string, message: string, line: number | null, ctx: HintContext): string | null {
   const at = line !== null ? ` on line ${line}` : '';
   switch (type) {
     case 'ModuleNotFoundError':

@@ -1,5 +1,6 @@
 // One sandboxed execution from start to result: spawn, feed stdin, capture output with caps,
 // enforce the wall-clock timeout, and turn the outcome into an execution result.
+import fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Logger } from 'pino';
 import { SANDBOX_PATHS } from './bwrap-args.js';
@@ -8,7 +9,7 @@ import type { Environment } from './environments.js';
 import type { HostLayout } from './host-layout.js';
 import { closeInheritedDescriptors } from './inherited-fds.js';
 import { OutputCapture } from './output-capture.js';
-import { parsePythonError, type PythonError } from './python-error.js';
+import { errorFromReport, type PythonError } from './python-error.js';
 import { baseEnvironment, pythonFor, spawnSandbox, type SpawnDeps } from './spawn.js';
 import type { ExecutionStatus, Program, RunRequest, RunResult } from './types.js';
 
@@ -30,10 +31,15 @@ export interface SandboxRunner {
   nextCgroupName(prefix?: string): string;
 }
 
-function commandFor(program: Program, env: Environment | null): string[] {
+/** launch.py beside this module (the build copies it to dist): runs main.py and reports its uncaught exception. */
+const LAUNCHER_SOURCE = fs.readFileSync(new URL('./launch.py', import.meta.url), 'utf8');
+/** What is read of a launcher's report: it is a few hundred bytes, the rest is not one. */
+const MAX_REPORT_BYTES = 16 * 1024;
+
+function commandFor(program: Program, env: Environment | null): string[] | ((extraFds: number[]) => string[]) {
   switch (program.kind) {
     case 'script':
-      return [pythonFor(env), SANDBOX_PATHS.script];
+      return ([reportFd]) => [pythonFor(env), SANDBOX_PATHS.launcher, String(reportFd)];
     case 'command':
       return ['/bin/sh', '-c', program.command];
     case 'argv':
@@ -55,6 +61,23 @@ export function splitExitStatus(code: number | null, signal: string | null): { e
   return { exitCode: code, signal };
 }
 
+/** Everything a stream carries up to `max` bytes (the rest is drained and dropped); '' without one. */
+function readBounded(stream: NodeJS.ReadableStream | null, max: number): Promise<string> {
+  if (stream === null) return Promise.resolve('');
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    stream.on('data', (c: Buffer) => {
+      if (size < max) chunks.push(c.subarray(0, max - size));
+      size += c.length;
+    });
+    const done = () => resolve(Buffer.concat(chunks).toString('utf8'));
+    stream.once('end', done);
+    stream.once('close', done);
+    stream.once('error', done);
+  });
+}
+
 export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
   closeInheritedDescriptors();
   let counter = 0;
@@ -68,7 +91,7 @@ export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
       workspaceDir: req.workspaceDir,
       volumes: req.volumes,
       command: commandFor(req.program, req.environment),
-      script: req.program.kind === 'script' ? req.program.source : undefined,
+      ...(req.program.kind === 'script' ? { sandboxFiles: { 'main.py': req.program.source, 'launch.py': LAUNCHER_SOURCE }, extraPipes: 1 } : {}),
       env: { ...baseEnvironment(req.environment), ...req.env },
       limits: req.limits,
       identity: req.identity,
@@ -81,6 +104,7 @@ export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
       sandbox.stdout.on('data', (c: Buffer) => stdout.push(c));
       sandbox.stderr.on('data', (c: Buffer) => stderr.push(c));
       sandbox.stdin.end(req.stdin ?? '');
+      const report = readBounded(sandbox.extra[0]?.stream ?? null, MAX_REPORT_BYTES);
 
       let timedOut = false;
       let aborted = false;
@@ -115,7 +139,7 @@ export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
 
       let error: PythonError | null = null;
       if (req.program.kind === 'script' && status !== 'ok') {
-        error = parsePythonError(err.text, { environment: req.environment?.name ?? 'system', dependencies: req.environment?.dependencies ?? [] });
+        error = errorFromReport(await report, { environment: req.environment?.name ?? 'system', dependencies: req.environment?.dependencies ?? [] });
       }
       return {
         status,

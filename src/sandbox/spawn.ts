@@ -70,9 +70,10 @@ export interface SandboxSpec {
   environment: Environment | null;
   workspaceDir: string;
   volumes: VolumeMount[];
-  command: string[];
-  /** Placed at /sandbox/main.py when given. */
-  script?: string | undefined;
+  /** The program; a function gets the numbers the extra pipes have inside (known only once the descriptors are laid out). */
+  command: string[] | ((extraFds: number[]) => string[]);
+  /** Files placed read-only in /sandbox, by name (main.py: the script; launch.py: its launcher). */
+  sandboxFiles?: Readonly<Record<string, string>>;
   env: Record<string, string>;
   limits: ResourceLimits;
   identity: { uid: number; gid: number } | null;
@@ -126,14 +127,17 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
     etcFiles: deps.layout.etcFiles,
     procMasks: deps.layout.procMasks,
     venvDir: spec.environment?.venvDir ?? null,
-    hasScript: spec.script !== undefined,
+    sandboxFiles: Object.keys(spec.sandboxFiles ?? {}),
     volumes: spec.volumes.map((v) => ({ name: v.name, mode: v.mode })),
     seccomp: deps.seccompProgram !== null,
     tmpSizeBytes: spec.limits.tmpSizeBytes,
     env: spec.env,
-    command: spec.command,
+    command: [],
   };
-  const invocation = buildBwrapInvocation(policy);
+  const laidOut = buildBwrapInvocation(policy);
+  // Extra pipes follow bwrap's own descriptors; the command may name them.
+  const extraFdNumbers = Array.from({ length: spec.extraPipes ?? 0 }, (_, i) => 3 + laidOut.fdRoles.length + i);
+  const invocation = { ...laidOut, argv: [...laidOut.argv, ...(typeof spec.command === 'function' ? spec.command(extraFdNumbers) : spec.command)] };
   const cgroup: ExecutionCgroup | null = deps.cgroups ? await deps.cgroups.create(spec.cgroupName, spec.limits) : null;
 
   // Bind sources are opened here, without following links, and handed over as descriptors:
@@ -144,10 +148,10 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
     const payloads = new Map<number, Buffer>([[3, encodeArgs(invocation.options)]]);
     for (const [i, role] of invocation.fdRoles.entries()) {
       const fdNumber = 3 + i;
-      if (role.role === 'args' || role.role === 'seccomp' || role.role === 'script') {
+      if (role.role === 'args' || role.role === 'seccomp' || role.role === 'sandbox-file') {
         stdio.push('pipe');
         if (role.role === 'seccomp' && deps.seccompProgram) payloads.set(fdNumber, deps.seccompProgram);
-        if (role.role === 'script' && spec.script !== undefined) payloads.set(fdNumber, Buffer.from(spec.script, 'utf8'));
+        if (role.role === 'sandbox-file') payloads.set(fdNumber, Buffer.from(spec.sandboxFiles?.[role.name] ?? '', 'utf8'));
       } else {
         const hostDir = role.role === 'workspace' ? spec.workspaceDir : spec.volumes.find((v) => v.name === role.name)?.hostDir;
         if (hostDir === undefined) throw new Error(`no host directory for ${role.role}`);
@@ -156,9 +160,8 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
         stdio.push(fd);
       }
     }
-    const extraFds: number[] = [];
-    for (let i = 0; i < (spec.extraPipes ?? 0); i++) {
-      extraFds.push(stdio.length);
+    for (const fd of extraFdNumbers) {
+      if (stdio.length !== fd) throw new Error('extra pipe numbering out of step with bwrap descriptors');
       stdio.push('pipe');
     }
 
@@ -186,7 +189,7 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
       child.once('error', reject);
       child.once('close', (code, signal) => resolve({ code, signal }));
     });
-    const extra = extraFds.map((fd) => {
+    const extra = extraFdNumbers.map((fd) => {
       const stream = child.stdio[fd] as Readable & Writable;
       stream.on('error', () => undefined);
       return { fd, stream };

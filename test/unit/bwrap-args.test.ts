@@ -6,7 +6,7 @@ const policy: BwrapPolicy = {
   etcFiles: [{ source: '/run/gen/passwd', dest: '/etc/passwd' }],
   procMasks: [{ source: '/run/gen/.empty-file', dest: '/proc/cmdline' }, { source: '/run/gen/.empty-dir', dest: '/proc/acpi' }],
   venvDir: '/srv/envs/bare/.venv',
-  hasScript: true,
+  sandboxFiles: ['main.py'],
   volumes: [{ name: 'shared', mode: 'ro' }, { name: 'out', mode: 'rw' }],
   seccomp: true,
   tmpSizeBytes: 1024,
@@ -101,7 +101,7 @@ describe('buildBwrapInvocation', () => {
 
   test('descriptor roles follow the numbers used in the options', () => {
     expect(buildBwrapInvocation(policy).fdRoles).toEqual([
-      { role: 'args' }, { role: 'script' }, { role: 'workspace' }, { role: 'volume', name: 'shared' }, { role: 'volume', name: 'out' }, { role: 'seccomp' },
+      { role: 'args' }, { role: 'sandbox-file', name: 'main.py' }, { role: 'workspace' }, { role: 'volume', name: 'shared' }, { role: 'volume', name: 'out' }, { role: 'seccomp' },
     ]);
   });
 

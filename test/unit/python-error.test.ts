@@ -1,48 +1,40 @@
 import { describe, expect, test } from 'vitest';
-import { parsePythonError } from '../../src/sandbox/python-error.js';
+import { errorFromReport, hintFor } from '../../src/sandbox/python-error.js';
 
 const ctx = { environment: 'bare', dependencies: [] };
 
-describe('parsePythonError', () => {
-  test('takes the deepest frame of the user script, not a library frame', () => {
-    const stderr = [
-      'Traceback (most recent call last):',
-      '  File "/sandbox/main.py", line 7, in <module>',
-      '    main()',
-      '  File "/sandbox/main.py", line 4, in main',
-      '    json.loads(x)',
-      '  File "/usr/lib/python3.11/json/__init__.py", line 346, in loads',
-      '    return _default_decoder.decode(s)',
-      'json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)',
-    ].join('\n');
-    expect(parsePythonError(stderr, ctx)).toMatchObject({ type: 'JSONDecodeError', message: 'Expecting value: line 1 column 1 (char 0)', line: 4 });
+describe('errorFromReport (the launcher\'s report of an uncaught exception)', () => {
+  test('takes type, message and line as reported, and adds a hint', () => {
+    expect(errorFromReport('{"type":"ZeroDivisionError","message":"division by zero","line":3}', ctx))
+      .toEqual({ type: 'ZeroDivisionError', message: 'division by zero', line: 3, hint: expect.stringContaining('line 3') as unknown });
   });
 
+  test('no report, or one that is not a report, is no error', () => {
+    for (const text of ['', 'not json', '[]', '{"type":5,"message":"x"}', '{"type":"a b","message":"x"}', '{"message":"x"}']) {
+      expect(errorFromReport(text, ctx), text).toBeNull();
+    }
+  });
+
+  test('a line that is not a positive integer is null', () => {
+    expect(errorFromReport('{"type":"ValueError","message":"m","line":"3"}', ctx)?.line).toBeNull();
+    expect(errorFromReport('{"type":"ValueError","message":"m","line":-1}', ctx)?.line).toBeNull();
+  });
+});
+
+describe('hintFor', () => {
   test('ModuleNotFoundError names the environment and what it has', () => {
-    const e = parsePythonError('Traceback (most recent call last):\n  File "/sandbox/main.py", line 1, in <module>\n    import pandas\nModuleNotFoundError: No module named \'pandas\'\n', ctx);
-    expect(e).toMatchObject({ type: 'ModuleNotFoundError', line: 1 });
-    expect(e?.hint).toContain("'pandas'");
-    expect(e?.hint).toContain("'bare'");
-    expect(e?.hint).toContain('standard library');
+    const hint = hintFor('ModuleNotFoundError', "No module named 'pandas'", 1, ctx);
+    expect(hint).toContain("'pandas'");
+    expect(hint).toContain("'bare'");
+    expect(hint).toContain('standard library');
   });
 
-  test('SyntaxError without a traceback header points at the line', () => {
-    const e = parsePythonError('  File "/sandbox/main.py", line 2\n    print(\n         ^\nSyntaxError: \'(\' was never closed\n', ctx);
-    expect(e).toMatchObject({ type: 'SyntaxError', line: 2, message: "'(' was never closed" });
-    expect(e?.hint).toContain('line 2');
+  test('SyntaxError points at the line; FileNotFoundError at /workspace and uploads', () => {
+    expect(hintFor('SyntaxError', "'(' was never closed", 2, ctx)).toContain('line 2');
+    expect(hintFor('FileNotFoundError', "[Errno 2] No such file or directory: 'data.csv'", 3, ctx)).toContain('/workspace');
   });
 
-  test('FileNotFoundError hints at /workspace and uploads', () => {
-    const e = parsePythonError("Traceback (most recent call last):\n  File \"/sandbox/main.py\", line 3, in <module>\nFileNotFoundError: [Errno 2] No such file or directory: 'data.csv'\n", ctx);
-    expect(e?.hint).toContain('/workspace');
-  });
-
-  test('chained exceptions report the last one', () => {
-    const e = parsePythonError('Traceback (most recent call last):\n  File "/sandbox/main.py", line 2, in <module>\nKeyError: \'a\'\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File "/sandbox/main.py", line 4, in <module>\nValueError: bad\n', ctx);
-    expect(e).toMatchObject({ type: 'ValueError', message: 'bad', line: 4 });
-  });
-
-  test('plain stderr is not an error', () => {
-    expect(parsePythonError('warning: something\n', ctx)).toBeNull();
+  test('an exception without a hint of ours has none', () => {
+    expect(hintFor('MyOwnError', 'x', 1, ctx)).toBeNull();
   });
 });

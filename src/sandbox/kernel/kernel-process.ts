@@ -2,7 +2,7 @@
 // control pipe (frames), and its stdout/stderr handed to whichever call is listening.
 import fs from 'node:fs';
 import type { Logger } from 'pino';
-import { buildBwrapInvocation, SANDBOX_PATHS } from '../bwrap-args.js';
+import { SANDBOX_PATHS } from '../bwrap-args.js';
 import type { CgroupStats } from '../cgroups.js';
 import type { Environment } from '../environments.js';
 import { pythonFor, spawnSandbox, type SpawnDeps, type SpawnedSandbox } from '../spawn.js';
@@ -54,15 +54,6 @@ export class KernelStartError extends Error {
 
 const STARTUP_STDERR_CHARS = 4000;
 
-/** The control pipe's number inside: spawnSandbox puts extra pipes after bwrap's own descriptors. */
-export function controlFdFor(deps: SpawnDeps, volumes: readonly VolumeMount[]): number {
-  const { fdRoles } = buildBwrapInvocation({
-    systemMounts: [], etcFiles: [], procMasks: [], venvDir: null, hasScript: true, tmpSizeBytes: 0, env: {}, command: [],
-    volumes: volumes.map((v) => ({ name: v.name, mode: v.mode })), seccomp: deps.seccompProgram !== null,
-  });
-  return 3 + fdRoles.length;
-}
-
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 
 function toDone(f: Record<string, unknown>): DoneFrame {
@@ -97,13 +88,12 @@ export class KernelProcess {
   }
 
   static async start(spec: KernelSpawnSpec, startTimeoutMs: number, logger?: Logger): Promise<KernelProcess> {
-    const ctlFd = controlFdFor(spec.deps, spec.volumes);
     const sandbox = await spawnSandbox(spec.deps, {
       environment: spec.environment,
       workspaceDir: spec.workspaceDir,
       volumes: spec.volumes,
-      command: [pythonFor(spec.environment), SANDBOX_PATHS.script, String(ctlFd)],
-      script: DRIVER_SOURCE,
+      command: ([ctlFd]) => [pythonFor(spec.environment), SANDBOX_PATHS.script, String(ctlFd)],
+      sandboxFiles: { 'main.py': DRIVER_SOURCE },
       env: spec.env,
       limits: spec.limits,
       identity: spec.identity,
@@ -119,7 +109,7 @@ export class KernelProcess {
     sandbox.stderr.on('data', collect);
     try {
       const ctl = sandbox.extra[0];
-      if (ctl?.fd !== ctlFd) throw new KernelStartError(`control pipe is fd ${String(ctl?.fd)} inside, expected ${ctlFd}`);
+      if (ctl === undefined) throw new KernelStartError('no control pipe');
       proc.wire(ctl.stream);
       let timer: NodeJS.Timeout | undefined;
       const outcome = await Promise.race([

@@ -1,11 +1,10 @@
 // Turning what happened during one kernel call into an ExecutionResult-shaped answer.
-import { SANDBOX_PATHS } from '../bwrap-args.js';
 import type { CgroupStats } from '../cgroups.js';
 import type { CapturedOutput } from '../output-capture.js';
-import { parsePythonError, type HintContext, type PythonError } from '../python-error.js';
+import { hintFor, type HintContext, type PythonError } from '../python-error.js';
 import { splitExitStatus } from '../runner.js';
 import type { ExecutionStatus, RunResult } from '../types.js';
-import type { DoneFrame, DriverError, ExitStatus } from './kernel-process.js';
+import type { DoneFrame, ExitStatus } from './kernel-process.js';
 
 export interface KernelRunOptions {
   /** Wall-clock limit of the cell, counted once the interpreter is up. */
@@ -77,14 +76,6 @@ export interface FinishContext {
   hintContext: HintContext;
 }
 
-/** The runner's hint table, reached through its parser with a one-frame traceback. */
-function hintFor(err: DriverError, ctx: HintContext): string | null {
-  const first = err.message.split('\n')[0] ?? '';
-  const frame = err.line !== null ? `  File "${SANDBOX_PATHS.script}", line ${err.line}, in <module>\n` : '';
-  const text = `Traceback (most recent call last):\n${frame}${err.type}${first ? `: ${first}` : ''}\n`;
-  return parsePythonError(text, ctx)?.hint ?? null;
-}
-
 function statusOf(o: CallOutcome, ctx: FinishContext): { status: ExecutionStatus; exitCode: number | null; signal: string | null } {
   if (o.frame) {
     if (o.stop === 'timeout') return { status: 'timeout', exitCode: null, signal: 'SIGINT' };
@@ -111,7 +102,7 @@ export function finishCall(o: CallOutcome, ctx: FinishContext): KernelRunResult 
     let hint: string | null;
     if (o.stop === 'timeout') hint = `The code ran longer than the timeout of ${timeoutSeconds} s and was interrupted; the interpreter and its state are kept.`;
     else if (o.stop === 'abort') hint = null;
-    else hint = hintFor(e, ctx.hintContext);
+    else hint = hintFor(e.type.split('.').pop() ?? e.type, e.message.split('\n')[0] ?? '', e.line, ctx.hintContext);
     // Clipped here as well as in the driver: code in the sandbox can write a frame of its own.
     const cap = ctx.options.maxOutputChars;
     error = {
