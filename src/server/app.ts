@@ -5,15 +5,15 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import {
-  hasZodFastifySchemaValidationErrors, jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider,
+  hasZodFastifySchemaValidationErrors, serializerCompiler, validatorCompiler, type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { SessionManager } from '../sessions/session-manager.js';
 import { AppError, UnauthorizedError, errorBody } from './errors.js';
-import { VERSION } from '../version.js';
 import type { Metrics } from './metrics.js';
+import { openApiOptions } from './openapi.js';
 import { environmentRoutes } from './routes/environments.js';
 import { executeRoutes } from './routes/execute.js';
 import { fileRoutes } from './routes/files.js';
@@ -132,14 +132,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     void reply.code(404).send(errorBody(404, 'NOT_FOUND', `Route ${request.method} ${request.url.split('?')[0] ?? ''} not found`));
   });
 
-  await app.register(swagger, {
-    openapi: {
-      openapi: '3.1.0',
-      info: { title: 'bubble-sandbox', description: 'Run untrusted Python and shell code in bubblewrap sandboxes', version: VERSION },
-      components: config.apiKey ? { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } } : {},
-    },
-    transform: jsonSchemaTransform,
-  });
+  await app.register(swagger, openApiOptions(config));
   await app.register(swaggerUi, { routePrefix: '/docs' });
   await app.register(multipart, {
     limits: { fileSize: config.maxUploadSizeBytes, files: config.maxUploadFiles, fields: 20, parts: config.maxUploadFiles + 20, fieldSize: 64 * 1024, headerPairs: 200 },

@@ -113,3 +113,42 @@ export class ShuttingDownError extends AppError {
 export function errorBody(statusCode: number, code: string, message: string) {
   return { statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message };
 }
+
+/**
+ * Every `code` an error answer can carry, with its status, for the OpenAPI `Error` schema. Besides
+ * these, a 4xx that Fastify or a plugin raises keeps its own `FST_*` code (FST_ERR_CTP_BODY_TOO_LARGE, ...).
+ * test/server/openapi.test.ts checks that every code thrown in src is listed here.
+ */
+export const ERROR_CODES: Readonly<Record<string, string>> = {
+  FST_ERR_VALIDATION: '400: the request does not match the schema (the message names the field)',
+  INVALID_PATH: '400: a workspace path is absolute, has .., a backslash or NUL, or goes through a non-directory',
+  INVALID_CURSOR: '400: a file listing cursor that this server did not make',
+  INVALID_MULTIPART: '400: the multipart body is malformed',
+  NO_FILES: '400: an upload without any file part',
+  BAD_REQUEST: '400: another client error without a code of its own',
+  FST_ERR_BAD_URL: '400: the URL is not valid (bad percent-encoding)',
+  FST_ERR_MAX_PARAM_LENGTH: '414: a URL segment is too long',
+  UNAUTHORIZED: '401: missing or wrong API key (Authorization: Bearer <key>)',
+  PERSISTENT_SESSIONS_DISABLED: '403: clear_data=false while persistent sessions are disabled',
+  NOT_FOUND: '404: no such route',
+  SESSION_NOT_FOUND: '404: no session with this id',
+  ENVIRONMENT_NOT_FOUND: '404: no environment of this name',
+  FILE_NOT_FOUND: '404: no regular file at this path',
+  VOLUME_NOT_FOUND: '404: no shared volume of this name',
+  SESSION_CONFLICT: '409: the session exists with another environment or volumes',
+  ENVIRONMENT_UNAVAILABLE: '409: the environment exists but cannot be used',
+  VOLUME_IN_USE: '409: a live session names the volume',
+  PATH_CONFLICT: '409: the workspace changed under an upload; retry',
+  UPLOAD_TOO_LARGE: '413: more than MAX_UPLOAD_SIZE_BYTES in one request; nothing kept',
+  TOO_MANY_FILES: '413: more than MAX_UPLOAD_FILES file parts',
+  WORKSPACE_FULL: '413: the workspace disk quota is full',
+  FST_ERR_CTP_BODY_TOO_LARGE: '413: the JSON body is over the route\'s size limit',
+  EXTENSION_NOT_ALLOWED: '415: a file extension not in ALLOWED_EXTENSIONS; nothing kept',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: '415: a content type the route does not take',
+  MAX_SESSIONS: '429: MAX_SESSIONS sessions exist (Retry-After)',
+  MAX_VOLUMES: '429: MAX_VOLUMES shared volumes exist',
+  BUSY: '429: too many executions running or queued (Retry-After)',
+  INTERNAL_ERROR: '500: a fault of the service (details in its log only)',
+  SANDBOX_UNAVAILABLE: '503: the sandbox cannot start on this host (Retry-After; see /readyz)',
+  SHUTTING_DOWN: '503: the service is shutting down (Retry-After)',
+};

@@ -1,35 +1,53 @@
 // Wire schemas: the bounds live here, and the OpenAPI document is generated from them.
+// `.meta({ id })` makes a schema a named component of the document (openapi.ts); request bodies stay
+// inline so that their examples show in /docs. Rules zod checks in code (refine) are repeated as
+// JSON Schema keywords in `.meta()` so that the document shows them too.
 import { z } from 'zod';
+import { ERROR_CODES } from './errors.js';
 
 export const SessionIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]{1,64}');
 export const EnvironmentNameSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]+ (at most 64 characters)');
 export const VolumeNameSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]+ (at most 64 characters)');
 
 export const ErrorSchema = z
-  .object({ statusCode: z.number().int(), code: z.string(), error: z.string(), message: z.string() })
-  .describe('Error');
+  .object({
+    statusCode: z.number().int(),
+    // A string at run time (never refuse to send an error); the document lists the codes.
+    code: z.string().meta({
+      description: `stable machine code: ${Object.entries(ERROR_CODES).map(([c, meaning]) => `${c} (${meaning})`).join('; ')}; or a Fastify FST_* code`,
+      anyOf: [{ enum: Object.keys(ERROR_CODES) }, { pattern: '^FST_' }],
+    }),
+    error: z.string().describe('the HTTP reason phrase'),
+    message: z.string().describe('what went wrong, naming the field for a 400; never a host path'),
+  })
+  .meta({ id: 'Error', description: 'Every error answer: Fastify\'s shape with a stable code' });
 
 export const EnvironmentSchema = z.object({
   name: z.string(),
   description: z.string(),
   dependencies: z.array(z.string()),
 });
-export const EnvironmentListSchema = z.object({ environments: z.array(EnvironmentSchema) });
+export const EnvironmentListSchema = z.object({ environments: z.array(EnvironmentSchema) }).meta({ id: 'EnvironmentList' });
 
 const VolumesSchema = z
   .record(VolumeNameSchema, z.enum(['ro', 'rw']))
   .refine((v) => Object.keys(v).length <= 16, 'at most 16 volumes')
-  .describe('volume name → "ro" or "rw"; mounted at /volumes/<name>');
+  .meta({ description: 'volume name → "ro" or "rw"; mounted at /volumes/<name>', maxProperties: 16 });
 
 export const CreateSessionBodySchema = z
   .strictObject({
     environment: EnvironmentNameSchema.optional().describe('execution environment (default "bare")'),
     session_id: SessionIdSchema.optional().describe('your own id; a random one when absent'),
     volumes: VolumesSchema.optional(),
-  })
-  .describe('CreateSession');
+  });
 /** The body may be absent altogether (curl -X POST with no data): every field is optional. */
-export const CreateSessionBodyOrNothingSchema = CreateSessionBodySchema.nullish();
+export const CreateSessionBodyOrNothingSchema = CreateSessionBodySchema.nullish().meta({
+  description: 'every field is optional; the body may be absent',
+  'x-examples': {
+    minimal: { summary: 'a session in the default environment, with a random id', value: {} },
+    named: { summary: 'your own id, an environment and a read-only shared volume', value: { session_id: 'demo', environment: 'bare', volumes: { 'shared-data': 'ro' } } },
+  },
+});
 
 export const SessionInfoSchema = z
   .object({
@@ -40,8 +58,8 @@ export const SessionInfoSchema = z
     expires_at: z.string(),
     volumes: z.record(z.string(), z.enum(['ro', 'rw'])),
   })
-  .describe('SessionInfo');
-export const SessionListSchema = z.object({ sessions: z.array(SessionInfoSchema) });
+  .meta({ id: 'SessionInfo' });
+export const SessionListSchema = z.object({ sessions: z.array(SessionInfoSchema) }).meta({ id: 'SessionList' });
 
 export const SessionParamsSchema = z.strictObject({ id: SessionIdSchema });
 
@@ -54,28 +72,30 @@ export const VolumeInfoSchema = z
     quota_bytes: z.number().int().nullable().describe('size of its quota image (VOLUME_QUOTA_BYTES when it was made); null for a plain directory (quotas off)'),
     used_bytes: z.number().int().nullable().describe('bytes in use on its quota image; null for a plain directory'),
   })
-  .describe('VolumeInfo');
+  .meta({ id: 'Volume', description: 'a shared volume' });
 export const VolumeListSchema = z
   .object({
     volumes: z.array(VolumeInfoSchema).describe('every shared volume on this server, sorted by name'),
     max_volumes: z.number().int().describe('MAX_VOLUMES: how many may exist; a session naming a new one past it gets 429 MAX_VOLUMES'),
   })
-  .describe('VolumeList');
+  .meta({ id: 'VolumeList' });
 export const FileParamsSchema = z.strictObject({ id: SessionIdSchema, '*': z.string().min(1).max(1024) });
 export const DeleteSessionQuerySchema = z.strictObject({
   // Case-insensitive: Python's requests sends True/False as written.
   clear_data: z.string().regex(/^(true|false|1|0)$/i, 'must be true, false, 1 or 0').default('true').transform((v) => v.toLowerCase() === 'true' || v === '1')
     .describe('true (default): remove the workspace; false: keep it on disk for a later session with this id'),
 });
-export const UploadQuerySchema = z.strictObject({ dir: z.string().min(1).max(1024).optional() });
+export const UploadQuerySchema = z.strictObject({
+  dir: z.string().min(1).max(1024).optional().describe('workspace-relative directory for the files, created if missing (no .., no leading /)'),
+});
 
 export const FileEntrySchema = z.object({ path: z.string(), size: z.number().int() });
-export const UploadResultSchema = z.object({ files: z.array(FileEntrySchema) });
+export const UploadResultSchema = z.object({ files: z.array(FileEntrySchema) }).meta({ id: 'UploadResult' });
 export const FileListSchema = z.object({
   files: z.array(z.object({ path: z.string(), size: z.number().int(), modified_at: z.string() }))
     .describe('regular files sorted by path in UTF-8 byte order: at most MAX_LIST_FILES entries and MAX_LIST_BYTES bytes of paths per page'),
   next: z.string().nullable().describe('pass as ?cursor= for the next page; null when this page ends the listing'),
-}).describe('FileList');
+}).meta({ id: 'FileList' });
 export const ListFilesQuerySchema = z.strictObject({
   cursor: z.string().max(2048).optional().describe('the `next` of the previous page (opaque); the listing resumes after the last path it returned'),
   limit: z.coerce.number().int().min(1).max(1_000_000).optional().describe('most entries on this page; MAX_LIST_FILES when larger or absent'),
@@ -83,20 +103,26 @@ export const ListFilesQuerySchema = z.strictObject({
 
 const EnvMapSchema = z
   .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'environment variable names match [A-Za-z_][A-Za-z0-9_]*'), z.string().max(32_768).refine((v) => !v.includes('\0'), 'must not contain NUL'))
-  .refine((v) => Object.keys(v).length <= 64, 'at most 64 variables');
+  .refine((v) => Object.keys(v).length <= 64, 'at most 64 variables')
+  .meta({ description: 'extra environment variables (values without NUL)', maxProperties: 64 });
 
+// The minima are the service's; the maxima are the server's configured limits (the handler refuses more).
 export const LimitsSchema = z.strictObject({
-  memory_bytes: z.number().int().positive().optional(),
-  pids: z.number().int().positive().optional(),
-  cpu_cores: z.number().positive().optional(),
-});
+  memory_bytes: z.number().int().min(16 * 1024 * 1024, 'must be at least 16777216').optional()
+    .describe('memory limit in bytes, at least 16 MiB and at most the server\'s MEMORY_LIMIT_BYTES (default 512 MiB)'),
+  pids: z.number().int().min(4, 'must be at least 4').optional()
+    .describe('most processes and threads, at least 4 and at most the server\'s PIDS_LIMIT (default 128)'),
+  cpu_cores: z.number().min(0.01, 'must be at least 0.01').optional()
+    .describe('CPU cores, at least 0.01 and at most the server\'s CPU_CORES (default 1)'),
+}).describe('lowers the configured per-execution limits; a value above the configured one is 400');
 
 const ExecuteFields = {
   script: z.string().min(1).max(1_000_000).optional().describe('Python source, run by the environment interpreter'),
   command: z.string().min(1).max(100_000).refine((v) => !v.includes('\0'), 'must not contain NUL').optional().describe('shell command, run by /bin/sh -c'),
   argv: z.array(z.string().max(100_000).refine((v) => !v.includes('\0'), 'must not contain NUL')).min(1).max(1000).optional().describe('program and arguments, run without a shell'),
   stdin: z.string().max(10_000_000).optional(),
-  timeout_seconds: z.number().positive().optional(),
+  timeout_seconds: z.number().positive().optional()
+    .describe('wall-clock timeout; default EXECUTION_TIMEOUT_SECONDS (30), at most the server\'s MAX_EXECUTION_TIMEOUT_SECONDS (default 300)'),
   env: EnvMapSchema.optional(),
   limits: LimitsSchema.optional(),
 };
@@ -104,18 +130,39 @@ const ExecuteFields = {
 const exactlyOneProgram = (v: { script?: unknown; command?: unknown; argv?: unknown }) =>
   [v.script, v.command, v.argv].filter((x) => x !== undefined).length === 1;
 const ONE_PROGRAM = { message: 'exactly one of script, command or argv is required', path: ['script'] };
+/** The same rule for the document: each alternative names one program field. */
+const ONE_PROGRAM_JSON = [{ required: ['script'] }, { required: ['command'] }, { required: ['argv'] }];
+const PROGRAM_EXAMPLES = {
+  script: { summary: 'a Python script', value: { script: 'import sys\nprint(sys.version_info[:2])', timeout_seconds: 10 } },
+  command: { summary: 'a shell command', value: { command: 'ls -la | head', env: { MY_VAR: '1' } } },
+  argv: { summary: 'a program and its arguments, no shell', value: { argv: ['python', '-c', 'print(input())'], stdin: 'hello', limits: { memory_bytes: 268435456, pids: 32, cpu_cores: 0.5 } } },
+};
 
-export const ExecuteBodySchema = z.strictObject(ExecuteFields).refine(exactlyOneProgram, ONE_PROGRAM).describe('Execute');
+export const ExecuteBodySchema = z.strictObject(ExecuteFields).refine(exactlyOneProgram, ONE_PROGRAM).meta({
+  description: 'exactly one of script, command or argv',
+  oneOf: ONE_PROGRAM_JSON,
+  'x-examples': PROGRAM_EXAMPLES,
+});
 
 export const InputFileSchema = z.strictObject({
-  path: z.string().min(1).max(1024),
+  path: z.string().min(1).max(1024).describe('workspace-relative path (no .., no leading /); its extension must be allowed'),
   content_base64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64'),
 });
 
 export const OneShotBodySchema = z
   .strictObject({ ...ExecuteFields, environment: EnvironmentNameSchema.optional(), files: z.array(InputFileSchema).max(1000).optional() })
   .refine(exactlyOneProgram, ONE_PROGRAM)
-  .describe('OneShotExecute');
+  .meta({
+    description: 'exactly one of script, command or argv, run in a fresh workspace that holds `files`',
+    oneOf: ONE_PROGRAM_JSON,
+    'x-examples': {
+      ...PROGRAM_EXAMPLES,
+      files: {
+        summary: 'input files in, changed files back inline',
+        value: { environment: 'bare', command: 'tr a-z A-Z < in.txt > out.txt', files: [{ path: 'in.txt', content_base64: 'aGVsbG8K' }] },
+      },
+    },
+  });
 
 export const PythonErrorSchema = z
   .object({ type: z.string(), message: z.string(), line: z.number().int().nullable(), hint: z.string().nullable() })
@@ -139,7 +186,7 @@ export const ExecutionResultSchema = z
     resources: z.object({ memory_peak_bytes: z.number().int().nullable(), cpu_ms: z.number().nullable() }),
     error: PythonErrorSchema,
   })
-  .describe('ExecutionResult');
+  .meta({ id: 'ExecutionResult' });
 
 export const OneShotResultSchema = ExecutionResultSchema.extend({
   files: z.object({
@@ -149,7 +196,7 @@ export const OneShotResultSchema = ExecutionResultSchema.extend({
     outputs: z.array(z.object({ path: z.string(), size: z.number().int(), content_base64: z.string() })),
     outputs_omitted: z.array(z.string()).describe('changed files not returned inline (over the count or size limit); only paths listed in created or modified, so as capped as they are'),
   }),
-}).describe('OneShotExecutionResult');
+}).meta({ id: 'OneShotExecutionResult' });
 
 export type ExecuteBody = z.infer<typeof ExecuteBodySchema>;
 export type OneShotBody = z.infer<typeof OneShotBodySchema>;
@@ -157,9 +204,14 @@ export type OneShotBody = z.infer<typeof OneShotBodySchema>;
 export const RunCodeBodySchema = z
   .strictObject({
     code: z.string().min(1).max(1_000_000).describe('Python source, run in the session\'s persistent interpreter'),
-    timeout_seconds: z.number().positive().optional(),
+    timeout_seconds: ExecuteFields.timeout_seconds,
   })
-  .describe('RunCode');
+  .meta({
+    'x-examples': {
+      define: { summary: 'define a name', value: { code: 'x = 41' } },
+      use: { summary: 'use it in the next call; the last expression comes back as result', value: { code: 'x + 1', timeout_seconds: 10 } },
+    },
+  });
 
 export const RunCodeResultSchema = ExecutionResultSchema.extend({
   error: z
@@ -167,6 +219,21 @@ export const RunCodeResultSchema = ExecutionResultSchema.extend({
     .nullable(),
   result: z.string().nullable().describe('repr() of the final expression, like a notebook cell'),
   kernel_restarted: z.boolean().describe('true when the interpreter was lost since the last call and its state is gone'),
-}).describe('RunCodeResult');
+}).meta({ id: 'RunCodeResult' });
 
 export type RunCodeBody = z.infer<typeof RunCodeBodySchema>;
+
+// NDJSON streaming (Accept: application/x-ndjson): the schema of one line. Documentation only: the
+// stream is written by streaming.ts, never through a serializer.
+const OutputEventSchema = z.object({ type: z.enum(['stdout', 'stderr']), data: z.string() })
+  .meta({ id: 'OutputEvent', description: 'output as it arrives' });
+const ErrorEventSchema = ErrorSchema.extend({ type: z.literal('error') })
+  .meta({ id: 'ErrorEvent', description: 'the last line when the service failed after the stream began' });
+const streamOf = (result: z.ZodObject, id: string) => z.union([
+  OutputEventSchema,
+  result.extend({ type: z.literal('result') }).meta({ id, description: 'the last line: the result, with empty stdout and stderr' }),
+  ErrorEventSchema,
+]).describe('one JSON object per line');
+export const ExecutionStreamSchema = streamOf(ExecutionResultSchema, 'ExecutionResultEvent');
+export const OneShotStreamSchema = streamOf(OneShotResultSchema, 'OneShotExecutionResultEvent');
+export const RunCodeStreamSchema = streamOf(RunCodeResultSchema, 'RunCodeResultEvent');

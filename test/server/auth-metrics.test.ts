@@ -147,13 +147,13 @@ describe('OpenAPI and docs', () => {
     expect(res.statusCode).toBe(200);
     const doc = res.json<{ openapi: string; paths: Record<string, Record<string, unknown>> }>();
     expect(doc.openapi).toMatch(/^3\./);
-    const routes = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p.replace(/\{[^}]+\}/g, '{}')}`));
+    const routes = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`));
     const expected = [
       'GET /healthz', 'GET /readyz', 'GET /metrics',
       'GET /v1/environments',
-      'POST /v1/sessions', 'GET /v1/sessions', 'GET /v1/sessions/{}', 'DELETE /v1/sessions/{}',
-      'POST /v1/sessions/{}/files', 'GET /v1/sessions/{}/files', 'GET /v1/sessions/{}/files/{}', 'DELETE /v1/sessions/{}/files/{}',
-      'POST /v1/sessions/{}/execute', 'POST /v1/execute',
+      'POST /v1/sessions', 'GET /v1/sessions', 'GET /v1/sessions/{id}', 'DELETE /v1/sessions/{id}',
+      'POST /v1/sessions/{id}/files', 'GET /v1/sessions/{id}/files', 'GET /v1/sessions/{id}/files/{path}', 'DELETE /v1/sessions/{id}/files/{path}',
+      'POST /v1/sessions/{id}/execute', 'POST /v1/execute',
     ];
     expect(routes).toEqual(expect.arrayContaining(expected));
   });

@@ -4,7 +4,7 @@ import { discoverEnvironments } from '../../sandbox/environments.js';
 import { EnvironmentListSchema, ErrorSchema } from '../schemas.js';
 
 export const environmentRoutes: FastifyPluginAsyncZod = async (app) => {
-  app.get('/environments', { schema: { tags: ['environments'], response: { 200: EnvironmentListSchema, 401: ErrorSchema } } }, async () => {
+  app.get('/environments', { schema: { tags: ['environments'], operationId: 'listEnvironments', summary: 'List the usable environments', response: { 200: EnvironmentListSchema, 401: ErrorSchema } } }, async () => {
     const envs = await discoverEnvironments(app.deps.config.environmentsDir);
     return {
       environments: envs.filter((e) => e.usable).map(({ name, description, dependencies }) => ({ name, description, dependencies })),

@@ -1,6 +1,7 @@
 // Executions: in a session (POST /v1/sessions/{id}/execute) and one-shot (POST /v1/execute).
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { FastifyReply } from 'fastify';
+import type { z } from 'zod';
 import type { Config } from '../../config.js';
 import type { Program, ResourceLimits } from '../../sandbox/types.js';
 import type { ExecutionRequest } from '../../sessions/executor.js';
@@ -8,13 +9,21 @@ import { runOneShot } from '../../sessions/one-shot.js';
 import { validateRelativePath } from '../../sessions/workspace-fs.js';
 import { BadRequestError, ExtensionNotAllowedError, UploadTooLargeError } from '../errors.js';
 import {
-  ErrorSchema, ExecuteBodySchema, ExecutionResultSchema, OneShotBodySchema, OneShotResultSchema, SessionParamsSchema,
-  type ExecuteBody,
+  ErrorSchema, ExecuteBodySchema, ExecutionResultSchema, ExecutionStreamSchema, OneShotBodySchema, OneShotResultSchema, OneShotStreamSchema,
+  SessionParamsSchema, type ExecuteBody,
 } from '../schemas.js';
-import { streamExecution, wantsStream } from '../streaming.js';
+import { NDJSON, streamExecution, wantsStream } from '../streaming.js';
 import { extensionAllowed } from './files.js';
 
 const STREAM_NOTE = 'With `Accept: application/x-ndjson` the answer streams one JSON object per line: `{"type":"stdout"|"stderr","data":"..."}` as output arrives, then one `{"type":"result", ...ExecutionResult}` with empty stdout/stderr.';
+
+/** The 200 answer: JSON, or NDJSON events when the client asks for them. */
+function resultOrStream<R extends z.ZodType, S extends z.ZodType>(result: R, stream: S) {
+  return {
+    description: 'the result, or with Accept: application/x-ndjson a stream of events',
+    content: { 'application/json': { schema: result }, [NDJSON]: { schema: stream } },
+  };
+}
 
 function invalid(field: string, message: string): BadRequestError {
   return new BadRequestError('FST_ERR_VALIDATION', `body.${field}: ${message}`);
@@ -26,19 +35,17 @@ export function toExecutionRequest(body: ExecuteBody, config: Config, defaults: 
   if (timeout > config.maxExecutionTimeoutSeconds) throw invalid('timeout_seconds', `must be at most ${config.maxExecutionTimeoutSeconds}`);
   const limits = { ...defaults };
   const l = body.limits ?? {};
+  // The minima are in LimitsSchema; the maxima are this server's configuration.
   if (l.memory_bytes !== undefined) {
     if (l.memory_bytes > defaults.memoryBytes) throw invalid('limits.memory_bytes', `must be at most ${defaults.memoryBytes}`);
-    if (l.memory_bytes < 16 * 1024 * 1024) throw invalid('limits.memory_bytes', 'must be at least 16777216');
     limits.memoryBytes = l.memory_bytes;
   }
   if (l.pids !== undefined) {
     if (l.pids > defaults.pids) throw invalid('limits.pids', `must be at most ${defaults.pids}`);
-    if (l.pids < 4) throw invalid('limits.pids', 'must be at least 4');
     limits.pids = l.pids;
   }
   if (l.cpu_cores !== undefined) {
     if (l.cpu_cores > defaults.cpuCores) throw invalid('limits.cpu_cores', `must be at most ${defaults.cpuCores}`);
-    if (l.cpu_cores < 0.01) throw invalid('limits.cpu_cores', 'must be at least 0.01');
     limits.cpuCores = l.cpu_cores;
   }
   let program: Program;
@@ -64,7 +71,11 @@ export const executeRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.post('/sessions/:id/execute', {
     bodyLimit,
-    schema: { tags: ['execute'], description: STREAM_NOTE, params: SessionParamsSchema, body: ExecuteBodySchema, response: { 200: ExecutionResultSchema, ...errors } },
+    schema: {
+      tags: ['execute'], operationId: 'executeInSession', summary: 'Run a script, command or argv in the session', description: STREAM_NOTE,
+      params: SessionParamsSchema, body: ExecuteBodySchema,
+      response: { 200: resultOrStream(ExecutionResultSchema, ExecutionStreamSchema), ...errors },
+    },
   }, async (request, reply) => {
     const ac = abortOnDisconnect(reply);
     const req = toExecutionRequest(request.body, config, sandbox.defaultLimits, ac.signal);
@@ -79,7 +90,11 @@ export const executeRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.post('/execute', {
     bodyLimit: bodyLimit + Math.ceil((config.maxUploadSizeBytes * 4) / 3) + 1024 * 1024,
-    schema: { tags: ['execute'], description: STREAM_NOTE, body: OneShotBodySchema, response: { 200: OneShotResultSchema, ...errors, 413: ErrorSchema, 415: ErrorSchema } },
+    schema: {
+      tags: ['execute'], operationId: 'executeOneShot', summary: 'Run once in a throw-away workspace, files in and out inline', description: STREAM_NOTE,
+      body: OneShotBodySchema,
+      response: { 200: resultOrStream(OneShotResultSchema, OneShotStreamSchema), ...errors, 413: ErrorSchema, 415: ErrorSchema },
+    },
   }, async (request, reply) => {
     const body = request.body;
     let total = 0;

@@ -67,7 +67,8 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.post('/sessions/:id/files', {
     schema: {
-      tags: ['files'], params: SessionParamsSchema, querystring: UploadQuerySchema, consumes: ['multipart/form-data'],
+      tags: ['files'], operationId: 'uploadFiles', summary: 'Upload files into the workspace (all or nothing)',
+      params: SessionParamsSchema, querystring: UploadQuerySchema, consumes: ['multipart/form-data'],
       response: { 201: UploadResultSchema, ...errors, 409: ErrorSchema, 413: ErrorSchema, 415: ErrorSchema },
     },
   }, async (request, reply) => {
@@ -122,7 +123,7 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
   });
 
   app.get('/sessions/:id/files', {
-    schema: { tags: ['files'], params: SessionParamsSchema, querystring: ListFilesQuerySchema, response: { 200: FileListSchema, ...errors } },
+    schema: { tags: ['files'], operationId: 'listFiles', summary: 'List the workspace files, a page at a time', params: SessionParamsSchema, querystring: ListFilesQuerySchema, response: { 200: FileListSchema, ...errors } },
   }, async (request) => {
     const record = await sessions.touch(request.params.id);
     const { cursor, limit } = request.query;
@@ -136,7 +137,11 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
   });
 
   app.get('/sessions/:id/files/*', {
-    schema: { tags: ['files'], params: FileParamsSchema, response: { 200: z.any().describe('the raw bytes'), ...errors } },
+    schema: {
+      tags: ['files'], operationId: 'downloadFile', summary: 'Download a file (raw bytes)', params: FileParamsSchema,
+      // z.any() at run time: the body is a stream, never serialized.
+      response: { 200: { description: 'the raw bytes (Content-Disposition: attachment)', content: { 'application/octet-stream': { schema: z.any().meta({ type: 'string', format: 'binary' }) } } }, ...errors },
+    },
   }, async (request, reply) => {
     const record = await sessions.touch(request.params.id);
     const rel = request.params['*'];
@@ -151,7 +156,7 @@ export const fileRoutes: FastifyPluginAsyncZod = async (app) => {
   });
 
   app.delete('/sessions/:id/files/*', {
-    schema: { tags: ['files'], params: FileParamsSchema, response: { 204: z.null().describe('deleted'), ...errors } },
+    schema: { tags: ['files'], operationId: 'deleteFile', summary: 'Delete a file', params: FileParamsSchema, response: { 204: z.null().describe('deleted'), ...errors } },
   }, async (request, reply) => {
     const record = await sessions.touch(request.params.id);
     validField('path', () => validateRelativePath(request.params['*']));

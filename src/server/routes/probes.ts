@@ -23,7 +23,7 @@ const ReadySchema = z.object({
     environments: z.object({ usable: z.array(z.string()), unusable: z.array(z.string()) }),
     shutting_down: z.boolean(),
   }),
-});
+}).meta({ id: 'Ready', description: 'ready when a real sandbox probe passes, else unavailable with the reason' });
 
 export const probeRoutes: FastifyPluginAsyncZod = async (app) => {
   const { sandbox, sessions, metrics, config } = app.deps;
@@ -41,9 +41,9 @@ export const probeRoutes: FastifyPluginAsyncZod = async (app) => {
     return inflight;
   }
 
-  app.get('/healthz', { schema: { tags: ['probes'], response: { 200: z.object({ status: z.literal('ok') }) } } }, () => ({ status: 'ok' as const }));
+  app.get('/healthz', { schema: { tags: ['probes'], operationId: 'getHealth', summary: 'Liveness: 200 while the process serves', response: { 200: z.object({ status: z.literal('ok') }) } } }, () => ({ status: 'ok' as const }));
 
-  app.get('/readyz', { schema: { tags: ['probes'], response: { 200: ReadySchema, 503: ReadySchema } } }, async (_request, reply) => {
+  app.get('/readyz', { schema: { tags: ['probes'], operationId: 'getReadiness', summary: 'Readiness: a real sandbox probe (cached)', response: { 200: ReadySchema, 503: ReadySchema } } }, async (_request, reply) => {
     const [result, envs] = await Promise.all([probe(), import('../../sandbox/environments.js').then((m) => m.discoverEnvironments(config.environmentsDir))]);
     const checks = {
       sandbox: result,
@@ -65,7 +65,12 @@ export const probeRoutes: FastifyPluginAsyncZod = async (app) => {
     return { status: 'ready' as const, checks };
   });
 
-  app.get('/metrics', { schema: { tags: ['probes'], hide: false } }, async (_request, reply) => {
+  app.get('/metrics', {
+    schema: {
+      tags: ['probes'], operationId: 'getMetrics', summary: 'Prometheus metrics (bubble_sandbox_*)',
+      response: { 200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: z.string() } } } },
+    },
+  }, async (_request, reply) => {
     metrics.executionsRunning.set(sessions.limiter.active);
     metrics.executionsQueued.set(sessions.limiter.queued);
     metrics.interpretersLive.set(sessions.kernels.size);

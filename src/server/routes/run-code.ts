@@ -4,8 +4,8 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { ExecutionRequest } from '../../sessions/executor.js';
 import { BadRequestError } from '../errors.js';
-import { ErrorSchema, RunCodeBodySchema, RunCodeResultSchema, SessionParamsSchema } from '../schemas.js';
-import { streamExecution, wantsStream } from '../streaming.js';
+import { ErrorSchema, RunCodeBodySchema, RunCodeResultSchema, RunCodeStreamSchema, SessionParamsSchema } from '../schemas.js';
+import { NDJSON, streamExecution, wantsStream } from '../streaming.js';
 import { abortOnDisconnect } from './execute.js';
 
 export const runCodeRoutes: FastifyPluginAsyncZod = async (app) => {
@@ -16,8 +16,14 @@ export const runCodeRoutes: FastifyPluginAsyncZod = async (app) => {
     bodyLimit: 2 * 1024 * 1024,
     schema: {
       tags: ['run_code'],
+      operationId: 'runCode',
+      summary: 'Run Python in the session\'s persistent interpreter',
       description: 'Runs Python in the session\'s persistent interpreter: names defined by one call are there in the next. Streams NDJSON with `Accept: application/x-ndjson`.',
-      params: SessionParamsSchema, body: RunCodeBodySchema, response: { 200: RunCodeResultSchema, ...errors },
+      params: SessionParamsSchema, body: RunCodeBodySchema,
+      response: {
+        200: { description: 'the result, or with Accept: application/x-ndjson a stream of events', content: { 'application/json': { schema: RunCodeResultSchema }, [NDJSON]: { schema: RunCodeStreamSchema } } },
+        ...errors,
+      },
     },
   }, async (request, reply) => {
     const timeoutSeconds = request.body.timeout_seconds ?? config.executionTimeoutSeconds;
@@ -35,7 +41,7 @@ export const runCodeRoutes: FastifyPluginAsyncZod = async (app) => {
   });
 
   app.post('/sessions/:id/kernel/restart', {
-    schema: { tags: ['run_code'], params: SessionParamsSchema, response: { 204: z.null().describe('restarted'), ...errors } },
+    schema: { tags: ['run_code'], operationId: 'restartKernel', summary: 'Restart the session\'s interpreter (fresh state)', params: SessionParamsSchema, response: { 204: z.null().describe('restarted'), ...errors } },
   }, async (request, reply) => {
     await sessions.restartKernel(request.params.id);
     request.log.info({ audit: 'kernel.restarted', session_id: request.params.id }, 'interpreter restarted on request');

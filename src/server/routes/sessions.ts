@@ -10,7 +10,7 @@ export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
   const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema };
 
   app.post('/sessions', {
-    schema: { tags: ['sessions'], body: CreateSessionBodyOrNothingSchema, response: { 200: SessionInfoSchema, 201: SessionInfoSchema, ...errors, 409: ErrorSchema, 429: ErrorSchema } },
+    schema: { tags: ['sessions'], operationId: 'createSession', summary: 'Create a session (or get the same one again)', body: CreateSessionBodyOrNothingSchema, response: { 200: SessionInfoSchema, 201: SessionInfoSchema, ...errors, 409: ErrorSchema, 429: ErrorSchema } },
   }, async (request, reply) => {
     const body = request.body ?? {};
     const { session, created } = await sessions.create(body);
@@ -18,14 +18,14 @@ export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
     return reply.code(created ? 201 : 200).send(session);
   });
 
-  app.get('/sessions', { schema: { tags: ['sessions'], response: { 200: SessionListSchema, 401: ErrorSchema } } }, () => ({ sessions: sessions.list() }));
+  app.get('/sessions', { schema: { tags: ['sessions'], operationId: 'listSessions', summary: 'List sessions', response: { 200: SessionListSchema, 401: ErrorSchema } } }, () => ({ sessions: sessions.list() }));
 
-  app.get('/sessions/:id', { schema: { tags: ['sessions'], params: SessionParamsSchema, response: { 200: SessionInfoSchema, ...errors } } }, async (request) => {
+  app.get('/sessions/:id', { schema: { tags: ['sessions'], operationId: 'getSession', summary: 'Get a session', params: SessionParamsSchema, response: { 200: SessionInfoSchema, ...errors } } }, async (request) => {
     return sessions.info(await sessions.touch(request.params.id));
   });
 
   app.delete('/sessions/:id', {
-    schema: { tags: ['sessions'], params: SessionParamsSchema, querystring: DeleteSessionQuerySchema, response: { 204: z.null().describe('deleted'), ...errors, 403: ErrorSchema } },
+    schema: { tags: ['sessions'], operationId: 'deleteSession', summary: 'Delete a session, with or without its data', params: SessionParamsSchema, querystring: DeleteSessionQuerySchema, response: { 204: z.null().describe('deleted'), ...errors, 403: ErrorSchema } },
   }, async (request, reply) => {
     await sessions.delete(request.params.id, request.query.clear_data);
     return reply.code(204).send(null);

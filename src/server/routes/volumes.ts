@@ -9,6 +9,7 @@ export const volumeRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get('/volumes', {
     schema: {
       tags: ['volumes'],
+      operationId: 'listVolumes',
       summary: 'List shared volumes',
       description: 'Every volume under <workspace_dir>/volumes, with the live sessions that name it and, for a quota image, its size and use.',
       response: { 200: VolumeListSchema, 401: ErrorSchema },
@@ -18,6 +19,7 @@ export const volumeRoutes: FastifyPluginAsyncZod = async (app) => {
   app.delete('/volumes/:name', {
     schema: {
       tags: ['volumes'],
+      operationId: 'deleteVolume',
       summary: 'Delete a shared volume',
       description: 'Removes a volume no live session names, with its files, its quota image and its loop device, and frees its MAX_VOLUMES slot. '
         + '409 VOLUME_IN_USE while a session names it (delete those sessions first); 404 VOLUME_NOT_FOUND when there is none of that name.',
