@@ -34,6 +34,8 @@ export class ProbeFailure extends Error {}
 export const fail = (detail: string): Outcome => ({ passed: false, detail });
 export const verdict = (ok: boolean, detail: string): Outcome => ({ passed: ok, detail });
 export const py = (source: string): Program => ({ kind: 'script', source });
+/** Python source run as `python3 -c` (no launcher). */
+export const pyArgv = (source: string): Program => ({ kind: 'argv', argv: ['python3', '-c', source] });
 export const sh = (command: string): Program => ({ kind: 'command', command });
 export const catStatus: Program = { kind: 'argv', argv: ['/bin/cat', '/proc/self/status'] };
 export const token = () => randomBytes(8).toString('hex');

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { baseEnvironment } from './runner.js';
-import { clip, jsonOf, outputOf, py, PY_PRELUDE, sh, token, verdict, withServiceVariable, type ProbeSpec } from './self-test-kit.js';
+import { clip, jsonOf, outputOf, py, pyArgv, PY_PRELUDE, sh, token, verdict, withServiceVariable, type ProbeSpec } from './self-test-kit.js';
 
 const CANARY_VARIABLE = 'BUBBLE_SANDBOX_SELFTEST_CANARY';
 
@@ -99,7 +99,8 @@ export const FD_PROBES: ProbeSpec[] = [
   {
     category: 'fds', name: 'only-stdio',
     async check(ctx) {
-      const fds = jsonOf<number[]>((await ctx.run(py(`import json, os, resource
+      // python3 -c, not a script: a script's launcher holds one pipe of ours on purpose (its error report).
+      const fds = jsonOf<number[]>((await ctx.run(pyArgv(`import json, os, resource
 fds = []
 for fd in range(min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 65536)):
     try:
