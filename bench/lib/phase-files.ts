@@ -2,11 +2,11 @@
 // script prints 100 MB.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ChangeTracker } from '../../src/sessions/change-tracker.js';
+import { ChangeTracker } from '../../src/workspace/change-tracker.js';
 import { SNAPSHOT_MAX_ENTRIES } from '../../src/sessions/executor.js';
 import { SessionChanges } from '../../src/sessions/session-changes.js';
 import { storeLayout, workspaceOf } from '../../src/sessions/session-store.js';
-import { diffSnapshots, snapshotWorkspace } from '../../src/sessions/workspace-fs.js';
+import { diffSnapshots, snapshotWorkspace } from '../../src/workspace/workspace-fs.js';
 import { createSession, deleteSession, executeIn } from './http.js';
 import { PRINT_X, type BenchContext } from './context.js';
 import { procStatusKiB, resetPeakRss } from './server.js';

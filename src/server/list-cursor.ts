@@ -1,8 +1,8 @@
 // The cursor of GET /v1/sessions/{id}/files: the last path of the previous page, base64url. The
 // server keeps no state per listing; the next page is the files whose path sorts after it. It
 // is opaque to clients only by convention, so a cursor is checked like any other path.
-import { validateRelativePath } from '../sessions/workspace-fs.js';
-import { BadRequestError } from './errors.js';
+import { validateRelativePath } from '../workspace/workspace-fs.js';
+import { BadRequestError } from '../errors.js';
 
 export function encodeListCursor(lastPath: string): string {
   return Buffer.from(lastPath, 'utf8').toString('base64url');

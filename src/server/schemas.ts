@@ -3,7 +3,7 @@
 // inline so that their examples show in /docs. Rules zod checks in code (refine) are repeated as
 // JSON Schema keywords in `.meta()` so that the document shows them too.
 import { z } from 'zod';
-import { ERROR_CODES } from './errors.js';
+import { ERROR_CODES } from '../errors.js';
 
 export const SessionIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]{1,64}');
 export const EnvironmentNameSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]+ (at most 64 characters)');

@@ -4,7 +4,7 @@
 // are still ordinary JSON errors with their status codes.
 import { PassThrough } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { errorBody } from './errors.js';
+import { errorBody } from './error-body.js';
 
 export const NDJSON = 'application/x-ndjson';
 

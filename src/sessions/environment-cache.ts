@@ -1,6 +1,6 @@
 // Environment lookups for sessions, reused for a few seconds.
 import { findEnvironment, type Environment } from '../sandbox/environments.js';
-import { EnvironmentNotFoundError, EnvironmentUnavailableError } from '../server/errors.js';
+import { EnvironmentNotFoundError, EnvironmentUnavailableError } from '../errors.js';
 
 const ENVIRONMENT_CACHE_MS = 5000;
 

@@ -4,9 +4,9 @@ import type { Logger } from 'pino';
 import type { Environment } from '../sandbox/environments.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { Program, ResourceLimits, RunResult, VolumeMount } from '../sandbox/types.js';
-import type { PathBudget } from './bounded-paths.js';
+import type { PathBudget } from '../workspace/bounded-paths.js';
 import type { ExecutionLimiter } from './limiter.js';
-import { diffSnapshots, snapshotWorkspace, type SnapshotDiff, type WorkspaceSnapshot } from './workspace-fs.js';
+import { diffSnapshots, snapshotWorkspace, type SnapshotDiff, type WorkspaceSnapshot } from '../workspace/workspace-fs.js';
 
 export interface ExecutionRequest {
   program: Program;

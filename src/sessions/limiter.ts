@@ -1,7 +1,7 @@
 // Back-pressure: at most `concurrency` sandboxes at once across sessions, at most `maxQueued`
 // waiting; past that the caller gets BusyError at once. Plus a per-key serial queue so the
 // executions of one session run one at a time, in arrival order.
-import { BusyError } from '../server/errors.js';
+import { BusyError } from '../errors.js';
 
 export class ExecutionLimiter {
   private running = 0;

@@ -7,8 +7,8 @@ import type { Config } from '../config.js';
 import type { ExecutionRequest, ExecutionResult } from './executor.js';
 import { executeInWorkspace } from './executor.js';
 import type { SessionManager } from './session-manager.js';
-import { readUpTo } from './exact-length-read.js';
-import { readFileSafe, writeFileSafe } from './workspace-fs.js';
+import { readUpTo } from '../workspace/exact-length-read.js';
+import { readFileSafe, writeFileSafe } from '../workspace/workspace-fs.js';
 
 export interface OutputFile {
   path: string;

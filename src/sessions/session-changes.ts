@@ -8,11 +8,11 @@
 // else touched the workspace (the API calls workspaceChanged), and "after" is a scan.
 // Whenever the tracker cannot vouch for a result, the session is scanned.
 import type { Logger } from 'pino';
-import type { PathBudget } from './bounded-paths.js';
-import type { ChangeTracker } from './change-tracker.js';
+import type { PathBudget } from '../workspace/bounded-paths.js';
+import type { ChangeTracker } from '../workspace/change-tracker.js';
 import { SNAPSHOT_MAX_ENTRIES, type ChangeSource } from './executor.js';
-import { applyChanges } from './workspace-changes.js';
-import { diffSnapshots, snapshotWorkspace, type SnapshotDiff, type WorkspaceSnapshot } from './workspace-fs.js';
+import { applyChanges } from '../workspace/workspace-changes.js';
+import { diffSnapshots, snapshotWorkspace, type SnapshotDiff, type WorkspaceSnapshot } from '../workspace/workspace-fs.js';
 
 /** Catching up before a run only brings the snapshot up to date; the lists are not wanted. */
 const NO_PATHS: PathBudget = { maxPaths: 0, maxBytes: 0 };

@@ -5,7 +5,7 @@ import type { Config } from '../config.js';
 import type { Environment } from '../sandbox/environments.js';
 import type { KernelRunResult } from '../sandbox/kernel/kernel.js';
 import type { VolumeMount } from '../sandbox/types.js';
-import { SessionNotFoundError, ShuttingDownError } from '../server/errors.js';
+import { SessionNotFoundError, ShuttingDownError } from '../errors.js';
 import { executeInWorkspace, withChangedFiles, type ExecutionRequest, type ExecutionResult } from './executor.js';
 import type { SerialQueues } from './limiter.js';
 import type { SessionChanges } from './session-changes.js';

@@ -11,11 +11,11 @@ import type { VolumeMount } from '../sandbox/types.js';
 import {
   MaxSessionsError, MaxVolumesError, PersistentSessionsDisabledError, SessionConflictError, SessionNotFoundError, ShuttingDownError,
   VolumeInUseError, VolumeNotFoundError,
-} from '../server/errors.js';
+} from '../errors.js';
 import { EnvironmentCache } from './environment-cache.js';
 import type { ExecutionObserver, ExecutionRequest, ExecutionResult } from './executor.js';
 import { ExecutionLimiter, SerialQueues } from './limiter.js';
-import { ChangeTracker } from './change-tracker.js';
+import { ChangeTracker } from '../workspace/change-tracker.js';
 import { SessionChanges } from './session-changes.js';
 import { SessionExecutions, type RunCodeRequest, type RunCodeResult } from './session-executions.js';
 import { SessionKernels } from './session-kernels.js';
@@ -23,11 +23,12 @@ import {
   deleteRecord, ensureLayout, readAllRecords, sessionDir, storeLayout, workspaceOf, writeRecord,
   type SessionRecord, type StoreLayout,
 } from './session-store.js';
-import { clearLeftovers, ensureVolume, newWorkspace, prepareWorkspace, removeWorkspaceDir, unmountVolumes } from './session-workspace.js';
+import { clearLeftovers, ensureVolume, prepareWorkspace, unmountVolumes } from './session-workspace.js';
+import { newWorkspace, removeWorkspaceDir } from '../workspace/workspace-dir.js';
 import { existingVolumes, removeVolume, volumeUsage, type VolumeUsage } from './session-volumes.js';
 import { UidSlots } from './uid-slots.js';
-import { WorkspacePool } from './workspace-pool.js';
-import { detectQuotaSupport, mountQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
+import { WorkspacePool } from '../workspace/workspace-pool.js';
+import { detectQuotaSupport, mountQuotaWorkspace, unmountQuotaWorkspace } from '../workspace/workspace-quota.js';
 
 export interface SessionInfo {
   session_id: string;

@@ -7,8 +7,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { StoreLayout } from './session-store.js';
-import { removeTreeSafe } from './workspace-fs.js';
-import { QUOTA_IMAGE_NAME, isQuotaMounted, removeQuotaWorkspace } from './workspace-quota.js';
+import { removeTreeSafe } from '../workspace/workspace-fs.js';
+import { QUOTA_IMAGE_NAME, isQuotaMounted, removeQuotaWorkspace } from '../workspace/workspace-quota.js';
 
 /** Volume names as the API accepts them; anything else in the directory is not a volume. */
 const VOLUME_NAME = /^[A-Za-z0-9_-]{1,64}$/;

@@ -5,9 +5,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { sessionDir, workspaceOf, type StoreLayout } from './session-store.js';
-import { chownTreeSafe, removeTreeSafe } from './workspace-fs.js';
-import type { WorkspacePool } from './workspace-pool.js';
-import { createQuotaWorkspace, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
+import { chownTreeSafe, removeTreeSafe } from '../workspace/workspace-fs.js';
+import { newWorkspace, type WorkspaceOptions } from '../workspace/workspace-dir.js';
+import { createQuotaWorkspace, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace } from '../workspace/workspace-quota.js';
 
 /**
  * Remove what a crash left: staged uploads, one-shot workspaces and pool entries (with their quota
@@ -22,15 +22,6 @@ export async function clearLeftovers(layout: StoreLayout, logger: Logger): Promi
       await removeTreeSafe(dir);
     }
   }
-}
-
-export interface WorkspaceOptions {
-  identity: { uid: number; gid: number } | null;
-  /** Quota image size for a new workspace, or null when quotas are off. */
-  quotaBytes: number | null;
-  /** Ready quota workspaces (of quotaBytes) to claim instead of building one. */
-  pool?: Pick<WorkspacePool, 'claim'> | undefined;
-  logger: Logger;
 }
 
 /** Where a session's workspace came from: kept on disk, claimed from the pool, or built now. */
@@ -53,21 +44,6 @@ export async function prepareWorkspace(layout: StoreLayout, id: string, opts: Wo
   // A pool entry is renamed to be the session dir, so that must not exist (rename(2) would
   // silently replace an empty one); a leftover session dir gets a workspace built in it.
   return newWorkspace(dir, dirStat === null ? opts : { ...opts, pool: undefined });
-}
-
-/**
- * A new, empty workspace at `dir`/workspace owned by the identity: claimed from the pool when
- * one is ready (`dir` must not exist then), else made now, with its quota image when quotas are on.
- */
-export async function newWorkspace(dir: string, opts: WorkspaceOptions): Promise<'pool' | 'built'> {
-  const { identity, quotaBytes, logger } = opts;
-  if (quotaBytes !== null && opts.pool && (await opts.pool.claim(dir, identity))) return 'pool';
-  const workspace = path.join(dir, 'workspace');
-  await fs.mkdir(dir, { recursive: true, mode: 0o711 });
-  await fs.mkdir(workspace, { mode: 0o755 });
-  if (identity) await fs.lchown(workspace, identity.uid, identity.gid);
-  if (quotaBytes !== null) await createQuotaWorkspace(dir, workspace, quotaBytes, identity, logger);
-  return 'built';
 }
 
 async function lstatOrNull(p: string): Promise<Stats | null> {
@@ -112,11 +88,4 @@ export async function ensureVolume(
 /** Unmount every volume image (at shutdown; ensureVolume mounts them again). */
 export async function unmountVolumes(layout: StoreLayout, logger: Logger): Promise<void> {
   for (const name of await fs.readdir(layout.volumes)) await unmountQuotaWorkspace(path.join(layout.volumes, name), logger);
-}
-
-/** Unmount the quota image (if any) of a dir laid out like a session's (workspace.img, workspace/),
- * a session's, a pool entry or a one-shot's, then remove it without following links. */
-export async function removeWorkspaceDir(dir: string, logger: Logger): Promise<void> {
-  await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), logger);
-  await removeTreeSafe(dir);
 }

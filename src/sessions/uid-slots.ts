@@ -1,5 +1,5 @@
 // Host uid slots: each live session and each one-shot execution runs as a uid of its own.
-import { BusyError } from '../server/errors.js';
+import { BusyError } from '../errors.js';
 
 export class UidSlots {
   private readonly temporary = new Set<number>();

@@ -7,7 +7,7 @@ import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exactLengthStream } from '../../src/sessions/exact-length-read.js';
+import { exactLengthStream } from '../../src/workspace/exact-length-read.js';
 import { createTestApp, type TestApp } from '../helpers/app.js';
 import { PROJECT_ROOT, makeTempDir, removeTempDir } from '../helpers/host-env.js';
 import { createSession } from '../helpers/http.js';

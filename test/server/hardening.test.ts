@@ -1,6 +1,6 @@
 // Regressions from an adversarial review: lifecycle races, forged interpreter frames, uid slots.
 import { describe, expect, it } from 'vitest';
-import { isQuotaMounted } from '../../src/sessions/workspace-quota.js';
+import { isQuotaMounted } from '../../src/workspace/workspace-quota.js';
 import { UidSlots } from '../../src/sessions/uid-slots.js';
 import { useTestApp } from '../helpers/app.js';
 import { sleep } from '../helpers/host-env.js';

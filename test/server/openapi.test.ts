@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_CODES } from '../../src/server/errors.js';
+import { ERROR_CODES } from '../../src/errors.js';
 import { multipartBody, useTestApp } from '../helpers/app.js';
 import { expectError } from '../helpers/http.js';
 

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { createQuotaWorkspace } from '../../src/sessions/workspace-quota.js';
+import { createQuotaWorkspace } from '../../src/workspace/workspace-quota.js';
 import { createTestApp, useTestApp, type AppUnderTest } from '../helpers/app.js';
 import { removeTempDir } from '../helpers/host-env.js';
 import { waitUntil } from '../helpers/host-processes.js';

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { expect, test } from 'vitest';
 import { PROJECT_ROOT } from '../helpers/host-env.js';
 
-const SHIPPED = ['sandbox/kernel/driver.py', 'sessions/change-watcher.py'];
+const SHIPPED = ['sandbox/kernel/driver.py', 'workspace/change-watcher.py'];
 
 test('the shipped Python files exist in src and, after the build, beside the compiled modules in dist', () => {
   for (const rel of SHIPPED) {

@@ -6,8 +6,8 @@ import type { Config } from '../../config.js';
 import type { Program, ResourceLimits } from '../../sandbox/types.js';
 import type { ExecutionRequest } from '../../sessions/executor.js';
 import { runOneShot } from '../../sessions/one-shot.js';
-import { validateRelativePath } from '../../sessions/workspace-fs.js';
-import { BadRequestError, ExtensionNotAllowedError, UploadTooLargeError } from '../errors.js';
+import { validateRelativePath } from '../../workspace/workspace-fs.js';
+import { BadRequestError, ExtensionNotAllowedError, UploadTooLargeError } from '../../errors.js';
 import {
   ErrorSchema, ExecuteBodySchema, ExecutionResultSchema, ExecutionStreamSchema, OneShotBodySchema, OneShotResultSchema, OneShotStreamSchema,
   SessionParamsSchema, type ExecuteBody,

@@ -8,9 +8,9 @@ import { z } from 'zod';
 import {
   commitStagedFiles, deleteFileSafe, listFilesPage, readFileSafe, removeTreeSafe, stageFile, validateRelativePath,
   type StagedFile,
-} from '../../sessions/workspace-fs.js';
-import { exactLengthStream } from '../../sessions/exact-length-read.js';
-import { AppError, BadRequestError, ExtensionNotAllowedError, UploadTooLargeError } from '../errors.js';
+} from '../../workspace/workspace-fs.js';
+import { exactLengthStream } from '../../workspace/exact-length-read.js';
+import { AppError, BadRequestError, ExtensionNotAllowedError, UploadTooLargeError } from '../../errors.js';
 import { decodeListCursor, encodeListCursor } from '../list-cursor.js';
 import {
   ErrorSchema, FileListSchema, FileParamsSchema, ListFilesQuerySchema, SessionParamsSchema, UploadQuerySchema, UploadResultSchema,

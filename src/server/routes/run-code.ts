@@ -3,7 +3,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { ExecutionRequest } from '../../sessions/executor.js';
-import { BadRequestError } from '../errors.js';
+import { BadRequestError } from '../../errors.js';
 import { ErrorSchema, RunCodeBodySchema, RunCodeResultSchema, RunCodeStreamSchema, SessionParamsSchema } from '../schemas.js';
 import { NDJSON, streamExecution, wantsStream } from '../streaming.js';
 import { abortOnDisconnect } from './execute.js';

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { removeTreeSafe } from '../../src/sessions/workspace-remove.js';
+import { removeTreeSafe } from '../../src/workspace/workspace-remove.js';
 import { listDir, mkfifo, useFixture, within } from './workspace-fixture.js';
 
 const fx = useFixture();

@@ -7,10 +7,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChangeTracker } from '../../src/sessions/change-tracker.js';
+import { ChangeTracker } from '../../src/workspace/change-tracker.js';
 import { SessionChanges } from '../../src/sessions/session-changes.js';
-import { diffSnapshots, snapshotWorkspace, type WorkspaceSnapshot } from '../../src/sessions/workspace-fs.js';
-import { createQuotaWorkspace, detectQuotaSupport, removeQuotaWorkspace } from '../../src/sessions/workspace-quota.js';
+import { diffSnapshots, snapshotWorkspace, type WorkspaceSnapshot } from '../../src/workspace/workspace-fs.js';
+import { createQuotaWorkspace, detectQuotaSupport, removeQuotaWorkspace } from '../../src/workspace/workspace-quota.js';
 import { runInBwrap } from '../helpers/mounts.js';
 import { sleep } from '../helpers/host-env.js';
 

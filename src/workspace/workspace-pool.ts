@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { newWorkspace, removeWorkspaceDir } from './session-workspace.js';
+import { newWorkspace, removeWorkspaceDir } from './workspace-dir.js';
 
 const QUIET_MS = 5;
 const RETRY_FIRST_MS = 1000;

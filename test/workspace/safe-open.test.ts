@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import {
   InvalidPathError, PathNotDirectoryError, WorkspaceFileNotFoundError, openDirChain, openWorkspaceRoot,
   settleAll, validateRelativePath,
-} from '../../src/sessions/safe-open.js';
+} from '../../src/workspace/safe-open.js';
 import { rejectionOf, useFixture } from './workspace-fixture.js';
 
 describe('validateRelativePath', () => {

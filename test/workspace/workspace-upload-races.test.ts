@@ -5,8 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { PathConflictError } from '../../src/server/errors.js';
-import { InvalidPathError, commitStagedFiles, stageFile } from '../../src/sessions/workspace-fs.js';
+import { PathConflictError } from '../../src/errors.js';
+import { InvalidPathError, commitStagedFiles, stageFile } from '../../src/workspace/workspace-fs.js';
 import { listDir, rejectionOf, useFixture } from './workspace-fixture.js';
 
 const fx = useFixture();

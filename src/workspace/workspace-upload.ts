@@ -16,7 +16,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { PathConflictError, WorkspaceFullError } from '../server/errors.js';
+import { PathConflictError, WorkspaceFullError } from '../errors.js';
 import {
   CREATE_FLAGS, DIR_FLAGS, InvalidPathError, PathNotDirectoryError, READ_FLAGS, UploadTooLargeError, WorkspaceFileNotFoundError,
   errnoOf, isNotDirectoryErrno, openDirChain, procPath, reopenDir, validateRelativePath, withRoot,

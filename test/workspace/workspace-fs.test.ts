@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import {
   InvalidPathError, PathNotDirectoryError, UploadTooLargeError, WorkspaceFileNotFoundError, commitStagedFile,
   deleteFileSafe, openWorkspaceRoot, readFileSafe, stageFile, writeFileSafe,
-} from '../../src/sessions/workspace-fs.js';
+} from '../../src/workspace/workspace-fs.js';
 import { listDir, mkfifo, rejectionOf, useFixture, within } from './workspace-fixture.js';
 
 const fx = useFixture();

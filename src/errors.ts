@@ -1,6 +1,7 @@
-// Typed errors with stable codes. Handlers and the session manager throw these; one error
-// handler (app.ts) turns every error into {statusCode, code, error, message}.
-import { STATUS_CODES } from 'node:http';
+// Domain errors: each carries a stable code and the HTTP status it stands for. The session manager,
+// the workspace and the routes throw these; the HTTP layer only maps them (src/server/app.ts's one
+// error handler turns every error into {statusCode, code, error, message}). Nothing here knows
+// Fastify.
 
 export class AppError extends Error {
   constructor(
@@ -108,10 +109,6 @@ export class ShuttingDownError extends AppError {
   constructor() {
     super(503, 'SHUTTING_DOWN', 'The service is shutting down', { 'retry-after': '5' });
   }
-}
-
-export function errorBody(statusCode: number, code: string, message: string) {
-  return { statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message };
 }
 
 /**

@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   QUOTA_IMAGE_NAME, QuotaError, createQuotaWorkspace, detectQuotaSupport, isQuotaMounted,
   mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace,
-} from '../../src/sessions/workspace-quota.js';
+} from '../../src/workspace/workspace-quota.js';
 import { loopBackingFiles, runInBwrap } from '../helpers/mounts.js';
 import { removeTempDir, unmountAllUnder } from '../helpers/host-env.js';
 

@@ -4,9 +4,9 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   chownTreeSafe, diffSnapshots, listFiles, scanWorkspace, snapshotWorkspace,
-} from '../../src/sessions/workspace-scan.js';
-import { openWorkspaceRoot } from '../../src/sessions/safe-open.js';
-import { walkTree } from '../../src/sessions/workspace-walk.js';
+} from '../../src/workspace/workspace-scan.js';
+import { openWorkspaceRoot } from '../../src/workspace/safe-open.js';
+import { walkTree } from '../../src/workspace/workspace-walk.js';
 import { listDir, mkfifo, useFixture, within } from './workspace-fixture.js';
 
 const fx = useFixture();

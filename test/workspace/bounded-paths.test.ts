@@ -1,6 +1,6 @@
 // The first paths in byte order within a count and byte budget, whatever order they come in.
 import { describe, expect, it } from 'vitest';
-import { SmallestPaths, UNLIMITED, compareByteOrder, type PathBudget } from '../../src/sessions/bounded-paths.js';
+import { SmallestPaths, UNLIMITED, compareByteOrder, type PathBudget } from '../../src/workspace/bounded-paths.js';
 
 const byteOrder = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));
 

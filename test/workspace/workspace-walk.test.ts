@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openWorkspaceRoot } from '../../src/sessions/safe-open.js';
-import { walkTree } from '../../src/sessions/workspace-walk.js';
-import type { WalkVisitor } from '../../src/sessions/workspace-walk.js';
+import { openWorkspaceRoot } from '../../src/workspace/safe-open.js';
+import { walkTree } from '../../src/workspace/workspace-walk.js';
+import type { WalkVisitor } from '../../src/workspace/workspace-walk.js';
 import { useFixture } from './workspace-fixture.js';
 
 const fx = useFixture();

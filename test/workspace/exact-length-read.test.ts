@@ -5,7 +5,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FileShrankError, exactLengthStream, readUpTo } from '../../src/sessions/exact-length-read.js';
+import { FileShrankError, exactLengthStream, readUpTo } from '../../src/workspace/exact-length-read.js';
 import { makeTempDir, removeTempDir } from '../helpers/host-env.js';
 
 const CHUNK = 4096;
