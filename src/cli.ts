@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { runProgram, UsageError, type RunOptions } from './cli-run.js';
 import { ConfigError, environmentWithDotEnv, loadConfig, type Config } from './config.js';
+import { unsupportedNodeReason } from './node-version.js';
 import { discoverEnvironments } from './sandbox/environments.js';
 import { VERSION } from './version.js';
 
@@ -130,10 +131,17 @@ async function dispatch(command: string | undefined, rest: string[], config: () 
   }
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** `nodeVersion`: the running Node's by default (tests pass another). */
+export async function main(argv: string[], opts: { nodeVersion?: string } = {}): Promise<number> {
   const [command, ...rest] = argv;
   let cached: Config | null = null;
   const config = () => (cached ??= loadConfig(environmentWithDotEnv()));
+  // Help and --version answer on any Node; everything else needs one package.json's engines admits.
+  const unsupported = ['--version', '--help', '-h', 'help', undefined].includes(command) ? null : unsupportedNodeReason(opts.nodeVersion);
+  if (unsupported !== null) {
+    process.stderr.write(`bubble-sandbox: ${unsupported}\n`);
+    return 2;
+  }
   try {
     return await dispatch(command, rest, config);
   } catch (err) {

@@ -75,6 +75,7 @@ export const SETTINGS = {
   KERNEL_INTERRUPT_GRACE_SECONDS: { schema: num(0.1, 60), default: '2', doc: 'run_code: after a timeout, how long an interrupted interpreter may take to come back before it is killed' },
   MAX_KERNELS: { schema: int(1, 10_000), default: '16', doc: 'run_code: persistent interpreters alive at once; the least recently used is stopped first' },
   SHUTDOWN_GRACE_SECONDS: { schema: num(0, 3600), default: '10', doc: 'on SIGTERM, how long running executions may finish before they are killed' },
+  SHUTDOWN_DRAIN_SECONDS: { schema: num(0, 3600), default: '5', doc: 'on SIGTERM, how long the service keeps serving with /readyz at 503 before it closes its listener, so a load balancer stops sending first (then SHUTDOWN_GRACE_SECONDS applies); 0: close at once. SIGINT and a second signal skip it' },
   SELF_TEST_ON_START: { schema: bool, default: 'true', doc: 'run the isolation self-test (check --full) in the background at start; /readyz reports its summary' },
   READY_CACHE_SECONDS: { schema: num(0, 3600), default: '10', doc: 'how long /readyz reuses its last sandbox probe' },
   BWRAP_PATH: { schema: z.string().min(1), default: 'bwrap', doc: 'bubblewrap binary' },

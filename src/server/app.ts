@@ -35,6 +35,8 @@ export interface SelfTestSummary {
 export interface AppDeps {
   config: Config;
   selfTest?: () => SelfTestSummary;
+  /** True from a SIGTERM on, while the listener still serves (the drain): /readyz answers 503. */
+  shuttingDown?: () => boolean;
   sandbox: Sandbox;
   sessions: SessionManager;
   metrics: Metrics;
@@ -119,9 +121,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     deps.metrics.rejected.inc({ reason: code });
     void reply.code(status).send(errorBody(status, code, message));
   });
-  // While shutting down, answers end their connection so close() is not held by keep-alive.
+  // While shutting down (the drain included), answers end their connection: close() is not held
+  // by keep-alive, and a client behind a load balancer reconnects to an instance that stays.
   app.addHook('onSend', async (_request, reply) => {
-    if (deps.sessions.isClosing) void reply.header('connection', 'close');
+    if (deps.sessions.isClosing || deps.shuttingDown?.() === true) void reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (request, reply) => {
     // The route template, never the URL (ids and paths would make a series per request).

@@ -82,6 +82,8 @@ export async function startServer(opts: StartServerOptions): Promise<ServerProce
     BUBBLE_SANDBOX_WORKSPACE_DIR: opts.workspaceDir,
     BUBBLE_SANDBOX_LOG_LEVEL: 'info',
     BUBBLE_SANDBOX_SELF_TEST_ON_START: 'false',
+    // A SIGTERM closes the listener at once; the drain is tested where a test names it.
+    BUBBLE_SANDBOX_SHUTDOWN_DRAIN_SECONDS: '0',
     ...(uidLockDir !== null ? { BUBBLE_SANDBOX_UID_LOCK_DIR: uidLockDir } : {}),
     ...opts.env,
   });

@@ -54,10 +54,10 @@ export const probeRoutes: FastifyPluginAsyncZod = async (app) => {
       workspace_pool: sessions.workspacePool,
       self_test: app.deps.selfTest?.() ?? { status: 'disabled' as const, passed: 0, failed: 0, failed_probes: [], finished_at: null },
       environments: { usable: envs.filter((e) => e.usable).map((e) => e.name), unusable: envs.filter((e) => !e.usable).map((e) => e.name) },
-      shutting_down: sessions.isClosing,
+      shutting_down: sessions.isClosing || app.deps.shuttingDown?.() === true,
     };
     let reason: string | null = null;
-    if (sessions.isClosing) reason = 'the service is shutting down';
+    if (checks.shutting_down) reason = 'the service is shutting down';
     else if (!result.available) reason = result.reason ?? 'the sandbox probe failed';
     else if (checks.self_test.status === 'failed') reason = `the isolation self-test failed: ${checks.self_test.failed_probes.join(', ')}`;
     else if (checks.environments.usable.length === 0) reason = 'no usable environment (run npm run setup)';
