@@ -76,6 +76,9 @@ command -v setpriv >/dev/null || need+=(util-linux)
 /usr/bin/python3 -c 'import pyflakes' >/dev/null 2>&1 || need+=(python3-pyflakes)
 # Workspace quotas: loop-mounted ext4 images (optional; without them the service runs unquota'd).
 command -v mkfs.ext4 >/dev/null || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
+# Network mode "outbound": slirp4netns, and nftables for the rules that keep the host unreachable from it.
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$SUDO" = none ]; then
     echo "Missing system packages. Run: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
