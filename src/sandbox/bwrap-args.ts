@@ -37,6 +37,11 @@ export interface BwrapPolicy {
   volumes: readonly { name: string; mode: 'ro' | 'rw' }[];
   /** Whether a seccomp program is passed on an fd. */
   seccomp: boolean;
+  /**
+   * Stay in the network namespace bwrap starts in (a session's, joined by nsenter before bwrap)
+   * instead of a fresh loopback-only one. Absent or false: a private netns per sandbox.
+   */
+  shareNet?: boolean;
   tmpSizeBytes: number;
   env: Readonly<Record<string, string>>;
   command: readonly string[];
@@ -67,8 +72,10 @@ export function buildBwrapInvocation(policy: BwrapPolicy): BwrapInvocation {
   };
 
   const o: string[] = [
-    // Namespaces: user, pid, net, ipc, uts, cgroup, mount; no nested user namespaces.
-    '--unshare-all', '--unshare-user', '--disable-userns',
+    // Namespaces: user, pid, net, ipc, uts, cgroup, mount; no nested user namespaces. --share-net
+    // keeps the session's netns the chain already entered (the user namespace is still new, so
+    // the sandbox holds no capability over it).
+    '--unshare-all', ...(policy.shareNet === true ? ['--share-net'] : []), '--unshare-user', '--disable-userns',
     '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_GID),
     '--hostname', SANDBOX_HOSTNAME,
     '--die-with-parent', '--new-session', '--cap-drop', 'ALL',

@@ -97,6 +97,7 @@ export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
       identity: req.identity,
       cpuSeconds: req.timeoutMs / 1000 + 5,
       cgroupName: nextCgroupName(),
+      netnsPath: req.netnsPath,
     });
     try {
       const stdout = new OutputCapture(req.maxOutputChars, req.onOutput ? (t) => req.onOutput?.('stdout', t) : undefined);

@@ -2,9 +2,9 @@
 // (runner.ts) and long-lived interpreters (kernel).
 //
 // The chain is: Node → /bin/sh wrapper (joins the cgroups, sets rlimits) → env -i (drops every
-// variable) → setpriv (drops to the sandbox's host uid when we are root) → bwrap → program. Each
-// step execs the next, so the child Node sees is bwrap itself and --die-with-parent ties the
-// sandbox to this process.
+// variable) → [nsenter --net (joins the session's network namespace, while still root)] → setpriv
+// (drops to the sandbox's host uid when we are root) → bwrap → program. Each step execs the next,
+// so the child Node sees is bwrap itself and --die-with-parent ties the sandbox to this process.
 // node:child_process is used instead of execa here: the hot path needs raw extra descriptors
 // (args, seccomp, script, O_PATH bind sources) at fixed numbers and nothing else on top.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -82,6 +82,12 @@ export interface SandboxSpec {
   /** Extra pipes that stay open inside (for a kernel's control channel); their fd numbers are returned. */
   extraPipes?: number;
   cgroupName: string;
+  /**
+   * A session's network namespace (SessionNetwork.netnsPath, /proc/<pid>/fd/<n>): the sandbox
+   * joins it and shares it with the session's other sandboxes. Undefined: a private netns with
+   * loopback only, as before.
+   */
+  netnsPath?: string | undefined;
 }
 
 export interface SpawnedSandbox {
@@ -130,6 +136,7 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
     sandboxFiles: Object.keys(spec.sandboxFiles ?? {}),
     volumes: spec.volumes.map((v) => ({ name: v.name, mode: v.mode })),
     seccomp: deps.seccompProgram !== null,
+    shareNet: spec.netnsPath !== undefined,
     tmpSizeBytes: spec.limits.tmpSizeBytes,
     env: spec.env,
     command: [],
@@ -169,11 +176,14 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
     const identity = spec.identity
       ? [resolveCommand('setpriv'), `--reuid=${spec.identity.uid}`, `--regid=${spec.identity.gid}`, '--clear-groups', '--no-new-privs', '--']
       : [];
+    // nsenter opens the path, setns()es and closes the descriptor before it execs (no nsfs fd
+    // reaches the sandbox); it must run before setpriv gives up root.
+    const joinNetns = spec.netnsPath !== undefined ? [resolveCommand('nsenter'), `--net=${spec.netnsPath}`, '--'] : [];
     const argv = [
       '-c', WRAPPER, 'bubble-sandbox-wrapper',
       String(spec.limits.openFiles), String(fsizeBlocks), String(Math.max(1, Math.ceil(spec.cpuSeconds))),
       ...(cgroup?.procsFiles ?? []), '--',
-      ...identity, resolveCommand(deps.bwrapPath), ...invocation.argv,
+      ...joinNetns, ...identity, resolveCommand(deps.bwrapPath), ...invocation.argv,
     ];
 
     const child = spawn('/bin/sh', argv, { stdio, env: {}, windowsHide: true });

@@ -37,6 +37,8 @@ export interface RunRequest {
   /** Host uid/gid the sandbox runs as; null keeps ours (when we are not root). */
   identity: { uid: number; gid: number } | null;
   signal?: AbortSignal | undefined;
+  /** The session's network namespace to run in (SessionNetwork.netnsPath); absent: a private loopback-only one. */
+  netnsPath?: string | undefined;
   onOutput?: ((stream: 'stdout' | 'stderr', text: string) => void) | undefined;
 }
 

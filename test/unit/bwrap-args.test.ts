@@ -122,6 +122,15 @@ describe('buildBwrapInvocation', () => {
     expect(buildBwrapInvocation({ ...policy, procMasks: [] }).options.filter((a) => a.startsWith('/proc/'))).toEqual([]);
   });
 
+  test('shareNet keeps the joined network namespace: --share-net right after --unshare-all, nothing else changes', () => {
+    const base = buildBwrapInvocation(policy).options;
+    expect(base).not.toContain('--share-net');
+    expect(buildBwrapInvocation({ ...policy, shareNet: false }).options).toEqual(base);
+    const shared = buildBwrapInvocation({ ...policy, shareNet: true }).options;
+    expect(shared.slice(0, 4)).toEqual(['--unshare-all', '--share-net', '--unshare-user', '--disable-userns']);
+    expect(shared.filter((a) => a !== '--share-net')).toEqual(base);
+  });
+
   test('NUL bytes cannot smuggle extra options', () => {
     expect(() => encodeArgs(['--setenv', 'A', 'x\0--bind'])).toThrow(/NUL/);
     expect(encodeArgs(['a', 'b']).toString()).toBe('a\0b\0');

@@ -23,6 +23,8 @@ export interface KernelSpawnSpec {
   limits: ResourceLimits;
   identity: { uid: number; gid: number } | null;
   cpuSeconds: number;
+  /** The session's network namespace to join (see SandboxSpec.netnsPath). */
+  netnsPath?: string | undefined;
 }
 
 export interface DriverError {
@@ -100,6 +102,7 @@ export class KernelProcess {
       cpuSeconds: spec.cpuSeconds,
       extraPipes: 1,
       cgroupName: spec.cgroupName,
+      netnsPath: spec.netnsPath,
     });
     const proc = new KernelProcess(sandbox, logger);
     let startupStderr = '';

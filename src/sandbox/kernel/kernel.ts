@@ -34,6 +34,8 @@ export interface PythonKernelOptions {
   cpuSeconds?: number | undefined;
   startTimeoutMs?: number | undefined;
   logger?: Logger | undefined;
+  /** The session's network namespace (SessionNetwork.netnsPath); absent: a private loopback-only one. */
+  netnsPath?: string | undefined;
 }
 
 export class KernelClosedError extends Error {
@@ -131,6 +133,7 @@ export class PythonKernel {
       limits: o.limits,
       identity: o.identity,
       cpuSeconds: o.cpuSeconds ?? 24 * 3600,
+      netnsPath: o.netnsPath,
     }, o.startTimeoutMs ?? 20_000, o.logger);
     if (this.closed) {
       await proc.dispose();
