@@ -41,7 +41,7 @@ const WRAPPER = [
 const COMMAND_SEARCH_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 const resolvedCommands = new Map<string, string>();
 
-function resolveCommand(name: string): string {
+export function resolveCommand(name: string): string {
   if (name.includes('/')) return name;
   const cached = resolvedCommands.get(name);
   if (cached !== undefined) return cached;
