@@ -8,8 +8,10 @@
 // service (root) also installs nftables rules in the session's namespace, where the sandbox holds no
 // capability and cannot change them: its output chain refuses the host's own addresses, slirp's
 // virtual network, loopback, private, link-local, CGNAT, multicast and reserved destinations, except
-// slirp's DNS forwarder (10.0.2.3 port 53) and what the operator lists in allowPrivate (which never
-// opens the host's own addresses, loopback or 10.0.2.0/24). The rules go in, and are read back,
+// slirp's DNS forwarder (10.0.2.3 port 53) and what the operator lists in allowPrivate (which opens
+// only the private, link-local and CGNAT classes: never the host's own addresses, loopback,
+// 10.0.2.0/24, unspecified, multicast or reserved ones). The address set is read when the session's
+// network starts: an address the host gains later is not in it (the private classes still are). The rules go in, and are read back,
 // before slirp4netns starts, so there is no moment with a tap device and no rules.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -51,26 +53,37 @@ const SLIRP_NETWORK = '10.0.2.0/24';
 const SLIRP_DNS = '10.0.2.3';
 const GRACE_MS = 1000;
 
-/** Destinations refused unless inside allowPrivate. */
+/**
+ * Destinations refused unless inside allowPrivate (the exemptable classes of egress-address.ts's
+ * list, which this mirrors as CIDRs; nft cannot look inside embedded IPv4 as the proxy does).
+ */
 export const REFUSED_V4: readonly string[] = [
-  '0.0.0.0/8', // "this network", unspecified
   '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', // private
   '100.64.0.0/10', // CGNAT
   '169.254.0.0/16', // link-local, cloud metadata 169.254.169.254
+];
+export const REFUSED_V6: readonly string[] = [
+  'fc00::/7', // unique local, cloud metadata fd00:ec2::254
+  'fe80::/10', // link-local
+  'fec0::/10', // site-local
+  '64:ff9b:1::/48', // local-use NAT64
+];
+/** Destinations refused even when allowPrivate covers them (besides the host's own addresses). */
+export const NEVER_V4: readonly string[] = [
+  SLIRP_NETWORK, // slirp's virtual network: 10.0.2.2 is its alias for the host
+  '127.0.0.0/8', // loopback (the namespace's own goes out lo, accepted first)
+  '0.0.0.0/8', // "this network", unspecified
   '224.0.0.0/4', // multicast
   '240.0.0.0/4', // reserved, and the limited broadcast 255.255.255.255
 ];
-export const REFUSED_V6: readonly string[] = [
-  '::/128', // unspecified
+export const NEVER_V6: readonly string[] = [
+  '::/128', '::1/128', // unspecified, loopback
   '::ffff:0:0/96', // IPv4-mapped (never valid on the wire)
-  '64:ff9b::/96', // NAT64: would reach IPv4 destinations, private ones included, through a translator
-  'fc00::/7', // unique local, cloud metadata fd00:ec2::254
-  'fe80::/10', // link-local
+  '64:ff9b::/96', // NAT64: would reach any IPv4 destination, private ones included, through a translator
+  '2001::/32', // Teredo (embeds an obfuscated IPv4)
+  '2002::/16', // 6to4 (embeds an IPv4)
   'ff00::/8', // multicast
 ];
-/** Destinations refused even when allowPrivate covers them (besides the host's own addresses). */
-const NEVER_V4: readonly string[] = [SLIRP_NETWORK, '127.0.0.0/8'];
-const NEVER_V6: readonly string[] = ['::1/128'];
 
 // ---------------------------------------------------------------------------------------------
 // Addresses

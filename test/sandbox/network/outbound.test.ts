@@ -134,10 +134,10 @@ describe('outbound rules (no privileges needed)', () => {
 
   test('the ruleset refuses the host, slirp\'s network and the private classes, and lets DNS and allowPrivate through', () => {
     const rules = renderRuleset(['10.254.0.0/16'], ['203.0.113.9', '127.0.0.1', '2001:db8::5']);
-    expect(rules).toMatch(/set never4 \{[^}]*elements = \{ 10\.0\.2\.0\/24, 127\.0\.0\.0\/8, 203\.0\.113\.9, 127\.0\.0\.1 \}/);
-    expect(rules).toMatch(/set never6 \{[^}]*elements = \{ ::1, 2001:db8::5 \}/);
-    expect(rules).toMatch(/set refused4 \{[^}]*10\.0\.0\.0\/8, 172\.16\.0\.0\/12, 192\.168\.0\.0\/16, 100\.64\.0\.0\/10, 169\.254\.0\.0\/16, 224\.0\.0\.0\/4, 240\.0\.0\.0\/4/);
-    expect(rules).toMatch(/set refused6 \{[^}]*fc00::\/7, fe80::\/10, ff00::\/8/);
+    expect(rules).toMatch(/set never4 \{[^}]*elements = \{ 10\.0\.2\.0\/24, 127\.0\.0\.0\/8, 0\.0\.0\.0\/8, 224\.0\.0\.0\/4, 240\.0\.0\.0\/4, 203\.0\.113\.9, 127\.0\.0\.1 \}/);
+    expect(rules).toMatch(/set never6 \{[^}]*elements = \{ ::, ::1, ::ffff:0:0\/96, 64:ff9b::\/96, 2001::\/32, 2002::\/16, ff00::\/8, 2001:db8::5 \}/);
+    expect(rules).toMatch(/set refused4 \{[^}]*elements = \{ 10\.0\.0\.0\/8, 172\.16\.0\.0\/12, 192\.168\.0\.0\/16, 100\.64\.0\.0\/10, 169\.254\.0\.0\/16 \}/);
+    expect(rules).toMatch(/set refused6 \{[^}]*elements = \{ fc00::\/7, fe80::\/10, fec0::\/10, 64:ff9b:1::\/48 \}/);
     // Order matters: lo, DNS, never (host, 10.0.2.0/24, loopback), then allowPrivate, then the classes.
     const chain = rules.slice(rules.indexOf('chain output'));
     const order = ['oifname "lo" accept', 'ip daddr 10.0.2.3 meta l4proto { tcp, udp } th dport 53 accept', 'ip daddr @never4 reject', 'ip daddr @allow4 accept', 'ip daddr @refused4 reject'];
