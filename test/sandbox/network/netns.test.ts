@@ -9,6 +9,8 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { EgressDecision } from '../../../src/sandbox/network/egress-proxy.js';
 import { createSessionNetwork, PortConnectError, type SessionNetwork, type SessionNetworkOptions } from '../../../src/sandbox/network/session-network.js';
+import { PythonKernel } from '../../../src/sandbox/kernel/kernel.js';
+import { outboundAvailable } from '../../../src/sandbox/network/outbound.js';
 import { spawnSandbox, type SpawnedSandbox } from '../../../src/sandbox/spawn.js';
 import { PROJECT_ROOT, makeTempDir, sleep } from '../../helpers/host-env.js';
 import { bwrapUsable, createSandboxFixture, DEFAULT_LIMITS, IS_ROOT, TEST_UID, type SandboxFixture } from '../../helpers/sandbox.js';
@@ -103,6 +105,51 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('session network namespace', () => {
     expect(await probe(b, 'connect', String(SERVER_PORT))).toBe('error:ConnectionRefusedError');
     expect(await probe(null, 'connect', String(SERVER_PORT))).toBe('error:ConnectionRefusedError');
     expect(a.env).toEqual({});
+  });
+
+  test('an interpreter joins the session netns too: a server it keeps running is reached by an execution', async () => {
+    const n = await makeNetwork('kernel');
+    const kernel = new PythonKernel({
+      runner: fx.runner, environment: null, workspaceDir: fx.workspace, volumes: [], limits: DEFAULT_LIMITS, identity,
+      netnsPath: n.netnsPath,
+    });
+    try {
+      const started = await kernel.run(
+        "import subprocess\nsrv = subprocess.Popen(['/usr/bin/python3', '/workspace/net-probe.py', 'serve', '18766', 'from-kernel'], stdout=subprocess.PIPE)\nsrv.stdout.readline().decode().strip()",
+        { timeoutMs: 10_000, maxOutputChars: 10_000 },
+      );
+      expect(started.result).toBe("'listening'");
+      expect(await probe(n, 'connect', '18766')).toBe('answer:from-kernel');
+      expect(await probe(null, 'connect', '18766')).toBe('error:ConnectionRefusedError');
+    } finally {
+      await kernel.close();
+    }
+  });
+
+  test('a helper that cannot reach the egress socket fails the creation with the reason, leaving nothing behind', async () => {
+    // The run dir under a directory the session uid cannot search: the helper, once it has
+    // dropped to that uid, cannot reach egress.sock.
+    const closedParent = path.join(tmp, 'closed');
+    fs.mkdirSync(closedParent, { mode: 0o700 });
+    const runDir = path.join(closedParent, 'net');
+    await expect(createSessionNetwork({
+      key: 'unreachable', mode: 'allowlist', identity, runDir,
+      policy: () => ({ allow: [], deny: [] }), allowPrivate: [], logger,
+    })).rejects.toThrow(/network helper exited.*cannot reach the egress proxy socket/);
+    expect(fs.existsSync(runDir)).toBe(false);
+    expect(processesMentioning(path.join(runDir, 'ports.sock'))).toEqual([]);
+  });
+
+  test.skipIf(!outboundAvailable().available)('outbound: the namespace gets slirp\'s tap0, and close() stops slirp4netns', async () => {
+    const n = await makeNetwork('outbound', 'outbound');
+    expect(n.env).toEqual({});
+    const report = JSON.parse(await probe(n, 'privileges')) as Record<string, unknown>;
+    expect(report.interfaces).toEqual(['lo', 'tap0']);
+    expect(report.ip_link_add).toMatch(/^failed:.*Operation not permitted/);
+    const slirps = processesMentioning(n.netnsPath).filter((pid) => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('slirp4netns'));
+    expect(slirps).toHaveLength(1);
+    await n.close();
+    expect(fs.existsSync(`/proc/${slirps[0]}`)).toBe(false);
   });
 
   test('connectPort reaches a server inside the namespace through the helper; a closed port is ECONNREFUSED', async () => {
