@@ -1,23 +1,12 @@
 // Start-ups the service refuses, as real processes: a listen address other machines reach without
 // an API key, and a sandbox uid range another live instance on this host holds.
 import fs from 'node:fs';
-import { afterAll, afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import {
-  api, freePort, killAllServers, makeTempDir, removeTempDir, runCli, startServer } from '../helpers/server-process.js';
+  api, freePort, runCli, startServer, useTempDirs } from '../helpers/server-process.js';
 
 const IS_ROOT = process.getuid?.() === 0;
-const dirs: string[] = [];
-function tempDir(prefix: string, mode = 0o711): string {
-  const d = makeTempDir(prefix, mode);
-  dirs.push(d);
-  return d;
-}
-afterEach(async () => {
-  await killAllServers();
-});
-afterAll(() => {
-  for (const d of dirs) removeTempDir(d);
-});
+const tempDir = useTempDirs();
 
 const records = (dir: string) => fs.readdirSync(dir).filter((n) => n.endsWith('.json'));
 

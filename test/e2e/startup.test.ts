@@ -2,26 +2,12 @@
 // naming the variable; the CLI's exit statuses; and a service that keeps working next to other
 // bubble-sandbox processes.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import {
-  api, freePort, killAllServers, makeTempDir, runCli, startServer, type ExecResult, removeTempDir } from '../helpers/server-process.js';
+  api, freePort, runCli, startServer, useTempDirs, type ExecResult } from '../helpers/server-process.js';
 
-const dirs: string[] = [];
-function tempDir(prefix: string, mode = 0o711): string {
-  const d = makeTempDir(prefix, mode);
-  dirs.push(d);
-  return d;
-}
-
-afterEach(async () => {
-  await killAllServers();
-});
-
-afterAll(() => {
-  for (const d of dirs) removeTempDir(d);
-});
+const tempDir = useTempDirs();
 
 function oneLine(text: string): string[] {
   return text.split('\n').filter((l) => l.trim().length > 0);
@@ -45,8 +31,7 @@ describe('start-up settings', () => {
   }, 30_000);
 
   test('a workspace dir created with mode 0700 (as mkdtemp makes it) still runs executions, or start-up refuses it', async () => {
-    const workspaceDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-e2e-0700-'));
-    dirs.push(workspaceDir);
+    const workspaceDir = tempDir('bs-e2e-0700-', 0o700);
     expect(fs.statSync(workspaceDir).mode & 0o777).toBe(0o700);
     let server;
     try {

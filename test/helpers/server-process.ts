@@ -71,6 +71,25 @@ export function useWorkspaceDir(prefix: string, scope: 'each' | 'all' = 'each'):
   };
 }
 
+/**
+ * Temporary directories made on demand by the tests of a file (makeTempDir), all removed after
+ * the last of them; every server still running is killed after each test.
+ */
+export function useTempDirs(): (prefix: string, mode?: number) => string {
+  const dirs: string[] = [];
+  afterEach(async () => {
+    await killAllServers();
+  });
+  afterAll(() => {
+    for (const d of dirs.splice(0)) removeTempDir(d);
+  });
+  return (prefix, mode = 0o711) => {
+    const d = makeTempDir(prefix, mode);
+    dirs.push(d);
+    return d;
+  };
+}
+
 export async function startServer(opts: StartServerOptions): Promise<ServerProcess> {
   const port = await freePort();
   // A uid-range lock dir of its own, removed once the server has exited (unless the test names

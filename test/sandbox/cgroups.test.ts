@@ -151,6 +151,9 @@ describe.skipIf(REAL.mode === 'none' && !process.env.CI)(`real cgroups (${REAL.m
       maxSeen = Math.max(maxSeen, pidsIn(cg).length);
       await new Promise((r) => setTimeout(r, 5));
     }
+    // Once more after the shell's exit: on a loaded host it can fork its way to the limit and give
+    // up between two looks, and its orphaned sleeps are still in the cgroup then.
+    maxSeen = Math.max(maxSeen, pidsIn(cg).length);
     measured.pidsMaxSeen = maxSeen;
     expect(maxSeen).toBeGreaterThan(8);
     expect(maxSeen).toBeLessThanOrEqual(16);

@@ -69,6 +69,7 @@ describe('operations', () => {
       'GET /v1/sessions/{id}/files listFiles',
       'GET /v1/sessions/{id}/files/{path} downloadFile',
       'GET /v1/volumes listVolumes',
+      'PATCH /v1/sessions/{id}/network updateSessionNetwork',
       'POST /v1/execute executeOneShot',
       'POST /v1/sessions createSession',
       'POST /v1/sessions/{id}/execute executeInSession',
@@ -87,6 +88,8 @@ describe('named components', () => {
     expect(json(op(doc, 'post', '/v1/sessions/{id}/run_code'), '200')).toEqual(ref('RunCodeResult'));
     expect(json(op(doc, 'post', '/v1/sessions'), '201')).toEqual(ref('SessionInfo'));
     expect(json(op(doc, 'get', '/v1/sessions/{id}'), '200')).toEqual(ref('SessionInfo'));
+    expect(json(op(doc, 'patch', '/v1/sessions/{id}/network'), '200')).toEqual(ref('SessionInfo'));
+    expect(JSON.stringify(doc.components.schemas.SessionInfo)).toContain(JSON.stringify(ref('Network')));
     expect(json(op(doc, 'get', '/v1/sessions/{id}/files'), '200')).toEqual(ref('FileList'));
     expect(json(op(doc, 'get', '/v1/volumes'), '200')).toEqual(ref('VolumeList'));
     expect(json(op(doc, 'get', '/readyz'), '200')).toEqual(ref('Ready'));
@@ -121,8 +124,7 @@ describe('named components', () => {
         }
       }
     };
-    walk(path.join(REPO, 'src/server'));
-    walk(path.join(REPO, 'src/sessions'));
+    walk(path.join(REPO, 'src'));
     expect(thrown.size).toBeGreaterThan(20);
     expect([...thrown].filter((c) => !listed.includes(c)).sort()).toEqual([]);
     expect(listed.sort()).toEqual(Object.keys(ERROR_CODES).sort());
@@ -197,7 +199,7 @@ describe('the file path parameter', () => {
 
 describe('examples and bounds', () => {
   it('every request example in the document is accepted by the route it documents', async () => {
-    const created = await keyed.app.inject({ method: 'POST', url: '/v1/sessions', payload: { session_id: 'examples' }, headers: AUTH });
+    const created = await keyed.app.inject({ method: 'POST', url: '/v1/sessions', payload: { session_id: 'examples', network: { mode: 'allowlist' } }, headers: AUTH }); // PATCH .../network needs allowlist
     expect(created.statusCode).toBe(201);
     let sent = 0;
     const kinds = new Set<string>();
