@@ -39,7 +39,7 @@ function listen(s: net.Server, host: string, port: number): Promise<number> {
   });
 }
 
-/** GET /bytes/N answers N zero bytes; anything else is a JSON Echo. */
+/** GET /bytes/N answers N zero bytes, /redirect?u=URL a 302 to URL; anything else is a JSON Echo. */
 export async function startEchoServer(host = '127.0.0.1', port = 0): Promise<Local> {
   const big = Buffer.alloc(1024 * 1024);
   const state = { hits: 0 };
@@ -58,6 +58,11 @@ export async function startEchoServer(host = '127.0.0.1', port = 0): Promise<Loc
         res.end();
       };
       return pump();
+    }
+    const redirect = /^\/redirect\?u=(.+)$/.exec(req.url ?? '');
+    if (redirect) {
+      res.writeHead(302, { location: decodeURIComponent(redirect[1] ?? '') });
+      return void res.end();
     }
     let body = '';
     req.on('data', (d: Buffer) => (body += d.toString()));
