@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import dotenv from 'dotenv';
 import { z } from 'zod';
+import { parseCidrs } from './sandbox/network/egress-address.js';
 
 const MiB = 1024 * 1024;
 
@@ -26,6 +27,34 @@ const extensionList = z
       ctx.addIssue({ code: 'custom', message: 'must be a JSON list of extensions such as [".csv",".txt"]' });
       return z.NEVER;
     }
+  });
+
+/**
+ * CIDRs the egress proxy and outbound mode may connect to although they are private, loopback or
+ * link-local (for operators who mean to expose an internal service). Parsed by the egress
+ * policy's own parser, so what starts is exactly what the proxy will use.
+ */
+const cidrList = z
+  .string()
+  .transform((raw, ctx) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      parsed = null;
+    }
+    const list = z.array(z.string()).max(256).safeParse(parsed);
+    if (!list.success) {
+      ctx.addIssue({ code: 'custom', message: 'must be a JSON list of CIDRs such as ["10.1.0.0/16","fd00::/8"]' });
+      return z.NEVER;
+    }
+    try {
+      parseCidrs(list.data);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+    return Object.freeze<string[]>([...list.data]);
   });
 
 /** Each entry: env name suffix → schema, default (as the env string) and meaning (for .env.example and docs). */
@@ -78,6 +107,7 @@ export const SETTINGS = {
   SHUTDOWN_DRAIN_SECONDS: { schema: num(0, 3600), default: '5', doc: 'on SIGTERM, how long the service keeps serving with /readyz at 503 before it closes its listener, so a load balancer stops sending first (then SHUTDOWN_GRACE_SECONDS applies); 0: close at once. SIGINT and a second signal skip it' },
   SELF_TEST_ON_START: { schema: bool, default: 'true', doc: 'run the isolation self-test (check --full) in the background at start; /readyz reports its summary' },
   READY_CACHE_SECONDS: { schema: num(0, 3600), default: '10', doc: 'how long /readyz reuses its last sandbox probe' },
+  EGRESS_ALLOW_PRIVATE_CIDRS: { schema: cidrList, default: '[]', doc: 'JSON list of CIDRs that network modes allowlist and outbound may reach although they are loopback, private, link-local or CGNAT (e.g. ["10.1.2.0/24"] to expose an internal package mirror); default: none' },
   BWRAP_PATH: { schema: z.string().min(1), default: 'bwrap', doc: 'bubblewrap binary' },
 } as const;
 

@@ -22,7 +22,7 @@ export class SessionNotFoundError extends AppError {
 }
 export class SessionConflictError extends AppError {
   constructor(id: string) {
-    super(409, 'SESSION_CONFLICT', `Session '${id}' already exists with another environment or volumes`);
+    super(409, 'SESSION_CONFLICT', `Session '${id}' already exists with another environment, volumes or network`);
   }
 }
 export class MaxSessionsError extends AppError {
@@ -90,6 +90,23 @@ export class WorkspaceFullError extends AppError {
     super(413, 'WORKSPACE_FULL', 'The workspace has no room left for this upload (its disk quota is full); delete files and retry');
   }
 }
+/** A pattern of a network policy the egress proxy cannot use; the message names the field (`network.allow.2`). */
+export class InvalidNetworkPolicyError extends AppError {
+  constructor(field: string, why: string) {
+    super(400, 'INVALID_NETWORK_POLICY', `${field}: ${why}`);
+  }
+}
+export class NetworkModeMismatchError extends AppError {
+  constructor(id: string, mode: string) {
+    super(409, 'NETWORK_MODE_MISMATCH', `Session '${id}' has network mode '${mode}'; only an allowlist session has lists to change`);
+  }
+}
+/** 422: the request is well formed, but this host cannot give that network mode (see /readyz checks.network). */
+export class NetworkModeUnavailableError extends AppError {
+  constructor(mode: string, reason: string) {
+    super(422, 'NETWORK_MODE_UNAVAILABLE', `Network mode '${mode}' is not available on this host: ${reason}`);
+  }
+}
 export class BadRequestError extends AppError {
   constructor(code: string, message: string) {
     super(400, code, message);
@@ -122,6 +139,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   INVALID_CURSOR: '400: a file listing cursor that this server did not make',
   INVALID_MULTIPART: '400: the multipart body is malformed',
   NO_FILES: '400: an upload without any file part',
+  INVALID_NETWORK_POLICY: '400: a network allow or deny pattern the egress proxy cannot use (the message names the field and why)',
   BAD_REQUEST: '400: another client error without a code of its own',
   FST_ERR_BAD_URL: '400: the URL is not valid (bad percent-encoding)',
   FST_ERR_MAX_PARAM_LENGTH: '414: a URL segment is too long',
@@ -132,16 +150,18 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   ENVIRONMENT_NOT_FOUND: '404: no environment of this name',
   FILE_NOT_FOUND: '404: no regular file at this path',
   VOLUME_NOT_FOUND: '404: no shared volume of this name',
-  SESSION_CONFLICT: '409: the session exists with another environment or volumes',
+  SESSION_CONFLICT: '409: the session exists with another environment, volumes or network',
   ENVIRONMENT_UNAVAILABLE: '409: the environment exists but cannot be used',
   VOLUME_IN_USE: '409: a live session names the volume',
   PATH_CONFLICT: '409: the workspace changed under an upload; retry',
+  NETWORK_MODE_MISMATCH: '409: PATCH of a network policy on a session whose mode is not allowlist',
   UPLOAD_TOO_LARGE: '413: more than MAX_UPLOAD_SIZE_BYTES in one request; nothing kept',
   TOO_MANY_FILES: '413: more than MAX_UPLOAD_FILES file parts',
   WORKSPACE_FULL: '413: the workspace disk quota is full',
   FST_ERR_CTP_BODY_TOO_LARGE: '413: the JSON body is over the route\'s size limit',
   EXTENSION_NOT_ALLOWED: '415: a file extension not in ALLOWED_EXTENSIONS; nothing kept',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: '415: a content type the route does not take',
+  NETWORK_MODE_UNAVAILABLE: '422: this host cannot provide the network mode asked for (see /readyz checks.network); nothing created',
   MAX_SESSIONS: '429: MAX_SESSIONS sessions exist (Retry-After)',
   MAX_VOLUMES: '429: MAX_VOLUMES shared volumes exist',
   BUSY: '429: too many executions running or queued (Retry-After)',

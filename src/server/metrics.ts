@@ -20,6 +20,7 @@ export interface Metrics {
   httpDuration: Histogram<'method' | 'route' | 'status_code'>;
   executionsQueued: Gauge;
   interpretersLive: Gauge;
+  egressRequests: Counter<'decision'>;
 }
 
 /** Default metrics prom-client exposes as gauges under a counter's *_total name. */
@@ -64,6 +65,12 @@ export function createMetrics(): Metrics {
     }),
     executionsQueued: new Gauge({ name: 'bubble_sandbox_executions_queued', help: 'Executions waiting for a free sandbox slot', registers: [registry] }),
     interpretersLive: new Gauge({ name: 'bubble_sandbox_interpreters_live', help: 'Persistent run_code interpreters alive now', registers: [registry] }),
+    egressRequests: new Counter({
+      name: 'bubble_sandbox_egress_requests_total',
+      help: 'Connections the egress proxy of allowlist sessions let through (allowed) or refused (denied)',
+      labelNames: ['decision'],
+      registers: [registry],
+    }),
   };
 }
 
@@ -82,6 +89,9 @@ export function metricsObserver(metrics: Metrics): SessionObserver {
     },
     onWorkspacePoolChanged(ready: number): void {
       metrics.workspacePoolReady.set(ready);
+    },
+    onEgressDecision(decision: 'allowed' | 'denied'): void {
+      metrics.egressRequests.inc({ decision });
     },
   };
 }

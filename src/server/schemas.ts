@@ -4,6 +4,7 @@
 // JSON Schema keywords in `.meta()` so that the document shows them too.
 import { z } from 'zod';
 import { ERROR_CODES } from '../errors.js';
+import { MAX_NETWORK_PATTERN_CHARS, MAX_NETWORK_PATTERNS, NETWORK_MODES } from '../sessions/network-policy.js';
 
 export const SessionIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]{1,64}');
 export const EnvironmentNameSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]+ (at most 64 characters)');
@@ -34,11 +35,34 @@ const VolumesSchema = z
   .refine((v) => Object.keys(v).length <= 16, 'at most 16 volumes')
   .meta({ description: 'volume name → "ro" or "rw"; mounted at /volumes/<name>', maxProperties: 16 });
 
+const NetworkPatternListSchema = (what: string) => z
+  .array(z.string().min(1).max(MAX_NETWORK_PATTERN_CHARS))
+  .max(MAX_NETWORK_PATTERNS)
+  .describe(`${what}: each an exact host name, \`*.suffix\` for its subdomains only, or an IP literal, optionally with \`:port\` (without one, 80 and 443); at most ${MAX_NETWORK_PATTERNS}`);
+const NetworkAllowSchema = NetworkPatternListSchema('hosts the egress proxy connects to');
+const NetworkDenySchema = NetworkPatternListSchema('hosts refused even when `allow` matches');
+
+const LISTS_NEED_ALLOWLIST = { message: 'allow and deny are only for mode "allowlist"', path: ['mode'] };
+export const NetworkSchema = z
+  .strictObject({
+    mode: z.enum(NETWORK_MODES).describe('none: loopback only; allowlist: HTTP(S) through the egress proxy to the hosts in allow; outbound: general outbound TCP/UDP, never the host itself'),
+    allow: NetworkAllowSchema.optional(),
+    deny: NetworkDenySchema.optional(),
+  })
+  .refine((n) => n.mode === 'allowlist' || (n.allow === undefined && n.deny === undefined), LISTS_NEED_ALLOWLIST)
+  .meta({
+    description: 'the sandbox\'s network; absent means {"mode":"none"}. allow and deny only with mode allowlist',
+    // The refine above, for the document.
+    if: { properties: { mode: { not: { const: 'allowlist' } } } },
+    then: { properties: { allow: { not: {} }, deny: { not: {} } } },
+  });
+
 export const CreateSessionBodySchema = z
   .strictObject({
     environment: EnvironmentNameSchema.optional().describe('execution environment (default "bare")'),
     session_id: SessionIdSchema.optional().describe('your own id; a random one when absent'),
     volumes: VolumesSchema.optional(),
+    network: NetworkSchema.optional(),
   });
 /** The body may be absent altogether (curl -X POST with no data): every field is optional. */
 export const CreateSessionBodyOrNothingSchema = CreateSessionBodySchema.nullish().meta({
@@ -46,8 +70,13 @@ export const CreateSessionBodyOrNothingSchema = CreateSessionBodySchema.nullish(
   'x-examples': {
     minimal: { summary: 'a session in the default environment, with a random id', value: {} },
     named: { summary: 'your own id, an environment and a read-only shared volume', value: { session_id: 'demo', environment: 'bare', volumes: { 'shared-data': 'ro' } } },
+    allowlist: { summary: 'HTTP(S) to the package index only, through the egress proxy', value: { network: { mode: 'allowlist', allow: ['pypi.org', '*.pythonhosted.org'] } } },
   },
 });
+
+const NetworkInfoSchema = z
+  .object({ mode: z.enum(NETWORK_MODES), allow: z.array(z.string()).optional(), deny: z.array(z.string()).optional() })
+  .meta({ id: 'Network', description: 'the session\'s network as given, with mode filled in; allowlist always shows both lists' });
 
 export const SessionInfoSchema = z
   .object({
@@ -57,9 +86,20 @@ export const SessionInfoSchema = z
     last_activity: z.string(),
     expires_at: z.string(),
     volumes: z.record(z.string(), z.enum(['ro', 'rw'])),
+    network: NetworkInfoSchema,
   })
   .meta({ id: 'SessionInfo' });
 export const SessionListSchema = z.object({ sessions: z.array(SessionInfoSchema) }).meta({ id: 'SessionList' });
+
+export const UpdateNetworkBodySchema = z
+  .strictObject({ allow: NetworkAllowSchema.optional(), deny: NetworkDenySchema.optional() })
+  .meta({
+    description: 'replaces the lists of an allowlist session; a list left out stays as it was',
+    'x-examples': {
+      allow: { summary: 'replace the allow list', value: { allow: ['pypi.org', '*.pythonhosted.org', 'api.example.com:443'] } },
+      deny: { summary: 'refuse one host from now on, allow unchanged', value: { deny: ['evil.pypi.org'] } },
+    },
+  });
 
 export const SessionParamsSchema = z.strictObject({ id: SessionIdSchema });
 
@@ -150,7 +190,7 @@ export const InputFileSchema = z.strictObject({
 });
 
 export const OneShotBodySchema = z
-  .strictObject({ ...ExecuteFields, environment: EnvironmentNameSchema.optional(), files: z.array(InputFileSchema).max(1000).optional() })
+  .strictObject({ ...ExecuteFields, environment: EnvironmentNameSchema.optional(), files: z.array(InputFileSchema).max(1000).optional(), network: NetworkSchema.optional() })
   .refine(exactlyOneProgram, ONE_PROGRAM)
   .meta({
     description: 'exactly one of script, command or argv, run in a fresh workspace that holds `files`',

@@ -42,6 +42,8 @@ export interface WorkspaceTarget {
   identity: { uid: number; gid: number } | null;
   /** How the session learns what an execution changed; a scan before and after when absent. */
   changes?: ChangeSource | undefined;
+  /** The network namespace to run in (a session's, or a one-shot run's); absent: a private loopback-only one. */
+  netnsPath?: string | undefined;
 }
 
 /** Tells what one execution changed in its workspace. */
@@ -106,6 +108,7 @@ export async function executeInWorkspace(deps: ExecutorDeps, target: WorkspaceTa
     maxOutputChars: deps.maxOutputChars,
     limits: req.limits,
     identity: target.identity,
+    netnsPath: target.netnsPath,
     signal: req.signal,
     onOutput: req.onOutput,
   }));

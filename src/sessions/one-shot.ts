@@ -6,7 +6,8 @@ import path from 'node:path';
 import type { Config } from '../config.js';
 import type { ExecutionRequest, ExecutionResult } from './executor.js';
 import { executeInWorkspace } from './executor.js';
-import type { SessionManager } from './session-manager.js';
+import type { NetworkInput, SessionManager } from './session-manager.js';
+import { withNetworkEnv } from './session-executions.js';
 import { readUpTo } from '../workspace/exact-length-read.js';
 import { readFileSafe, writeFileSafe } from '../workspace/workspace-fs.js';
 
@@ -23,19 +24,25 @@ export type OneShotResult = Omit<ExecutionResult, 'files'> & {
 export async function runOneShot(
   manager: SessionManager,
   config: Config,
-  input: { environment: string; files: { path: string; content: Buffer }[]; request: ExecutionRequest },
+  input: { environment: string; files: { path: string; content: Buffer }[]; request: ExecutionRequest; network?: NetworkInput | undefined },
 ): Promise<OneShotResult> {
+  const network = manager.checkOneShotNetwork(input.network);
   const environment = await manager.resolveEnvironment(input.environment);
   const slot = manager.reserveTemporarySlot();
-  const dir = path.join(manager.layout.oneshot, randomBytes(12).toString('hex'));
+  const runId = randomBytes(12).toString('hex');
+  const dir = path.join(manager.layout.oneshot, runId);
   const workspace = path.join(dir, 'workspace');
+  // Mode none keeps bwrap's own private loopback-only namespace: nothing to share with.
+  const networkKey = network.mode === 'none' ? null : `oneshot-${runId}`;
   try {
     const identity = manager.identityForSlot(slot);
     await manager.newOneShotWorkspace(dir, identity);
     for (const f of input.files) {
       await writeFileSafe(workspace, f.path, f.content, { owner: identity ?? undefined, mkdirs: true });
     }
-    const result = await executeInWorkspace(manager.executorDeps(), { environment, workspaceDir: workspace, volumes: [], identity }, input.request);
+    const net = networkKey === null ? null : await manager.openOneShotNetwork(networkKey, network, identity);
+    const request = net === null ? input.request : { ...input.request, env: withNetworkEnv(input.request.env, net) };
+    const result = await executeInWorkspace(manager.executorDeps(), { environment, workspaceDir: workspace, volumes: [], identity, netnsPath: net?.netnsPath }, request);
 
     const outputs: OutputFile[] = [];
     const omitted: string[] = [];
@@ -63,6 +70,7 @@ export async function runOneShot(
     }
     return { ...result, files: { ...result.files, outputs, outputs_omitted: omitted } };
   } finally {
+    if (networkKey !== null) await manager.closeOneShotNetwork(networkKey);
     manager.releaseTemporarySlot(slot);
     await manager.removeOneShotWorkspace(dir);
   }

@@ -4,6 +4,7 @@
 import type { Config } from '../config.js';
 import type { Environment } from '../sandbox/environments.js';
 import type { KernelRunResult } from '../sandbox/kernel/kernel.js';
+import type { NetworkJoin } from './session-networks.js';
 import type { VolumeMount } from '../sandbox/types.js';
 import { SessionNotFoundError, ShuttingDownError } from '../errors.js';
 import { executeInWorkspace, withChangedFiles, type ExecutionRequest, type ExecutionResult } from './executor.js';
@@ -35,6 +36,8 @@ export interface ExecutionHost {
   ownerOf(record: SessionRecord): { uid: number; gid: number } | null;
   volumeMounts(volumes: Record<string, 'ro' | 'rw'>): VolumeMount[];
   executorDeps(): Parameters<typeof executeInWorkspace>[0];
+  /** The session's network namespace, made at first use. */
+  networkOf(record: SessionRecord): Promise<NetworkJoin>;
 }
 
 export class SessionExecutions {
@@ -56,20 +59,28 @@ export class SessionExecutions {
 
   /** Run in the session's workspace, after the session's earlier executions. */
   async execute(id: string, req: ExecutionRequest): Promise<ExecutionResult> {
-    return this.inTurn(id, req.signal, (record, environment, signal) => executeInWorkspace(
-      this.host.executorDeps(),
-      { environment, workspaceDir: this.host.workspaceDir(id), volumes: this.host.volumeMounts(record.volumes), identity: this.host.ownerOf(record), changes: this.changesOf(id) },
-      { ...req, signal },
-    ));
+    return this.inTurn(id, req.signal, async (record, environment, signal) => {
+      const network = await this.host.networkOf(record);
+      return executeInWorkspace(
+        this.host.executorDeps(),
+        {
+          environment, workspaceDir: this.host.workspaceDir(id), volumes: this.host.volumeMounts(record.volumes), identity: this.host.ownerOf(record),
+          changes: this.changesOf(id), netnsPath: network.netnsPath,
+        },
+        { ...req, env: withNetworkEnv(req.env, network), signal },
+      );
+    });
   }
 
   /** Run a cell in the session's persistent interpreter, after the session's earlier work. */
   async runCode(id: string, req: RunCodeRequest): Promise<RunCodeResult> {
     const host = this.host;
-    return this.inTurn(id, req.signal, (record, environment, signal) => {
+    return this.inTurn(id, req.signal, async (record, environment, signal) => {
       const workspaceDir = host.workspaceDir(id);
+      const network = await host.networkOf(record);
+      const target = { environment, workspaceDir, volumes: host.volumeMounts(record.volumes), identity: host.ownerOf(record), netnsPath: network.netnsPath, env: { ...network.env } };
       return withChangedFiles(host.executorDeps(), { workspaceDir, changes: this.changesOf(id) }, signal, () =>
-        host.kernels.run(id, { environment, workspaceDir, volumes: host.volumeMounts(record.volumes), identity: host.ownerOf(record) }, req.code, {
+        host.kernels.run(id, target, req.code, {
           timeoutMs: Math.round(req.timeoutSeconds * 1000),
           maxOutputChars: host.config.maxOutputChars,
           graceMs: host.config.kernelInterruptGraceSeconds * 1000,
@@ -111,4 +122,14 @@ export class SessionExecutions {
   private changesOf(id: string) {
     return this.host.changes.forSession(id, this.host.workspaceDir(id), () => this.host.isLive(id));
   }
+}
+
+/**
+ * The request's variables with the network's on top: in an allowlist session the proxy variables
+ * always point at the session's proxy (a request cannot point them elsewhere; there is no other
+ * way out of the namespace anyway, so overriding them could only break the client's own calls).
+ */
+export function withNetworkEnv(env: Record<string, string> | undefined, network: Pick<NetworkJoin, 'env'>): Record<string, string> | undefined {
+  if (Object.keys(network.env).length === 0) return env;
+  return { ...env, ...network.env };
 }

@@ -14,6 +14,10 @@ export interface KernelTarget {
   workspaceDir: string;
   volumes: VolumeMount[];
   identity: { uid: number; gid: number } | null;
+  /** The session's network namespace; a restarted interpreter joins the same one. */
+  netnsPath?: string | undefined;
+  /** Variables of the session's network (the proxy variables of an allowlist session). */
+  env?: Record<string, string> | undefined;
 }
 
 export class SessionKernels {
@@ -37,6 +41,8 @@ export class SessionKernels {
       volumes: target.volumes,
       limits: this.deps.sandbox.defaultLimits,
       identity: target.identity,
+      netnsPath: target.netnsPath,
+      env: target.env,
       idleMs: this.deps.config.kernelIdleTimeoutSeconds * 1000,
       logger: this.deps.logger,
     }));

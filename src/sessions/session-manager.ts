@@ -9,9 +9,12 @@ import type { Environment } from '../sandbox/environments.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { VolumeMount } from '../sandbox/types.js';
 import {
-  MaxSessionsError, MaxVolumesError, PersistentSessionsDisabledError, SessionConflictError, SessionNotFoundError, ShuttingDownError,
+  MaxSessionsError, MaxVolumesError, NetworkModeMismatchError, PersistentSessionsDisabledError, SessionConflictError, SessionNotFoundError, ShuttingDownError,
   VolumeInUseError, VolumeNotFoundError,
 } from '../errors.js';
+import type { EgressDecision } from '../sandbox/network/egress-proxy.js';
+import { checkNetworkPatterns, normalizeNetwork, sameNetwork, type NetworkModeName, type NetworkPolicy } from './network-policy.js';
+import { SessionNetworks, type NetworkJoin } from './session-networks.js';
 import { EnvironmentCache } from './environment-cache.js';
 import type { ExecutionObserver, ExecutionRequest, ExecutionResult } from './executor.js';
 import { ExecutionLimiter, SerialQueues } from './limiter.js';
@@ -37,6 +40,7 @@ export interface SessionInfo {
   last_activity: string;
   expires_at: string;
   volumes: Record<string, 'ro' | 'rw'>;
+  network: NetworkPolicy;
 }
 
 /** A shared volume, with the live sessions that name it. */
@@ -50,6 +54,13 @@ export interface CreateSessionInput {
   environment?: string | undefined;
   session_id?: string | undefined;
   volumes?: Record<string, 'ro' | 'rw'> | undefined;
+  network?: NetworkInput | undefined;
+}
+
+export interface NetworkInput {
+  mode?: NetworkModeName | undefined;
+  allow?: string[] | undefined;
+  deny?: string[] | undefined;
 }
 
 /** What the manager reports besides executions (the metrics implement it). */
@@ -58,6 +69,8 @@ export interface SessionObserver extends ExecutionObserver {
   /** A new session's workspace: claimed from the pool, or built on the request path. */
   onWorkspaceCreated(source: 'pool' | 'built'): void;
   onWorkspacePoolChanged(ready: number): void;
+  /** The egress proxy of an allowlist session (or one-shot run) let a connection through or refused it. */
+  onEgressDecision?(decision: EgressDecision['decision']): void;
 }
 
 export interface SessionManagerDeps {
@@ -91,6 +104,9 @@ export class SessionManager {
 
   readonly kernels: SessionKernels;
   readonly changes: SessionChanges;
+  readonly networks: SessionNetworks;
+  /** Record writes of one session, one after another (a flush never lands after a newer write). */
+  private readonly writes = new Map<string, Promise<void>>();
   private tracker: ChangeTracker | null = null;
   private trackerFailures = 0;
   /** Why there is no working change tracker (when there is none). */
@@ -100,6 +116,10 @@ export class SessionManager {
     this.kernels = new SessionKernels({ config: deps.config, sandbox: deps.sandbox, logger: deps.logger });
     this.changes = new SessionChanges(deps.logger);
     this.layout = storeLayout(deps.config.workspaceDir);
+    this.networks = new SessionNetworks({
+      root: this.layout.net, allowPrivate: deps.config.egressAllowPrivateCidrs, logger: deps.logger,
+      onEgressDecision: (d) => deps.observer?.onEgressDecision?.(d.decision),
+    });
     this.limiter = new ExecutionLimiter(deps.config.maxConcurrentExecutions, deps.config.maxQueuedExecutions);
     this.now = deps.now ?? Date.now;
     this.slots = new UidSlots(() => [...this.sessions.values()].map((s) => s.uid_slot), deps.config.maxConcurrentExecutions + deps.config.maxQueuedExecutions);
@@ -118,6 +138,7 @@ export class SessionManager {
       ownerOf: (record) => this.ownerOf(record),
       volumeMounts: (volumes) => this.volumeMounts(volumes),
       executorDeps: () => this.executorDeps(),
+      networkOf: (record) => this.networkOf(record),
     });
   }
 
@@ -132,6 +153,7 @@ export class SessionManager {
     }
     await this.startChangeTracking();
     await clearLeftovers(this.layout, this.deps.logger);
+    await this.networks.init();
     const { records, broken } = await readAllRecords(this.layout);
     for (const id of broken) this.deps.logger.warn({ session_id: id }, 'unreadable session metadata left in place');
     for (const record of records) {
@@ -198,6 +220,7 @@ export class SessionManager {
     return {
       session_id: r.session_id, environment: r.environment, created_at: r.created_at,
       last_activity: r.last_activity, expires_at: new Date(expires).toISOString(), volumes: r.volumes,
+      network: copyNetwork(r.network),
     };
   }
 
@@ -218,12 +241,15 @@ export class SessionManager {
   private async createNow(input: CreateSessionInput): Promise<{ session: SessionInfo; created: boolean }> {
     const environment = input.environment ?? 'bare';
     const volumes = input.volumes ?? {};
+    const network = normalizeNetwork(input.network);
+    this.checkPatterns(network, 'network');
     const id = input.session_id ?? crypto.randomUUID().replace(/-/g, '');
     const existing = this.sessions.get(id);
     if (existing) {
-      if (existing.environment !== environment || !sameVolumes(existing.volumes, volumes)) throw new SessionConflictError(id);
+      if (existing.environment !== environment || !sameVolumes(existing.volumes, volumes) || !sameNetwork(existing.network, network)) throw new SessionConflictError(id);
       return { session: this.info(await this.touch(id)), created: false };
     }
+    this.networks.assertAvailable(network.mode);
     if (this.sessions.size >= this.deps.config.maxSessions) throw new MaxSessionsError(this.deps.config.maxSessions, 30);
     await this.resolveEnvironment(environment);
     await this.checkVolumeCap(Object.keys(volumes));
@@ -236,7 +262,7 @@ export class SessionManager {
     for (const name of Object.keys(volumes)) await this.ensureVolume(name, group);
 
     const stamp = new Date(this.now()).toISOString();
-    const record: SessionRecord = { session_id: id, environment, created_at: stamp, last_activity: stamp, volumes, uid_slot: slot };
+    const record: SessionRecord = { session_id: id, environment, created_at: stamp, last_activity: stamp, volumes, uid_slot: slot, network };
     const { flushed } = await writeRecord(this.layout, record, { deferFlush: true });
     this.track(flushed.catch((err: unknown) => {
       // Gone already (deleted right after its create) is fine; anything else is worth a look.
@@ -247,7 +273,7 @@ export class SessionManager {
     if (source === 'kept') this.deps.logger.info({ audit: 'session.reattached', session_id: id, environment, uid_slot: slot }, 'session re-attached to its kept workspace');
     else {
       this.deps.observer?.onWorkspaceCreated(source);
-      this.deps.logger.info({ audit: 'session.created', session_id: id, environment, uid_slot: slot, workspace: source }, 'session created');
+      this.deps.logger.info({ audit: 'session.created', session_id: id, environment, uid_slot: slot, workspace: source, network: network.mode }, 'session created');
     }
     if (source === 'pool') this.pool.settled();
     return { session: this.info(record), created: true };
@@ -269,8 +295,81 @@ export class SessionManager {
     this.dirty.clear();
     for (const id of ids) {
       const record = this.sessions.get(id);
-      if (record) await writeRecord(this.layout, record).catch((err: unknown) => this.deps.logger.error({ err, session_id: id }, 'could not write session metadata'));
+      if (record) await this.persist(record).catch((err: unknown) => this.deps.logger.error({ err, session_id: id }, 'could not write session metadata'));
     }
+  }
+
+  /** Writes the record as it is when its turn comes, after the session's earlier writes. */
+  private async persist(record: SessionRecord): Promise<void> {
+    const id = record.session_id;
+    const done = (this.writes.get(id) ?? Promise.resolve()).catch(() => undefined).then(async () => {
+      await writeRecord(this.layout, record);
+    });
+    this.writes.set(id, done);
+    try {
+      await done;
+    } finally {
+      if (this.writes.get(id) === done) this.writes.delete(id);
+    }
+  }
+
+  /**
+   * Replaces the allow and/or deny list of an allowlist session (a list left out stays). Every
+   * pattern is checked first; the new policy is on disk before the answer, and the egress proxy
+   * reads it on its next connection. In the lifecycle queue, so it never races a delete.
+   */
+  async updateNetwork(id: string, lists: { allow?: string[] | undefined; deny?: string[] | undefined }): Promise<SessionInfo> {
+    if (this.closing) throw new ShuttingDownError();
+    return this.serial.run(LIFECYCLE, async () => {
+      const record = this.sessions.get(id);
+      if (!record) throw new SessionNotFoundError(id);
+      if (record.network.mode !== 'allowlist') throw new NetworkModeMismatchError(id, record.network.mode);
+      this.checkPatterns(lists, '');
+      const before = record.network;
+      record.network = { mode: 'allowlist', allow: [...(lists.allow ?? before.allow ?? [])], deny: [...(lists.deny ?? before.deny ?? [])] };
+      record.last_activity = new Date(this.now()).toISOString();
+      try {
+        await this.persist(record);
+      } catch (err) {
+        record.network = before;
+        throw err;
+      }
+      this.deps.logger.info({ audit: 'session.network_updated', session_id: id, allow: record.network.allow?.length, deny: record.network.deny?.length }, 'session network policy updated');
+      return this.info(record);
+    });
+  }
+
+  private checkPatterns(lists: { allow?: string[] | undefined; deny?: string[] | undefined }, field: string): void {
+    checkNetworkPatterns(lists, field);
+  }
+
+  /**
+   * The session's network namespace, made at its first execution or interpreter start. Its
+   * policy is read from the live record, so a PATCH reaches the running proxy.
+   */
+  private async networkOf(record: SessionRecord): Promise<NetworkJoin> {
+    const id = record.session_id;
+    return this.networks.join(id, {
+      policy: () => this.sessions.get(id)?.network ?? record.network,
+      identity: this.ownerOf(record),
+    });
+  }
+
+  /** A network of its own for one one-shot run (allowlist or outbound); the caller closes it with closeOneShotNetwork. */
+  async openOneShotNetwork(key: string, network: NetworkPolicy, identity: { uid: number; gid: number } | null): Promise<NetworkJoin> {
+    return this.networks.join(key, { policy: () => network, identity });
+  }
+
+  async closeOneShotNetwork(key: string): Promise<void> {
+    await this.networks.close(key);
+  }
+
+  /** Checks a one-shot run's network the way a session create does (patterns, then availability). */
+  checkOneShotNetwork(input: NetworkInput | undefined, field = 'network'): NetworkPolicy {
+    const network = normalizeNetwork(input);
+    this.checkPatterns(network, field);
+    this.networks.assertAvailable(network.mode);
+    return network;
   }
 
   workspaceDir(id: string): string {
@@ -304,6 +403,7 @@ export class SessionManager {
     this.executions.abort(id);
     await this.kernels.stop(id);
     await this.serial.run(id, async () => {
+      await this.networks.close(id);
       await this.changes.forget(id, workspaceOf(this.layout, id));
       if (clearData) await this.removeSessionData(id);
       else {
@@ -426,6 +526,7 @@ export class SessionManager {
       this.sessions.delete(record.session_id);
       this.dirty.delete(record.session_id);
       await this.kernels.stop(record.session_id);
+      await this.networks.close(record.session_id);
       await this.changes.forget(record.session_id, workspaceOf(this.layout, record.session_id));
       await this.removeSessionData(record.session_id);
       expired.push(record.session_id);
@@ -446,6 +547,7 @@ export class SessionManager {
     this.executions.abortAll();
     while (this.executions.runningCount > 0) await new Promise((r) => setTimeout(r, 20));
     await this.kernels.closeAll();
+    await this.networks.closeAll();
     await this.tracker?.close();
     await Promise.all(this.flushing);
     for (const id of this.sessions.keys()) this.dirty.add(id);
@@ -489,6 +591,10 @@ export class SessionManager {
   private countChanged(): void {
     this.deps.observer?.onSessionCountChanged(this.sessions.size);
   }
+}
+
+function copyNetwork(n: NetworkPolicy): NetworkPolicy {
+  return n.mode === 'allowlist' ? { mode: n.mode, allow: [...(n.allow ?? [])], deny: [...(n.deny ?? [])] } : { mode: n.mode };
 }
 
 function sameVolumes(a: Record<string, string>, b: Record<string, string>): boolean {

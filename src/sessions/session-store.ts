@@ -5,6 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { untraversableAncestor } from '../sandbox/traversable.js';
+import { NetworkPolicyRecordSchema } from './network-policy.js';
 
 export const SessionRecordSchema = z.object({
   session_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
@@ -13,6 +14,8 @@ export const SessionRecordSchema = z.object({
   last_activity: z.string(),
   volumes: z.record(z.string(), z.enum(['ro', 'rw'])),
   uid_slot: z.number().int().min(0),
+  // Records written before network policies existed have none: mode none, as they ran.
+  network: NetworkPolicyRecordSchema.default({ mode: 'none' }),
 });
 export type SessionRecord = z.infer<typeof SessionRecordSchema>;
 
@@ -26,6 +29,8 @@ export interface StoreLayout {
   oneshot: string;
   /** Quota workspaces built ahead for new sessions (workspace-pool.ts). */
   pool: string;
+  /** Run directories of network namespaces (egress proxy sockets): <workspace_dir>/run/net, cleared at start. */
+  net: string;
 }
 
 export function storeLayout(workspaceDir: string): StoreLayout {
@@ -37,6 +42,7 @@ export function storeLayout(workspaceDir: string): StoreLayout {
     staging: path.join(workspaceDir, 'staging'),
     oneshot: path.join(workspaceDir, 'oneshot'),
     pool: path.join(workspaceDir, 'pool'),
+    net: path.join(workspaceDir, 'run', 'net'),
   };
 }
 
@@ -53,7 +59,7 @@ export async function ensureLayout(layout: StoreLayout): Promise<void> {
   await fs.mkdir(layout.root, { recursive: true, mode: 0o711 });
   const blocked = untraversableAncestor(path.dirname(layout.root));
   if (blocked !== null) throw new Error(`${blocked} is not traversable by the sandbox uids, so no workspace below it can be mounted; chmod o+x it`);
-  for (const dir of [layout.root, layout.sessions, layout.volumes, layout.volumeImages, layout.staging, layout.oneshot, layout.pool]) {
+  for (const dir of [layout.root, layout.sessions, layout.volumes, layout.volumeImages, layout.staging, layout.oneshot, layout.pool, path.dirname(layout.net), layout.net]) {
     await fs.mkdir(dir, { recursive: true, mode: 0o711 });
     const st = await fs.lstat(dir);
     if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);

@@ -31,9 +31,12 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }>
   return { value, ms: performance.now() - started };
 }
 
-/** Processes running as `uid` below this test process (sandboxes of other test files share uids). */
+/**
+ * Processes running as `uid` below this test process (sandboxes of other test files share uids),
+ * except the session network's helper, which runs as the session's uid for the session's life.
+ */
 function ourSandboxProcesses(uid: number): HostProcess[] {
-  return descendantsOf(process.pid).filter((p) => p.uid === uid);
+  return descendantsOf(process.pid).filter((p) => p.uid === uid && !p.command.includes('netns-helper.py'));
 }
 
 /**

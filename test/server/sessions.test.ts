@@ -18,7 +18,8 @@ describe('POST /v1/sessions', () => {
     const res = await t.app.inject({ method: 'POST', url: '/v1/sessions', payload: { session_id: 'info-1', environment: 'bare' } });
     expect(res.statusCode).toBe(201);
     const s = res.json<SessionInfoBody>();
-    expect(Object.keys(s).sort()).toEqual(['created_at', 'environment', 'expires_at', 'last_activity', 'session_id', 'volumes']);
+    expect(Object.keys(s).sort()).toEqual(['created_at', 'environment', 'expires_at', 'last_activity', 'network', 'session_id', 'volumes']);
+    expect(s.network).toEqual({ mode: 'none' });
     expect(s.session_id).toBe('info-1');
     expect(s.environment).toBe('bare');
     expect(s.volumes).toEqual({});

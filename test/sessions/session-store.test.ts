@@ -8,7 +8,7 @@ import { ensureLayout, readAllRecords, sessionDir, storeLayout, writeRecord, typ
 let root = '';
 let layout: StoreLayout;
 const record = (id: string): SessionRecord => ({
-  session_id: id, environment: 'bare', created_at: '2026-11-26T00:00:00.000Z', last_activity: '2026-11-26T00:00:00.000Z', volumes: {}, uid_slot: 3,
+  session_id: id, environment: 'bare', created_at: '2026-11-26T00:00:00.000Z', last_activity: '2026-11-26T00:00:00.000Z', volumes: {}, uid_slot: 3, network: { mode: 'none' },
 });
 
 beforeEach(async () => {
@@ -42,5 +42,20 @@ describe('writeRecord', () => {
     const { flushed } = await writeRecord(layout, record('gone'), { deferFlush: true });
     fs.rmSync(sessionDir(layout, 'gone'), { recursive: true });
     await expect(flushed).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
+
+describe('readAllRecords', () => {
+  it('a record written before network policies existed loads as mode none; a stored policy loads as written', async () => {
+    const old: Partial<SessionRecord> = record('old');
+    delete old.network;
+    fs.mkdirSync(sessionDir(layout, 'old'));
+    fs.writeFileSync(path.join(sessionDir(layout, 'old'), 'meta.json'), JSON.stringify(old));
+    const withPolicy = { ...record('net'), network: { mode: 'allowlist' as const, allow: ['pypi.org'], deny: ['evil.pypi.org'] } };
+    fs.mkdirSync(sessionDir(layout, 'net'));
+    await (await writeRecord(layout, withPolicy)).flushed;
+    const { records, broken } = await readAllRecords(layout);
+    expect(broken).toEqual([]);
+    expect(records.sort((a, b) => a.session_id.localeCompare(b.session_id))).toEqual([withPolicy, { ...old, network: { mode: 'none' } }]);
   });
 });

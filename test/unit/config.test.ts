@@ -60,9 +60,17 @@ describe('loadConfig', () => {
     ['BUBBLE_SANDBOX_SANDBOX_UID_COUNT', '10'],
     ['BUBBLE_SANDBOX_WORKSPACE_POOL_SIZE', '-1'],
     ['BUBBLE_SANDBOX_WORKSPACE_POOL_SIZE', '1.5'],
+    ['BUBBLE_SANDBOX_EGRESS_ALLOW_PRIVATE_CIDRS', '10.0.0.0/8'],
+    ['BUBBLE_SANDBOX_EGRESS_ALLOW_PRIVATE_CIDRS', '["10.0.0.0/33"]'],
+    ['BUBBLE_SANDBOX_EGRESS_ALLOW_PRIVATE_CIDRS', '["intranet"]'],
   ])('a bad %s=%s stops start-up naming the variable', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(name.replace('BUBBLE_SANDBOX_', ''));
+  });
+
+  test('EGRESS_ALLOW_PRIVATE_CIDRS is a JSON list of CIDRs, empty by default', () => {
+    expect(loadConfig({}).egressAllowPrivateCidrs).toEqual([]);
+    expect(loadConfig({ BUBBLE_SANDBOX_EGRESS_ALLOW_PRIVATE_CIDRS: '["127.0.0.1/32", "fd00::/8"]' }).egressAllowPrivateCidrs).toEqual(['127.0.0.1/32', 'fd00::/8']);
   });
 
   test('the default timeout may not exceed the maximum', () => {

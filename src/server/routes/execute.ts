@@ -93,7 +93,7 @@ export const executeRoutes: FastifyPluginAsyncZod = async (app) => {
     schema: {
       tags: ['execute'], operationId: 'executeOneShot', summary: 'Run once in a throw-away workspace, files in and out inline', description: STREAM_NOTE,
       body: OneShotBodySchema,
-      response: { 200: resultOrStream(OneShotResultSchema, OneShotStreamSchema), ...errors, 413: ErrorSchema, 415: ErrorSchema },
+      response: { 200: resultOrStream(OneShotResultSchema, OneShotStreamSchema), ...errors, 413: ErrorSchema, 415: ErrorSchema, 422: ErrorSchema },
     },
   }, async (request, reply) => {
     const body = request.body;
@@ -111,10 +111,12 @@ export const executeRoutes: FastifyPluginAsyncZod = async (app) => {
       if (total > config.maxUploadSizeBytes) throw new UploadTooLargeError(config.maxUploadSizeBytes);
       return { path: f.path, content };
     });
+    // Before a stream can begin: a bad pattern or a mode this host lacks is a plain 400/422.
+    sessions.checkOneShotNetwork(body.network);
     const ac = abortOnDisconnect(reply);
     const req = toExecutionRequest(body, config, sandbox.defaultLimits, ac.signal);
     const run = async (onOutput?: ExecutionRequest['onOutput']) => {
-      const result = await runOneShot(sessions, config, { environment: body.environment ?? 'bare', files, request: { ...req, onOutput } });
+      const result = await runOneShot(sessions, config, { environment: body.environment ?? 'bare', files, network: body.network, request: { ...req, onOutput } });
       request.log.info({ status: result.status, duration_ms: result.duration_ms, outputs: result.files.outputs.length }, 'one-shot execution finished');
       return result;
     };

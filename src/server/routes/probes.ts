@@ -2,6 +2,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { ProbeResult } from '../../sandbox/sandbox.js';
+import { NETWORK_MODES } from '../../sessions/network-policy.js';
 
 const ReadySchema = z.object({
   status: z.enum(['ready', 'unavailable']),
@@ -21,6 +22,10 @@ const ReadySchema = z.object({
     change_tracking: z.object({ mode: z.enum(['fanotify', 'scan']), reason: z.string().nullable() }).describe('how executions learn which files they changed: from the kernel (fanotify), or by scanning the workspace'),
     workspace_pool: z.object({ size: z.number().int(), ready: z.number().int() }),
     environments: z.object({ usable: z.array(z.string()), unusable: z.array(z.string()) }),
+    network: z.object({
+      modes: z.array(z.enum(NETWORK_MODES)).describe('network modes a session or one-shot execution may ask for on this host'),
+      unavailable: z.record(z.string(), z.string()).describe('mode → why this host cannot provide it (asking for it is 422 NETWORK_MODE_UNAVAILABLE)'),
+    }),
     shutting_down: z.boolean(),
   }),
 }).meta({ id: 'Ready', description: 'ready when a real sandbox probe passes, else unavailable with the reason' });
@@ -54,6 +59,7 @@ export const probeRoutes: FastifyPluginAsyncZod = async (app) => {
       workspace_pool: sessions.workspacePool,
       self_test: app.deps.selfTest?.() ?? { status: 'disabled' as const, passed: 0, failed: 0, failed_probes: [], finished_at: null },
       environments: { usable: envs.filter((e) => e.usable).map((e) => e.name), unusable: envs.filter((e) => !e.usable).map((e) => e.name) },
+      network: { modes: sessions.networks.available.modes, unavailable: sessions.networks.available.unavailable },
       shutting_down: sessions.isClosing || app.deps.shuttingDown?.() === true,
     };
     let reason: string | null = null;

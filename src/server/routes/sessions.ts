@@ -2,7 +2,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
-  CreateSessionBodyOrNothingSchema, DeleteSessionQuerySchema, ErrorSchema, SessionInfoSchema, SessionListSchema, SessionParamsSchema,
+  CreateSessionBodyOrNothingSchema, DeleteSessionQuerySchema, ErrorSchema, SessionInfoSchema, SessionListSchema, SessionParamsSchema, UpdateNetworkBodySchema,
 } from '../schemas.js';
 
 export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
@@ -10,7 +10,7 @@ export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
   const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema };
 
   app.post('/sessions', {
-    schema: { tags: ['sessions'], operationId: 'createSession', summary: 'Create a session (or get the same one again)', body: CreateSessionBodyOrNothingSchema, response: { 200: SessionInfoSchema, 201: SessionInfoSchema, ...errors, 409: ErrorSchema, 429: ErrorSchema } },
+    schema: { tags: ['sessions'], operationId: 'createSession', summary: 'Create a session (or get the same one again)', body: CreateSessionBodyOrNothingSchema, response: { 200: SessionInfoSchema, 201: SessionInfoSchema, ...errors, 409: ErrorSchema, 422: ErrorSchema, 429: ErrorSchema } },
   }, async (request, reply) => {
     const body = request.body ?? {};
     const { session, created } = await sessions.create(body);
@@ -22,6 +22,18 @@ export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.get('/sessions/:id', { schema: { tags: ['sessions'], operationId: 'getSession', summary: 'Get a session', params: SessionParamsSchema, response: { 200: SessionInfoSchema, ...errors } } }, async (request) => {
     return sessions.info(await sessions.touch(request.params.id));
+  });
+
+  app.patch('/sessions/:id/network', {
+    schema: {
+      tags: ['sessions'], operationId: 'updateSessionNetwork', summary: 'Replace the allow or deny list of an allowlist session',
+      description: 'A list left out stays as it was. Every pattern is checked before anything changes (400 INVALID_NETWORK_POLICY naming the field); the egress proxy follows the new lists from its next connection on; the policy survives a restart. 409 NETWORK_MODE_MISMATCH for a session of another mode.',
+      params: SessionParamsSchema, body: UpdateNetworkBodySchema, response: { 200: SessionInfoSchema, ...errors, 409: ErrorSchema },
+    },
+  }, async (request) => {
+    const session = await sessions.updateNetwork(request.params.id, request.body);
+    request.log.info({ session_id: session.session_id }, 'session network update');
+    return session;
   });
 
   app.delete('/sessions/:id', {
