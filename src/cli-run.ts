@@ -4,8 +4,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import pino from 'pino';
 import type { Config } from './config.js';
 import { ENVIRONMENT_NAME, findEnvironment } from './sandbox/environments.js';
+import { EgressPatternError, parsePattern } from './sandbox/network/egress-policy.js';
+import { outboundAvailable } from './sandbox/network/outbound.js';
+import { createSessionNetwork, type SessionNetwork } from './sandbox/network/session-network.js';
 import { createSandbox, IS_ROOT } from './sandbox/sandbox.js';
 import type { Program, RunResult, VolumeMount } from './sandbox/types.js';
 
@@ -20,6 +24,37 @@ export interface RunOptions {
   timeout?: string | undefined;
   json: boolean;
   agent: boolean;
+  /** none (default), allowlist or outbound. */
+  network?: string | undefined;
+  allow?: string[] | undefined;
+  deny?: string[] | undefined;
+}
+
+type NetworkChoice = { mode: 'none' | 'allowlist' | 'outbound'; allow: string[]; deny: string[] };
+
+/** The --network, --allow and --deny options, checked before anything is made. */
+function networkOf(options: RunOptions): NetworkChoice {
+  const mode = options.network ?? 'none';
+  if (mode !== 'none' && mode !== 'allowlist' && mode !== 'outbound') throw new UsageError(`--network must be none, allowlist or outbound: got '${mode}'`);
+  const allow = options.allow ?? [];
+  const deny = options.deny ?? [];
+  if (mode !== 'allowlist' && allow.length + deny.length > 0) throw new UsageError('--allow and --deny need --network allowlist');
+  for (const [flag, list] of [['--allow', allow], ['--deny', deny]] as const) {
+    for (const p of list) {
+      try {
+        parsePattern(p);
+      } catch (err) {
+        if (err instanceof EgressPatternError) throw new UsageError(`${flag} '${p}': ${err.reason}`);
+        throw err;
+      }
+    }
+  }
+  if (mode !== 'none' && !IS_ROOT) throw new UsageError(`--network ${mode} needs root (a network namespace of its own)`);
+  if (mode === 'outbound') {
+    const outbound = outboundAvailable();
+    if (!outbound.available) throw new UsageError(`--network outbound is not available on this host: ${outbound.reason ?? 'slirp4netns or nftables missing'}`);
+  }
+  return { mode, allow, deny };
 }
 
 type Identity = { uid: number; gid: number };
@@ -101,6 +136,7 @@ export async function runProgram(config: Config, options: RunOptions, program: P
   if (!environment.usable) throw new UsageError(`environment '${envName}' is not usable: ${environment.reason ?? 'unknown reason'}`);
   const volumes = (options.volume ?? []).map(readVolume);
   const timeoutSeconds = timeoutOf(options.timeout, config);
+  const networkChoice = networkOf(options);
 
   let workdir: string;
   let identity: Identity | null;
@@ -128,13 +164,32 @@ export async function runProgram(config: Config, options: RunOptions, program: P
     const sandbox = await createSandbox(config);
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
+    let network: SessionNetwork | null = null;
+    let netDir: string | null = null;
     try {
+      if (networkChoice.mode !== 'none') {
+        // A run dir of its own (never under a service's workspace, whose start clears its run dirs).
+        netDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-sandbox-net-'));
+        fs.chmodSync(netDir, 0o711);
+        network = await createSessionNetwork({
+          key: `cli-${process.pid}`,
+          mode: networkChoice.mode,
+          identity,
+          runDir: path.join(netDir, 'run'),
+          policy: () => networkChoice,
+          allowPrivate: config.egressAllowPrivateCidrs,
+          logger: pino({ level: 'silent' }),
+        });
+      }
       result = await sandbox.runner.run({
         environment,
         workspaceDir: workdir,
         volumes,
         program,
         stdin,
+        // The proxy variables of an allowlist run (empty otherwise).
+        env: network ? { ...network.env } : undefined,
+        netnsPath: network?.netnsPath,
         timeoutMs: Math.round(timeoutSeconds * 1000),
         maxOutputChars: config.maxOutputChars,
         limits: sandbox.defaultLimits,
@@ -145,6 +200,8 @@ export async function runProgram(config: Config, options: RunOptions, program: P
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      await network?.close();
+      if (netDir) fs.rmSync(netDir, { recursive: true, force: true });
       await sandbox.close();
     }
   } finally {

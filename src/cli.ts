@@ -16,6 +16,9 @@ const RUN_OPTIONS = {
   volume: { type: 'string', short: 'v', multiple: true },
   file: { type: 'string', short: 'f', multiple: true },
   timeout: { type: 'string' },
+  network: { type: 'string', default: 'none' },
+  allow: { type: 'string', multiple: true },
+  deny: { type: 'string', multiple: true },
   json: { type: 'boolean', default: false },
   agent: { type: 'boolean', short: 'a', default: false },
   help: { type: 'boolean', short: 'h', default: false },
@@ -41,6 +44,10 @@ Run "bubble-sandbox <command> --help" for a command's options.`,
   -f, --file PATH          copy PATH into /workspace first (same base name, never over an existing file); repeatable
   -v, --volume NAME,PATH[,rw]  mount PATH at /volumes/NAME (read-only unless ,rw); repeatable
       --timeout SECONDS    wall-clock timeout (default: BUBBLE_SANDBOX_EXECUTION_TIMEOUT_SECONDS)
+      --network MODE       none (default: loopback only), allowlist (HTTP(S) through an egress proxy to
+                           the --allow hosts) or outbound (general outbound, never this host); as root
+      --allow PATTERN      allowlist: a host the proxy may reach (pypi.org, *.example.com, 10.1.2.3:8080); repeatable
+      --deny PATTERN       allowlist: a host refused even when allowed; repeatable
       --json               print the execution result as JSON instead of the output
   -a, --agent              print only the program's output (all of stdout, then all of stderr), no messages of ours
 exit status: the program's own; 124 on timeout; 128+N when ended by signal N; 2 for bad input.`,
@@ -53,8 +60,8 @@ function parseRun(argv: string[]) {
 }
 
 function runOptions(values: ReturnType<typeof parseRun>['values']): RunOptions {
-  const { environment, workdir, volume, file, timeout, json, agent } = values;
-  return { environment, workdir, volume, file, timeout, json, agent };
+  const { environment, workdir, volume, file, timeout, json, agent, network, allow, deny } = values;
+  return { environment, workdir, volume, file, timeout, json, agent, network, allow, deny };
 }
 
 async function readStdin(): Promise<string> {
