@@ -75,6 +75,16 @@ export class SessionKernels {
     await this.pool.stop(sessionId);
   }
 
+  /**
+   * Stops the session's interpreter for a reason of the service's own (its network namespace was
+   * replaced): the session lives on, and its next call says kernel_restarted, as after an eviction.
+   */
+  async discard(sessionId: string): Promise<void> {
+    const had = this.pool.peek(sessionId) !== undefined;
+    await this.stop(sessionId);
+    if (had) this.evicted.add(sessionId);
+  }
+
   async closeAll(): Promise<void> {
     this.lastUsed.clear();
     await this.pool.closeAll();

@@ -119,6 +119,7 @@ export class SessionManager {
     this.networks = new SessionNetworks({
       root: this.layout.net, allowPrivate: deps.config.egressAllowPrivateCidrs, logger: deps.logger,
       onEgressDecision: (d) => deps.observer?.onEgressDecision?.(d.decision),
+      onReplacing: (id) => this.kernels.discard(id),
     });
     this.limiter = new ExecutionLimiter(deps.config.maxConcurrentExecutions, deps.config.maxQueuedExecutions);
     this.now = deps.now ?? Date.now;

@@ -31,6 +31,12 @@ export interface SessionNetworksDeps {
   allowPrivate: readonly string[];
   logger: Logger;
   onEgressDecision?: ((d: EgressDecision) => void) | undefined;
+  /**
+   * A failed network of `key` is about to be replaced: whatever still holds its namespace path (a
+   * session's interpreter) must go first, or a restart of it would enter the old path, whose
+   * descriptor number may by then name another namespace.
+   */
+  onReplacing?: ((key: string) => Promise<void>) | undefined;
 }
 
 /** What the allowlist helper needs on the host: the interpreter it runs on and nsenter. */
@@ -91,6 +97,7 @@ export class SessionNetworks {
       const network = await existing;
       if (network.failure === null) return network;
       this.deps.logger.warn({ key, reason: network.failure }, 'network namespace failed; making a new one');
+      await this.deps.onReplacing?.(key);
       await this.close(key);
     }
     const made = createSessionNetwork({

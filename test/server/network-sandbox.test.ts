@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, useTestApp } from '../helpers/app.js';
+import { sleep } from '../helpers/host-env.js';
 import { hostProcessesMatching, waitUntil } from '../helpers/host-processes.js';
 import { createSession, execute, expectError, fakeClock, type OneShotResultBody, type RunCodeResultBody } from '../helpers/http.js';
 
@@ -147,6 +148,27 @@ describe('allowlist', () => {
     expect(closed.json<OneShotResultBody>().stdout).toMatch(/^403 /);
     expect(t.sessions.networks.size).toBe(liveSessionNetworks());
     expect(hostProcessesMatching(path.join(t.workspaceDir, 'run', 'net')).length).toBe(liveSessionNetworks());
+  });
+});
+
+describe('a failed network', () => {
+  it('a session whose helper died gets a new namespace at its next execution; the interpreter restarts in it and says so', async () => {
+    const target = `127.0.0.1:${hostPort}`;
+    await createSession(t.app, { session_id: 'heal', network: { mode: 'allowlist', allow: [target] } });
+    expect((await runCode('heal', 'x = 1')).status).toBe('ok');
+    const runDir = runDirOf(t.workspaceDir, 'heal');
+    const [helper, ...more] = helpersOf(runDir);
+    expect(helper).toBeDefined();
+    expect(more).toEqual([]);
+    if (!helper) return;
+    process.kill(helper.pid, 'SIGKILL');
+    await waitUntil(() => helpersOf(runDir).filter((p) => p.pid === helper.pid), (l) => l.length === 0, 5000);
+    await sleep(500); // the service learns of the death when the helper's pipes close
+    expect((await execute(t.app, 'heal', { script: fetchScript(`http://${target}/again`, { viaProxy: true }) })).stdout).toBe('200 hello from the host\n');
+    expect(helpersOf(runDir).map((p) => p.pid)).not.toContain(helper.pid);
+    expect(helpersOf(runDir)).toHaveLength(1);
+    expect(await runCode('heal', "'x' in globals()")).toMatchObject({ status: 'ok', result: 'False', kernel_restarted: true });
+    expect((await runCode('heal', NETNS)).stdout).toBe((await execute(t.app, 'heal', { script: NETNS })).stdout);
   });
 });
 
