@@ -13,6 +13,7 @@ import { measureChangedFiles, measureRss } from './lib/phase-files.js';
 import { measureSessions, measureUpload } from './lib/phase-sessions.js';
 import { measureThroughput } from './lib/phase-throughput.js';
 import { measureRunCode } from './lib/phase-run-code.js';
+import { egressRows, measureEgress } from './lib/phase-egress.js';
 import { buildRows } from './lib/rows.js';
 import { machineInfo, renderTable } from './lib/report.js';
 import { ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, cleanEnv, startService, type BenchServer } from './lib/server.js';
@@ -123,8 +124,8 @@ async function main(): Promise<void> {
   };
   await plainServer.stop();
 
-  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota };
-  const rows = buildRows(results);
+  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota, egress: await measureEgress({ n: sizes.n, log }) };
+  const rows = [...buildRows(results), ...egressRows(results.egress)];
   const machine = machineInfo();
   const out = {
     machine,

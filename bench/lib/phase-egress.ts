@@ -1,0 +1,174 @@
+// The egress proxy's cost (issue 12): time to first byte of a GET through the proxy against the
+// same GET straight to a loopback server, interleaved request by request (each on a fresh
+// connection, as the proxy opens one upstream connection per request), and a 100 MB download
+// through the proxy (absolute-form, and inside a CONNECT tunnel) against the direct one.
+// Targets: added TTFB p50 under 2 ms, throughput at least 80% of direct.
+// The proxy and the origin run in child processes; the proxy has an injected resolver ('bench.test' → 127.0.0.1, allowed by
+// allowPrivate): DNS time is not part of the figures. Runs alone with `npx tsx bench/lib/phase-egress.ts`.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseCidrs } from '../../src/sandbox/network/egress-policy.js';
+import { startEgressProxy } from '../../src/sandbox/network/egress-proxy.js';
+import { openTunnel, startEchoServer } from '../../test/sandbox/network/egress-fixtures.js';
+import { fmt, renderTable, verdict, type Row } from './report.js';
+import { now, ratio, round, summarize, type Summary } from './stats.js';
+
+export const EGRESS_TARGETS = { addedTtfbP50Ms: 2, throughputRatio: 0.8 } as const;
+const MB = 1_000_000;
+
+export interface EgressResult {
+  ttfb: { proxy: Summary; direct: Summary; added_p50_ms: number };
+  download: { bytes: number; proxy_mb_per_s: number; tunnel_mb_per_s: number; direct_mb_per_s: number; ratio: number; tunnel_ratio: number };
+}
+
+/** ms until the response head arrives, and ms until the whole body was read. */
+function get(connect: () => net.Socket, url: string): Promise<{ ttfb: number; total: number; bytes: number }> {
+  return new Promise((resolve, reject) => {
+    const t0 = now();
+    const req = http.request({ createConnection: connect, path: url, setHost: false, headers: { host: 'bench.test' } }, (res) => {
+      const ttfb = now() - t0;
+      let bytes = 0;
+      res.on('data', (d: Buffer) => (bytes += d.length));
+      res.on('end', () => (res.statusCode === 200 ? resolve({ ttfb, total: now() - t0, bytes }) : reject(new Error(`status ${res.statusCode}`))));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** A GET /bytes/N inside a CONNECT tunnel: ms until the server closed, and the bytes read. */
+async function tunnelGet(socketPath: string, port: number, n: number): Promise<number> {
+  const t0 = now();
+  const { socket, head } = await openTunnel(socketPath, `bench.test:${port}`);
+  if (!head.startsWith('HTTP/1.1 200')) throw new Error(`CONNECT answered ${head}`);
+  let bytes = 0;
+  socket.on('data', (d: Buffer) => (bytes += d.length));
+  socket.resume(); // openTunnel hands the socket over paused
+  socket.write(`GET /bytes/${n} HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n`);
+  await new Promise((r) => socket.once('close', r));
+  if (bytes < n) throw new Error(`tunnel download short: ${bytes} of ${n}`);
+  return now() - t0;
+}
+
+export async function measureEgress(opts: { n?: number; downloadBytes?: number; reps?: number; log?: (m: string) => void } = {}): Promise<EgressResult> {
+  const n = opts.n ?? 200;
+  const bytes = opts.downloadBytes ?? 100 * MB;
+  const reps = opts.reps ?? 5;
+  const log = opts.log ?? (() => undefined);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-egress-'));
+  const socketPath = path.join(dir, 'egress.sock');
+  const server = await spawnChild(['--serve-origin']);
+  const proxy = await spawnChild(['--serve-proxy', socketPath, String(server.port)]);
+  try {
+    const viaProxy = () => net.connect(socketPath);
+    const direct = () => net.connect(server.port, '127.0.0.1');
+    const proxyUrl = `http://bench.test:${server.port}`;
+    const series = { proxy: [] as number[], direct: [] as number[] };
+    log(`egress: ${n} GETs each, proxy and direct interleaved`);
+    for (let i = -20; i < n; i++) {
+      const p = await get(viaProxy, `${proxyUrl}/ttfb`);
+      const d = await get(direct, '/ttfb');
+      if (i < 0) continue; // warm-up
+      series.proxy.push(p.ttfb);
+      series.direct.push(d.ttfb);
+    }
+    log(`egress: ${bytes / MB} MB download x${reps}, proxy / tunnel / direct interleaved`);
+    const best = { proxy: Infinity, tunnel: Infinity, direct: Infinity };
+    for (let i = 0; i < reps; i++) {
+      best.proxy = Math.min(best.proxy, (await get(viaProxy, `${proxyUrl}/bytes/${bytes}`)).total);
+      best.tunnel = Math.min(best.tunnel, await tunnelGet(socketPath, server.port, bytes));
+      best.direct = Math.min(best.direct, (await get(direct, `/bytes/${bytes}`)).total);
+    }
+    const mbps = (ms: number) => round(bytes / MB / (ms / 1000), 1);
+    const ttfb = { proxy: summarize(series.proxy), direct: summarize(series.direct) };
+    return {
+      ttfb: { ...ttfb, added_p50_ms: round(ttfb.proxy.p50 - ttfb.direct.p50) },
+      download: {
+        bytes, proxy_mb_per_s: mbps(best.proxy), tunnel_mb_per_s: mbps(best.tunnel), direct_mb_per_s: mbps(best.direct),
+        ratio: ratio(best.direct, best.proxy), tunnel_ratio: ratio(best.direct, best.tunnel),
+      },
+    };
+  } finally {
+    await proxy.close();
+    await server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The proxy and the origin each in a process of their own, as in the service (the sandbox's client,
+ * the proxy and the remote server never share an event loop): in one loop they would compete.
+ * The child prints one line, `ready <port>`, and exits when its stdin closes.
+ */
+async function spawnChild(args: string[]): Promise<{ port: number; close(): Promise<void> }> {
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.once('data', (d: Buffer) => {
+      const m = /^ready ([0-9]+)/.exec(d.toString());
+      if (m) resolve(Number(m[1]));
+      else reject(new Error(`bench child said ${d.toString()}`));
+    });
+    child.once('exit', (code) => reject(new Error(`bench child exited with ${code}`)));
+  });
+  return {
+    port,
+    close: async () => {
+      child.stdin.end();
+      await exited;
+    },
+  };
+}
+
+/** Child side: serve the proxy (or the origin) until stdin closes. */
+async function serveChild(mode: string, socketPath: string, port: number): Promise<void> {
+  let close: () => Promise<void>;
+  if (mode === '--serve-origin') {
+    const origin = await startEchoServer();
+    [port, close] = [origin.port, () => origin.close()];
+  } else {
+    const proxy = await startEgressProxy({
+      socketPath, owner: null, allowPrivate: parseCidrs(['127.0.0.1/32']),
+      policy: () => ({ allow: [`bench.test:${port}`], deny: [] }), resolve: () => Promise.resolve(['127.0.0.1']),
+      logger: { info: () => undefined, warn: () => undefined } as never,
+    });
+    close = () => proxy.close();
+  }
+  process.stdin.resume();
+  process.stdin.once('end', () => void close().then(() => process.exit(0)));
+  process.stdout.write(`ready ${port}\n`);
+}
+
+export function egressRows(e: EgressResult): Row[] {
+  const t = e.ttfb;
+  const d = e.download;
+  return [
+    {
+      metric: 'egress proxy TTFB p50 ms (proxy vs direct)', service: fmt(t.proxy.p50), baseline: fmt(t.direct.p50), ratio: `+${fmt(t.added_p50_ms)} ms`,
+      target: `< +${EGRESS_TARGETS.addedTtfbP50Ms} ms`, result: verdict(t.added_p50_ms < EGRESS_TARGETS.addedTtfbP50Ms),
+    },
+    { metric: 'egress proxy TTFB p90 ms (proxy vs direct)', service: fmt(t.proxy.p90), baseline: fmt(t.direct.p90), ratio: fmt(ratio(t.proxy.p90, t.direct.p90)), target: '-', result: 'info' },
+    {
+      metric: `egress proxy ${d.bytes / MB} MB download MB/s (vs direct)`, service: fmt(d.proxy_mb_per_s, 1), baseline: fmt(d.direct_mb_per_s, 1), ratio: fmt(d.ratio),
+      target: `>= ${EGRESS_TARGETS.throughputRatio.toFixed(2)}`, result: verdict(d.ratio >= EGRESS_TARGETS.throughputRatio),
+    },
+    { metric: '  same inside a CONNECT tunnel MB/s', service: fmt(d.tunnel_mb_per_s, 1), baseline: fmt(d.direct_mb_per_s, 1), ratio: fmt(d.tunnel_ratio), target: '-', result: 'info' },
+  ];
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href && process.argv[2]?.startsWith('--serve-')) {
+  void serveChild(process.argv[2], process.argv[3] ?? '', Number(process.argv[4]));
+} else if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  measureEgress({ log: (m) => process.stderr.write(`${m}\n`) })
+    .then((e) => process.stdout.write(`${renderTable(egressRows(e))}\n${JSON.stringify(e, null, 2)}\n`))
+    .catch((err: unknown) => {
+      process.stderr.write(`egress bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 1;
+    });
+}
