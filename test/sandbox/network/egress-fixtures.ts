@@ -102,7 +102,7 @@ export async function startTlsServer(c: Cert): Promise<Local> {
 export interface Answer { status: number; headers: http.IncomingHttpHeaders; body: string }
 
 /** An absolute-form request through the proxy's unix socket (Node's client, as HTTP_PROXY users do). */
-export function viaProxy(socketPath: string, url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Answer> {
+export function viaProxy(socketPath: string, url: string, headers: Record<string, string> = {}, method = 'GET', body?: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = http.request({ createConnection: () => net.connect(socketPath), method, path: url, headers, setHost: false }, (res) => {
       let body = '';
@@ -111,7 +111,7 @@ export function viaProxy(socketPath: string, url: string, headers: Record<string
       res.on('error', reject);
     });
     req.on('error', reject);
-    req.end();
+    req.end(body);
   });
 }
 

@@ -82,6 +82,14 @@ describe('absolute-form HTTP', () => {
     expect(logs.join('\n')).not.toMatch(/secret-path|s3cret/);
   });
 
+  test('request bodies go upstream, with a length or chunked', async () => {
+    const { proxy } = await start(allowEcho());
+    const sized = await viaProxy(proxy.socketPath, `http://allowed.test:${echo.port}/post`, { 'content-length': '5' }, 'POST', 'hello');
+    expect(JSON.parse(sized.body)).toMatchObject({ method: 'POST', body: 'hello' });
+    const chunked = await viaProxy(proxy.socketPath, `http://allowed.test:${echo.port}/put`, { 'transfer-encoding': 'chunked' }, 'PUT', 'x'.repeat(100_000));
+    expect((JSON.parse(chunked.body) as Echo).body).toHaveLength(100_000);
+  });
+
   test('a name resolving to loopback is refused without allowPrivate, 403 with a one-line reason', async () => {
     const { proxy, decisions } = await start(allowEcho(), []);
     const hits = echo.hits;
