@@ -5,6 +5,10 @@
 // is their one owner: close() releases all of them, in this order — helper, slirp, proxy, run
 // dir, namespace descriptor — and may be called any number of times.
 //
+// In mode none the helper starts at the first connectPort (ports/{port}), not with the namespace: a
+// session that never reaches into its network costs no helper process (~20 MB, ~65 ms), and a
+// helper that died there is simply started again (the namespace itself is held by its fd).
+//
 // Inside, the namespace holds only `lo` (plus tap0 in outbound). Sandboxes join it through
 // SandboxSpec.netnsPath; they run in a user namespace of their own, so they hold no capability
 // over it (no `ip link add`, no raw sockets).
@@ -15,7 +19,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { parseCidrs, type EgressPolicy, type NetworkMode } from './egress-policy.js';
 import { startEgressProxy, type EgressDecision, type EgressProxy } from './egress-proxy.js';
-import { startNetnsHelper, type NetnsHelper } from './netns-helper.js';
+import { PortConnectError, startNetnsHelper, type NetnsHelper } from './netns-helper.js';
 import { createNetns, type HeldNetns } from './netns.js';
 import { startOutbound, type Outbound } from './outbound.js';
 
@@ -78,9 +82,20 @@ export async function createSessionNetwork(opts: SessionNetworkOptions): Promise
     timings[name] = Math.round((performance.now() - since) * 10) / 10;
   };
 
+  const startHelper = (netnsPath: string, owner: { uid: number; gid: number }, proxy: EgressProxy | null): Promise<NetnsHelper> =>
+    startNetnsHelper({
+      netnsPath,
+      identity: owner,
+      portsSocket: path.join(opts.runDir, 'ports.sock'),
+      egress: proxy ? { socketPath: proxy.socketPath, port: PROXY_PORT } : null,
+      logger: log,
+    });
+
   let netns: HeldNetns | null = null;
   let proxy: EgressProxy | null = null;
   let helper: NetnsHelper | null = null;
+  /** The helper being started (mode none starts it on demand). */
+  let starting: Promise<NetnsHelper> | null = null;
   let outbound: Outbound | null = null;
   let closing: Promise<void> | null = null;
 
@@ -92,7 +107,10 @@ export async function createSessionNetwork(opts: SessionNetworkOptions): Promise
         log.warn({ err, step: what }, 'session network: release step failed');
       }
     };
-    await step('helper', () => helper?.kill());
+    await step('helper', async () => {
+      await starting?.catch(() => undefined);
+      await helper?.kill();
+    });
     await step('outbound', () => outbound?.close());
     await step('proxy', () => proxy?.close());
     await step('run dir', () => fs.rm(opts.runDir, { recursive: true, force: true }));
@@ -121,15 +139,11 @@ export async function createSessionNetwork(opts: SessionNetworkOptions): Promise
       lap('proxy_ms', t);
     }
 
-    t = performance.now();
-    helper = await startNetnsHelper({
-      netnsPath: netns.path,
-      identity,
-      portsSocket: path.join(opts.runDir, 'ports.sock'),
-      egress: proxy ? { socketPath: proxy.socketPath, port: PROXY_PORT } : null,
-      logger: log,
-    });
-    lap('helper_ms', t);
+    if (opts.mode !== 'none') {
+      t = performance.now();
+      helper = await startHelper(netns.path, identity, proxy);
+      lap('helper_ms', t);
+    }
 
     if (opts.mode === 'outbound') {
       t = performance.now();
@@ -141,18 +155,53 @@ export async function createSessionNetwork(opts: SessionNetworkOptions): Promise
     throw err;
   }
   lap('total_ms', t0);
-  log.info({ ...timings, helper_pid: helper.pid }, 'session network ready');
+  log.info({ ...timings, helper_pid: helper?.pid ?? null }, 'session network ready');
 
-  const runningHelper = helper;
   const held = netns;
+  /** The running helper, started first if needed (mode none; again if it died). */
+  const liveHelper = async (): Promise<NetnsHelper> => {
+    if (helper !== null && (helper.failure === null || opts.mode !== 'none')) return helper;
+    if (closing) throw new Error('the session network is closed');
+    starting ??= (async () => {
+      try {
+        await helper?.kill();
+        const t = performance.now();
+        const started = await startHelper(held.path, identity, null);
+        if (closing) {
+          await started.kill();
+          throw new Error('the session network is closed');
+        }
+        log.info({ helper_ms: Math.round((performance.now() - t) * 10) / 10, helper_pid: started.pid }, 'session network helper started');
+        helper = started;
+        return started;
+      } finally {
+        starting = null;
+      }
+    })();
+    return starting;
+  };
   return {
     mode: opts.mode,
     netnsPath: held.path,
     env: Object.freeze(opts.mode === 'allowlist' ? proxyEnv() : {}),
+    // In mode none the namespace works without its helper (which only serves connectPort and is
+    // started again on demand); in the other modes the sandbox's way out went with it.
     get failure() {
-      return runningHelper.failure;
+      return opts.mode === 'none' ? null : (helper?.failure ?? null);
     },
-    connectPort: (port) => runningHelper.connectPort(port),
+    connectPort: async (port) => {
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`not a TCP port: ${port}`);
+      const running = await liveHelper();
+      try {
+        return await running.connectPort(port);
+      } catch (err) {
+        if (opts.mode !== 'none' || err instanceof PortConnectError || closing) throw err;
+        // ports.sock did not answer: the helper died a moment ago (its exit not seen yet). Once more with a new one.
+        if (helper === running) helper = null;
+        await running.kill();
+        return (await liveHelper()).connectPort(port);
+      }
+    },
     close: () => {
       closing ??= release().then(() => log.info('session network closed'));
       return closing;

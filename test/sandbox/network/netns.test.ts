@@ -166,6 +166,33 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('session network namespace', () => {
     await expect(n.connectPort!(70_000)).rejects.toThrow(RangeError);
   });
 
+  test('mode none starts its helper at the first connectPort, starts it again after it died, and close() during a start leaves none', async () => {
+    const runDir = path.join(tmp, 'run', 'lazy');
+    const n = await makeNetwork('lazy');
+    const helpers = () => processesMentioning(path.join(runDir, 'ports.sock'));
+    expect(helpers()).toEqual([]);
+    expect(fs.readdirSync(runDir)).toEqual([]);
+    const refused = await n.connectPort!(SERVER_PORT + 2).catch((e: unknown) => e);
+    expect((refused as PortConnectError).code).toBe('ECONNREFUSED');
+    const [first, ...more] = helpers();
+    expect(first).toBeDefined();
+    expect(more).toEqual([]);
+    process.kill(first!, 'SIGKILL');
+    for (let i = 0; i < 40 && fs.existsSync(`/proc/${first}`) && helpers().includes(first!); i++) await sleep(50);
+    expect(n.failure).toBeNull(); // the namespace itself still works
+    const again = await n.connectPort!(SERVER_PORT + 2).catch((e: unknown) => e);
+    expect((again as PortConnectError).code).toBe('ECONNREFUSED');
+    expect(helpers()).toHaveLength(1);
+    expect(helpers()).not.toContain(first);
+
+    const closing = makeNetwork('lazy-close');
+    const c = await closing;
+    const pending = c.connectPort!(SERVER_PORT).catch((e: unknown) => e);
+    await c.close();
+    expect(await pending).toBeInstanceOf(Error);
+    expect(processesMentioning(path.join(tmp, 'run', 'lazy-close', 'ports.sock'))).toEqual([]);
+  });
+
   test.each(['none', 'allowlist'] as const)('a host listener on 127.0.0.1 is unreachable from the namespace (%s)', async (mode) => {
     const host = net.createServer((c) => c.end('host-secret'));
     await new Promise<void>((resolve) => host.listen(0, '127.0.0.1', resolve));
