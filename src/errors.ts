@@ -107,6 +107,31 @@ export class NetworkModeUnavailableError extends AppError {
     super(422, 'NETWORK_MODE_UNAVAILABLE', `Network mode '${mode}' is not available on this host: ${reason}`);
   }
 }
+export class ProcessNotFoundError extends AppError {
+  constructor(sessionId: string, pid: string) {
+    super(404, 'PROCESS_NOT_FOUND', `Process '${pid}' not found in session '${sessionId}'`);
+  }
+}
+export class TooManyProcessesError extends AppError {
+  constructor(max: number) {
+    super(429, 'TOO_MANY_PROCESSES', `The session already runs ${max} processes (MAX_PROCESSES_PER_SESSION); wait for one to end or delete one`);
+  }
+}
+export class ProcessExitedError extends AppError {
+  constructor(pid: string) {
+    super(409, 'PROCESS_EXITED', `Process '${pid}' is no longer running`);
+  }
+}
+export class ProcessStdinClosedError extends AppError {
+  constructor(pid: string) {
+    super(409, 'STDIN_CLOSED', `The standard input of process '${pid}' was closed (eof)`);
+  }
+}
+export class ProcessNotPtyError extends AppError {
+  constructor(pid: string) {
+    super(409, 'PROCESS_NOT_PTY', `Process '${pid}' was started without a terminal (pty)`);
+  }
+}
 export class BadRequestError extends AppError {
   constructor(code: string, message: string) {
     super(400, code, message);
@@ -150,11 +175,15 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   ENVIRONMENT_NOT_FOUND: '404: no environment of this name',
   FILE_NOT_FOUND: '404: no regular file at this path',
   VOLUME_NOT_FOUND: '404: no shared volume of this name',
+  PROCESS_NOT_FOUND: '404: no process with this id in this session',
   SESSION_CONFLICT: '409: the session exists with another environment, volumes or network',
   ENVIRONMENT_UNAVAILABLE: '409: the environment exists but cannot be used',
   VOLUME_IN_USE: '409: a live session names the volume',
   PATH_CONFLICT: '409: the workspace changed under an upload; retry',
   NETWORK_MODE_MISMATCH: '409: PATCH of a network policy on a session whose mode is not allowlist',
+  PROCESS_EXITED: '409: stdin or a signal for a process that is no longer running',
+  STDIN_CLOSED: '409: stdin for a process whose stdin was closed with eof',
+  PROCESS_NOT_PTY: '409: a terminal (pty) route for a process started without one',
   UPLOAD_TOO_LARGE: '413: more than MAX_UPLOAD_SIZE_BYTES in one request; nothing kept',
   TOO_MANY_FILES: '413: more than MAX_UPLOAD_FILES file parts',
   WORKSPACE_FULL: '413: the workspace disk quota is full',
@@ -165,6 +194,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   MAX_SESSIONS: '429: MAX_SESSIONS sessions exist (Retry-After)',
   MAX_VOLUMES: '429: MAX_VOLUMES shared volumes exist',
   BUSY: '429: too many executions running or queued (Retry-After)',
+  TOO_MANY_PROCESSES: '429: MAX_PROCESSES_PER_SESSION processes of the session are running',
   INTERNAL_ERROR: '500: a fault of the service (details in its log only)',
   SANDBOX_UNAVAILABLE: '503: the sandbox cannot start on this host (Retry-After; see /readyz)',
   SHUTTING_DOWN: '503: the service is shutting down (Retry-After)',

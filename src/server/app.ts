@@ -19,6 +19,7 @@ import { environmentRoutes } from './routes/environments.js';
 import { executeRoutes } from './routes/execute.js';
 import { fileRoutes } from './routes/files.js';
 import { probeRoutes } from './routes/probes.js';
+import { processRoutes } from './routes/processes.js';
 import { runCodeRoutes } from './routes/run-code.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { volumeRoutes } from './routes/volumes.js';
@@ -161,6 +162,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await v1.register(executeRoutes);
       await v1.register(runCodeRoutes);
       await v1.register(volumeRoutes);
+      await v1.register(processRoutes);
     },
     { prefix: '/v1' },
   );

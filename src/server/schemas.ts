@@ -141,7 +141,7 @@ export const ListFilesQuerySchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(1_000_000).optional().describe('most entries on this page; MAX_LIST_FILES when larger or absent'),
 });
 
-const EnvMapSchema = z
+export const EnvMapSchema = z
   .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'environment variable names match [A-Za-z_][A-Za-z0-9_]*'), z.string().max(32_768).refine((v) => !v.includes('\0'), 'must not contain NUL'))
   .refine((v) => Object.keys(v).length <= 64, 'at most 64 variables')
   .meta({ description: 'extra environment variables (values without NUL)', maxProperties: 64 });

@@ -9,12 +9,14 @@ import type { Environment } from '../sandbox/environments.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { VolumeMount } from '../sandbox/types.js';
 import {
-  MaxSessionsError, MaxVolumesError, NetworkModeMismatchError, PersistentSessionsDisabledError, SessionConflictError, SessionNotFoundError, ShuttingDownError,
+  MaxSessionsError, MaxVolumesError, NetworkModeMismatchError, NetworkModeUnavailableError, PersistentSessionsDisabledError, SessionConflictError, SessionNotFoundError, ShuttingDownError,
   VolumeInUseError, VolumeNotFoundError,
 } from '../errors.js';
 import type { EgressDecision } from '../sandbox/network/egress-proxy.js';
 import { checkNetworkPatterns, normalizeNetwork, sameNetwork, type NetworkModeName, type NetworkPolicy } from './network-policy.js';
 import { SessionNetworks, type NetworkJoin } from './session-networks.js';
+import { SessionProcesses } from './session-processes.js';
+import type { SessionNetwork } from '../sandbox/network/session-network.js';
 import { EnvironmentCache } from './environment-cache.js';
 import type { ExecutionObserver, ExecutionRequest, ExecutionResult } from './executor.js';
 import { ExecutionLimiter, SerialQueues } from './limiter.js';
@@ -105,6 +107,8 @@ export class SessionManager {
   readonly kernels: SessionKernels;
   readonly changes: SessionChanges;
   readonly networks: SessionNetworks;
+  /** The long-running processes of each session that started one (see session-processes.ts). */
+  private readonly processes = new Map<string, SessionProcesses>();
   /** Record writes of one session, one after another (a flush never lands after a newer write). */
   private readonly writes = new Map<string, Promise<void>>();
   private tracker: ChangeTracker | null = null;
@@ -139,7 +143,7 @@ export class SessionManager {
       ownerOf: (record) => this.ownerOf(record),
       volumeMounts: (volumes) => this.volumeMounts(volumes),
       executorDeps: () => this.executorDeps(),
-      networkOf: (record) => this.networkOf(record),
+      networkOf: (record) => this.joinNetwork(record),
     });
   }
 
@@ -348,12 +352,68 @@ export class SessionManager {
    * The session's network namespace, made at its first execution or interpreter start. Its
    * policy is read from the live record, so a PATCH reaches the running proxy.
    */
-  private async networkOf(record: SessionRecord): Promise<NetworkJoin> {
+  private async joinNetwork(record: SessionRecord): Promise<NetworkJoin> {
     const id = record.session_id;
     return this.networks.join(id, {
       policy: () => this.sessions.get(id)?.network ?? record.network,
       identity: this.ownerOf(record),
     });
+  }
+
+  /**
+   * The session's network (made like an execution makes it), for ports/ and the command line's
+   * --forward-port: connectPort reaches 127.0.0.1:port inside its namespace. Touches the session.
+   */
+  async networkOf(id: string): Promise<SessionNetwork> {
+    if (this.closing) throw new ShuttingDownError();
+    const record = await this.touch(id);
+    const join = await this.joinNetwork(record);
+    if (!isSessionNetwork(join)) throw new NetworkModeUnavailableError(record.network.mode, 'sessions share a network namespace only when the service runs as root');
+    return join;
+  }
+
+  /**
+   * The session's processes (made at first use). Touches the session: using its processes is
+   * activity, but a process running on its own is not: a session idle past
+   * SESSION_IDLE_TIMEOUT_SECONDS expires and its processes are killed with it.
+   */
+  async processesOf(id: string): Promise<SessionProcesses> {
+    if (this.closing) throw new ShuttingDownError();
+    const record = await this.touch(id);
+    let procs = this.processes.get(id);
+    if (!procs) {
+      const { sandbox, config, logger } = this.deps;
+      procs = new SessionProcesses({
+        sessionId: id,
+        config,
+        spawnDeps: sandbox.runner.spawnDeps,
+        limits: sandbox.defaultLimits,
+        nextCgroupName: (prefix) => sandbox.runner.nextCgroupName(prefix),
+        logger,
+        target: async () => {
+          const live = this.sessions.get(id) ?? record;
+          const network = await this.joinNetwork(live);
+          return {
+            environment: await this.resolveEnvironment(live.environment),
+            workspaceDir: this.workspaceDir(id),
+            volumes: this.volumeMounts(live.volumes),
+            identity: this.ownerOf(live),
+            netnsPath: network.netnsPath,
+            networkEnv: network.env,
+          };
+        },
+      });
+      this.processes.set(id, procs);
+    }
+    return procs;
+  }
+
+  /** The session ends: its processes are killed, and waited for, before its network and workspace go. */
+  private async closeProcesses(id: string): Promise<void> {
+    const procs = this.processes.get(id);
+    if (!procs) return;
+    this.processes.delete(id);
+    await procs.closeAll();
   }
 
   /** A network of its own for one one-shot run (allowlist or outbound); the caller closes it with closeOneShotNetwork. */
@@ -402,6 +462,7 @@ export class SessionManager {
     this.sessions.delete(id);
     this.dirty.delete(id);
     this.executions.abort(id);
+    await this.closeProcesses(id);
     await this.kernels.stop(id);
     await this.serial.run(id, async () => {
       await this.networks.close(id);
@@ -526,6 +587,7 @@ export class SessionManager {
       if (!this.isExpired(record) || this.serial.busy(record.session_id)) continue;
       this.sessions.delete(record.session_id);
       this.dirty.delete(record.session_id);
+      await this.closeProcesses(record.session_id);
       await this.kernels.stop(record.session_id);
       await this.networks.close(record.session_id);
       await this.changes.forget(record.session_id, workspaceOf(this.layout, record.session_id));
@@ -547,6 +609,7 @@ export class SessionManager {
     while (this.executions.runningCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.executions.abortAll();
     while (this.executions.runningCount > 0) await new Promise((r) => setTimeout(r, 20));
+    await Promise.all([...this.processes.keys()].map((id) => this.closeProcesses(id)));
     await this.kernels.closeAll();
     await this.networks.closeAll();
     await this.tracker?.close();
@@ -592,6 +655,10 @@ export class SessionManager {
   private countChanged(): void {
     this.deps.observer?.onSessionCountChanged(this.sessions.size);
   }
+}
+
+function isSessionNetwork(join: NetworkJoin): join is SessionNetwork {
+  return join.netnsPath !== undefined && 'close' in join;
 }
 
 function copyNetwork(n: NetworkPolicy): NetworkPolicy {

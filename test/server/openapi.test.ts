@@ -59,6 +59,7 @@ describe('operations', () => {
     expect(ids.sort()).toEqual([
       'DELETE /v1/sessions/{id} deleteSession',
       'DELETE /v1/sessions/{id}/files/{path} deleteFile',
+      'DELETE /v1/sessions/{id}/processes/{pid} killProcess',
       'DELETE /v1/volumes/{name} deleteVolume',
       'GET /healthz getHealth',
       'GET /metrics getMetrics',
@@ -68,6 +69,9 @@ describe('operations', () => {
       'GET /v1/sessions/{id} getSession',
       'GET /v1/sessions/{id}/files listFiles',
       'GET /v1/sessions/{id}/files/{path} downloadFile',
+      'GET /v1/sessions/{id}/processes listProcesses',
+      'GET /v1/sessions/{id}/processes/{pid} getProcess',
+      'GET /v1/sessions/{id}/processes/{pid}/output getProcessOutput',
       'GET /v1/volumes listVolumes',
       'PATCH /v1/sessions/{id}/network updateSessionNetwork',
       'POST /v1/execute executeOneShot',
@@ -75,6 +79,9 @@ describe('operations', () => {
       'POST /v1/sessions/{id}/execute executeInSession',
       'POST /v1/sessions/{id}/files uploadFiles',
       'POST /v1/sessions/{id}/kernel/restart restartKernel',
+      'POST /v1/sessions/{id}/processes startProcess',
+      'POST /v1/sessions/{id}/processes/{pid}/signal signalProcess',
+      'POST /v1/sessions/{id}/processes/{pid}/stdin writeProcessStdin',
       'POST /v1/sessions/{id}/run_code runCode',
     ]);
   });
