@@ -266,6 +266,9 @@ function run(cmd: string, args: string[], input: string | null, timeoutMs = 10_0
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.on('error', (err) => { clearTimeout(timer); reject(err); });
     child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
+    // A child that exits before reading its input (a bad netns path) shows through 'close';
+    // the write's EPIPE must not become an uncaught exception of the service.
+    child.stdin?.on('error', () => undefined);
     if (input !== null) child.stdin?.end(input);
   });
 }
