@@ -79,6 +79,8 @@ command -v mkfs.ext4 >/dev/null || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 # Network mode "outbound": slirp4netns, and nftables for the rules that keep the host unreachable from it.
 command -v slirp4netns >/dev/null || need+=(slirp4netns)
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
+# tmux: the test that drives `bubble-sandbox run bash` in a real terminal.
+command -v tmux >/dev/null || need+=(tmux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$SUDO" = none ]; then
     echo "Missing system packages. Run: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import type { Config } from './config.js';
-import { ENVIRONMENT_NAME, findEnvironment } from './sandbox/environments.js';
+import { ENVIRONMENT_NAME, findEnvironment, type Environment } from './sandbox/environments.js';
 import { EgressPatternError, parsePattern } from './sandbox/network/egress-policy.js';
 import { outboundAvailable } from './sandbox/network/outbound.js';
 import { createSessionNetwork, type SessionNetwork } from './sandbox/network/session-network.js';
@@ -30,10 +30,10 @@ export interface RunOptions {
   deny?: string[] | undefined;
 }
 
-type NetworkChoice = { mode: 'none' | 'allowlist' | 'outbound'; allow: string[]; deny: string[] };
+export type NetworkChoice = { mode: 'none' | 'allowlist' | 'outbound'; allow: string[]; deny: string[] };
 
 /** The --network, --allow and --deny options, checked before anything is made. */
-function networkOf(options: RunOptions): NetworkChoice {
+export function networkOf(options: Pick<RunOptions, 'network' | 'allow' | 'deny'>): NetworkChoice {
   const mode = options.network ?? 'none';
   if (mode !== 'none' && mode !== 'allowlist' && mode !== 'outbound') throw new UsageError(`--network must be none, allowlist or outbound: got '${mode}'`);
   const allow = options.allow ?? [];
@@ -57,7 +57,7 @@ function networkOf(options: RunOptions): NetworkChoice {
   return { mode, allow, deny };
 }
 
-type Identity = { uid: number; gid: number };
+export type Identity = { uid: number; gid: number };
 
 function readVolume(spec: string): VolumeMount {
   const [name, hostPath, mode = 'ro', ...rest] = spec.split(',');
@@ -127,60 +127,104 @@ function timeoutOf(raw: string | undefined, config: Config): number {
   return seconds;
 }
 
-export async function runProgram(config: Config, options: RunOptions, program: Program, stdin?: string): Promise<number> {
-  if (options.json && options.agent) throw new UsageError('--json and --agent cannot be combined');
-  const envName = options.environment;
+/** The environment named by -e, or a one-line usage error. */
+export async function environmentOf(config: Config, envName: string): Promise<Environment> {
   if (!ENVIRONMENT_NAME.test(envName)) throw new UsageError(`invalid environment name '${envName}'`);
   const environment = await findEnvironment(config.environmentsDir, envName);
   if (!environment) throw new UsageError(`unknown environment '${envName}' (see bubble-sandbox list-environments)`);
   if (!environment.usable) throw new UsageError(`environment '${envName}' is not usable: ${environment.reason ?? 'unknown reason'}`);
+  return environment;
+}
+
+export interface Workspace {
+  workdir: string;
+  /** The sandbox's host uid/gid (as root: the workdir's owner, never root), or null. */
+  identity: Identity | null;
+  /** A temporary workspace's parent, removed by the caller after the run; null for -w. */
+  tempParent: string | null;
+}
+
+/** The -w directory, checked (exists, not a link, enterable by the sandbox uid), or a temporary one. */
+export function workspaceOf(config: Config, workdirOption: string | undefined): Workspace {
+  if (workdirOption !== undefined) {
+    const { workdir, identity } = checkWorkdir(workdirOption, config);
+    if (identity) assertEnterable(`workdir '${workdirOption}'`, workdir, identity);
+    return { workdir, identity, tempParent: null };
+  }
+  const tempParent = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-sandbox-cli-'));
+  fs.chmodSync(tempParent, 0o711); // the sandbox uid must be able to reach its workspace
+  const workdir = path.join(tempParent, 'workspace');
+  fs.mkdirSync(workdir);
+  const identity = IS_ROOT ? { uid: config.sandboxUidBase, gid: config.sandboxUidBase } : null;
+  if (identity) fs.chownSync(workdir, identity.uid, identity.gid);
+  return { workdir, identity, tempParent };
+}
+
+/** The temporary workspace must be enterable too (a 0700 TMPDIR parent would stop bwrap). */
+export function assertTempWorkspaceEnterable(ws: Workspace): void {
+  if (ws.identity && ws.tempParent) assertEnterable(`the temporary workspace under '${os.tmpdir()}'`, ws.workdir, ws.identity);
+}
+
+export interface RunNetwork {
+  network: SessionNetwork;
+  /** Closes the network and removes its run dir; any number of times. */
+  close(): Promise<void>;
+}
+
+/**
+ * A network of the run's own (never under a service's workspace, whose start clears its run
+ * dirs), in the mode chosen; the caller closes it after the run.
+ */
+export async function openRunNetwork(config: Config, choice: NetworkChoice, identity: Identity | null): Promise<RunNetwork> {
+  const netDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-sandbox-net-'));
+  let closing: Promise<void> | null = null;
+  const removeDir = () => fs.rmSync(netDir, { recursive: true, force: true });
+  try {
+    fs.chmodSync(netDir, 0o711);
+    const network = await createSessionNetwork({
+      key: `cli-${process.pid}`,
+      mode: choice.mode,
+      identity,
+      runDir: path.join(netDir, 'run'),
+      policy: () => choice,
+      allowPrivate: config.egressAllowPrivateCidrs,
+      logger: pino({ level: 'silent' }),
+    });
+    return {
+      network,
+      close: () => (closing ??= network.close().finally(removeDir)),
+    };
+  } catch (err) {
+    removeDir();
+    throw err;
+  }
+}
+
+export async function runProgram(config: Config, options: RunOptions, program: Program, stdin?: string): Promise<number> {
+  if (options.json && options.agent) throw new UsageError('--json and --agent cannot be combined');
+  const environment = await environmentOf(config, options.environment);
   const volumes = (options.volume ?? []).map(readVolume);
   const timeoutSeconds = timeoutOf(options.timeout, config);
   const networkChoice = networkOf(options);
 
-  let workdir: string;
-  let identity: Identity | null;
-  let tempParent: string | null = null;
-  if (options.workdir !== undefined) {
-    ({ workdir, identity } = checkWorkdir(options.workdir, config));
-    if (identity) assertEnterable(`workdir '${options.workdir}'`, workdir, identity);
-  } else {
-    tempParent = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-sandbox-cli-'));
-    fs.chmodSync(tempParent, 0o711); // the sandbox uid must be able to reach its workspace
-    workdir = path.join(tempParent, 'workspace');
-    fs.mkdirSync(workdir);
-    identity = IS_ROOT ? { uid: config.sandboxUidBase, gid: config.sandboxUidBase } : null;
-    if (identity) fs.chownSync(workdir, identity.uid, identity.gid);
-  }
+  const ws = workspaceOf(config, options.workdir);
+  const { workdir, identity, tempParent } = ws;
 
   const live = !options.json && !options.agent;
   const ac = new AbortController();
   const onSignal = () => ac.abort();
   let result: RunResult;
   try {
-    if (identity && tempParent) assertEnterable(`the temporary workspace under '${os.tmpdir()}'`, workdir, identity);
+    assertTempWorkspaceEnterable(ws);
     for (const v of volumes) if (identity) assertEnterable(`volume '${v.name}'`, v.hostDir, identity);
     copyFilesIn(options.file ?? [], workdir, identity);
     const sandbox = await createSandbox(config);
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
-    let network: SessionNetwork | null = null;
-    let netDir: string | null = null;
+    let runNetwork: RunNetwork | null = null;
     try {
-      if (networkChoice.mode !== 'none') {
-        // A run dir of its own (never under a service's workspace, whose start clears its run dirs).
-        netDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-sandbox-net-'));
-        fs.chmodSync(netDir, 0o711);
-        network = await createSessionNetwork({
-          key: `cli-${process.pid}`,
-          mode: networkChoice.mode,
-          identity,
-          runDir: path.join(netDir, 'run'),
-          policy: () => networkChoice,
-          allowPrivate: config.egressAllowPrivateCidrs,
-          logger: pino({ level: 'silent' }),
-        });
-      }
+      if (networkChoice.mode !== 'none') runNetwork = await openRunNetwork(config, networkChoice, identity);
+      const network = runNetwork?.network ?? null;
       result = await sandbox.runner.run({
         environment,
         workspaceDir: workdir,
@@ -200,8 +244,7 @@ export async function runProgram(config: Config, options: RunOptions, program: P
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
-      await network?.close();
-      if (netDir) fs.rmSync(netDir, { recursive: true, force: true });
+      await runNetwork?.close();
       await sandbox.close();
     }
   } finally {

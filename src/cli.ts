@@ -33,6 +33,7 @@ commands:
   exec-script           run a Python script (-s CODE, --script-file FILE, or stdin); alias: execute-python
   exec-command "<sh>"   run a shell command string with /bin/sh -c
   execute -- <argv...>  run a program directly, no shell
+  run [--] <argv...>    run a program attached to this terminal (a pseudo-terminal when stdin is one)
   check [--full]        start a real sandbox and report whether it works
 
   --version             print the version
@@ -52,6 +53,50 @@ Run "bubble-sandbox <command> --help" for a command's options.`,
   -a, --agent              print only the program's output (all of stdout, then all of stderr), no messages of ours
 exit status: the program's own; 124 on timeout; 128+N when ended by signal N; 2 for bad input.`,
 };
+
+const INTERACTIVE_OPTIONS = {
+  environment: { type: 'string', short: 'e', default: 'bare' },
+  workdir: { type: 'string', short: 'w' },
+  timeout: { type: 'string' },
+  network: { type: 'string', default: 'none' },
+  allow: { type: 'string', multiple: true },
+  deny: { type: 'string', multiple: true },
+  'forward-port': { type: 'string', multiple: true },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const satisfies ParseArgsConfig['options'];
+
+const RUN_HELP = `usage: bubble-sandbox run [options] [--] <program> [args...]
+Runs the program in a sandbox attached to this terminal: with a pseudo-terminal of its own when
+stdin is a terminal (raw mode; Ctrl-C, Ctrl-Z and window resizes reach the program), with pipes
+otherwise (stdin, stdout and stderr streamed). Options end at the program's name.
+options:
+  -e, --environment NAME   execution environment (default: bare)
+  -w, --workdir DIR        directory mounted at /workspace (default: a temporary one)
+      --timeout SECONDS    kill the program after this long, exit status 124 (default: none)
+      --network MODE       none (default: loopback only), allowlist or outbound, as for exec-command; as root
+      --allow PATTERN      allowlist: a host the proxy may reach; repeatable
+      --deny PATTERN       allowlist: a host refused even when allowed; repeatable
+      --forward-port SANDBOX:HOST  while the program runs, 127.0.0.1:HOST on this machine reaches port
+                           SANDBOX inside the sandbox (its own network namespace); repeatable; as root
+  (--rootfs-overlay is not available yet: root filesystems are a separate, later change.)
+SIGINT, SIGTERM or SIGHUP to this command go to the program (in a terminal SIGTERM arrives as
+SIGHUP, which an interactive shell does not ignore); it is killed if it has not ended 5 s later.
+exit status: the program's own; 128+N when ended by signal N; 124 on timeout; 2 for bad input.`;
+
+/**
+ * Splits `run`'s arguments at the program: options first, then the program and its arguments
+ * untouched (`run bash -c 'echo x'` needs no `--`).
+ */
+function splitAtProgram(args: string[]): { options: string[]; program: string[] } {
+  const valued = new Set(Object.entries(INTERACTIVE_OPTIONS).filter(([, o]) => o.type === 'string').flatMap(([name, o]) => ['--' + name, ...('short' in o ? ['-' + o.short] : [])]));
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    if (a === '--') return { options: args.slice(0, i), program: args.slice(i + 1) };
+    if (!a.startsWith('-') || a === '-') return { options: args.slice(0, i), program: args.slice(i) };
+    if (valued.has(a)) i++; // its value, whatever it looks like
+  }
+  return { options: args, program: [] };
+}
 
 const SCRIPT_OPTIONS = { ...RUN_OPTIONS, script: { type: 'string', short: 's' }, 'script-file': { type: 'string' } } as const satisfies ParseArgsConfig['options'];
 
@@ -126,6 +171,14 @@ async function dispatch(command: string | undefined, rest: string[], config: () 
       if (values.help) return (console.log(`usage: bubble-sandbox execute [options] -- <program> [args...]\n${HELP.run}`), 0);
       if (positionals.length === 0) throw new UsageError('execute needs a program: bubble-sandbox execute -- <program> [args...]');
       return runProgram(config(), runOptions(values), { kind: 'argv', argv: positionals });
+    }
+    case 'run': {
+      const split = splitAtProgram(rest);
+      const { values } = parseArgs({ args: split.options, options: INTERACTIVE_OPTIONS, allowPositionals: false, strict: true });
+      if (values.help) return (console.log(RUN_HELP), 0);
+      const { runInteractive } = await import('./cli-pty.js');
+      const { environment, workdir, timeout, network, allow, deny } = values;
+      return runInteractive(config(), { environment, workdir, timeout, network, allow, deny, forwardPort: values['forward-port'] }, split.program);
     }
     case 'check': {
       const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean', default: false }, full: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } }, strict: true });
