@@ -1,65 +1,13 @@
 // Long-running processes through the routes, in real sandboxes: the same network namespace as the
 // session's executions, isolation between sessions, output offsets, stdin, signals through the
 // relay, and nothing left on the host after DELETE, a timeout, or the session's end.
-import type { FastifyInstance } from 'fastify';
 import { describe, expect, it } from 'vitest';
-import type { z } from 'zod';
-import type { ProcessInfoSchema, ProcessOutputSchema } from '../../src/server/process-schemas.js';
 import { useTestApp } from '../helpers/app.js';
-import { hostProcessesInCgroup, hostProcessesOfUid, listHostProcesses, waitUntil, type HostProcess } from '../helpers/host-processes.js';
+import { listHostProcesses, waitUntil } from '../helpers/host-processes.js';
 import { createSession, expectError, ISO_UTC, type ExecutionResultBody } from '../helpers/http.js';
-
-type ProcessInfoBody = z.infer<typeof ProcessInfoSchema>;
-type OutputBody = z.infer<typeof ProcessOutputSchema>;
+import { getProcess, processSandboxesOf, readOutput, sessionUid, startProcess, waitForEnd, waitForOutput, type ProcessInfoBody } from '../helpers/processes.js';
 
 const t = useTestApp({ MAX_PROCESSES_PER_SESSION: '3', PROCESS_MAX_SECONDS: '120' });
-
-export async function startProcess(app: FastifyInstance, id: string, body: Record<string, unknown>): Promise<ProcessInfoBody> {
-  const res = await app.inject({ method: 'POST', url: `/v1/sessions/${id}/processes`, payload: body });
-  expect(res.statusCode, res.body).toBe(201);
-  return res.json<ProcessInfoBody>();
-}
-
-export async function getProcess(app: FastifyInstance, id: string, pid: string): Promise<ProcessInfoBody> {
-  const res = await app.inject({ method: 'GET', url: `/v1/sessions/${id}/processes/${pid}` });
-  expect(res.statusCode, res.body).toBe(200);
-  return res.json<ProcessInfoBody>();
-}
-
-export async function readOutput(app: FastifyInstance, id: string, pid: string, since = 0): Promise<OutputBody> {
-  const res = await app.inject({ method: 'GET', url: `/v1/sessions/${id}/processes/${pid}/output?since=${since}` });
-  expect(res.statusCode, res.body).toBe(200);
-  return res.json<OutputBody>();
-}
-
-/** Polls the output until `done` accepts it (or 15 s pass); returns the last read. */
-export async function waitForOutput(app: FastifyInstance, id: string, pid: string, done: (o: OutputBody) => boolean, timeoutMs = 15_000): Promise<OutputBody> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const out = await readOutput(app, id, pid);
-    if (done(out) || Date.now() > deadline) return out;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-export async function waitForEnd(app: FastifyInstance, id: string, pid: string, timeoutMs = 15_000): Promise<ProcessInfoBody> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const info = await getProcess(app, id, pid);
-    if (info.status !== 'running' || Date.now() > deadline) return info;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** The session's host uid: its sandboxes all run as it. */
-function sessionUid(app: { sessions: { ownerOf(r: never): { uid: number } | null } }, sessions: { touch(id: string): Promise<unknown> }, id: string): Promise<number> {
-  return sessions.touch(id).then((r) => app.sessions.ownerOf(r as never)?.uid ?? -1);
-}
-
-/** Host processes in a cgroup named for a process sandbox (proc-<service pid>-n), of this uid. */
-function processSandboxesOf(uid: number): HostProcess[] {
-  return hostProcessesInCgroup(`proc-${process.pid}-`).filter((p) => p.uid === uid);
-}
 
 describe('a process in the session', () => {
   it('a server started as a process answers an execution of the same session (one network namespace)', async () => {
@@ -153,7 +101,7 @@ describe('a process in the session', () => {
 describe('nothing left behind', () => {
   it('DELETE takes the process and its background grandchild off the host before it answers; it stays listed as killed', async () => {
     const s = await createSession(t.app);
-    const uid = await sessionUid(t, t.sessions, s.session_id);
+    const uid = await sessionUid(t.sessions, s.session_id);
     const proc = await startProcess(t.app, s.session_id, { command: 'sleep 1000 & echo started; exec sleep 999' });
     await waitForOutput(t.app, s.session_id, proc.pid, (o) => o.stdout === 'started\n');
     const mine = await waitUntil(() => processSandboxesOf(uid), (ps) => ps.some((p) => p.argv[0] === 'sleep' && p.argv[1] === '1000') && ps.some((p) => p.argv[1] === '999'), 5000);
@@ -161,7 +109,6 @@ describe('nothing left behind', () => {
     const res = await t.app.inject({ method: 'DELETE', url: `/v1/sessions/${s.session_id}/processes/${proc.pid}` });
     expect(res.statusCode, res.body).toBe(204);
     // Already gone when DELETE answered: by uid, by cgroup, by pid.
-    expect(hostProcessesOfUid(uid)).toEqual([]);
     expect(processSandboxesOf(uid)).toEqual([]);
     const pids = new Set(mine.map((p) => p.pid));
     expect(listHostProcesses().filter((p) => pids.has(p.pid) && mine.some((m) => m.pid === p.pid && m.start === p.start))).toEqual([]);
@@ -172,24 +119,24 @@ describe('nothing left behind', () => {
 
   it('timeout_seconds ends it with status timeout, descendants included', async () => {
     const s = await createSession(t.app);
-    const uid = await sessionUid(t, t.sessions, s.session_id);
+    const uid = await sessionUid(t.sessions, s.session_id);
     const proc = await startProcess(t.app, s.session_id, { command: 'sleep 1000 & sleep 1001', timeout_seconds: 1 });
     const end = await waitForEnd(t.app, s.session_id, proc.pid, 10_000);
     expect(end).toMatchObject({ status: 'timeout', exit_code: null, signal: 'SIGKILL' });
     expect(Date.parse(end.ended_at ?? '') - Date.parse(end.started_at)).toBeGreaterThanOrEqual(900);
-    expect(await waitUntil(() => hostProcessesOfUid(uid), (l) => l.length === 0, 2000)).toEqual([]);
+    expect(await waitUntil(() => processSandboxesOf(uid), (l) => l.length === 0, 2000)).toEqual([]);
   });
 
   it('deleting the session kills its running processes (with and without its data)', async () => {
     for (const clear of [true, false]) {
       const s = await createSession(t.app);
-      const uid = await sessionUid(t, t.sessions, s.session_id);
+      const uid = await sessionUid(t.sessions, s.session_id);
       await startProcess(t.app, s.session_id, { command: 'sleep 1000 & sleep 1001' });
       await startProcess(t.app, s.session_id, { argv: ['bash', '-i'], pty: { cols: 80, rows: 24 } });
       await waitUntil(() => processSandboxesOf(uid), (ps) => ps.filter((p) => p.argv[0] === 'sleep').length === 2, 5000);
       const res = await t.app.inject({ method: 'DELETE', url: `/v1/sessions/${s.session_id}?clear_data=${clear}` });
       expect(res.statusCode, res.body).toBe(204);
-      expect(hostProcessesOfUid(uid)).toEqual([]);
+      expect(processSandboxesOf(uid)).toEqual([]);
       expectError(await t.app.inject({ method: 'GET', url: `/v1/sessions/${s.session_id}/processes` }), 404, 'SESSION_NOT_FOUND');
     }
   });
