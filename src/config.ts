@@ -57,6 +57,33 @@ const cidrList = z
     return Object.freeze<string[]>([...list.data]);
   });
 
+/** Browser origins (scheme://host[:port]) allowed to open the WebSocket routes besides the service's own. */
+const originList = z
+  .string()
+  .transform((raw, ctx) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      parsed = null;
+    }
+    const list = z.array(z.string()).max(256).safeParse(parsed);
+    const bad = list.success ? list.data.find((o) => !isOrigin(o)) : undefined;
+    if (!list.success || bad !== undefined) {
+      ctx.addIssue({ code: 'custom', message: `must be a JSON list of origins such as ["https://app.example.com"]${bad === undefined ? '' : ` (not an origin: ${JSON.stringify(bad)})`}` });
+      return z.NEVER;
+    }
+    return Object.freeze(list.data.map((o) => o.toLowerCase()));
+  });
+
+function isOrigin(s: string): boolean {
+  try {
+    return /^https?:$/.test(new URL(s).protocol) && new URL(s).origin === s.toLowerCase();
+  } catch {
+    return false;
+  }
+}
+
 /** Each entry: env name suffix → schema, default (as the env string) and meaning (for .env.example and docs). */
 export const SETTINGS = {
   HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'address the HTTP server listens on' },
@@ -76,6 +103,8 @@ export const SETTINGS = {
   LOG_LEVEL: { schema: z.string().transform((v) => v.toLowerCase()).pipe(z.enum(['trace', 'debug', 'info', 'warn', 'warning', 'error', 'fatal', 'silent', 'critical'])).transform((v) => (v === 'warning' ? 'warn' : v === 'critical' ? 'fatal' : v)), default: 'INFO', doc: 'log level: TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL (case-insensitive)' },
   API_KEY: { schema: z.string().min(16, 'must be at least 16 characters').optional(), default: undefined, doc: 'when set, every /v1 route requires Authorization: Bearer <key>' },
   ALLOW_UNAUTHENTICATED: { schema: bool, default: 'false', doc: 'allow listening on a non-loopback HOST without API_KEY (anyone who reaches the port can then use every session)' },
+  ALLOWED_ORIGINS: { schema: originList, default: '[]', doc: 'JSON list of browser origins (e.g. ["https://app.example.com"]) that may open the WebSocket routes (pty, ports) besides the service\'s own host; a WebSocket with another Origin header is refused with 403. Clients that send no Origin (not browsers) are not affected' },
+  WS_MAX_FRAME_BYTES: { schema: int(1024, 64 * MiB), default: String(64 * 1024), doc: 'largest WebSocket message a client may send on the pty route; a bigger one closes the socket with 1009 (the process keeps running)' },
   MAX_CONCURRENT_EXECUTIONS: { schema: int(1, 1024), default: String(Math.max(1, os.availableParallelism())), doc: 'sandboxes running at once across all sessions (default: number of cores)' },
   MAX_QUEUED_EXECUTIONS: { schema: int(0, 100_000), default: '64', doc: 'executions waiting for a free slot before new ones get 429 BUSY' },
   MEMORY_LIMIT_BYTES: { schema: int(16 * MiB), default: String(512 * MiB), doc: 'memory limit of one execution (cgroup; no swap)' },

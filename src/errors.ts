@@ -132,6 +132,21 @@ export class ProcessNotPtyError extends AppError {
     super(409, 'PROCESS_NOT_PTY', `Process '${pid}' was started without a terminal (pty)`);
   }
 }
+export class PortNotListeningError extends AppError {
+  constructor(port: number, why: string) {
+    super(502, 'PORT_NOT_LISTENING', `Nothing answers on port ${port} in the session's network (${why})`);
+  }
+}
+export class ForbiddenOriginError extends AppError {
+  constructor() {
+    super(403, 'FORBIDDEN_ORIGIN', 'WebSocket from a browser origin that is not allowed (ALLOWED_ORIGINS)');
+  }
+}
+export class UpgradeRequiredError extends AppError {
+  constructor() {
+    super(426, 'UPGRADE_REQUIRED', 'This route is a WebSocket: send Connection: Upgrade, Upgrade: websocket', { upgrade: 'websocket', connection: 'Upgrade' });
+  }
+}
 export class BadRequestError extends AppError {
   constructor(code: string, message: string) {
     super(400, code, message);
@@ -170,6 +185,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   FST_ERR_MAX_PARAM_LENGTH: '414: a URL segment is too long',
   UNAUTHORIZED: '401: missing or wrong API key (Authorization: Bearer <key>)',
   PERSISTENT_SESSIONS_DISABLED: '403: clear_data=false while persistent sessions are disabled',
+  FORBIDDEN_ORIGIN: '403: a WebSocket (pty, ports) from a browser Origin other than the service\'s own and not in ALLOWED_ORIGINS',
   NOT_FOUND: '404: no such route',
   SESSION_NOT_FOUND: '404: no session with this id',
   ENVIRONMENT_NOT_FOUND: '404: no environment of this name',
@@ -184,6 +200,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   PROCESS_EXITED: '409: stdin or a signal for a process that is no longer running',
   STDIN_CLOSED: '409: stdin for a process whose stdin was closed with eof',
   PROCESS_NOT_PTY: '409: a terminal (pty) route for a process started without one',
+  UPGRADE_REQUIRED: '426: a WebSocket route (pty) asked without an upgrade',
   UPLOAD_TOO_LARGE: '413: more than MAX_UPLOAD_SIZE_BYTES in one request; nothing kept',
   TOO_MANY_FILES: '413: more than MAX_UPLOAD_FILES file parts',
   WORKSPACE_FULL: '413: the workspace disk quota is full',
@@ -196,6 +213,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   BUSY: '429: too many executions running or queued (Retry-After)',
   TOO_MANY_PROCESSES: '429: MAX_PROCESSES_PER_SESSION processes of the session are running',
   INTERNAL_ERROR: '500: a fault of the service (details in its log only)',
+  PORT_NOT_LISTENING: '502: ports/{port}: nothing listens on that port in the session\'s network namespace',
   SANDBOX_UNAVAILABLE: '503: the sandbox cannot start on this host (Retry-After; see /readyz)',
   SHUTTING_DOWN: '503: the service is shutting down (Retry-After)',
 };

@@ -1,5 +1,4 @@
 // buildApp(deps) → a Fastify instance with every route; it never listens (main.ts does).
-import { createHash, timingSafeEqual } from 'node:crypto';
 import multipart from '@fastify/multipart';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -15,6 +14,10 @@ import { AppError, UnauthorizedError } from '../errors.js';
 import { errorBody } from './error-body.js';
 import type { Metrics } from './metrics.js';
 import { openApiOptions } from './openapi.js';
+import { portRoutes, portUpgradeHandler } from './routes/ports.js';
+import { ptyRoutes } from './routes/pty.js';
+import { registerUpgrades } from './upgrade.js';
+import { hasApiKey, isWebSocketUpgrade, keyDigest } from './ws-guard.js';
 import { environmentRoutes } from './routes/environments.js';
 import { executeRoutes } from './routes/execute.js';
 import { fileRoutes } from './routes/files.js';
@@ -48,10 +51,6 @@ declare module 'fastify' {
   interface FastifyInstance {
     deps: AppDeps;
   }
-}
-
-function digest(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -146,14 +145,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(probeRoutes);
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
 
-  const expected = config.apiKey ? digest(config.apiKey) : null;
+  const expected = config.apiKey ? keyDigest(config.apiKey) : null;
+  // WebSockets: the pty route through @fastify/websocket, ports/ upgrades raw (see upgrade.ts).
+  await registerUpgrades(app, {
+    maxFrameBytes: config.wsMaxFrameBytes,
+    raw: [portUpgradeHandler({ sessions: deps.sessions, expectedKey: expected, allowedOrigins: config.allowedOrigins, logger: deps.logger })],
+  });
   await app.register(
     async (v1) => {
       if (expected) {
         v1.addHook('onRequest', async (request) => {
-          const header = request.headers.authorization ?? '';
-          const m = /^Bearer\s+(.+)$/i.exec(header);
-          if (!m?.[1] || !timingSafeEqual(digest(m[1]), expected)) throw new UnauthorizedError();
+          const accessToken = request.routeOptions.config.accessToken === true && isWebSocketUpgrade(request.raw);
+          if (!hasApiKey(expected, request.raw, accessToken)) throw new UnauthorizedError();
         });
       }
       await v1.register(environmentRoutes);
@@ -163,6 +166,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await v1.register(runCodeRoutes);
       await v1.register(volumeRoutes);
       await v1.register(processRoutes);
+      await v1.register(ptyRoutes);
+      await v1.register(portRoutes);
     },
     { prefix: '/v1' },
   );

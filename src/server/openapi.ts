@@ -36,8 +36,8 @@ function nameWildcard(url: string, schema: JsonObject): string {
     params.properties = {
       ...rest,
       path: {
-        ...(isObject(wildcard) ? wildcard : {}),
         description: 'workspace-relative file path; it may contain `/` (out/result.csv), literally or as %2F',
+        ...(isObject(wildcard) ? wildcard : {}),
       },
     };
     if (Array.isArray(params.required)) params.required = params.required.map((r: unknown) => (r === '*' ? 'path' : r));

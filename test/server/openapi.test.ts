@@ -69,9 +69,11 @@ describe('operations', () => {
       'GET /v1/sessions/{id} getSession',
       'GET /v1/sessions/{id}/files listFiles',
       'GET /v1/sessions/{id}/files/{path} downloadFile',
+      'GET /v1/sessions/{id}/ports/{port}/{path} proxyPort',
       'GET /v1/sessions/{id}/processes listProcesses',
       'GET /v1/sessions/{id}/processes/{pid} getProcess',
       'GET /v1/sessions/{id}/processes/{pid}/output getProcessOutput',
+      'GET /v1/sessions/{id}/processes/{pid}/pty attachProcessTerminal',
       'GET /v1/volumes listVolumes',
       'PATCH /v1/sessions/{id}/network updateSessionNetwork',
       'POST /v1/execute executeOneShot',
@@ -270,8 +272,10 @@ describe('redocly lint (recommended rules)', () => {
     const result = await lint(get());
     expect(result.problems.filter((p) => p.severity === 'error')).toEqual([]);
     expect(result.totals.errors).toBe(0);
-    // The probes and /metrics never refuse a request: there is no 4xx to document.
+    // The probes and /metrics never refuse a request: there is no 4xx to document. The pty route
+    // is a WebSocket: its success is 101 Switching Protocols, no 2xx.
     expect(result.problems.map((p) => `${p.ruleId} ${p.location[0]?.pointer ?? ''}`).sort()).toEqual([
+      'operation-2xx-response #/paths/~1v1~1sessions~1{id}~1processes~1{pid}~1pty/get/responses',
       'operation-4xx-response #/paths/~1healthz/get/responses',
       'operation-4xx-response #/paths/~1metrics/get/responses',
       'operation-4xx-response #/paths/~1readyz/get/responses',
