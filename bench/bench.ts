@@ -72,6 +72,8 @@ async function main(): Promise<void> {
     BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR,
     // Multipart framing rides on top of the 8 MiB; the default (10 MiB) leaves room already.
     BUBBLE_SANDBOX_MAX_UPLOAD_SIZE_BYTES: String(Math.max(10 * MiB, sizes.uploadBytes + MiB)),
+    // The changed-files phase has every one of its files reported, as before the lists were capped.
+    BUBBLE_SANDBOX_MAX_CHANGED_FILES: String(Math.max(1000, sizes.manyFiles)),
   });
   const config = loadConfig(env, PROJECT_ROOT);
 
