@@ -14,6 +14,8 @@ import { measureSessions, measureUpload } from './lib/phase-sessions.js';
 import { measureThroughput } from './lib/phase-throughput.js';
 import { measureRunCode } from './lib/phase-run-code.js';
 import { egressRows, measureEgress } from './lib/phase-egress.js';
+import { measurePty, ptyRows } from './lib/phase-pty.js';
+import { measurePorts, portsRows } from './lib/phase-ports.js';
 import { buildRows } from './lib/rows.js';
 import { machineInfo, renderTable } from './lib/report.js';
 import { ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, cleanEnv, startService, type BenchServer } from './lib/server.js';
@@ -108,6 +110,10 @@ async function main(): Promise<void> {
   const changedFiles = await measureChangedFiles(ctx);
   log('run_code: warm interpreter vs cold execute');
   const runCode = await measureRunCode(ctx);
+  log('PTY keystroke to echo through the WebSocket');
+  const pty = await measurePty({ client, server, n: sizes.n, warmup: sizes.warmup, log });
+  log('ports/ proxy vs connectPort to the same server');
+  const ports = await measurePorts({ client, server, n: sizes.n, warmup: sizes.warmup, log, serviceWorkspaceDir });
   log('stopping the service');
   await server.stop();
 
@@ -126,8 +132,8 @@ async function main(): Promise<void> {
   };
   await plainServer.stop();
 
-  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota, egress: await measureEgress({ n: sizes.n, log }) };
-  const rows = [...buildRows(results), ...egressRows(results.egress)];
+  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota, egress: await measureEgress({ n: sizes.n, log }), pty, ports };
+  const rows = [...buildRows(results), ...egressRows(results.egress), ...ptyRows(pty), ...portsRows(ports)];
   const machine = machineInfo();
   const out = {
     machine,
