@@ -72,6 +72,10 @@ export interface PtyAttachment {
   scrollback: Buffer;
   /** Keystrokes; throws PROCESS_EXITED once the process has ended. */
   write(data: Buffer): void;
+  /** Keystrokes written but not yet taken by the program's terminal: bytes held in the service's memory. */
+  pendingInput(): number;
+  /** Called each time held keystrokes have all been taken (after a write left more than the pipe's mark); returns the unsubscribe function. */
+  onDrain(cb: () => void): () => void;
   /** Throws 400 outside 1..1000. */
   resize(cols: number, rows: number): void;
   /** Terminal output from now on; returns the unsubscribe function. */
@@ -342,6 +346,12 @@ export class SessionProcesses {
         const p = this.running(pid);
         if (p.stdinClosed) throw new ProcessStdinClosedError(pid);
         p.sandbox.stdin.write(data);
+      },
+      pendingInput: () => proc.sandbox.stdin.writableLength,
+      onDrain: (cb) => {
+        const stream = proc.sandbox.stdin;
+        stream.on('drain', cb);
+        return () => stream.off('drain', cb);
       },
       resize: (cols, rows) => {
         checkPtySize(cols, rows, 'resize');

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type WebSocket from 'ws';
 import { bwrapUsable, IS_ROOT } from '../helpers/sandbox.js';
+import { PTY_MAX_PENDING_INPUT_BYTES } from '../../src/server/routes/pty.js';
 import { AUTH, closed, KEY, listeningApp, openWs, processStatus, startProcess, until, type Listening } from '../helpers/ws.js';
 
 interface Term { ws: WebSocket; screen: () => string; clear: () => void; texts: string[] }
@@ -111,6 +112,48 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('pty WebSocket', () => {
     expect(plain.statusCode).toBe(426);
     // ?access_token= is for WebSockets only.
     expect((await t.app.inject({ method: 'GET', url: `/v1/sessions/tty/processes/${pid}?access_token=${KEY}` })).statusCode).toBe(401);
+  });
+
+  it('keystrokes a program does not read are held only up to PTY_MAX_PENDING_INPUT_BYTES (the socket is no longer read); the process runs on, and its end still closes the socket', async () => {
+    const sleeper = (await startProcess(t, 'tty', { argv: ['python3', '-c', 'import time; time.sleep(1000)'], pty: { cols: 80, rows: 24 } })).pid;
+    const probe = (await t.sessions.processesOf('tty')).attachPty(sleeper);
+    let most = 0;
+    const sample = setInterval(() => (most = Math.max(most, probe.pendingInput())), 2);
+    try {
+      const term = await attach({ url: url(sleeper) });
+      const frame = Buffer.alloc(64 * 1024, 0x61); // WS_MAX_FRAME_BYTES is 65536 here
+      const total = 8 * 1024 * 1024;
+      for (let sent = 0; sent < total; sent += frame.length) term.ws.send(frame);
+      // The relay and the terminal take 64 KiB each; the service then holds up to the bound and stops reading.
+      await until('input backed up', () => probe.pendingInput() >= PTY_MAX_PENDING_INPUT_BYTES);
+      await new Promise((r) => setTimeout(r, 1500));
+      most = Math.max(most, probe.pendingInput());
+      // The bound, overshot by at most what one socket read had already brought in.
+      expect(most).toBeLessThanOrEqual(PTY_MAX_PENDING_INPUT_BYTES + 256 * 1024);
+      expect(term.ws.readyState).toBe(term.ws.OPEN);
+      expect(await processStatus(t, 'tty', sleeper)).toBe('running');
+      // The end of the process still reaches the held-back client: exit frame, then 1000.
+      const shut = closed(term.ws);
+      expect((await t.app.inject({ method: 'DELETE', url: `/v1/sessions/tty/processes/${sleeper}`, headers: AUTH })).statusCode).toBeLessThan(300);
+      const started = Date.now();
+      expect(await shut).toEqual({ code: 1000, reason: 'process exited' });
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(JSON.parse(term.texts.at(-1) ?? '{}')).toMatchObject({ type: 'exit', pid: sleeper });
+    } finally {
+      clearInterval(sample);
+    }
+  }, 30_000);
+
+  it('a burst of a few KiB to a program that reads is taken as typed', async () => {
+    const term = await attach();
+    term.clear();
+    type(term, `echo ${'y'.repeat(4000)} | wc -c\n`);
+    await until('wc', () => /\n4001\nP> $/.test(term.screen()));
+    term.clear();
+    type(term, 'echo burst-$((40+2))\n');
+    await until('echo', () => /\nburst-42\nP> $/.test(term.screen()));
+    term.ws.close();
+    await closed(term.ws);
   });
 
   it('a process without a pty is 409; when the program exits the client gets {"type":"exit",...} and close 1000', async () => {

@@ -5,6 +5,10 @@
 // Close codes: 1008 a text frame that is not a valid resize, 1009 a frame over WS_MAX_FRAME_BYTES
 // (ws itself), 1013 a client too slow to take the output (it may reconnect and get the
 // scrollback): the process is unaffected by any of them.
+// Input is bounded the other way round: keystrokes the program has not taken yet (its terminal and
+// the relay hold 64 KiB each, then the service's pipe writer) are held in memory only up to
+// PTY_MAX_PENDING_INPUT_BYTES; past it the service stops reading the socket (TCP backpressure to
+// the client, no close) until the program has taken them all. Output keeps flowing meanwhile.
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { RawData, WebSocket } from 'ws';
@@ -18,6 +22,8 @@ import { originAllowed } from '../ws-guard.js';
 
 /** Output queued to one client past which it counts as too slow (closed 1013, output not kept for it). */
 export const PTY_MAX_BUFFERED_BYTES = 1024 * 1024;
+/** Keystrokes held for a program that has not read them, past which the socket is not read (paused until they are taken). */
+export const PTY_MAX_PENDING_INPUT_BYTES = 1024 * 1024;
 /** Keystrokes keep the session alive, at most one touch per this many ms. */
 const TOUCH_EVERY_MS = 10_000;
 
@@ -56,7 +62,7 @@ export const ptyRoutes: FastifyPluginAsyncZod = async (app) => {
     config: { accessToken: true },
     schema: {
       tags: ['processes'], operationId: 'attachProcessTerminal', summary: 'Attach to a process\'s terminal (WebSocket)',
-      description: 'A WebSocket (101 Switching Protocols). The server first sends the recent scrollback; then binary frames both ways are terminal bytes, and a text frame {"type":"resize","cols":C,"rows":R} resizes. When the process ends the server sends {"type":"exit", ...ProcessInfo} as text and closes with 1000. Closing the socket leaves the process running. Close codes: 1008 a bad text frame, 1009 a frame over WS_MAX_FRAME_BYTES, 1013 a client too slow to take the output; the process is unaffected. The API key may come as ?access_token=<key>; a browser Origin other than this service\'s own must be in ALLOWED_ORIGINS (403 FORBIDDEN_ORIGIN). Without an Upgrade: 426.',
+      description: 'A WebSocket (101 Switching Protocols). The server first sends the recent scrollback; then binary frames both ways are terminal bytes, and a text frame {"type":"resize","cols":C,"rows":R} resizes. When the process ends the server sends {"type":"exit", ...ProcessInfo} as text and closes with 1000. Closing the socket leaves the process running. Close codes: 1008 a bad text frame, 1009 a frame over WS_MAX_FRAME_BYTES, 1013 a client too slow to take the output; the process is unaffected. Keystrokes the program has not read are held up to 1 MiB: past that the server stops reading the socket (TCP backpressure) until the program takes them. The API key may come as ?access_token=<key>; a browser Origin other than this service\'s own must be in ALLOWED_ORIGINS (403 FORBIDDEN_ORIGIN). Without an Upgrade: 426.',
       params: ProcessParamsSchema, querystring: AccessTokenQuerySchema,
       response: { 101: z.null().describe('Switching Protocols: the terminal stream'), 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 426: ErrorSchema, 503: ErrorSchema },
     },
@@ -85,8 +91,14 @@ export const ptyRoutes: FastifyPluginAsyncZod = async (app) => {
       const stop = () => {
         for (const s of stops.splice(0)) s();
       };
+      // A client whose keystrokes are not being taken is not read from until they are (frames the
+      // socket already delivered still arrive: a bounded overshoot of one read).
+      const resumeInput = () => {
+        if (socket.isPaused) socket.resume();
+      };
       const closeWith = (code: number, why: string) => {
         stop();
+        resumeInput(); // the close handshake needs the client's close frame read
         if (socket.readyState === socket.OPEN) socket.close(code, reason(why));
       };
       // Scrollback and subscription in one tick: nothing written meanwhile is lost or doubled.
@@ -100,13 +112,16 @@ export const ptyRoutes: FastifyPluginAsyncZod = async (app) => {
         }
         socket.send(chunk, { binary: true });
       }));
+      stops.push(attachment.onDrain(resumeInput));
       stops.push(attachment.onExit((info) => {
         stop();
+        resumeInput(); // the close handshake needs the client's close frame read
         if (socket.readyState !== socket.OPEN) return;
         socket.send(JSON.stringify({ type: 'exit', ...info }));
         socket.close(1000, 'process exited');
       }));
       socket.on('message', (data, isBinary) => {
+        if (socket.readyState !== socket.OPEN) return; // closing: what the client still sent is dropped
         if (Date.now() - lastTouch > TOUCH_EVERY_MS) {
           lastTouch = Date.now();
           void sessions.touch(id).catch(() => undefined);
@@ -114,6 +129,10 @@ export const ptyRoutes: FastifyPluginAsyncZod = async (app) => {
         if (isBinary) {
           try {
             attachment.write(toBuffer(data));
+            if (attachment.pendingInput() > PTY_MAX_PENDING_INPUT_BYTES && !socket.isPaused) {
+              log.debug({ pending: attachment.pendingInput() }, 'pty: input backed up, socket paused');
+              socket.pause();
+            }
           } catch (err) {
             log.debug({ err }, 'pty: input not written (the process has ended)');
           }
