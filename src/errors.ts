@@ -127,6 +127,11 @@ export class ProcessStdinClosedError extends AppError {
     super(409, 'STDIN_CLOSED', `The standard input of process '${pid}' was closed (eof)`);
   }
 }
+export class StdinBacklogError extends AppError {
+  constructor(pid: string, maxBytes: number) {
+    super(429, 'STDIN_BACKLOG', `Process '${pid}' has not read the ${maxBytes} bytes of input it was already sent; retry once it has`, { 'retry-after': '1' });
+  }
+}
 export class ProcessNotPtyError extends AppError {
   constructor(pid: string) {
     super(409, 'PROCESS_NOT_PTY', `Process '${pid}' was started without a terminal (pty)`);
@@ -199,6 +204,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   NETWORK_MODE_MISMATCH: '409: PATCH of a network policy on a session whose mode is not allowlist',
   PROCESS_EXITED: '409: stdin or a signal for a process that is no longer running',
   STDIN_CLOSED: '409: stdin for a process whose stdin was closed with eof',
+  STDIN_BACKLOG: '429: stdin for a process that has not read the input it was already sent (PROCESS_MAX_PENDING_INPUT_BYTES)',
   PROCESS_NOT_PTY: '409: a terminal (pty) route for a process started without one',
   UPGRADE_REQUIRED: '426: a WebSocket route (pty) asked without an upgrade',
   UPLOAD_TOO_LARGE: '413: more than MAX_UPLOAD_SIZE_BYTES in one request; nothing kept',

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import {
-  BadRequestError, ProcessExitedError, ProcessNotFoundError, ProcessNotPtyError, ProcessStdinClosedError, SessionNotFoundError, TooManyProcessesError,
+  BadRequestError, ProcessExitedError, ProcessNotFoundError, ProcessNotPtyError, ProcessStdinClosedError, SessionNotFoundError, StdinBacklogError, TooManyProcessesError,
 } from '../errors.js';
 import type { Environment } from '../sandbox/environments.js';
 import {
@@ -19,6 +19,9 @@ import { baseEnvironment, type SpawnDeps } from '../sandbox/spawn.js';
 import type { ResourceLimits, VolumeMount } from '../sandbox/types.js';
 import { validateRelativePath } from '../workspace/workspace-fs.js';
 import { ByteRing, OutputRing, type OutputRead, type OutputStream } from './output-ring.js';
+
+/** Input a program has not read yet that POST .../stdin lets wait in the service (per process). */
+export const PROCESS_MAX_PENDING_INPUT_BYTES = 1024 * 1024;
 
 export interface ProcessInfo {
   pid: string;
@@ -316,11 +319,15 @@ export class SessionProcesses {
       stream.end();
       return;
     }
-    // Resolves once the pipe took it, or the process ended (a program that never reads holds the request, not memory).
-    await Promise.race([
-      new Promise<void>((resolve) => stream.write(data, () => resolve())),
-      proc.done,
+    // Input the program has not read yet waits in the service: past the bound, a write is refused
+    // (429) instead of queued, so callers that keep sending cannot grow the service's memory.
+    if (stream.writableLength >= PROCESS_MAX_PENDING_INPUT_BYTES) throw new StdinBacklogError(pid, PROCESS_MAX_PENDING_INPUT_BYTES);
+    // Resolves once the pipe took it; a process that ended first never got it (409).
+    const taken = await Promise.race([
+      new Promise<boolean>((resolve) => stream.write(data, (err) => resolve(err == null))),
+      proc.done.then(() => false),
     ]);
+    if (!taken) throw new ProcessExitedError(pid);
   }
 
   signal(pid: string, name: string): void {

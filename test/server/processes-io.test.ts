@@ -184,3 +184,35 @@ describe('the session ends', () => {
     }
   });
 });
+
+describe('stdin to a program that does not read', () => {
+  const s2 = useTestApp();
+
+  it('waits in the service only up to a bound: past it 429 STDIN_BACKLOG at once, and the waiting writes answer when the process ends', async () => {
+    const s = await createSession(s2.app);
+    const proc = await startProcess(s2.app, s.session_id, { argv: ['python3', '-c', 'import time; time.sleep(1000)'] });
+    const chunk = 'x'.repeat(1_000_000);
+    const send = () => s2.app.inject({ method: 'POST', url: `/v1/sessions/${s.session_id}/processes/${proc.pid}/stdin`, payload: { data: chunk } });
+    // Eight at once to a program that never reads: a write waits until the pipe takes it, so none
+    // of these can answer 204; past 1 MiB waiting, the rest are refused at once.
+    let settled = 0;
+    const pending = Array.from({ length: 8 }, () => send().finally(() => settled++));
+    // All but the (at most two) waiting ones answer at once.
+    for (let i = 0; i < 200 && settled < 6; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(settled).toBeGreaterThanOrEqual(6);
+    expect((await s2.app.inject({ method: 'DELETE', url: `/v1/sessions/${s.session_id}/processes/${proc.pid}` })).statusCode).toBe(204);
+    const answers = await Promise.all(pending);
+    // At most two megabyte writes ever waited (the bound is checked before each write); the others
+    // were refused at once. A waiting write answers when the process ends: 204 if the sandbox's
+    // side had taken its bytes by then, else 409 (they never reached the program).
+    const waited = answers.filter((a) => a.statusCode !== 429);
+    expect(waited.length).toBeGreaterThanOrEqual(1);
+    expect(waited.length).toBeLessThanOrEqual(2);
+    for (const a of waited) expect([204, 409]).toContain(a.statusCode);
+    for (const a of answers.filter((x) => x.statusCode === 429)) {
+      expectError(a, 429, 'STDIN_BACKLOG');
+      expect(a.headers['retry-after']).toBe('1');
+    }
+    expectError(await send(), 409, 'PROCESS_EXITED');
+  });
+});

@@ -75,8 +75,8 @@ export const processRoutes: FastifyPluginAsyncZod = async (app) => {
     bodyLimit: 2 * 1024 * 1024,
     schema: {
       tags, operationId: 'writeProcessStdin', summary: 'Write to a process\'s stdin, or close it',
-      description: '409 PROCESS_EXITED once the process has ended; 409 STDIN_CLOSED after eof. Answers once the data is in the pipe.',
-      params: ProcessParamsSchema, body: StdinBodySchema, response: { 204: z.null().describe('written'), ...ProcessErrors, 409: ErrorSchema },
+      description: '409 PROCESS_EXITED once the process has ended (also when it ended before taking this data); 409 STDIN_CLOSED after eof; 429 STDIN_BACKLOG while the program has not read 1 MiB it was already sent. Answers once the data is in the pipe.',
+      params: ProcessParamsSchema, body: StdinBodySchema, response: { 204: z.null().describe('written'), ...ProcessErrors, 409: ErrorSchema, 429: ErrorSchema },
     },
   }, async (request, reply) => {
     const b = request.body;
