@@ -26,10 +26,12 @@ export interface EgressResult {
   download: { bytes: number; proxy_mb_per_s: number; tunnel_mb_per_s: number; direct_mb_per_s: number; ratio: number; tunnel_ratio: number };
 }
 
-/** ms until the response head arrives, and ms until the whole body was read. */
-function get(connect: () => net.Socket, url: string): Promise<{ ttfb: number; total: number; bytes: number }> {
+/**
+ * ms until the response head arrives, and ms until the whole body was read, from t0. The same client
+ * code reads every download (direct, absolute form, inside a tunnel): node:http, 'data' chunks counted.
+ */
+function get(connect: () => net.Socket, url: string, t0 = now()): Promise<{ ttfb: number; total: number; bytes: number }> {
   return new Promise((resolve, reject) => {
-    const t0 = now();
     const req = http.request({ createConnection: connect, path: url, setHost: false, headers: { host: 'bench.test' } }, (res) => {
       const ttfb = now() - t0;
       let bytes = 0;
@@ -42,18 +44,17 @@ function get(connect: () => net.Socket, url: string): Promise<{ ttfb: number; to
   });
 }
 
-/** A GET /bytes/N inside a CONNECT tunnel: ms until the server closed, and the bytes read. */
+/** A GET /bytes/N inside a CONNECT tunnel, through the same client as the others; ms from the CONNECT. */
 async function tunnelGet(socketPath: string, port: number, n: number): Promise<number> {
   const t0 = now();
   const { socket, head } = await openTunnel(socketPath, `bench.test:${port}`);
   if (!head.startsWith('HTTP/1.1 200')) throw new Error(`CONNECT answered ${head}`);
-  let bytes = 0;
-  socket.on('data', (d: Buffer) => (bytes += d.length));
-  socket.resume(); // openTunnel hands the socket over paused
-  socket.write(`GET /bytes/${n} HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n`);
-  await new Promise((r) => socket.once('close', r));
-  if (bytes < n) throw new Error(`tunnel download short: ${bytes} of ${n}`);
-  return now() - t0;
+  const pending = get(() => socket, `/bytes/${n}`, t0);
+  setImmediate(() => socket.resume()); // openTunnel hands the socket over paused; node:http has attached its listeners by now
+  const r = await pending;
+  socket.destroy();
+  if (r.bytes < n) throw new Error(`tunnel download short: ${r.bytes} of ${n}`);
+  return r.total;
 }
 
 export async function measureEgress(opts: { n?: number; downloadBytes?: number; reps?: number; log?: (m: string) => void } = {}): Promise<EgressResult> {

@@ -1,7 +1,9 @@
 // The egress proxy of an allowlist session: an HTTP/1.1 forward proxy on a unix socket (the
 // session's netns helper pipes the sandbox's 127.0.0.1:3128 to it; the socket identifies the
 // session, no header is trusted). Absolute-form `GET http://host/path` is forwarded without
-// hop-by-hop headers, one request per upstream connection; `CONNECT host:port` becomes a raw tunnel.
+// hop-by-hop headers, one request per upstream and per client connection (`Connection: close` both
+// ways; the answer's head is parsed and rewritten here, its body relayed as bytes); `CONNECT
+// host:port` becomes a raw tunnel.
 //
 // Written by hand with node:http/node:net and no proxy library, because this is the boundary:
 // for every request the policy is read at that moment (a PATCH applies to the next connection),
@@ -14,7 +16,7 @@ import http from 'node:http';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { decide, normaliseHost, refusedAddressReason, type Cidr, type EgressPolicy } from './egress-policy.js';
-import { endToEndHeaders, parseProxyTarget, rawRefusal, type ProxyTarget } from './egress-request.js';
+import { endToEndHeaders, headerLines, isSafeRequestTarget, parseProxyTarget, parseResponseHead, rawRefusal, type ProxyTarget } from './egress-request.js';
 
 /** Request line plus headers, in bytes; more is 431. */
 export const MAX_HEAD_BYTES = 16 * 1024;
@@ -27,6 +29,16 @@ export const CONNECT_TIMEOUT_MS = 10_000;
 export const RESOLVE_TIMEOUT_MS = 10_000;
 /** A name's addresses tried at most (after refused ones are dropped). */
 export const MAX_ADDRESSES_TRIED = 8;
+/**
+ * Upstream bytes are read into buffers this large (node's default is a new 64 KiB buffer per read):
+ * fewer, larger reads and no allocation per read; at most READS_IN_FLIGHT of them per connection are
+ * waiting to be written to the client, and SPARE_READ_BUFFERS free ones are kept for reuse.
+ */
+export const READ_BUFFER_BYTES = 256 * 1024;
+export const READS_IN_FLIGHT = 4;
+export const SPARE_READ_BUFFERS = 64;
+/** Stream buffering of the client sockets (request bodies and tunnel bytes going upstream). */
+export const CLIENT_HIGH_WATER_MARK = 256 * 1024;
 
 export interface EgressDecision {
   decision: 'allowed' | 'denied';
@@ -67,9 +79,61 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
-function connectOnce(ip: string, port: number): Promise<net.Socket> {
+/** Free read buffers shared by all upstream connections (a buffer is reused only after its write completed). */
+const spareReadBuffers: Buffer[] = [];
+function takeReadBuffer(): Buffer {
+  return spareReadBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+}
+
+/**
+ * What an upstream sends, read into reusable READ_BUFFER_BYTES buffers (net's `onread`) instead of a
+ * fresh 64 KiB allocation per read, and handed to one consumer at a time. The consumer calls done()
+ * once it no longer needs the chunk (the client write completed); reading stops while
+ * READS_IN_FLIGHT chunks are outstanding, which is the backpressure toward a slow client.
+ * Chunks that arrive before a consumer is set wait for it.
+ */
+class UpstreamBytes {
+  socket: net.Socket | null = null;
+  private consumer: ((chunk: Buffer, done: (err?: Error | null) => void) => void) | null = null;
+  private waiting: Array<[Buffer, Buffer]> = [];
+  private inFlight = 0;
+  private stopped = false;
+  readonly onread = { buffer: takeReadBuffer, callback: (n: number, buf: Buffer): boolean => this.received(n, buf) };
+
+  consume(consumer: (chunk: Buffer, done: (err?: Error | null) => void) => void): void {
+    this.consumer = consumer;
+    for (const [chunk, buf] of this.waiting.splice(0)) this.hand(chunk, buf);
+  }
+
+  private received(n: number, buf: Buffer): boolean {
+    this.inFlight += 1;
+    if (this.consumer === null) this.waiting.push([buf.subarray(0, n), buf]);
+    else this.hand(buf.subarray(0, n), buf);
+    if (this.inFlight < READS_IN_FLIGHT) return true;
+    this.stopped = true;
+    return false;
+  }
+
+  private hand(chunk: Buffer, buf: Buffer): void {
+    let released = false;
+    this.consumer?.(chunk, (err) => {
+      if (released) return;
+      released = true;
+      // After a failed write the buffer is left to the GC rather than reused.
+      if (err == null && spareReadBuffers.length < SPARE_READ_BUFFERS) spareReadBuffers.push(buf);
+      this.inFlight -= 1;
+      if (this.stopped && this.inFlight < READS_IN_FLIGHT && this.socket !== null && !this.socket.destroyed) {
+        this.stopped = false;
+        this.socket.resume(); // restarts reading on an onread socket
+      }
+    });
+  }
+}
+
+function connectOnce(ip: string, port: number, bytes: UpstreamBytes): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host: ip, port, noDelay: true });
+    const s = net.connect({ host: ip, port, noDelay: true, onread: bytes.onread });
+    bytes.socket = s;
     const fail = (err: Error) => {
       s.destroy();
       reject(err);
@@ -82,6 +146,28 @@ function connectOnce(ip: string, port: number): Promise<net.Socket> {
       resolve(s);
     });
   });
+}
+
+/** The request body upstream: as received with a Content-Length, chunked again when it came chunked. */
+function forwardBody(req: http.IncomingMessage, upstream: net.Socket, chunked: boolean): void {
+  if (!chunked) return void req.pipe(upstream, { end: false });
+  req.on('data', (d: Buffer) => {
+    if (d.length === 0) return;
+    upstream.write(`${d.length.toString(16)}\r\n`);
+    upstream.write(d);
+    if (!upstream.write('\r\n')) {
+      req.pause();
+      upstream.once('drain', () => req.resume());
+    }
+  });
+  req.once('end', () => upstream.write('0\r\n\r\n'));
+}
+
+/** The response's Transfer-Encoding, several fields joined; null without one. */
+function transferEncoding(raw: readonly string[]): string | null {
+  const values: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]?.toLowerCase() === 'transfer-encoding') values.push(raw[i + 1] ?? '');
+  return values.length === 0 ? null : values.join(', ');
 }
 
 export async function startEgressProxy(opts: EgressProxyOptions): Promise<EgressProxy> {
@@ -97,7 +183,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
   };
 
   /** Decide, resolve, check, connect: a socket to a checked address, or a Refusal. */
-  async function open(kind: 'http' | 'connect', t: ProxyTarget): Promise<net.Socket> {
+  async function open(kind: 'http' | 'connect', t: ProxyTarget): Promise<{ upstream: net.Socket; bytes: UpstreamBytes }> {
     const verdict = decide(opts.policy(), t.host, t.port);
     const h = normaliseHost(t.host);
     const host = 'error' in h ? t.host : h.host;
@@ -124,7 +210,8 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     for (const ip of passing.slice(0, MAX_ADDRESSES_TRIED)) {
       if (closed) break;
       try {
-        const s = await connectOnce(ip, t.port);
+        const bytes = new UpstreamBytes();
+        const s = await connectOnce(ip, t.port, bytes);
         if (closed) {
           s.destroy();
           break;
@@ -132,7 +219,8 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
         upstreams.add(s);
         s.once('close', () => upstreams.delete(s));
         s.setTimeout(IDLE_TIMEOUT_MS, () => s.destroy());
-        return s;
+        s.resume(); // flowing, so 'end' is emitted; the bytes themselves go through `bytes`
+        return { upstream: s, bytes };
       } catch (err) {
         lastError = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
       }
@@ -142,7 +230,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
   }
 
   // requireHostHeader: false — the absolute URL names the host; the received Host is replaced anyway.
-  const server = http.createServer({ maxHeaderSize: MAX_HEAD_BYTES, requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 5_000, requireHostHeader: false });
+  const server = http.createServer({ highWaterMark: CLIENT_HIGH_WATER_MARK, maxHeaderSize: MAX_HEAD_BYTES, requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 5_000, requireHostHeader: false });
 
   server.on('connection', (s: net.Socket) => {
     if (closed || clients.size >= MAX_CONNECTIONS_PER_PROXY) {
@@ -160,37 +248,93 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     else s.destroy();
   });
 
+  // One request per client connection: the request head and body are read by node:http (its
+  // limits and framing), forwarded with `Connection: close`, and the upstream's answer is relayed as
+  // bytes after its head is checked and rewritten here; the client connection closes after it.
+  const busy = new WeakSet<net.Socket>();
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const client = req.socket;
+    let headSent = false;
     const answer = (status: number, reason: string) => {
+      if (headSent || res.headersSent || client.destroyed) return void client.destroy();
+      headSent = true;
       const body = `${reason}\n`;
       res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
       res.end(body);
     };
+    // A request pipelined behind the one in flight is not acted on: the connection closes after the
+    // first answer (which says so), and the client sends it again on a new one.
+    if (busy.has(client)) return;
+    busy.add(client);
     const target = parseProxyTarget(req.method ?? '', req.url ?? '');
     if ('error' in target) return answer(target.status, target.error);
+    if (!isSafeRequestTarget(target.path)) return answer(400, 'the URL has characters that must be percent-encoded');
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    // Expect is answered by node:http already (100 Continue); Content-Length means nothing beside chunked.
+    const forwarded = headerLines(endToEndHeaders(req.rawHeaders, ['host', 'expect', ...(chunked ? ['content-length'] : [])]));
+    if (forwarded === null) return answer(400, 'malformed request header');
     void open('http', target).then(
-      (socket) => {
+      ({ upstream, bytes }) => {
+        if (client.destroyed) return void upstream.destroy();
         const h = normaliseHost(target.host) as { kind: 'name' | 'ip'; host: string };
         const hostHeader = `${h.host.includes(':') ? `[${h.host}]` : h.host}${target.port === 80 ? '' : `:${target.port}`}`;
-        const upstream = http.request({
-          createConnection: () => socket, method: req.method, path: target.path, setHost: false,
-          headers: ['Host', hostHeader, ...endToEndHeaders(req.rawHeaders, ['host'])],
+        const failed = (why: string) => `upstream ${h.host}:${target.port} ${why}`;
+        upstream.write(`${req.method} ${target.path} HTTP/1.1\r\nHost: ${hostHeader}\r\n${forwarded}${chunked ? 'Transfer-Encoding: chunked\r\n' : ''}Connection: close\r\n\r\n`);
+        forwardBody(req, upstream, chunked);
+        let ended = false;
+        let pending: Buffer = Buffer.alloc(0);
+        const relay = (chunk: Buffer, done: (err?: Error | null) => void) => void client.write(chunk, done);
+        const readHead = (chunk: Buffer, done: () => void) => {
+          pending = Buffer.concat([pending, chunk]); // a copy: the read buffer is reused after done()
+          done();
+          if (headSent) return;
+          for (;;) {
+            const head = parseResponseHead(pending, MAX_HEAD_BYTES);
+            if (head === null) return;
+            if ('error' in head) {
+              upstream.destroy();
+              return answer(502, failed(`failed: ${head.error}`));
+            }
+            if (head.status === 101) {
+              upstream.destroy();
+              return answer(502, failed('switched protocols, which the proxy does not relay'));
+            }
+            pending = pending.subarray(head.length);
+            if (head.status < 200) continue; // interim answers (100, 103) are not relayed
+            const te = transferEncoding(head.raw);
+            const lines = headerLines(endToEndHeaders(head.raw, te === null ? [] : ['content-length']));
+            if (lines === null) {
+              upstream.destroy();
+              return answer(502, failed('sent a malformed header'));
+            }
+            headSent = true;
+            // The body is relayed in the upstream's own framing: a transfer coding is declared again for this hop.
+            client.write(`HTTP/1.1 ${head.status} ${head.reason}\r\n${lines}${te === null ? '' : `Transfer-Encoding: ${te}\r\n`}Connection: close\r\n\r\n`);
+            if (pending.length > 0) client.write(pending);
+            pending = Buffer.alloc(0);
+            bytes.consume(relay);
+            return;
+          }
+        };
+        bytes.consume(readHead);
+        upstream.once('end', () => {
+          ended = true;
+          if (!headSent) answer(502, failed('closed without answering'));
+          else client.end();
         });
-        upstream.on('response', (up) => {
-          res.writeHead(up.statusCode ?? 502, up.statusMessage, endToEndHeaders(up.rawHeaders));
-          up.pipe(res);
-          up.on('error', () => res.destroy());
+        upstream.once('close', () => {
+          if (!headSent) answer(502, failed('closed without answering'));
+          else if (!ended) client.destroy();
         });
-        upstream.on('error', (err) => {
-          if (!res.headersSent) answer(502, `upstream ${h.host}:${target.port} failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`);
-          else res.destroy();
+        upstream.on('error', (err: NodeJS.ErrnoException) => {
+          if (!headSent) answer(502, failed(`failed: ${err.code ?? err.message}`));
+          else client.destroy();
         });
-        res.on('close', () => socket.destroy());
-        req.pipe(upstream);
+        client.once('close', () => upstream.destroy());
       },
       (err: unknown) => {
         if (err instanceof Refusal) answer(err.status, err.message);
-        else res.destroy();
+        else client.destroy();
       },
     );
   });
@@ -201,7 +345,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     const target = parseProxyTarget('CONNECT', req.url ?? '');
     if ('error' in target) return void client.end(rawRefusal(target.status, target.error));
     void open('connect', target).then(
-      (upstream) => {
+      ({ upstream, bytes }) => {
         if (client.destroyed) return void upstream.destroy();
         client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
         if (head.length > 0) upstream.write(head);
@@ -210,7 +354,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
         upstream.on('error', () => client.destroy());
         upstream.on('close', () => client.end());
         client.on('close', () => upstream.destroy());
-        upstream.pipe(client);
+        bytes.consume((chunk, done) => void client.write(chunk, done));
         client.pipe(upstream);
       },
       (err: unknown) => {

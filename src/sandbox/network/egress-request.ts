@@ -90,3 +90,57 @@ export function rawRefusal(status: number, reason: string): string {
   const body = `${reason.replace(/[\r\n]+/g, ' ')}\n`;
   return `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }
+
+/** Header names are tokens (RFC 9110 §5.6.2); values have no CR, LF or NUL. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const BAD_VALUE = /[\r\n\0]/;
+
+export interface ResponseHead {
+  readonly status: number;
+  readonly reason: string;
+  /** name, value, name, value... as received. */
+  readonly raw: string[];
+  /** Bytes of the head including the blank line; the body starts there. */
+  readonly length: number;
+}
+
+/**
+ * An upstream's status line and headers from the start of `buf`: null while the blank line has not
+ * arrived (the caller stops at `max` bytes), an error for anything that is not a plain HTTP/1.x head.
+ * Strict: no obs-fold, no space before the colon, token names, a three-digit status.
+ */
+export function parseResponseHead(buf: Buffer, max: number): ResponseHead | { error: string } | null {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) return buf.length > max ? { error: `the upstream's response head is over ${max} bytes` } : null;
+  if (end + 4 > max) return { error: `the upstream's response head is over ${max} bytes` };
+  const lines = buf.toString('latin1', 0, end).split('\r\n');
+  const m = /^HTTP\/1\.[01] ([1-9][0-9]{2})(?: ([^\r\n\0]*))?$/.exec(lines[0] ?? '');
+  if (m === null) return { error: 'the upstream sent a malformed status line' };
+  const raw: string[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i] ?? '';
+    const colon = line.indexOf(':');
+    const name = colon > 0 ? line.slice(0, colon) : '';
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+    if (!TOKEN.test(name) || BAD_VALUE.test(value)) return { error: 'the upstream sent a malformed header line' };
+    raw.push(name, value);
+  }
+  return { status: Number(m[1]), reason: m[2] ?? '', raw, length: end + 4 };
+}
+
+/** name, value pairs as header lines; null when a name or value could split the head. */
+export function headerLines(raw: readonly string[]): string | null {
+  let out = '';
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] ?? '';
+    const value = raw[i + 1] ?? '';
+    if (!TOKEN.test(name) || BAD_VALUE.test(value)) return null;
+    out += `${name}: ${value}\r\n`;
+  }
+  return out;
+}
+
+/** The origin-form target sent upstream: visible ASCII only, so it cannot end the request line early. */
+export function isSafeRequestTarget(path: string): boolean {
+  return /^[\x21-\x7e]+$/.test(path);
+}

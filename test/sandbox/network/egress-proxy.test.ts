@@ -90,6 +90,41 @@ describe('absolute-form HTTP', () => {
     expect((JSON.parse(chunked.body) as Echo).body).toHaveLength(100_000);
   });
 
+  test('a chunked answer after an interim 103 is relayed as bytes, its hop-by-hop headers dropped, the connection closed after it', async () => {
+    const raw = net.createServer((s) => s.once('data', () => s.end(
+      'HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n'
+      + 'HTTP/1.1 200 OK\r\nConnection: x-gone\r\nX-Gone: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\nX-Kept: yes\r\n\r\n'
+      + '5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n')));
+    const port = await new Promise<number>((r) => raw.listen(0, '127.0.0.1', () => r((raw.address() as net.AddressInfo).port)));
+    try {
+      const { proxy } = await start({ allow: [`allowed.test:${port}`], deny: [] });
+      const r = await viaProxy(proxy.socketPath, `http://allowed.test:${port}/chunks`);
+      expect(r.status).toBe(200);
+      expect(r.body).toBe('hello world');
+      expect(r.headers['x-kept']).toBe('yes');
+      for (const h of ['x-gone', 'keep-alive', 'content-length']) expect(r.headers[h], h).toBeUndefined();
+      expect(r.headers.connection).toBe('close');
+      const answer = await rawExchange(proxy.socketPath, `GET http://allowed.test:${port}/ HTTP/1.1\r\nHost: x\r\n\r\n`);
+      expect(answer).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+      expect(answer).not.toContain('103');
+    } finally {
+      await new Promise((r) => raw.close(r));
+    }
+  });
+
+  test('a malformed answer from upstream is a 502', async () => {
+    const raw = net.createServer((s) => s.once('data', () => s.end('HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\nbody')));
+    const port = await new Promise<number>((r) => raw.listen(0, '127.0.0.1', () => r((raw.address() as net.AddressInfo).port)));
+    try {
+      const { proxy } = await start({ allow: [`allowed.test:${port}`], deny: [] });
+      const r = await viaProxy(proxy.socketPath, `http://allowed.test:${port}/`);
+      expect(r.status).toBe(502);
+      expect(r.body).toMatch(/malformed header line/);
+    } finally {
+      await new Promise((r) => raw.close(r));
+    }
+  });
+
   test('a name resolving to loopback is refused without allowPrivate, 403 with a one-line reason', async () => {
     const { proxy, decisions } = await start(allowEcho(), []);
     const hits = echo.hits;
