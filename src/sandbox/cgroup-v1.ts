@@ -4,10 +4,10 @@
 // is one directory per distinct hierarchy and the wrapper joins each of them.
 import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import path from 'node:path';
-import type { ActiveCgroupManager, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
+import type { ActiveCgroupManager, CgroupGroup, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
   belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, exists, killUntilEmpty, listChildDirs,
-  parseIntOrNull, parseKeyed, readText, removeCgroupDir, validateCgroupName, validateLimits, writeOptional, writeText,
+  parseIntOrNull, parseKeyed, procsFilesUnder, readText, removeCgroupDir, validateCgroupName, validateLimits, writeOptional, writeText,
 } from './cgroups.js';
 
 export interface V1Hierarchies { memory: string; pids: string; cpu: string | null; cpuacct: string | null }
@@ -69,24 +69,39 @@ async function quotaPerPeriod(dir: string): Promise<number | null> {
 async function setCpuCeiling(parentDir: string, cores: number): Promise<void> {
   const quota = cpuQuotaUs(cores);
   const quotaFile = path.join(parentDir, 'cpu.cfs_quota_us');
+  // Deepest first: a session group's processes sit one level down, and v1 checks the whole subtree.
+  const lower = async (dir: string): Promise<void> => {
+    for (const child of await listChildDirs(dir)) {
+      const childDir = path.join(dir, child);
+      await lower(childDir);
+      const childQuota = await quotaPerPeriod(childDir);
+      if (childQuota === null || childQuota <= quota) continue;
+      // Gone meanwhile (ENOENT) is fine; a period first, so the quota means what it says.
+      if (await writeOptional(path.join(childDir, 'cpu.cfs_period_us'), String(CPU_PERIOD_US))) {
+        await writeOptional(path.join(childDir, 'cpu.cfs_quota_us'), String(quota));
+      }
+    }
+  };
   for (let attempt = 1; ; attempt++) {
     await writeText(quotaFile, '-1');
     await writeText(path.join(parentDir, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
-    for (const child of await listChildDirs(parentDir)) {
-      const dir = path.join(parentDir, child);
-      const childQuota = await quotaPerPeriod(dir);
-      if (childQuota === null || childQuota <= quota) continue;
-      // Gone meanwhile (ENOENT) is fine; a period first, so the quota means what it says.
-      if (await writeOptional(path.join(dir, 'cpu.cfs_period_us'), String(CPU_PERIOD_US))) {
-        await writeOptional(path.join(dir, 'cpu.cfs_quota_us'), String(quota));
-      }
-    }
+    await lower(parentDir);
     try {
       await writeText(quotaFile, String(quota));
       return;
     } catch (err) {
       if ((err as CgroupError).code !== 'EINVAL' || attempt >= 5) throw err;
     }
+  }
+}
+
+/** The lowest quota from dir up to the parent (a group has none: -1 inherits), or null. */
+async function ceilingFrom(dir: string, parentDir: string): Promise<number | null> {
+  let ceiling: number | null = null;
+  for (let d = dir; ; d = path.dirname(d)) {
+    const q = await quotaPerPeriod(d);
+    if (q !== null) ceiling = ceiling === null ? q : Math.min(ceiling, q);
+    if (d === parentDir || d === path.dirname(d)) return ceiling;
   }
 }
 
@@ -130,11 +145,14 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
     throw err;
   }
 
-  async function removeChild(name: string): Promise<void> {
-    const dirs = roots.map((r) => path.join(r, parentName, name));
-    await writeOptional(path.join(h.pids, parentName, name, 'pids.max'), '0').catch(() => false);
-    if (!(await killUntilEmpty(dirs.map((d) => path.join(d, 'cgroup.procs'))))) {
-      throw new CgroupError(`processes of ${name} survived SIGKILL`);
+  // rel: a cgroup's path under the parent: its name, or <group>/<name> for one nested in a group.
+  async function removeChild(rel: string): Promise<void> {
+    const dirs = roots.map((r) => path.join(r, parentName, rel));
+    // pids.max=0 is hierarchical: nothing in a group's cgroups can fork while we collect pids.
+    await writeOptional(path.join(h.pids, parentName, rel, 'pids.max'), '0').catch(() => false);
+    const procsFiles = (await Promise.all(dirs.map(procsFilesUnder))).flat();
+    if (!(await killUntilEmpty(procsFiles))) {
+      throw new CgroupError(`processes of ${rel} survived SIGKILL`);
     }
     for (const dir of dirs) await removeCgroupDir(dir);
   }
@@ -147,9 +165,47 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
     }
   }
 
-  // A crashed previous run may have left executions behind; they are ours by name.
+  // A crashed previous run may have left executions and session groups behind; they are ours by name.
   await removeAllChildren();
   let closed = false;
+
+  /** One directory per hierarchy at rel, with memory, pids and (not for a group) CPU limits. */
+  async function makeCgroup(rel: string, limits: CgroupLimits, group: boolean): Promise<string[]> {
+    if (closed) throw new CgroupError('cgroup manager is closed');
+    const dirs: string[] = [];
+    try {
+      for (const r of roots) {
+        const dir = path.join(r, parentName, rel);
+        await mkdir(dir).catch((err: unknown) => {
+          throw new CgroupError(errCode(err) === 'EEXIST' ? `cgroup ${rel} already exists` : `cannot create ${dir}: ${errMessage(err)}`);
+        });
+        dirs.push(dir);
+      }
+      const mem = path.join(h.memory, parentName, rel);
+      await setMemoryLimit(mem, limits.memoryBytes);
+      await writeOptional(path.join(mem, 'memory.swappiness'), '0').catch(() => false);
+      await writeText(path.join(h.pids, parentName, rel, 'pids.max'), String(limits.pids));
+      const cpu = under(h.cpu, rel);
+      if (cpu && !group) {
+        // Never above an ancestor's quota (v1 refuses it); read, not remembered, because another
+        // bubble-sandbox process sharing the parent may have set a lower ceiling since.
+        const ceiling = await ceilingFrom(path.dirname(cpu), path.join(h.cpu ?? '', parentName));
+        const quota = ceiling === null ? cpuQuotaUs(limits.cpuCores) : Math.min(cpuQuotaUs(limits.cpuCores), ceiling);
+        await writeText(path.join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
+        await writeText(path.join(cpu, 'cpu.cfs_quota_us'), String(quota));
+      }
+    } catch (err) {
+      for (const dir of dirs) await rmdir(dir).catch(() => undefined);
+      throw err;
+    }
+    return dirs;
+  }
+
+  async function createExecution(rel: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
+    const dirs = await makeCgroup(rel, limits, false);
+    const files = { memDir: path.join(h.memory, parentName, rel), pidsDir: path.join(h.pids, parentName, rel), cpuacctDir: under(h.cpuacct, rel) };
+    return v1Execution(rel, dirs, files, removeChild, logger);
+  }
 
   return {
     mode: 'v1',
@@ -157,35 +213,27 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
     async create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
       validateCgroupName(name);
       validateLimits(limits);
-      if (closed) throw new CgroupError('cgroup manager is closed');
-      const dirs: string[] = [];
-      try {
-        for (const r of roots) {
-          const dir = path.join(r, parentName, name);
-          await mkdir(dir).catch((err: unknown) => {
-            throw new CgroupError(errCode(err) === 'EEXIST' ? `cgroup ${name} already exists` : `cannot create ${dir}: ${errMessage(err)}`);
+      return createExecution(name, limits);
+    },
+    async createGroup(groupName: string, groupLimits: CgroupLimits): Promise<CgroupGroup> {
+      validateCgroupName(groupName);
+      validateLimits(groupLimits);
+      await makeCgroup(groupName, groupLimits, true);
+      let destroyed: Promise<void> | null = null;
+      return {
+        async create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
+          validateCgroupName(name);
+          validateLimits(limits);
+          if (destroyed) throw new CgroupError(`cgroup group ${groupName} is removed`);
+          return createExecution(path.join(groupName, name), limits);
+        },
+        destroy(): Promise<void> {
+          destroyed ??= removeChild(groupName).catch((err) => {
+            logger.warn({ cgroup: groupName, err: errMessage(err) }, 'cannot remove cgroup');
           });
-          dirs.push(dir);
-        }
-        const mem = path.join(h.memory, parentName, name);
-        await setMemoryLimit(mem, limits.memoryBytes);
-        await writeOptional(path.join(mem, 'memory.swappiness'), '0').catch(() => false);
-        await writeText(path.join(h.pids, parentName, name, 'pids.max'), String(limits.pids));
-        const cpu = under(h.cpu, name);
-        if (cpu) {
-          // Never above the parent's quota (v1 refuses it); read, not remembered, because another
-          // bubble-sandbox process sharing the parent may have set a lower ceiling since.
-          const ceiling = await quotaPerPeriod(path.dirname(cpu));
-          const quota = ceiling === null ? cpuQuotaUs(limits.cpuCores) : Math.min(cpuQuotaUs(limits.cpuCores), ceiling);
-          await writeText(path.join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
-          await writeText(path.join(cpu, 'cpu.cfs_quota_us'), String(quota));
-        }
-      } catch (err) {
-        for (const dir of dirs) await rmdir(dir).catch(() => undefined);
-        throw err;
-      }
-      const files = { memDir: path.join(h.memory, parentName, name), pidsDir: path.join(h.pids, parentName, name), cpuacctDir: under(h.cpuacct, name) };
-      return v1Execution(name, dirs, files, removeChild, logger);
+          return destroyed;
+        },
+      };
     },
     async close(): Promise<void> {
       closed = true;

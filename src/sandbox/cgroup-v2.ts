@@ -12,10 +12,10 @@
 // Anything else fails with every attempt in the reason and the manager degrades to 'none'.
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ActiveCgroupManager, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
+import type { ActiveCgroupManager, CgroupGroup, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
   belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, killUntilEmpty, listChildDirs, parseIntOrNull,
-  parseKeyed, readPids, readText, removeCgroupDir, sleep, validateCgroupName, validateLimits, writeOptional, writeText,
+  parseKeyed, procsFilesUnder, readPids, readText, removeCgroupDir, sleep, validateCgroupName, validateLimits, writeOptional, writeText,
 } from './cgroups.js';
 
 const REQUIRED = ['memory', 'pids'];
@@ -112,7 +112,7 @@ async function killV2(dir: string): Promise<void> {
     }
   }
   await writeOptional(path.join(dir, 'pids.max'), '0');
-  if (!(await killUntilEmpty([procs]))) throw new CgroupError(`processes in ${dir} survived SIGKILL`);
+  if (!(await killUntilEmpty(await procsFilesUnder(dir)))) throw new CgroupError(`processes in ${dir} survived SIGKILL`);
 }
 
 export function openV2Execution(dir: string, logger: CgroupLogger): ExecutionCgroup {
@@ -185,6 +185,32 @@ export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupMana
   let warnedSwap = false;
   let closed = false;
 
+  const makeDir = async (base: string, name: string): Promise<string> => {
+    if (closed) throw new CgroupError('cgroup manager is closed');
+    const dir = path.join(base, name);
+    await mkdir(dir).catch((err: unknown) => {
+      throw new CgroupError(errCode(err) === 'EEXIST' ? `cgroup ${name} already exists` : `cannot create ${dir}: ${errMessage(err)}`);
+    });
+    return dir;
+  };
+  const createExecution = async (base: string, name: string, limits: CgroupLimits): Promise<ExecutionCgroup> => {
+    const dir = await makeDir(base, name);
+    try {
+      await writeText(path.join(dir, 'memory.max'), String(limits.memoryBytes));
+      if (!(await writeOptional(path.join(dir, 'memory.swap.max'), '0')) && !warnedSwap) {
+        warnedSwap = true;
+        logger.warn({ cgroup: dir }, 'memory.swap.max missing: swap usage is not limited');
+      }
+      await writeOptional(path.join(dir, 'memory.oom.group'), '1'); // one OOM kill takes the whole sandbox
+      await writeText(path.join(dir, 'pids.max'), String(limits.pids));
+      if (cpu) await writeText(path.join(dir, 'cpu.max'), `${cpuQuotaUs(limits.cpuCores)} ${CPU_PERIOD_US}`);
+    } catch (err) {
+      await removeCgroupDir(dir).catch(() => undefined);
+      throw err;
+    }
+    return openV2Execution(dir, logger);
+  };
+
   return {
     mode: 'v2',
     reason: cpu ? null : 'cgroup v2 without the cpu controller: CPU limit not enforced',
@@ -193,25 +219,37 @@ export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupMana
     async create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
       validateCgroupName(name);
       validateLimits(limits);
-      if (closed) throw new CgroupError('cgroup manager is closed');
-      const dir = path.join(parentDir, name);
-      await mkdir(dir).catch((err: unknown) => {
-        throw new CgroupError(errCode(err) === 'EEXIST' ? `cgroup ${name} already exists` : `cannot create ${dir}: ${errMessage(err)}`);
-      });
+      return createExecution(parentDir, name, limits);
+    },
+    async createGroup(groupName: string, groupLimits: CgroupLimits): Promise<CgroupGroup> {
+      validateCgroupName(groupName);
+      validateLimits(groupLimits);
+      const groupDir = await makeDir(parentDir, groupName);
       try {
-        await writeText(path.join(dir, 'memory.max'), String(limits.memoryBytes));
-        if (!(await writeOptional(path.join(dir, 'memory.swap.max'), '0')) && !warnedSwap) {
-          warnedSwap = true;
-          logger.warn({ cgroup: dir }, 'memory.swap.max missing: swap usage is not limited');
-        }
-        await writeOptional(path.join(dir, 'memory.oom.group'), '1'); // one OOM kill takes the whole sandbox
-        await writeText(path.join(dir, 'pids.max'), String(limits.pids));
-        if (cpu) await writeText(path.join(dir, 'cpu.max'), `${cpuQuotaUs(limits.cpuCores)} ${CPU_PERIOD_US}`);
+        await writeText(path.join(groupDir, 'memory.max'), String(groupLimits.memoryBytes));
+        await writeOptional(path.join(groupDir, 'memory.swap.max'), '0');
+        await writeText(path.join(groupDir, 'pids.max'), String(groupLimits.pids));
+        // The group holds no process itself, so its children may have controllers.
+        await enableControllers(groupDir);
       } catch (err) {
-        await removeCgroupDir(dir).catch(() => undefined);
+        await removeCgroupDir(groupDir).catch(() => undefined);
         throw err;
       }
-      return openV2Execution(dir, logger);
+      let destroyed: Promise<void> | null = null;
+      return {
+        async create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
+          validateCgroupName(name);
+          validateLimits(limits);
+          if (destroyed) throw new CgroupError(`cgroup group ${groupName} is removed`);
+          return createExecution(groupDir, name, limits);
+        },
+        destroy(): Promise<void> {
+          destroyed ??= removeChild(groupName).catch((err) => {
+            logger.warn({ cgroup: groupDir, err: errMessage(err) }, 'cannot remove cgroup');
+          });
+          return destroyed;
+        },
+      };
     },
     async close(): Promise<void> {
       closed = true;

@@ -1,5 +1,6 @@
 // One parent cgroup for all sandboxes, one child per execution: memory (no swap), pids and CPU
-// limits plus usage statistics. cgroup v2 and v1 are both supported; without a usable hierarchy
+// limits plus usage statistics. A session's processes nest one level deeper, in a group of the
+// session (createGroup) whose memory and pids limits bound them together. cgroup v2 and v1 are both supported; without a usable hierarchy
 // (not root, no delegation, read-only cgroupfs) every operation degrades to a no-op and `reason`
 // says why, so a missing cgroup setup never takes the service down.
 //
@@ -30,13 +31,65 @@ export interface CgroupManager {
   readonly reason: string | null;
   /** null when mode is 'none'. Rejects with CgroupError on an invalid name or when the cgroup cannot be set up. */
   create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup | null>;
+  /**
+   * A group directly under the parent whose memory (no swap) and pids limits bound every cgroup
+   * made in it together (a session's processes); no CPU quota of its own. null when mode is
+   * 'none'. Named like executions (<kind>-<pid>-<n>), so start-up cleanup treats it the same way.
+   */
+  createGroup(name: string, limits: CgroupLimits): Promise<CgroupGroup | null>;
   /** Remove leftover children and the parent if empty. Never rejects. */
   close(): Promise<void>;
+}
+/** A cgroup holding other cgroups, never processes of its own. */
+export interface CgroupGroup {
+  /** A cgroup nested in the group, with its own limits as create() sets them (and the group's above them). */
+  create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup>;
+  /** Kill everything in the group and its cgroups, then remove them all. Never rejects. */
+  destroy(): Promise<void>;
 }
 /** A manager whose hierarchy works: create() always yields a cgroup (or rejects). */
 export interface ActiveCgroupManager extends CgroupManager {
   readonly mode: 'v2' | 'v1';
   create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup>;
+  createGroup(name: string, limits: CgroupLimits): Promise<CgroupGroup>;
+}
+
+/**
+ * A manager for one session's sandboxes: each create() nests in a group made at the first one
+ * (so a session that never starts a process costs no cgroup), with the group's limits. After
+ * destroy() every create() rejects, so nothing can land in a group being removed.
+ */
+export interface GroupedCgroups extends CgroupManager {
+  destroy(): Promise<void>;
+}
+export function groupedCgroups(mgr: CgroupManager, groupName: string, groupLimits: CgroupLimits): GroupedCgroups {
+  let group: Promise<CgroupGroup | null> | null = null;
+  let destroyed = false;
+  const ended = () => new CgroupError(`cgroup group ${groupName} is removed`);
+  return {
+    mode: mgr.mode,
+    reason: mgr.reason,
+    async create(name: string, limits: CgroupLimits) {
+      if (destroyed) throw ended();
+      const pending = (group ??= mgr.createGroup(groupName, groupLimits));
+      let g: CgroupGroup | null;
+      try {
+        g = await pending;
+      } catch (err) {
+        if (group === pending) group = null; // the next start tries again
+        throw err;
+      }
+      if (destroyed) throw ended();
+      return g ? g.create(name, limits) : mgr.create(name, limits);
+    },
+    createGroup: () => Promise.reject(new CgroupError('groups do not nest')),
+    close: () => Promise.resolve(),
+    async destroy() {
+      destroyed = true;
+      const g = await group?.catch(() => null);
+      await g?.destroy();
+    },
+  };
 }
 export interface CgroupLogger { warn(obj: object, msg?: string): void }
 export interface CgroupManagerOptions {
@@ -169,6 +222,12 @@ export async function killUntilEmpty(procsFiles: readonly string[], timeoutMs = 
   }
 }
 
+/** The cgroup.procs files of dir and of every cgroup below it. */
+export async function procsFilesUnder(dir: string): Promise<string[]> {
+  const below = await Promise.all((await listChildDirs(dir)).map((c) => procsFilesUnder(path.join(dir, c))));
+  return [path.join(dir, 'cgroup.procs'), ...below.flat()];
+}
+
 /** rmdir a cgroup and any nested children, retrying while the kernel still reports it busy. */
 export async function removeCgroupDir(dir: string, timeoutMs = 2000): Promise<void> {
   let entries;
@@ -220,6 +279,12 @@ export function noneManager(reason: string): CgroupManager {
     reason,
     // async so that a bad name rejects instead of throwing synchronously, as in the other modes
     async create(name: string, limits: CgroupLimits) {
+      await Promise.resolve();
+      validateCgroupName(name);
+      validateLimits(limits);
+      return null;
+    },
+    async createGroup(name: string, limits: CgroupLimits) {
       await Promise.resolve();
       validateCgroupName(name);
       validateLimits(limits);

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Environment } from '../sandbox/environments.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
+import { groupedCgroups, type GroupedCgroups } from '../sandbox/cgroups.js';
 import type { VolumeMount } from '../sandbox/types.js';
 import {
   MaxSessionsError, MaxVolumesError, NetworkModeMismatchError, NetworkModeUnavailableError, PersistentSessionsDisabledError, SessionConflictError, SessionNotFoundError, ShuttingDownError,
@@ -109,6 +110,8 @@ export class SessionManager {
   readonly networks: SessionNetworks;
   /** The long-running processes of each session that started one (see session-processes.ts). */
   private readonly processes = new Map<string, SessionProcesses>();
+  /** The cgroup group each session's processes nest in (made at its first process), removed with them. */
+  private readonly processCgroups = new Map<string, GroupedCgroups>();
   /** Record writes of one session, one after another (a flush never lands after a newer write). */
   private readonly writes = new Map<string, Promise<void>>();
   private tracker: ChangeTracker | null = null;
@@ -383,10 +386,20 @@ export class SessionManager {
     let procs = this.processes.get(id);
     if (!procs) {
       const { sandbox, config, logger } = this.deps;
+      // The contract counts a session's processes against the session: they share one group whose
+      // memory (no swap) and pids limits are one execution's (MEMORY_LIMIT_BYTES, PIDS_LIMIT),
+      // each process in a cgroup of its own below it with its own limits as before.
+      const base = sandbox.runner.spawnDeps;
+      let spawnDeps = base;
+      if (base.cgroups) {
+        const group = groupedCgroups(base.cgroups, sandbox.runner.nextCgroupName('sess'), sandbox.defaultLimits);
+        this.processCgroups.set(id, group);
+        spawnDeps = { ...base, cgroups: group };
+      }
       procs = new SessionProcesses({
         sessionId: id,
         config,
-        spawnDeps: sandbox.runner.spawnDeps,
+        spawnDeps,
         limits: sandbox.defaultLimits,
         nextCgroupName: (prefix) => sandbox.runner.nextCgroupName(prefix),
         logger,
@@ -413,7 +426,11 @@ export class SessionManager {
     const procs = this.processes.get(id);
     if (!procs) return;
     this.processes.delete(id);
+    const group = this.processCgroups.get(id);
+    this.processCgroups.delete(id);
     await procs.closeAll();
+    // Whatever is left in the group (a start that was spawning meanwhile) is killed with it.
+    await group?.destroy();
   }
 
   /** A network of its own for one one-shot run (allowlist or outbound); the caller closes it with closeOneShotNetwork. */
