@@ -16,65 +16,64 @@ const bool = z
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
 const num = (min: number, max: number) => z.coerce.number().min(min).max(max);
 
-const extensionList = z
-  .string()
-  .transform((raw, ctx) => {
+/**
+ * A setting that is a JSON list of strings: each entry is checked (null: fine, else why not) and
+ * the list normalised; any failure names what the list must look like.
+ */
+function jsonStringList(example: string, check: (entries: string[]) => string | null, normalise: (entries: string[]) => string[]) {
+  return z.string().transform((raw, ctx) => {
+    let parsed: unknown;
     try {
-      const parsed: unknown = JSON.parse(raw);
-      const list = z.array(z.string().regex(/^\.[A-Za-z0-9_-]{1,16}$/)).parse(parsed);
-      return list.map((e) => e.toLowerCase());
+      parsed = JSON.parse(raw);
     } catch {
-      ctx.addIssue({ code: 'custom', message: 'must be a JSON list of extensions such as [".csv",".txt"]' });
+      parsed = null;
+    }
+    const list = z.array(z.string()).max(256).safeParse(parsed);
+    const why = list.success ? check(list.data) : null;
+    if (!list.success || why !== null) {
+      ctx.addIssue({ code: 'custom', message: `must be a JSON list of ${example}${why === null ? '' : ` (${why})`}` });
       return z.NEVER;
     }
+    return Object.freeze(normalise(list.data));
   });
+}
+
+const extensionList = jsonStringList(
+  'extensions such as [".csv",".txt"]',
+  (list) => {
+    const bad = list.find((e) => !/^\.[A-Za-z0-9_-]{1,16}$/.test(e));
+    return bad === undefined ? null : `not an extension: ${JSON.stringify(bad)}`;
+  },
+  (list) => list.map((e) => e.toLowerCase()),
+);
 
 /**
  * CIDRs the egress proxy and outbound mode may connect to although they are private, loopback or
  * link-local (for operators who mean to expose an internal service). Parsed by the egress
  * policy's own parser, so what starts is exactly what the proxy will use.
  */
-const cidrList = z
-  .string()
-  .transform((raw, ctx) => {
-    let parsed: unknown;
+const cidrList = jsonStringList(
+  'CIDRs such as ["10.1.0.0/16","fd00::/8"]',
+  (list) => {
     try {
-      parsed = JSON.parse(raw);
-    } catch {
-      parsed = null;
-    }
-    const list = z.array(z.string()).max(256).safeParse(parsed);
-    if (!list.success) {
-      ctx.addIssue({ code: 'custom', message: 'must be a JSON list of CIDRs such as ["10.1.0.0/16","fd00::/8"]' });
-      return z.NEVER;
-    }
-    try {
-      parseCidrs(list.data);
+      parseCidrs(list);
+      return null;
     } catch (err) {
-      ctx.addIssue({ code: 'custom', message: (err as Error).message });
-      return z.NEVER;
+      return (err as Error).message;
     }
-    return Object.freeze<string[]>([...list.data]);
-  });
+  },
+  (list) => [...list],
+);
 
 /** Browser origins (scheme://host[:port]) allowed to open the WebSocket routes besides the service's own. */
-const originList = z
-  .string()
-  .transform((raw, ctx) => {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(raw);
-    } catch {
-      parsed = null;
-    }
-    const list = z.array(z.string()).max(256).safeParse(parsed);
-    const bad = list.success ? list.data.find((o) => !isOrigin(o)) : undefined;
-    if (!list.success || bad !== undefined) {
-      ctx.addIssue({ code: 'custom', message: `must be a JSON list of origins such as ["https://app.example.com"]${bad === undefined ? '' : ` (not an origin: ${JSON.stringify(bad)})`}` });
-      return z.NEVER;
-    }
-    return Object.freeze(list.data.map((o) => o.toLowerCase()));
-  });
+const originList = jsonStringList(
+  'origins such as ["https://app.example.com"]',
+  (list) => {
+    const bad = list.find((o) => !isOrigin(o));
+    return bad === undefined ? null : `not an origin: ${JSON.stringify(bad)}`;
+  },
+  (list) => list.map((o) => o.toLowerCase()),
+);
 
 function isOrigin(s: string): boolean {
   try {
