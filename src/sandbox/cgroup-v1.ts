@@ -6,7 +6,7 @@ import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { ActiveCgroupManager, CgroupGroup, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
-  belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, exists, killUntilEmpty, listChildDirs,
+  belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, exists, groupHandle, killUntilEmpty, listChildDirs,
   parseIntOrNull, parseKeyed, procsFilesUnder, readText, removeCgroupDir, validateCgroupName, validateLimits, writeOptional, writeText,
 } from './cgroups.js';
 
@@ -219,21 +219,12 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
       validateCgroupName(groupName);
       validateLimits(groupLimits);
       await makeCgroup(groupName, groupLimits, true);
-      let destroyed: Promise<void> | null = null;
-      return {
-        async create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
-          validateCgroupName(name);
-          validateLimits(limits);
-          if (destroyed) throw new CgroupError(`cgroup group ${groupName} is removed`);
-          return createExecution(path.join(groupName, name), limits);
-        },
-        destroy(): Promise<void> {
-          destroyed ??= removeChild(groupName).catch((err) => {
-            logger.warn({ cgroup: groupName, err: errMessage(err) }, 'cannot remove cgroup');
-          });
-          return destroyed;
-        },
-      };
+      return groupHandle(
+        groupName,
+        (name, limits) => createExecution(path.join(groupName, name), limits),
+        () => removeChild(groupName),
+        (err) => logger.warn({ cgroup: groupName, err: errMessage(err) }, 'cannot remove cgroup'),
+      );
     },
     async close(): Promise<void> {
       closed = true;

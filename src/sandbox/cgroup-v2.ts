@@ -14,7 +14,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ActiveCgroupManager, CgroupGroup, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
-  belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, killUntilEmpty, listChildDirs, parseIntOrNull,
+  belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, groupHandle, killUntilEmpty, listChildDirs, parseIntOrNull,
   parseKeyed, procsFilesUnder, readPids, readText, removeCgroupDir, sleep, validateCgroupName, validateLimits, writeOptional, writeText,
 } from './cgroups.js';
 
@@ -235,21 +235,12 @@ export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupMana
         await removeCgroupDir(groupDir).catch(() => undefined);
         throw err;
       }
-      let destroyed: Promise<void> | null = null;
-      return {
-        async create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
-          validateCgroupName(name);
-          validateLimits(limits);
-          if (destroyed) throw new CgroupError(`cgroup group ${groupName} is removed`);
-          return createExecution(groupDir, name, limits);
-        },
-        destroy(): Promise<void> {
-          destroyed ??= removeChild(groupName).catch((err) => {
-            logger.warn({ cgroup: groupDir, err: errMessage(err) }, 'cannot remove cgroup');
-          });
-          return destroyed;
-        },
-      };
+      return groupHandle(
+        groupName,
+        (name, limits) => createExecution(groupDir, name, limits),
+        () => removeChild(groupName),
+        (err) => logger.warn({ cgroup: groupDir, err: errMessage(err) }, 'cannot remove cgroup'),
+      );
     },
     async close(): Promise<void> {
       closed = true;

@@ -129,6 +129,31 @@ export function validateLimits(l: CgroupLimits): void {
   if (!Number.isFinite(l.cpuCores) || l.cpuCores <= 0) throw new CgroupError(`invalid cpuCores ${l.cpuCores}`);
 }
 
+/**
+ * The handle of a group both hierarchies made: nested cgroups come from `createChild` until the
+ * group is destroyed, and `removeGroup` runs once however often destroy() is called.
+ */
+export function groupHandle(
+  groupName: string,
+  createChild: (name: string, limits: CgroupLimits) => Promise<ExecutionCgroup>,
+  removeGroup: () => Promise<void>,
+  onRemoveError: (err: unknown) => void,
+): CgroupGroup {
+  let destroyed: Promise<void> | null = null;
+  return {
+    async create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
+      validateCgroupName(name);
+      validateLimits(limits);
+      if (destroyed) throw new CgroupError(`cgroup group ${groupName} is removed`);
+      return createChild(name, limits);
+    },
+    destroy(): Promise<void> {
+      destroyed ??= removeGroup().catch(onRemoveError);
+      return destroyed;
+    },
+  };
+}
+
 function validateGlobalLimits(g: GlobalLimits): void {
   if (g.cpuCores !== undefined && (!Number.isFinite(g.cpuCores) || g.cpuCores <= 0)) throw new CgroupError(`invalid global cpuCores ${g.cpuCores}`);
 }
