@@ -19,11 +19,10 @@ import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { connectPort } from '../../src/sandbox/network/netns-helper.js';
-import { createSession, deleteSession, executeIn, type BenchClient } from './http.js';
-import { startProcess, withStandaloneService, type PhaseInput } from './phase-pty.js';
-import { fmt, renderTable, verdict, type Row } from './report.js';
+import { executeIn, type BenchClient } from './http.js';
+import { inBenchSession, notMeasuredRow, runIfMain, startProcess, type PhaseInput } from './phase-kit.js';
+import { fmt, verdict, type Row } from './report.js';
 import { freePort, makeTempDir } from './server.js';
 import { now, ratio, round, sleep, summarize, type Summary } from './stats.js';
 
@@ -92,61 +91,54 @@ export async function measurePorts(input: PhaseInput & { serviceWorkspaceDir: st
   const { client, n, warmup, log } = input;
   const session = 'bench-ports';
   const route = `/v1/sessions/${session}/ports/${SANDBOX_PORT}/small.txt`;
-  try {
-    await createSession(client, session);
-    try {
-      const made = await executeIn(client, session, { command: `printf '${BODY.trim()}\\n' > small.txt` });
-      if (made.status !== 200 || made.result?.status !== 'ok') throw new Error(`writing small.txt: ${made.status} ${made.text.slice(0, 200)}`);
-      await startProcess(client, session, { argv: ['python3', '-m', 'http.server', String(SANDBOX_PORT), '--bind', '127.0.0.1'] });
-      // 502 PORT_NOT_LISTENING until the server inside is up.
-      const deadline = Date.now() + 15_000;
-      for (;;) {
-        const res = await client.request('GET', route);
-        if (res.status === 200 && res.text === BODY) break;
-        if (Date.now() > deadline) throw new Error(`the server in the session did not answer through ports/: ${res.status} ${res.text.slice(0, 200)}`);
-        await sleep(100);
-      }
-      // The session's helper socket (started by the first proxied request): runDirName in session-networks.ts.
-      const hashed = createHash('sha256').update(session).digest('hex').slice(0, 16);
-      const portsSocket = path.join(input.serviceWorkspaceDir, 'run', 'net', hashed, 'ports.sock');
-      if (!fs.existsSync(portsSocket)) throw new Error(`no ports.sock at ${portsSocket}`);
-      const host = await hostServer();
-      try {
-        const series = { proxy: [] as number[], direct: [] as number[], host: [] as number[], plain: [] as number[] };
-        log(`ports: ${n} GETs each after ${warmup} warm-up: ports/ proxy, connectPort direct, host loopback, interleaved`);
-        for (let i = -warmup; i < n; i++) {
-          const p = await proxiedGet(client, route);
-          const t0 = now();
-          const sock = await connectPort(portsSocket, SANDBOX_PORT);
-          const d = (now() - t0) + (await timedGet(() => sock.resume(), '/small.txt'));
-          const h = await timedGet(() => net.connect(host.port, '127.0.0.1'), '/small.txt');
-          const t1 = now();
-          const info = await client.request('GET', `/v1/sessions/${session}`);
-          const plain = now() - t1;
-          if (info.status !== 200) throw new Error(`GET session: ${info.status}`);
-          if (i < 0) continue;
-          series.plain.push(plain);
-          series.proxy.push(p);
-          series.direct.push(d);
-          series.host.push(h);
-        }
-        const proxy = summarize(series.proxy);
-        const direct = summarize(series.direct);
-        return { error: null, n, proxy, direct_connect_port: direct, host_loopback: summarize(series.host), added_p50_ms: round(proxy.p50 - direct.p50), service_plain_get: summarize(series.plain) };
-      } finally {
-        await host.close();
-      }
-    } finally {
-      await deleteSession(client, session);
+  return inBenchSession(client, session, async () => {
+    const made = await executeIn(client, session, { command: `printf '${BODY.trim()}\\n' > small.txt` });
+    if (made.status !== 200 || made.result?.status !== 'ok') throw new Error(`writing small.txt: ${made.status} ${made.text.slice(0, 200)}`);
+    await startProcess(client, session, { argv: ['python3', '-m', 'http.server', String(SANDBOX_PORT), '--bind', '127.0.0.1'] });
+    // 502 PORT_NOT_LISTENING until the server inside is up.
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const res = await client.request('GET', route);
+      if (res.status === 200 && res.text === BODY) break;
+      if (Date.now() > deadline) throw new Error(`the server in the session did not answer through ports/: ${res.status} ${res.text.slice(0, 200)}`);
+      await sleep(100);
     }
-  } catch (err) {
-    return { error: err instanceof Error ? err.message : String(err) };
-  }
+    // The session's helper socket (started by the first proxied request): runDirName in session-networks.ts.
+    const hashed = createHash('sha256').update(session).digest('hex').slice(0, 16);
+    const portsSocket = path.join(input.serviceWorkspaceDir, 'run', 'net', hashed, 'ports.sock');
+    if (!fs.existsSync(portsSocket)) throw new Error(`no ports.sock at ${portsSocket}`);
+    const host = await hostServer();
+    try {
+      const series = { proxy: [] as number[], direct: [] as number[], host: [] as number[], plain: [] as number[] };
+      log(`ports: ${n} GETs each after ${warmup} warm-up: ports/ proxy, connectPort direct, host loopback, interleaved`);
+      for (let i = -warmup; i < n; i++) {
+        const p = await proxiedGet(client, route);
+        const t0 = now();
+        const sock = await connectPort(portsSocket, SANDBOX_PORT);
+        const d = (now() - t0) + (await timedGet(() => sock.resume(), '/small.txt'));
+        const h = await timedGet(() => net.connect(host.port, '127.0.0.1'), '/small.txt');
+        const t1 = now();
+        const info = await client.request('GET', `/v1/sessions/${session}`);
+        const plain = now() - t1;
+        if (info.status !== 200) throw new Error(`GET session: ${info.status}`);
+        if (i < 0) continue;
+        series.plain.push(plain);
+        series.proxy.push(p);
+        series.direct.push(d);
+        series.host.push(h);
+      }
+      const proxy = summarize(series.proxy);
+      const direct = summarize(series.direct);
+      return { error: null, n, proxy, direct_connect_port: direct, host_loopback: summarize(series.host), added_p50_ms: round(proxy.p50 - direct.p50), service_plain_get: summarize(series.plain) };
+    } finally {
+      await host.close();
+    }
+  });
 }
 
 export function portsRows(r: PortsResult): Row[] {
   if (r.error !== null) {
-    return [{ metric: `ports/ proxy added p50 ms: not measured: ${r.error.slice(0, 120)}`, service: 'n/a', baseline: '-', ratio: '-', target: `< +${PORTS_TARGETS.addedP50Ms} ms`, result: 'FAIL' }];
+    return [notMeasuredRow('ports/ proxy added p50 ms', `< +${PORTS_TARGETS.addedP50Ms} ms`, r.error)];
   }
   return [
     {
@@ -159,11 +151,4 @@ export function portsRows(r: PortsResult): Row[] {
   ];
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  withStandaloneService((input) => measurePorts(input))
-    .then((r) => process.stdout.write(`${renderTable(portsRows(r))}\n${JSON.stringify(r, null, 2)}\n`))
-    .catch((err: unknown) => {
-      process.stderr.write(`ports bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exitCode = 1;
-    });
-}
+runIfMain(import.meta.url, 'ports', measurePorts, portsRows);

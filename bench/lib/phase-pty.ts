@@ -4,38 +4,18 @@
 // One key at a time ('x', timed), each followed by a backspace (untimed) so the line never grows
 // or wraps. Target: p50 under 5 ms. Runs alone with `npx tsx bench/lib/phase-pty.ts` (starts a
 // service of its own; `npm run build` first: the service runs from dist/).
-import fs from 'node:fs';
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
-import { BenchClient, createSession, deleteSession } from './http.js';
-import { fmt, renderTable, verdict, type Row } from './report.js';
-import { cleanEnv, ENVIRONMENTS_DIR, freePort, makeTempDir, startService, type BenchServer } from './server.js';
+import { inBenchSession, notMeasuredRow, runIfMain, startProcess, type PhaseInput } from './phase-kit.js';
+import { fmt, verdict, type Row } from './report.js';
 import { now, summarize, type Summary } from './stats.js';
 
 export const PTY_TARGETS = { roundTripP50Ms: 5 } as const;
 
-export interface PhaseInput {
-  client: BenchClient;
-  server: Pick<BenchServer, 'baseUrl'>;
-  /** Samples (after `warmup` unrecorded ones). */
-  n: number;
-  warmup: number;
-  log: (message: string) => void;
-}
 
 export type PtyResult =
   | { error: null; keys: number; round_trip: Summary; scrollback_bytes_on_connect: number }
   | { error: string };
 
-/** Starts a process in `session` through the API; returns its id. */
-export async function startProcess(client: BenchClient, session: string, body: Record<string, unknown>): Promise<string> {
-  const res = await client.json('POST', `/v1/sessions/${session}/processes`, body);
-  if (res.status !== 201) throw new Error(`starting a process: ${res.status} ${res.text.slice(0, 300)}`);
-  const pid = (JSON.parse(res.text) as { pid?: unknown }).pid;
-  if (typeof pid !== 'string') throw new Error(`no pid in ${res.text.slice(0, 300)}`);
-  return pid;
-}
 
 /** Everything a WebSocket receives, and a way to wait for what comes next. */
 class Terminal {
@@ -100,44 +80,37 @@ export function openWebSocket(url: string): Promise<WebSocket> {
 export async function measurePty(input: PhaseInput): Promise<PtyResult> {
   const { client, n, warmup, log } = input;
   const session = 'bench-pty';
-  try {
-    await createSession(client, session);
+  return inBenchSession(client, session, async () => {
+    const pid = await startProcess(client, session, { argv: ['bash', '--norc', '--noprofile'], pty: { cols: 80, rows: 24 } });
+    const url = `${input.server.baseUrl.replace(/^http/, 'ws')}/v1/sessions/${session}/processes/${pid}/pty`;
+    const ws = await openWebSocket(url);
+    const term = new Terminal(ws);
     try {
-      const pid = await startProcess(client, session, { argv: ['bash', '--norc', '--noprofile'], pty: { cols: 80, rows: 24 } });
-      const url = `${input.server.baseUrl.replace(/^http/, 'ws')}/v1/sessions/${session}/processes/${pid}/pty`;
-      const ws = await openWebSocket(url);
-      const term = new Terminal(ws);
-      try {
-        // Keys typed before the first prompt may be flushed by bash: wait for it.
-        await term.next((t) => /[$#] $/.test(t), 15_000, 0);
-        const scrollback = term.all().length;
-        log(`pty: ${n} keystrokes after ${warmup} warm-up, each echo awaited`);
-        const samples: number[] = [];
-        for (let i = -warmup; i < n; i++) {
-          const echoed = term.next((t) => t.includes('x'));
-          const t0 = now();
-          term.send('x');
-          const at = await echoed;
-          if (i >= 0) samples.push(at - t0);
-          const erased = term.next((t) => t.includes('\b'));
-          term.send('\x7f');
-          await erased;
-        }
-        return { error: null, keys: n, round_trip: summarize(samples), scrollback_bytes_on_connect: scrollback };
-      } finally {
-        ws.terminate();
+      // Keys typed before the first prompt may be flushed by bash: wait for it.
+      await term.next((t) => /[$#] $/.test(t), 15_000, 0);
+      const scrollback = term.all().length;
+      log(`pty: ${n} keystrokes after ${warmup} warm-up, each echo awaited`);
+      const samples: number[] = [];
+      for (let i = -warmup; i < n; i++) {
+        const echoed = term.next((t) => t.includes('x'));
+        const t0 = now();
+        term.send('x');
+        const at = await echoed;
+        if (i >= 0) samples.push(at - t0);
+        const erased = term.next((t) => t.includes('\b'));
+        term.send('\x7f');
+        await erased;
       }
+      return { error: null, keys: n, round_trip: summarize(samples), scrollback_bytes_on_connect: scrollback };
     } finally {
-      await deleteSession(client, session);
+      ws.terminate();
     }
-  } catch (err) {
-    return { error: err instanceof Error ? err.message : String(err) };
-  }
+  });
 }
 
 export function ptyRows(r: PtyResult): Row[] {
   if (r.error !== null) {
-    return [{ metric: `PTY keystroke→echo p50 ms (WebSocket): not measured: ${r.error.slice(0, 120)}`, service: 'n/a', baseline: '-', ratio: '-', target: `< ${PTY_TARGETS.roundTripP50Ms} ms`, result: 'FAIL' }];
+    return [notMeasuredRow('PTY keystroke→echo p50 ms (WebSocket)', `< ${PTY_TARGETS.roundTripP50Ms} ms`, r.error)];
   }
   return [
     {
@@ -148,51 +121,5 @@ export function ptyRows(r: PtyResult): Row[] {
   ];
 }
 
-/**
- * For a phase run alone: a service of its own on a free loopback port with a temporary workspace
- * dir, the phase, then the service stopped and the dir removed.
- */
-export async function withStandaloneService<T>(fn: (input: PhaseInput & { serviceWorkspaceDir: string }) => Promise<T>): Promise<T> {
-  const tmp = makeTempDir('bubble-bench-phase-');
-  const serviceWorkspaceDir = path.join(tmp, 'service');
-  fs.mkdirSync(serviceWorkspaceDir, { mode: 0o711 });
-  const log = (m: string) => process.stderr.write(`${m}\n`);
-  let server: BenchServer | null = null;
-  const client = (base: string) => new BenchClient(base);
-  // Interrupted: the service goes too (it would outlive this process, holding its uid range).
-  const onSignal = () => void (server?.stop() ?? Promise.resolve()).finally(() => {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    process.exit(130);
-  });
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    server = await startService(cleanEnv({
-      BUBBLE_SANDBOX_HOST: '127.0.0.1',
-      BUBBLE_SANDBOX_PORT: String(await freePort()),
-      BUBBLE_SANDBOX_WORKSPACE_DIR: serviceWorkspaceDir,
-      BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR,
-    }));
-    const c = client(server.baseUrl);
-    try {
-      const n = Number(process.env.BENCH_N ?? 200);
-      return await fn({ client: c, server, n: Number.isInteger(n) && n > 0 ? n : 200, warmup: 20, log, serviceWorkspaceDir });
-    } finally {
-      c.close();
-    }
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await server?.stop();
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
-}
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  withStandaloneService((input) => measurePty(input))
-    .then((r) => process.stdout.write(`${renderTable(ptyRows(r))}\n${JSON.stringify(r, null, 2)}\n`))
-    .catch((err: unknown) => {
-      process.stderr.write(`pty bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exitCode = 1;
-    });
-}
+runIfMain(import.meta.url, 'pty', measurePty, ptyRows);
