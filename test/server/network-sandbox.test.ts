@@ -175,7 +175,8 @@ describe('a failed network', () => {
 
 describe('outbound', () => {
   it('the host\'s loopback stays out of reach', async (ctx) => {
-    if (!t.sessions.networks.available.modes.includes('outbound')) {
+    // slirp4netns and nftables are installed by CI: there the mode must be there, never skipped.
+    if (!t.sessions.networks.available.modes.includes('outbound') && !process.env.CI) {
       expectError(await t.app.inject({ method: 'POST', url: '/v1/sessions', payload: { network: { mode: 'outbound' } } }), 422, 'NETWORK_MODE_UNAVAILABLE');
       ctx.skip();
       return;
