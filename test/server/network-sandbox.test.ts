@@ -192,7 +192,8 @@ describe('release', () => {
   it('delete (with and without its data) stops the helper and removes the run dir', async () => {
     for (const [id, clear] of [['rel-a', 'true'], ['rel-b', 'false']] as const) {
       await createSession(t.app, { session_id: id, network: { mode: 'allowlist', allow: ['pypi.org'] } });
-      expect((await execute(t.app, id, { command: 'true' })).status).toBe('ok');
+      const ran = await execute(t.app, id, { command: 'true' });
+      expect(ran.status, JSON.stringify(ran)).toBe('ok');
       const runDir = runDirOf(t.workspaceDir, id);
       expect(fs.existsSync(runDir)).toBe(true);
       expect(helpersOf(runDir).length).toBeGreaterThan(0);
