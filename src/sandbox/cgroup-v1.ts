@@ -6,7 +6,7 @@ import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { ActiveCgroupManager, CgroupGroup, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
-  belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, exists, groupHandle, killUntilEmpty, listChildDirs,
+  belongsToAnotherOwner, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, exists, groupHandle, killUntilEmpty, listChildDirs, registerManager,
   parseIntOrNull, parseKeyed, procsFilesUnder, readText, removeCgroupDir, validateCgroupName, validateLimits, writeOptional, writeText,
 } from './cgroups.js';
 
@@ -160,11 +160,13 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
   async function removeAllChildren(): Promise<void> {
     const names = new Set((await Promise.all(parents.map(listChildDirs))).flat());
     for (const name of names) {
-      if (belongsToAnotherLiveProcess(name)) continue;
+      if (belongsToAnotherOwner(name, parentKey)) continue;
       await removeChild(name).catch((err) => logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot remove cgroup'));
     }
   }
 
+  const parentKey = parents.join(':');
+  const release = registerManager(parentKey);
   // A crashed previous run may have left executions and session groups behind; they are ours by name.
   await removeAllChildren();
   let closed = false;
@@ -233,6 +235,7 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
       } catch (err) {
         logger.warn({ err: errMessage(err) }, 'cgroup cleanup failed');
       }
+      release();
       // The parent stays: another bubble-sandbox process (the service beside a CLI run) may be
       // creating a child in it right now, and an empty cgroup costs nothing.
     },

@@ -14,8 +14,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ActiveCgroupManager, CgroupGroup, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
-  belongsToAnotherLiveProcess, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, groupHandle, killUntilEmpty, listChildDirs, parseIntOrNull,
-  parseKeyed, procsFilesUnder, readPids, readText, removeCgroupDir, sleep, validateCgroupName, validateLimits, writeOptional, writeText,
+  belongsToAnotherOwner, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, groupHandle, killUntilEmpty, listChildDirs, parseIntOrNull,
+  parseKeyed, procsFilesUnder, readPids, readText, registerManager, removeCgroupDir, sleep, validateCgroupName, validateLimits, writeOptional, writeText,
 } from './cgroups.js';
 
 const REQUIRED = ['memory', 'pids'];
@@ -177,10 +177,11 @@ export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupMana
   };
   const removeAllChildren = async () => {
     for (const name of await listChildDirs(parentDir)) {
-      if (belongsToAnotherLiveProcess(name)) continue;
+      if (belongsToAnotherOwner(name, parentDir)) continue;
       await removeChild(name).catch((err) => logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot remove cgroup'));
     }
   };
+  const release = registerManager(parentDir);
   await removeAllChildren(); // leftovers of a crashed previous run
   let warnedSwap = false;
   let closed = false;
@@ -245,6 +246,7 @@ export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupMana
     async close(): Promise<void> {
       closed = true;
       await removeAllChildren().catch((err) => logger.warn({ err: errMessage(err) }, 'cgroup cleanup failed'));
+      release();
       // The parent stays: another bubble-sandbox process (the service beside a CLI run) may be
       // creating a child in it right now, and an empty cgroup costs nothing.
     },

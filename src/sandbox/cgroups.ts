@@ -352,16 +352,34 @@ export async function createCgroupManager(opts: CgroupManagerOptions = {}): Prom
   }
 }
 
+/** Cgroup managers open in this process, per parent cgroup (several test apps, or a CLI run beside its own sandbox, share one). */
+const openManagers = new Map<string, number>();
+
+/** Count a manager as open on parentKey until the returned release is called (once). */
+export function registerManager(parentKey: string): () => void {
+  openManagers.set(parentKey, (openManagers.get(parentKey) ?? 0) + 1);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    const n = (openManagers.get(parentKey) ?? 1) - 1;
+    if (n <= 0) openManagers.delete(parentKey);
+    else openManagers.set(parentKey, n);
+  };
+}
+
 /**
  * Execution cgroups are named <kind>-<pid>-<n> by the runner (exec-, kernel-). Several processes share the parent
  * (the service, and a CLI run or `check` beside it): a child of another live process is not
- * ours to remove, whether at start-up cleanup or at close.
+ * ours to remove, whether at start-up cleanup or at close. Nor is one of this process while
+ * another manager of this process is open on the same parent: it may be that manager's live
+ * sandbox (a crash leaves none behind, since the next start has another pid).
  */
-export function belongsToAnotherLiveProcess(name: string): boolean {
+export function belongsToAnotherOwner(name: string, parentKey: string): boolean {
   const m = /^[a-z]+-(\d+)-/.exec(name);
   if (!m) return false;
   const pid = Number(m[1]);
-  if (pid === process.pid) return false;
+  if (pid === process.pid) return (openManagers.get(parentKey) ?? 0) > 1;
   try {
     process.kill(pid, 0);
     return true;

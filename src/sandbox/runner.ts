@@ -78,11 +78,13 @@ function readBounded(stream: NodeJS.ReadableStream | null, max: number): Promise
   });
 }
 
+/** Shared by every runner of this process, so two runners (test apps side by side) never pick the same cgroup name. */
+let cgroupCounter = 0;
+
 export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
   closeInheritedDescriptors();
-  let counter = 0;
   const spawnDeps: SpawnDeps = { bwrapPath: opts.bwrapPath, layout: opts.layout, seccompProgram: opts.seccompProgram, cgroups: opts.cgroups };
-  const nextCgroupName = (prefix = 'exec') => `${prefix}-${process.pid}-${++counter}`;
+  const nextCgroupName = (prefix = 'exec') => `${prefix}-${process.pid}-${++cgroupCounter}`;
 
   async function run(req: RunRequest): Promise<RunResult> {
     const started = performance.now();
