@@ -17,7 +17,8 @@ import {
 import { splitExitStatus } from '../sandbox/runner.js';
 import { baseEnvironment, type SpawnDeps } from '../sandbox/spawn.js';
 import type { ResourceLimits, VolumeMount } from '../sandbox/types.js';
-import { validateRelativePath } from '../workspace/workspace-fs.js';
+import { openDirChain, withRoot } from '../workspace/safe-open.js';
+import { PathNotDirectoryError, validateRelativePath, WorkspaceFileNotFoundError } from '../workspace/workspace-fs.js';
 import { ByteRing, OutputRing, type OutputRead, type OutputStream } from './output-ring.js';
 
 /** Input a program has not read yet that POST .../stdin lets wait in the service (per process). */
@@ -149,6 +150,7 @@ export class SessionProcesses {
     let sandbox: ProcessSandbox;
     try {
       const target = await this.deps.target();
+      if (cwd !== undefined) await checkCwdExists(target.workspaceDir, cwd);
       sandbox = await startProcessSandbox(this.deps.spawnDeps, {
         environment: target.environment,
         workspaceDir: target.workspaceDir,
@@ -389,5 +391,20 @@ export class SessionProcesses {
     await Promise.all(procs.map((p) => p.done));
     // A start that was spawning meanwhile sees `closed` and kills its own sandbox.
     while (this.starting > 0) await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * A cwd the workspace does not hold is the caller's mistake (400), not a program that exits 127.
+ * Looked up link-safe from the host; the sandbox may still change it before the start, which only
+ * fails its own process.
+ */
+async function checkCwdExists(workspaceDir: string, cwd: string): Promise<void> {
+  try {
+    await withRoot(workspaceDir, async (root) => (await openDirChain(root, cwd.split('/'))).close());
+  } catch (err) {
+    if (err instanceof WorkspaceFileNotFoundError) throw new BadRequestError('INVALID_PATH', `body.cwd: ${cwd} is not a directory in the workspace`);
+    if (err instanceof PathNotDirectoryError) throw new BadRequestError('INVALID_PATH', `body.cwd: ${cwd} is not a directory (or is a link)`);
+    throw err;
   }
 }

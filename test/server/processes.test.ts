@@ -158,7 +158,7 @@ describe('limits and bad input', () => {
 
   it('refuses bad starts with clear 4xx answers, and leaves a running process as it was', async () => {
     const s = await createSession(t.app);
-    const proc = await startProcess(t.app, s.session_id, { command: 'echo up; sleep 60' });
+    const proc = await startProcess(t.app, s.session_id, { command: 'touch afile; ln -s /etc alink; echo up; sleep 60' });
     const url = `/v1/sessions/${s.session_id}/processes`;
     const bad: [Record<string, unknown>, number, string, string][] = [
       [{ command: 'true', argv: ['true'] }, 400, 'FST_ERR_VALIDATION', 'exactly one of command or argv'],
@@ -181,6 +181,12 @@ describe('limits and bad input', () => {
     expectError(await t.app.inject({ method: 'POST', url: '/v1/sessions/nosuch/processes', payload: { command: 'true' } }), 404, 'SESSION_NOT_FOUND');
     expect(await getProcess(t.app, s.session_id, proc.pid)).toMatchObject({ status: 'running' });
     expect((await waitForOutput(t.app, s.session_id, proc.pid, (o) => o.stdout !== '')).stdout).toBe('up\n');
+    // A cwd the workspace does not hold as a directory: 400 before anything starts, not a 127 exit.
+    for (const [cwd, words] of [['nosuch/dir', 'is not a directory in the workspace'], ['afile', 'is not a directory'], ['alink', 'is not a directory']]) {
+      const body = expectError(await t.app.inject({ method: 'POST', url, payload: { command: 'true', cwd } }), 400, 'INVALID_PATH');
+      expect(body.message, cwd).toContain(words);
+    }
+    expect((await t.app.inject({ method: 'GET', url })).json<{ processes: unknown[] }>().processes).toHaveLength(1);
     await t.app.inject({ method: 'DELETE', url: `/v1/sessions/${s.session_id}` });
   });
 });
