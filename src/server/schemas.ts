@@ -313,7 +313,7 @@ export const NotebookExecuteBodySchema = z.strictObject({
   output_path: NotebookPathSchema.optional().describe('where the executed notebook is written; default `<name>.out.ipynb` beside it'),
   timeout_seconds: z.number().positive().optional().describe('the whole run, the kernel\'s start included; default EXECUTION_TIMEOUT_SECONDS, at most MAX_EXECUTION_TIMEOUT_SECONDS'),
   cell_timeout_seconds: z.number().positive().optional().describe('each cell, and the kernel\'s start; default and at most timeout_seconds'),
-}).meta({ 'x-examples': { run: { summary: 'run a notebook', value: { path: 'analysis.ipynb', timeout_seconds: 120, cell_timeout_seconds: 30 } } } });
+});
 
 const NotebookErrorSchema = z.object({ ename: z.string(), evalue: z.string(), traceback: z.array(z.string()) }).meta({ id: 'NotebookError' });
 export const NotebookResultSchema = z.object({
