@@ -39,6 +39,8 @@ describe('notebooks/execute', () => {
   const t = useTestApp({ MAX_EXECUTION_TIMEOUT_SECONDS: '120', MAX_UPLOAD_SIZE_BYTES: String(64 * 1024) });
 
   it('runs every code cell with a real kernel, in one namespace, and writes the executed notebook', async () => {
+    // The kernel runs under the same seccomp filter as every sandbox (when the host has one).
+    if (process.env.CI === 'true') expect(t.sandbox.runner.spawnDeps.seccompProgram).not.toBeNull();
     await createSession(t.app, { session_id: 'nb-ok', environment: 'jupyter' });
     const nb = notebook([
       { md: '# Analysis' },

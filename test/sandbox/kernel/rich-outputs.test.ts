@@ -145,4 +145,12 @@ describe('rich outputs', () => {
     expect(r.outputs).toEqual([{ type: 'display_data', data: { 'text/plain': 'Bad()' } }]);
     expect(r.stderr).toContain('_repr_html_ failed');
   }, 60_000);
+
+  it('IPython.display (in the jupyter environment) makes rich outputs instead of printing repr', async () => {
+    const jk = fx.kernel({ environment: await fx.environment('jupyter') });
+    const r = await jk.run("from IPython.display import display, HTML, Markdown\ndisplay(HTML('<b>bold</b>'), Markdown('*it*'))", opts());
+    expect(r.status, r.stderr).toBe('ok');
+    expect(r.stdout).toBe('');
+    expect(r.outputs.map((o) => [o.data['text/html'], o.data['text/markdown']])).toEqual([['<b>bold</b>', undefined], [undefined, '*it*']]);
+  }, 60_000);
 });
