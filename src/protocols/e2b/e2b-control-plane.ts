@@ -23,9 +23,9 @@ const CreateBody = z.looseObject({
   allow_internet_access: z.boolean().nullish(),
   autoPause: z.boolean().nullish(),
   secure: z.boolean().nullish(),
-  mcp: z.unknown(),
-  network: z.unknown(),
-  volumeMounts: z.unknown(),
+  mcp: z.unknown().optional(),
+  network: z.unknown().optional(),
+  volumeMounts: z.unknown().optional(),
 });
 const TimeoutBody = z.looseObject({ timeout: TimeoutSchema.nullish() });
 const IdParams = z.object({ id: z.string().min(1).max(256) });
