@@ -168,6 +168,34 @@ describe('commands through the base SDK', () => {
     expect(left).toBeGreaterThan(100_000);
     expect(left).toBeLessThanOrEqual(120_000);
   });
+  test('links the sandbox planted are never followed by the file calls', async () => {
+    await sbx.commands.run('ln -s /etc/passwd link.txt && ln -s /etc etcdir');
+    const listed = await sbx.files.list('/home/user');
+    expect(listed.find((e) => e.name === 'etcdir')).toMatchObject({ type: 'symlink', symlinkTarget: '/etc' });
+    await expect(sbx.files.read('/home/user/link.txt')).rejects.toBeInstanceOf(NotFoundError);
+    await expect(sbx.files.list('/home/user/etcdir')).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(sbx.files.getInfo('/home/user/etcdir/passwd')).rejects.toBeInstanceOf(NotFoundError);
+    await expect(sbx.files.write('/home/user/etcdir/x.txt', 'x')).rejects.toBeInstanceOf(InvalidArgumentError);
+    // A rename moves the link itself, never its target.
+    const moved = await sbx.files.rename('/home/user/link.txt', '/home/user/moved.txt');
+    expect(moved).toMatchObject({ type: 'symlink', symlinkTarget: '/etc/passwd' });
+    await sbx.files.remove('/home/user/moved.txt');
+    await sbx.files.remove('/home/user/etcdir');
+    expect((await sbx.commands.run('test -e /etc/passwd && test -d /etc && echo intact')).stdout).toBe('intact\n');
+  });
+
+  test('a terminal: pty.create, input, resize and exit', async () => {
+    let out = '';
+    const term = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => void (out += new TextDecoder().decode(d)) });
+    await sbx.pty.sendInput(term.pid, new TextEncoder().encode('echo $((6*7))\n'));
+    for (let i = 0; i < 100 && !out.includes('42'); i++) await new Promise((r) => setTimeout(r, 50));
+    await sbx.pty.resize(term.pid, { cols: 100, rows: 30 });
+    await sbx.pty.sendInput(term.pid, new TextEncoder().encode('stty size; exit\n'));
+    const result = await term.wait();
+    expect(result.exitCode).toBe(0);
+    expect(out).toContain('42');
+    expect(out).toContain('30 100');
+  });
 });
 
 describe('lifecycle and refusals', () => {
@@ -213,6 +241,16 @@ describe('lifecycle and refusals', () => {
     });
     expect(missing.status).toBe(404);
     expect(await missing.json()).toEqual({ code: 404, message: expect.stringMatching(/no-such-env/) as unknown });
+    const gone = (await (await fetch(`${server.baseUrl}/sandboxes`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': KEY }, body: JSON.stringify({ templateID: 'bare', timeout: 1 }),
+    })).json()) as { sandboxID: string };
+    // The E2B timeout is a deadline: the session is deleted when it passes (checked every second).
+    let status = 200;
+    for (let i = 0; i < 100 && status === 200; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = (await fetch(`${server.baseUrl}/v1/sessions/${gone.sandboxID}`, { headers: { authorization: `Bearer ${KEY}` } })).status;
+    }
+    expect(status).toBe(404);
     const paused = await fetch(`${server.baseUrl}/sandboxes/anything/pause`, { method: 'POST', headers: { 'x-api-key': KEY } });
     expect(paused.status).toBe(501);
   });

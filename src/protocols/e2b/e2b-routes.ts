@@ -12,7 +12,7 @@ import type { SessionManager } from '../../sessions/session-manager.js';
 import { SessionNotFoundError } from '../../errors.js';
 import { createE2bAuth } from './e2b-auth.js';
 import { E2bSandboxes } from './e2b-sandboxes.js';
-import { notFound, unauthenticated } from './e2b-errors.js';
+import { describeError, notFound, unauthenticated } from './e2b-errors.js';
 import { controlPlaneRoutes } from './e2b-control-plane.js';
 import { filesRoutes, filesystemService } from './e2b-filesystem.js';
 import { processService } from './e2b-process.js';
@@ -61,6 +61,12 @@ export function e2bPlugin(deps: { config: Config; sessions: SessionManager; logg
           throw err;
         }
         request.e2bSession = id;
+      });
+      // envd's HTTP error shape; the Connect services and the code interpreter set their own.
+      side.setErrorHandler((err, request, reply) => {
+        const e = describeError(err);
+        if (e.internal) request.log.error({ err }, 'E2B sandbox-side request failed');
+        void reply.code(e.status).send({ code: e.status, message: e.message });
       });
       side.setNotFoundHandler((request, reply) => {
         void reply.code(404).send({ code: 404, message: `${request.method} ${(request.originalUrl.split('?')[0] ?? '').slice(0, 200)} on port ${String(request.headers['e2b-sandbox-port'] ?? '?')} is not served: this service answers envd (port ${ENVD_PORT}) and the code interpreter (port ${CODE_INTERPRETER_PORT})` });
