@@ -131,6 +131,7 @@ export const SETTINGS = {
   KERNEL_IDLE_TIMEOUT_SECONDS: { schema: num(1, 31_536_000), default: '600', doc: 'run_code: a persistent interpreter idle longer than this is stopped (the next call starts fresh)' },
   KERNEL_INTERRUPT_GRACE_SECONDS: { schema: num(0.1, 60), default: '2', doc: 'run_code: after a timeout, how long an interrupted interpreter may take to come back before it is killed' },
   MAX_KERNELS: { schema: int(1, 10_000), default: '16', doc: 'run_code: persistent interpreters alive at once; the least recently used is stopped first' },
+  MAX_CONTEXTS_PER_SESSION: { schema: int(0, 1000), default: '8', doc: 'run_code: named contexts (POST /v1/sessions/{id}/contexts) one session may have, besides its default one; each is an interpreter counted by MAX_KERNELS; past it 429 TOO_MANY_CONTEXTS' },
   MAX_PROCESSES_PER_SESSION: { schema: int(0, 10_000), default: '8', doc: 'processes (POST /v1/sessions/{id}/processes) of one session running at once; past it 429 TOO_MANY_PROCESSES' },
   PROCESS_MAX_SECONDS: { schema: num(1, 31_536_000), default: '3600', doc: 'default and largest timeout_seconds of a process: it is killed (status timeout) when it runs longer; also its RLIMIT_CPU' },
   PROCESS_OUTPUT_BUFFER_BYTES: { schema: int(1024, 256 * MiB), default: String(MiB), doc: 'output a process keeps for GET .../output (stdout and stderr together, counted in characters): older output is dropped (truncated_before)' },

@@ -117,6 +117,16 @@ export class TooManyProcessesError extends AppError {
     super(429, 'TOO_MANY_PROCESSES', `The session already runs ${max} processes (MAX_PROCESSES_PER_SESSION); wait for one to end or delete one`);
   }
 }
+export class ContextNotFoundError extends AppError {
+  constructor(sessionId: string, contextId: string) {
+    super(404, 'CONTEXT_NOT_FOUND', `Context '${contextId}' not found in session '${sessionId}'`);
+  }
+}
+export class TooManyContextsError extends AppError {
+  constructor(max: number) {
+    super(429, 'TOO_MANY_CONTEXTS', `The session already has ${max} contexts (MAX_CONTEXTS_PER_SESSION); delete one first`);
+  }
+}
 export class ProcessExitedError extends AppError {
   constructor(pid: string) {
     super(409, 'PROCESS_EXITED', `Process '${pid}' is no longer running`);
@@ -197,6 +207,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   FILE_NOT_FOUND: '404: no regular file at this path',
   VOLUME_NOT_FOUND: '404: no shared volume of this name',
   PROCESS_NOT_FOUND: '404: no process with this id in this session',
+  CONTEXT_NOT_FOUND: '404: no context with this id in this session (contexts do not survive a restart of the service)',
   SESSION_CONFLICT: '409: the session exists with another environment, volumes or network',
   ENVIRONMENT_UNAVAILABLE: '409: the environment exists but cannot be used',
   VOLUME_IN_USE: '409: a live session names the volume',
@@ -217,6 +228,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   MAX_SESSIONS: '429: MAX_SESSIONS sessions exist (Retry-After)',
   MAX_VOLUMES: '429: MAX_VOLUMES shared volumes exist',
   BUSY: '429: too many executions running or queued (Retry-After)',
+  TOO_MANY_CONTEXTS: '429: the session has MAX_CONTEXTS_PER_SESSION contexts',
   TOO_MANY_PROCESSES: '429: MAX_PROCESSES_PER_SESSION processes of the session are running',
   INTERNAL_ERROR: '500: a fault of the service (details in its log only)',
   PORT_NOT_LISTENING: '502: ports/{port}: nothing listens on that port in the session\'s network namespace',
