@@ -76,6 +76,33 @@ describe('code interpreter SDK', () => {
     expect((await sbx.runCode('x')).text).toBe('41');
   });
 
+  test('a DataFrame comes back as HTML (the main result) and a chart as PNG', async () => {
+    const df = await sbx.runCode('import pandas as pd\npd.DataFrame({"a": [1, 2], "b": [3, 4]})');
+    expect(df.error).toBeUndefined();
+    const main = df.results.find((r) => r.isMainResult);
+    expect(main?.html).toContain('<table');
+    expect(main?.text).toContain('a  b');
+    const chart = await sbx.runCode('import matplotlib\nmatplotlib.use("Agg")\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()\nprint("drawn")');
+    expect(chart.error).toBeUndefined();
+    expect(chart.logs.stdout.join('')).toBe('drawn\n');
+    const png = chart.results.find((r) => r.png !== undefined);
+    expect(png?.isMainResult).toBe(false);
+    expect(Buffer.from(png?.png ?? '', 'base64').subarray(1, 4).toString()).toBe('PNG');
+  });
+
+  test('contexts: created, listed, with state of their own, removed', async () => {
+    const ctx = await sbx.createCodeContext({ language: 'python' });
+    expect(ctx).toMatchObject({ language: 'python', cwd: '/home/user' });
+    expect((await sbx.listCodeContexts()).map((c) => c.id)).toContain(ctx.id);
+    await sbx.runCode('only_here = 5', { context: ctx });
+    expect((await sbx.runCode('only_here', { context: ctx })).text).toBe('5');
+    expect((await sbx.runCode('only_here')).error?.name).toBe('NameError');
+    await sbx.removeCodeContext(ctx);
+    expect((await sbx.listCodeContexts()).map((c) => c.id)).not.toContain(ctx.id);
+    await expect(sbx.runCode('1', { context: ctx })).rejects.toBeInstanceOf(NotFoundError);
+    await expect(sbx.createCodeContext({ language: 'r' })).rejects.toThrow(/400/);
+  });
+
   test('a language other than Python is an error the SDK reports, not a hang', async () => {
     const exec = await sbx.runCode('console.log(1)', { language: 'javascript' });
     expect(exec.error?.name).toBe('NotSupportedError');

@@ -53,7 +53,10 @@ export function e2bPlugin(deps: { config: Config; sessions: SessionManager; logg
       side.addHook('onRequest', async (request) => {
         const id = request.headers['e2b-sandbox-id'];
         if (typeof id !== 'string' || id === '') throw notFound('no E2b-Sandbox-Id header');
-        if (!ctx.auth.accessTokenOk(id, request.headers)) throw unauthenticated('Invalid access token: send the envdAccessToken of this sandbox in X-Access-Token');
+        // The JS SDK sends no token on /contexts (it does on /execute): a context call without one
+        // is let through (it runs no code), one with a wrong token is not.
+        const contextsWithoutToken = request.headers['x-access-token'] === undefined && request.url.startsWith(`${SANDBOX_SIDE}/${CODE_INTERPRETER_PORT}/contexts`);
+        if (!contextsWithoutToken && !ctx.auth.accessTokenOk(id, request.headers)) throw unauthenticated('Invalid access token: send the envdAccessToken of this sandbox in X-Access-Token');
         try {
           await deps.sessions.touch(id);
         } catch (err) {
