@@ -1,10 +1,14 @@
 // The real E2B SDKs from npm (@e2b/code-interpreter 2.8.0 over e2b 2.51.0, pinned in
 // devDependencies), unchanged, against the real service process, configured only by the
 // environment variables their users would set: E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { Sandbox } from '@e2b/code-interpreter';
 import { CommandExitError, InvalidArgumentError, NotFoundError, Sandbox as BaseSandbox } from 'e2b';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startServer, useWorkspaceDir, type ServerProcess } from '../helpers/server-process.js';
+import { PROJECT_ROOT, cleanEnv } from '../helpers/host-env.js';
+import { makeTempDir, removeTempDir, startServer, useWorkspaceDir, type ServerProcess } from '../helpers/server-process.js';
 
 const KEY = 'e2b-test-key-0123456789abcdef';
 const UID_BLOCK = 64;
@@ -310,4 +314,25 @@ describe('lifecycle and refusals', () => {
     expect(bytes[0]).toBe(2);
     expect(JSON.parse(bytes.subarray(5).toString())).toEqual({ error: { code: 'not_found', message: expect.stringMatching(/not found/) as unknown } });
   });
+});
+
+test('the README\'s E2B example runs as written, with only the environment variables it names', () => {
+  const readme = fs.readFileSync(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('### E2B SDKs'), readme.indexOf('## Security model'));
+  const example = /```js\n([\s\S]*?)```/.exec(section)?.[1];
+  expect(example).toContain('Sandbox.create');
+  const dir = makeTempDir('bs-e2b-readme-');
+  try {
+    // The example's own directory, with the project's node_modules (where the pinned SDKs are).
+    fs.symlinkSync(path.join(PROJECT_ROOT, 'node_modules'), path.join(dir, 'node_modules'));
+    fs.writeFileSync(path.join(dir, 'example.mjs'), example ?? '');
+    const r = spawnSync(process.execPath, ['example.mjs'], {
+      cwd: dir, encoding: 'utf8', timeout: 60_000,
+      env: cleanEnv({ E2B_API_URL: server.baseUrl, E2B_SANDBOX_URL: server.baseUrl, E2B_API_KEY: KEY }),
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe('an HTML table\nlines: 3\nexit code 0\n');
+  } finally {
+    removeTempDir(dir);
+  }
 });
