@@ -107,6 +107,14 @@ describe('code interpreter SDK', () => {
     await expect(sbx.createCodeContext({ language: 'r' })).rejects.toThrow(/400/);
   });
 
+  test('a client that gives up on a cell interrupts it: the interpreter is free for the next call', async () => {
+    const err = await sbx.runCode('import time\nwhile True:\n    time.sleep(0.05)', { timeoutMs: 1000 }).catch((e: unknown) => e);
+    expect((err as Error).name).toBe('TimeoutError');
+    // Were the loop still running, this call would wait behind it (up to MAX_EXECUTION_TIMEOUT_SECONDS).
+    const next = await sbx.runCode('1 + 1', { timeoutMs: 20_000 });
+    expect(next.text).toBe('2');
+  });
+
   test('a language other than Python is an error the SDK reports, not a hang', async () => {
     const exec = await sbx.runCode('console.log(1)', { language: 'javascript' });
     expect(exec.error?.name).toBe('NotSupportedError');
@@ -186,6 +194,17 @@ describe('commands through the base SDK', () => {
     expect(await sbx.commands.kill(handle.pid)).toBe(false);
   });
 
+  test('a background command outlives its client\'s disconnect and can be connected to again', async () => {
+    const handle = await sbx.commands.run('i=0; while true; do i=$((i+1)); echo "tick $i"; sleep 0.1; done', { background: true });
+    await handle.disconnect();
+    const seen: string[] = [];
+    const again = await sbx.commands.connect(handle.pid, { onStdout: (d) => void seen.push(d) });
+    for (let i = 0; i < 100 && !seen.join('').includes('tick'); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(seen.join('')).toMatch(/tick \d+/);
+    expect(await again.kill()).toBe(true);
+    await expect(again.wait()).rejects.toBeInstanceOf(CommandExitError);
+  });
+
   test('connect, list, getInfo and setTimeout on the control plane', async () => {
     const again = await BaseSandbox.connect(sbx.sandboxId);
     expect((await again.commands.run('echo connected')).stdout).toBe('connected\n');
@@ -248,6 +267,11 @@ describe('lifecycle and refusals', () => {
       expect(await res.json()).toEqual({ code: 401, message: expect.stringMatching(/access token/i) as unknown });
       const none = await fetch(`${server.baseUrl}/files?path=x.txt`, { headers: { 'E2b-Sandbox-Id': sbx.sandboxId, 'E2b-Sandbox-Port': '49983' } });
       expect(none.status).toBe(401);
+      const execute = await fetch(`${server.baseUrl}/execute`, { method: 'POST', headers: { 'content-type': 'application/json', 'E2b-Sandbox-Id': sbx.sandboxId, 'E2b-Sandbox-Port': '49999' }, body: '{"code":"1"}' });
+      expect(execute.status).toBe(401);
+      // Contexts pass without a token (the SDK sends none there), never with a wrong one.
+      const contexts = await fetch(`${server.baseUrl}/contexts`, { headers: { 'E2b-Sandbox-Id': sbx.sandboxId, 'E2b-Sandbox-Port': '49999', 'X-Access-Token': 'wrong' } });
+      expect(contexts.status).toBe(401);
     } finally {
       await sbx.kill();
     }

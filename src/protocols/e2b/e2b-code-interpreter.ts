@@ -85,6 +85,9 @@ export function codeInterpreterRoutes(ctx: E2bContext): FastifyPluginAsyncZod {
       await sessions.touch(id);
 
       const body = new PassThrough();
+      // The headers leave now, not with the first line: a cell can be silent for long, and the SDK
+      // gives up on a request whose headers do not come (Fastify pipes the body right after writeHead).
+      reply.raw.once('pipe', () => reply.raw.flushHeaders());
       void reply.code(200).header('content-type', 'application/x-ndjson').header('cache-control', 'no-store').header('x-accel-buffering', 'no').send(body);
       const line = (obj: Line) => body.write(`${JSON.stringify(obj)}\n`);
       const refuse = (name: string, value: string) => {
