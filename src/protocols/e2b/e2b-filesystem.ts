@@ -48,8 +48,9 @@ export function filesRoutes(ctx: E2bContext): FastifyPluginAsyncZod {
 
     app.get('/files', { schema: { querystring: PathQuery } }, async (request, reply) => {
       const id = sessionOf(request);
-      const parts = workspaceParts(request.query.path ?? '');
-      if (parts.length === 0) throw invalidArgument(`path '${request.query.path ?? ''}' is a directory`);
+      if (request.query.path === undefined || request.query.path === '') throw invalidArgument('path: required');
+      const parts = workspaceParts(request.query.path);
+      if (parts.length === 0) throw invalidArgument(`path '${request.query.path}' is a directory`);
       let opened;
       try {
         opened = await readFileSafe(sessions.workspaceDir(id), parts.join('/'));
