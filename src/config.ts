@@ -143,6 +143,7 @@ export const SETTINGS = {
   READY_CACHE_SECONDS: { schema: num(0, 3600), default: '10', doc: 'how long /readyz reuses its last sandbox probe' },
   EGRESS_ALLOW_PRIVATE_CIDRS: { schema: cidrList, default: '[]', doc: 'JSON list of CIDRs that network modes allowlist and outbound may reach although they are loopback, private, link-local or CGNAT (e.g. ["10.1.2.0/24"] to expose an internal package mirror); default: none' },
   BWRAP_PATH: { schema: z.string().min(1), default: 'bwrap', doc: 'bubblewrap binary' },
+  E2B_DEFAULT_ENVIRONMENT: { schema: z.string().min(1), default: 'pandas-exec', doc: 'E2B compatibility: the environment a sandbox created from the E2B SDKs\' default templates (base, code-interpreter-v1) runs in; any other template names an environment' },
 } as const;
 
 type Settings = typeof SETTINGS;

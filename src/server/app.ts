@@ -28,6 +28,7 @@ import { contextRoutes } from './routes/contexts.js';
 import { notebookRoutes } from './routes/notebooks.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { volumeRoutes } from './routes/volumes.js';
+import { e2bPlugin, rewriteE2bUrl } from '../protocols/e2b/e2b-routes.js';
 
 /** What /readyz says of the isolation self-test run at start-up. */
 export interface SelfTestSummary {
@@ -66,6 +67,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     bodyLimit: 1024 * 1024,
     requestIdHeader: 'x-request-id',
     genReqId: () => crypto.randomUUID(),
+    // E2B SDK compatibility: requests for a sandbox's inside are routed by header (e2b-routes.ts).
+    rewriteUrl: rewriteE2bUrl,
     routerOptions: { maxParamLength: 2048 },
     ajv: { customOptions: { coerceTypes: false } },
     // Router-level refusals (bad URL encoding, over-long segments) get the same error shape,
@@ -175,5 +178,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     { prefix: '/v1' },
   );
+  // E2B's control plane (/sandboxes, /v2/sandboxes) and sandbox side, in E2B's shapes and auth.
+  await app.register(e2bPlugin({ config, sessions: deps.sessions, logger: deps.logger }));
   return app;
 }

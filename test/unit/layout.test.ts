@@ -28,7 +28,9 @@ test('the rooms import only downwards', () => {
     sandbox: [],
     workspace: [],
     sessions: ['sandbox', 'workspace'],
-    server: ['sessions', 'sandbox', 'workspace'],
+    // Protocol adapters (MCP, E2B) sit beside the HTTP layer: over the domain API, and mounted by it.
+    protocols: ['sessions', 'sandbox', 'workspace'],
+    server: ['protocols', 'sessions', 'sandbox', 'workspace'],
   };
   const shared = new Set(['config.js', 'errors.js', 'version.js']);
   const wrong = imports().filter(([from, to]) => {
