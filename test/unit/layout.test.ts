@@ -28,7 +28,8 @@ test('the rooms import only downwards', () => {
     sandbox: [],
     workspace: [],
     sessions: ['sandbox', 'workspace'],
-    server: ['sessions', 'sandbox', 'workspace'],
+    server: ['sessions', 'sandbox', 'workspace', 'protocols'],
+    protocols: ['sessions', 'sandbox', 'workspace'],
   };
   const shared = new Set(['config.js', 'errors.js', 'version.js']);
   const wrong = imports().filter(([from, to]) => {
