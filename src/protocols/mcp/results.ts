@@ -22,7 +22,7 @@ interface MimeBundleOutput {
 }
 
 function section(title: string, body: string): string {
-  return body === '' ? '' : `\n--- ${title} ---\n${body}${body.endsWith('\n') ? '' : '\n'}`;
+  return body === '' ? '' : `--- ${title} ---\n${body}${body.endsWith('\n') ? '' : '\n'}`;
 }
 
 function statusLine(r: ExecutionResult | RunCodeResult): string {
@@ -39,7 +39,7 @@ function filesText(r: ExecutionResult | RunCodeResult): string {
     .filter((k) => r.files[k].length > 0)
     .map((k) => `files ${k}: ${r.files[k].join(', ')}`);
   if (r.files_truncated) lines.push('(more files changed than listed)');
-  return lines.length > 0 ? `\n${lines.join('\n')}\n` : '';
+  return lines.length > 0 ? `${lines.join('\n')}\n` : '';
 }
 
 export function executionText(r: ExecutionResult): string {
