@@ -79,3 +79,24 @@ describe('a client that goes away', () => {
     expect(Date.now() - started).toBeLessThan(10_000);
   }, 60_000);
 });
+
+describe('shutdown', () => {
+  const stopDir = useWorkspaceDir('bs-mcp-http-stop-', 'all');
+
+  test('SIGTERM ends the MCP calls in flight with their executions, and the service exits 0', async () => {
+    const own = await startServer({ workspaceDir: stopDir.path, env: { BUBBLE_SANDBOX_API_KEY: API_KEY, BUBBLE_SANDBOX_SHUTDOWN_GRACE_SECONDS: '1', ...uidEnv(2) } });
+    const c = await connectHttp(own.baseUrl);
+    await call(c, 'create_session', { session_id: 'stop' });
+    const pending = call(c, 'execute', { session_id: 'stop', command: 'sleep 32.468', timeout_seconds: 120 }).then(
+      (r) => ({ answered: r }), (err: unknown) => ({ failed: String(err) }),
+    );
+    await waitForSleep('32.468');
+    const exit = await own.stop('SIGTERM');
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(await waitForNoProcess('sleep 32.468', 3000)).toEqual([]);
+    // The call does not hang: it is answered (the execution was killed) or its connection ends.
+    const outcome = await pending;
+    if ('answered' in outcome) expect(outcome.answered.structuredContent).toMatchObject({ status: 'killed' });
+    await c.close();
+  }, 60_000);
+});

@@ -95,6 +95,20 @@ export function toolBehaviour(client: () => Client, prefix: string): void {
     await call(client(), 'delete_session', { session_id: id });
   }, 120_000);
 
+  test('read_file never follows a link planted by sandboxed code', async () => {
+    const id = `${prefix}-links`;
+    await call(client(), 'create_session', { session_id: id });
+    const planted = await call(client(), 'execute', { session_id: id, command: 'ln -s /etc/passwd leak.txt && ln -s / root.txt' });
+    expect(planted.structuredContent).toMatchObject({ status: 'ok' });
+    for (const path of ['leak.txt', 'root.txt/etc/passwd']) {
+      const leak = await call(client(), 'read_file', { session_id: id, path });
+      expect(leak.isError, path).toBe(true);
+      expect(textOf(leak)).toMatch(/^(FILE_NOT_FOUND|INVALID_PATH): /);
+      expect(textOf(leak)).not.toContain('root:');
+    }
+    await call(client(), 'delete_session', { session_id: id });
+  }, 60_000);
+
   test('bad input gets MCP\'s error shapes: isError results naming the problem, JSON-RPC errors for protocol errors', async () => {
     const id = `${prefix}-bad`;
     await call(client(), 'create_session', { session_id: id });
