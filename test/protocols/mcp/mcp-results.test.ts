@@ -16,7 +16,7 @@ function result(created: string[], extra: Record<string, unknown> = {}): RunCode
     status: 'ok', exit_code: 0, signal: null, stdout: 'out\n', stderr: '', truncated: false, max_output_chars: 100, timed_out: false,
     timeout_seconds: 30, duration_ms: 5, resources: { memory_peak_bytes: null, cpu_ms: null }, error: null, result: '42', kernel_restarted: false,
     files: { created, modified: [], deleted: [] }, files_truncated: false, ...extra,
-  } as RunCodeResult;
+  };
 }
 
 let dir: string;
