@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 import globals from 'globals';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'environments/', 'workspace_data/', 'bin/', 'scripts/'] },
+  { ignores: ['dist/', 'node_modules/', 'environments/', 'workspace_data/', 'bin/', 'scripts/', 'clients/typescript/src/schema.d.ts', 'clients/typescript/scripts/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

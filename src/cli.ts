@@ -35,6 +35,7 @@ commands:
   execute -- <argv...>  run a program directly, no shell
   run [--] <argv...>    run a program attached to this terminal (a pseudo-terminal when stdin is one)
   check [--full]        start a real sandbox and report whether it works
+  mcp                   serve the MCP tools over stdio (for a local agent), in this process
 
   --version             print the version
 
@@ -82,6 +83,14 @@ options:
 SIGINT, SIGTERM or SIGHUP to this command go to the program (in a terminal SIGTERM arrives as
 SIGHUP, which an interactive shell does not ignore); it is killed if it has not ended 5 s later.
 exit status: the program's own; 128+N when ended by signal N; 124 on timeout; 2 for bad input.`;
+
+const MCP_HELP = `usage: bubble-sandbox mcp
+Serves the MCP tools (list_environments, create_session, delete_session, execute, run_code,
+write_file, read_file, list_files) over stdio, for an agent that starts this command. It runs the
+sandbox in this process with the BUBBLE_SANDBOX_* settings (no HTTP service needed); give it a
+WORKSPACE_DIR, and when a service runs on this host too, a SANDBOX_UID_BASE range of its own.
+stdout carries only MCP messages; the log goes to stderr. It stops when stdin closes.
+A running service serves the same tools over streamable HTTP at /mcp.`;
 
 /**
  * Splits `run`'s arguments at the program: options first, then the program and its arguments
@@ -179,6 +188,15 @@ async function dispatch(command: string | undefined, rest: string[], config: () 
       const { runInteractive } = await import('./cli-pty.js');
       const { environment, workdir, timeout, network, allow, deny } = values;
       return runInteractive(config(), { environment, workdir, timeout, network, allow, deny, forwardPort: values['forward-port'] }, split.program);
+    }
+    case 'mcp': {
+      if (rest.includes('--help') || rest.includes('-h')) {
+        console.log(MCP_HELP);
+        return 0;
+      }
+      if (rest.length > 0) throw new UsageError(`mcp takes no arguments (got '${rest[0] ?? ''}')`);
+      const { runMcpStdio } = await import('./protocols/mcp/stdio.js');
+      return runMcpStdio(config());
     }
     case 'check': {
       const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean', default: false }, full: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } }, strict: true });

@@ -11,13 +11,14 @@ import type { Config } from '../config.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { SessionManager } from '../sessions/session-manager.js';
 import { AppError, UnauthorizedError } from '../errors.js';
+import { mcpRoutes } from '../protocols/mcp/http.js';
 import { errorBody } from './error-body.js';
 import type { Metrics } from './metrics.js';
 import { openApiOptions } from './openapi.js';
 import { portRoutes, portUpgradeHandler } from './routes/ports.js';
 import { ptyRoutes } from './routes/pty.js';
 import { registerUpgrades } from './upgrade.js';
-import { hasApiKey, isWebSocketUpgrade, keyDigest } from './ws-guard.js';
+import { hasApiKey, isWebSocketUpgrade, keyDigest, originAllowed } from './ws-guard.js';
 import { environmentRoutes } from './routes/environments.js';
 import { executeRoutes } from './routes/execute.js';
 import { fileRoutes } from './routes/files.js';
@@ -180,5 +181,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   // E2B's control plane (/sandboxes, /v2/sandboxes) and sandbox side, in E2B's shapes and auth.
   await app.register(e2bPlugin({ config, sessions: deps.sessions, logger: deps.logger }));
+  // MCP (src/protocols/mcp): the API key of /v1, and no browser page of another origin (DNS rebinding).
+  await app.register(async (mcp) => {
+    mcp.addHook('onRequest', async (request) => {
+      if (!hasApiKey(expected, request.raw, false)) throw new UnauthorizedError();
+      if (!originAllowed(request.headers, config.allowedOrigins)) throw new AppError(403, 'FORBIDDEN_ORIGIN', 'A request from a browser origin that is not allowed (ALLOWED_ORIGINS)');
+    });
+    await mcp.register(mcpRoutes, { config, sessions: deps.sessions, sandbox: deps.sandbox, logger: deps.logger });
+  });
   return app;
 }

@@ -260,6 +260,46 @@ describe('examples and bounds', () => {
   });
 });
 
+describe('what a client generator needs (clients/typescript uses openapi-typescript)', () => {
+  it('operationIds are unique, and every path parameter is a {name} that the operation declares', () => {
+    const ids = operations(doc).map(({ op: o }) => o.operationId);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const { method, url, op: o } of operations(doc)) {
+      expect(url, 'no Fastify wildcard or :param left').not.toMatch(/[*:]/);
+      const declared = (o.parameters ?? []).filter((p) => p.in === 'path').map((p) => p.name).sort();
+      expect(declared, `${method} ${url}`).toEqual([...url.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]).sort());
+    }
+  });
+
+  it('every alternative of an anyOf is typed (an untyped one becomes `unknown` in generated types)', () => {
+    const untyped: string[] = [];
+    const walk = (v: unknown, at: string) => {
+      if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${at}/${i}`));
+      else if (v !== null && typeof v === 'object') {
+        for (const [k, x] of Object.entries(v as Json)) {
+          if (k === 'anyOf' && Array.isArray(x)) {
+            x.forEach((alt: Json, i) => {
+              if (alt.type === undefined && alt.$ref === undefined && alt.const === undefined) untyped.push(`${at}/anyOf/${i}`);
+            });
+          }
+          walk(x, `${at}/${k}`);
+        }
+      }
+    };
+    walk(doc, '#');
+    expect(untyped).toEqual([]);
+  });
+
+  it('the JSON answers of /v1 operations are named component schemas (the ports proxy answers whatever the port does)', () => {
+    for (const { method, url, op: o } of operations(doc).filter(({ url: u, op: x }) => u.startsWith('/v1/') && x.operationId !== 'proxyPort')) {
+      for (const [status, response] of Object.entries(o.responses)) {
+        const schema = response.content?.['application/json']?.schema;
+        if (schema !== undefined) expect(schema, `${method} ${url} ${status}`).toHaveProperty('$ref');
+      }
+    }
+  });
+});
+
 describe('redocly lint (recommended rules)', () => {
   const lint = async (d: Doc) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-openapi-'));

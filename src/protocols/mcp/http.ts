@@ -1,0 +1,55 @@
+// POST /mcp: the Model Context Protocol over streamable HTTP, stateless. Each POST gets a server
+// and a transport of its own, which end with its response: there is no MCP session to keep, so
+// any replica answers any request and nothing outlives a request. The owner of a request's
+// server is this plugin: when the client goes away before the answer is complete (or the service
+// closes), the server is closed, which aborts the signal its tool calls run with, and a running
+// execution ends as on the REST API. GET and DELETE (the SSE stream and session end of stateful
+// servers) answer 405. The API key and Origin checks are the caller's (app.ts), as for /v1.
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { FastifyPluginAsync } from 'fastify';
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { createMcpServer } from './server.js';
+import type { McpToolDeps } from './tool-kit.js';
+
+const METHOD_NOT_ALLOWED = { jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server is stateless; send JSON-RPC messages with POST' }, id: null };
+
+const INTERNAL_ERROR = { jsonrpc: '2.0', error: { code: -32603, message: 'Internal error' }, id: null };
+
+export const mcpRoutes: FastifyPluginAsync<McpToolDeps> = async (app, deps) => {
+  const live = new Set<{ server: McpServer; transport: StreamableHTTPServerTransport }>();
+  // Big enough for write_file's base64 content (MAX_UPLOAD_SIZE_BYTES) and run_code's source.
+  const bodyLimit = Math.ceil((deps.config.maxUploadSizeBytes * 4) / 3) + 2 * 1024 * 1024;
+
+  app.post('/mcp', { bodyLimit, schema: { hide: true } }, async (request, reply) => {
+    const server = createMcpServer(deps);
+    const transport = new StreamableHTTPServerTransport({}) // no sessionIdGenerator: stateless;
+    const pair = { server, transport };
+    live.add(pair);
+    reply.raw.on('close', () => {
+      live.delete(pair);
+      void transport.close();
+      void server.close();
+    });
+    reply.hijack();
+    try {
+      await server.connect(transport);
+      await transport.handleRequest(request.raw, reply.raw, request.body);
+    } catch (err) {
+      request.log.error({ err }, 'MCP request failed');
+      if (!reply.raw.headersSent) reply.raw.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify(INTERNAL_ERROR));
+      else reply.raw.destroy();
+    }
+  });
+
+  for (const method of ['GET', 'DELETE'] as const) {
+    app.route({ method, url: '/mcp', schema: { hide: true }, handler: async (_request, reply) => reply.code(405).header('allow', 'POST').send(METHOD_NOT_ALLOWED) });
+  }
+
+  app.addHook('onClose', async () => {
+    await Promise.all([...live].map(async ({ server, transport }) => {
+      await transport.close();
+      await server.close();
+    }));
+    live.clear();
+  });
+};
