@@ -34,6 +34,7 @@ commands:
   exec-command "<sh>"   run a shell command string with /bin/sh -c
   execute -- <argv...>  run a program directly, no shell
   run [--] <argv...>    run a program attached to this terminal (a pseudo-terminal when stdin is one)
+  rootfs import|list|remove  manage root filesystems (environments of kind rootfs)
   check [--full]        start a real sandbox and report whether it works
 
   --version             print the version
@@ -138,8 +139,8 @@ async function dispatch(command: string | undefined, rest: string[], config: () 
     case 'list-environments': {
       const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } }, strict: true });
       if (values.help) return (console.log('usage: bubble-sandbox list-environments [--json]'), 0);
-      const envs = await discoverEnvironments(config().environmentsDir);
-      if (values.json) console.log(JSON.stringify(envs.map(({ name, description, dependencies, usable, reason }) => ({ name, description, dependencies, usable, reason })), null, 2));
+      const envs = await discoverEnvironments(config().environmentsDir, config().workspaceDir);
+      if (values.json) console.log(JSON.stringify(envs.map(({ name, description, dependencies, usable, reason, kind, python }) => ({ name, description, dependencies, usable, reason, kind, python })), null, 2));
       else for (const e of envs) console.log(`${e.name}\t${e.usable ? 'ready' : `unusable: ${e.reason ?? ''}`}\t${e.description}${e.dependencies.length ? ` [${e.dependencies.join(', ')}]` : ''}`);
       return 0;
     }
@@ -179,6 +180,10 @@ async function dispatch(command: string | undefined, rest: string[], config: () 
       const { runInteractive } = await import('./cli-pty.js');
       const { environment, workdir, timeout, network, allow, deny } = values;
       return runInteractive(config(), { environment, workdir, timeout, network, allow, deny, forwardPort: values['forward-port'] }, split.program);
+    }
+    case 'rootfs': {
+      const { runRootfsCommand } = await import('./cli-rootfs.js');
+      return runRootfsCommand(config(), rest);
     }
     case 'check': {
       const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean', default: false }, full: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } }, strict: true });

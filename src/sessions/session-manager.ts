@@ -131,7 +131,7 @@ export class SessionManager {
     this.limiter = new ExecutionLimiter(deps.config.maxConcurrentExecutions, deps.config.maxQueuedExecutions);
     this.now = deps.now ?? Date.now;
     this.slots = new UidSlots(() => [...this.sessions.values()].map((s) => s.uid_slot), deps.config.maxConcurrentExecutions + deps.config.maxQueuedExecutions);
-    this.environments = new EnvironmentCache(deps.config.environmentsDir, this.now);
+    this.environments = new EnvironmentCache(deps.config.environmentsDir, deps.config.workspaceDir, this.now);
     this.pool = new WorkspacePool({
       dir: this.layout.pool, size: deps.config.workspacePoolSize, quotaBytes: deps.config.workspaceQuotaBytes, logger: deps.logger,
       onReadyChanged: (ready) => deps.observer?.onWorkspacePoolChanged(ready),
