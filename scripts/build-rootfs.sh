@@ -6,7 +6,7 @@
 #
 #   scripts/build-rootfs.sh [--minimal] [--mirror URL] OUTPUT.tar[.zst|.gz|.xz]
 #
-# --minimal: the same recipe with only python3 and bash on top of the base system (what CI
+# --minimal: the same recipe with only python3, pip and bash on top of the base system (what CI
 # builds on every run; the full set takes minutes). mmdebstrap runs in its `root` mode when we
 # are root and `unshare` mode otherwise; the output archive is written by mmdebstrap itself.
 set -euo pipefail
@@ -30,9 +30,9 @@ done
 command -v mmdebstrap >/dev/null || { echo "build-rootfs: mmdebstrap is not installed (apt-get install mmdebstrap)" >&2; exit 1; }
 
 # Keep in step with Dockerfile.rootfs.
-packages=(python3 bash coreutils ca-certificates)
+packages=(python3 python3-pip bash coreutils ca-certificates)
 if [ "$variant" = full ]; then
-  packages+=(curl ripgrep git python3-pip python3-venv python3-numpy python3-pandas python3-requests python3-httpx python3-pil)
+  packages+=(curl ripgrep git python3-venv python3-numpy python3-pandas python3-requests python3-httpx python3-pil)
 fi
 
 mode=root

@@ -1,14 +1,18 @@
 // `bubble-sandbox rootfs import NAME ARCHIVE | list [--json] | remove NAME`: the operator's side of
 // root filesystems. An import is at once an environment NAME of kind rootfs; a running service
 // sees it at its next lookup (no restart).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { UsageError } from './cli-run.js';
 import type { Config } from './config.js';
-import { findEnvironment } from './sandbox/environments.js';
+import { findEnvironment, type Environment } from './sandbox/environments.js';
 import { createHostLayout } from './sandbox/host-layout.js';
 import { clearRootfsStaging, importRootfs, RootfsImportError } from './sandbox/rootfs/rootfs-import.js';
 import { ensureRootfsLayout, listRootfs, removeRootfs, ROOTFS_NAME, rootfsLayout } from './sandbox/rootfs/rootfs-store.js';
 import { IS_ROOT, limitsFromConfig } from './sandbox/sandbox.js';
+import { mountWritableRoot, unmountWritableRoot, WritableRootError } from './sandbox/rootfs/writable-root.js';
 import { buildSeccompProgram, hostSeccompArch } from './sandbox/seccomp.js';
 
 export const ROOTFS_HELP = `usage: bubble-sandbox rootfs <import NAME ARCHIVE | list [--json] | remove NAME>
@@ -83,4 +87,29 @@ export async function runRootfsCommand(config: Config, args: string[]): Promise<
     default:
       throw new UsageError(`unknown rootfs command '${sub}' (import, list or remove)`);
   }
+}
+
+/**
+ * `run --rootfs-overlay`: a writable overlay over a rootfs environment for this one run, its
+ * upper layer in a temporary directory that goes with the run (no quota: the operator's own
+ * command line). Needs root, like the service's writable roots.
+ */
+export async function openRunOverlay(environment: Environment, identity: { uid: number; gid: number } | null): Promise<{ environment: Environment; close(): Promise<void> }> {
+  if (environment.kind !== 'rootfs' || environment.rootDir === null) throw new UsageError(`--rootfs-overlay needs an environment of kind rootfs; '${environment.name}' is a venv`);
+  if (!IS_ROOT || identity === null) throw new UsageError('--rootfs-overlay needs root (the overlay is mounted on this host)');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bubble-sandbox-overlay-'));
+  fs.chmodSync(dir, 0o711);
+  const merged = path.join(dir, 'root');
+  const close = async () => {
+    await unmountWritableRoot(merged);
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await mountWritableRoot({ lowerDir: environment.rootDir, layerDir: dir, mergedDir: merged, treeOwnerId: fs.statSync(environment.rootDir).uid, owner: identity });
+  } catch (err) {
+    await close();
+    if (err instanceof WritableRootError) throw new UsageError(`--rootfs-overlay: ${err.message}: ${err.detail.split('\n')[0] ?? ''}`);
+    throw err;
+  }
+  return { environment: { ...environment, rootDir: merged, writableRoot: true }, close };
 }
