@@ -16,6 +16,7 @@ import { measureRunCode } from './lib/phase-run-code.js';
 import { egressRows, measureEgress } from './lib/phase-egress.js';
 import { measurePty, ptyRows } from './lib/phase-pty.js';
 import { measurePorts, portsRows } from './lib/phase-ports.js';
+import { measureRootfs, rootfsRows } from './lib/phase-rootfs.js';
 import { buildRows } from './lib/rows.js';
 import { machineInfo, renderTable } from './lib/report.js';
 import { ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, cleanEnv, startService, type BenchServer } from './lib/server.js';
@@ -114,6 +115,8 @@ async function main(): Promise<void> {
   const pty = await measurePty({ client, server, n: sizes.n, warmup: sizes.warmup, log });
   log('ports/ proxy vs connectPort to the same server');
   const ports = await measurePorts({ client, server, n: sizes.n, warmup: sizes.warmup, log, serviceWorkspaceDir });
+  log('root filesystems: create with writable_root, execute in rootfs vs venv');
+  const rootfs = await measureRootfs({ client, server, n: sizes.n, warmup: sizes.warmup, log, serviceWorkspaceDir });
   log('stopping the service');
   await server.stop();
 
@@ -132,8 +135,8 @@ async function main(): Promise<void> {
   };
   await plainServer.stop();
 
-  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota, egress: await measureEgress({ n: sizes.n, log }), pty, ports };
-  const rows = [...buildRows(results), ...egressRows(results.egress), ...ptyRows(pty), ...portsRows(ports)];
+  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota, egress: await measureEgress({ n: sizes.n, log }), pty, ports, rootfs };
+  const rows = [...buildRows(results), ...egressRows(results.egress), ...ptyRows(pty), ...portsRows(ports), ...rootfsRows(rootfs)];
   const machine = machineInfo();
   const out = {
     machine,
