@@ -81,6 +81,9 @@ command -v slirp4netns >/dev/null || need+=(slirp4netns)
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 # tmux: the test that drives `bubble-sandbox run bash` in a real terminal.
 command -v tmux >/dev/null || need+=(tmux)
+# Root filesystems: zstd unpacks .tar.zst imports; mmdebstrap builds one (scripts/build-rootfs.sh).
+command -v zstd >/dev/null || need+=(zstd)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$SUDO" = none ]; then
     echo "Missing system packages. Run: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2

@@ -17,6 +17,7 @@ import { egressRows, measureEgress } from './lib/phase-egress.js';
 import { measurePty, ptyRows } from './lib/phase-pty.js';
 import { measurePorts, portsRows } from './lib/phase-ports.js';
 import { measureRich, richRows } from './lib/phase-rich.js';
+import { measureRootfs, rootfsRows } from './lib/phase-rootfs.js';
 import { buildRows } from './lib/rows.js';
 import { machineInfo, renderTable } from './lib/report.js';
 import { ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, cleanEnv, startService, type BenchServer } from './lib/server.js';
@@ -117,6 +118,8 @@ async function main(): Promise<void> {
   const ports = await measurePorts({ client, server, n: sizes.n, warmup: sizes.warmup, log, serviceWorkspaceDir });
   log('rich outputs and notebooks');
   const rich = await measureRich({ client, server, n: sizes.n, warmup: sizes.warmup, log });
+  log('root filesystems: create with writable_root, execute in rootfs vs venv');
+  const rootfs = await measureRootfs({ client, server, n: sizes.n, warmup: sizes.warmup, log, serviceWorkspaceDir });
   log('stopping the service');
   await server.stop();
 
@@ -135,8 +138,8 @@ async function main(): Promise<void> {
   };
   await plainServer.stop();
 
-  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota, egress: await measureEgress({ n: sizes.n, log }), pty, ports, rich };
-  const rows = [...buildRows(results), ...egressRows(results.egress), ...ptyRows(pty), ...portsRows(ports), ...richRows(rich)];
+  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota, egress: await measureEgress({ n: sizes.n, log }), pty, ports, rich, rootfs };
+  const rows = [...buildRows(results), ...egressRows(results.egress), ...ptyRows(pty), ...portsRows(ports), ...richRows(rich), ...rootfsRows(rootfs)];
   const machine = machineInfo();
   const out = {
     machine,

@@ -10,6 +10,7 @@ import os from 'node:os';
 import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Config } from './config.js';
+import { openRunOverlay } from './cli-rootfs.js';
 import { assertTempWorkspaceEnterable, environmentOf, networkOf, openRunNetwork, UsageError, workspaceOf, type RunNetwork } from './cli-run.js';
 import { startProcessSandbox, PTY_MAX_SIZE, PTY_MIN_SIZE, type ProcessSandbox, type ProcessSignal } from './sandbox/process-sandbox.js';
 import { createSandbox, IS_ROOT, type Sandbox } from './sandbox/sandbox.js';
@@ -23,6 +24,8 @@ export interface InteractiveRunOptions {
   deny?: string[] | undefined;
   forwardPort?: string[] | undefined;
   timeout?: string | undefined;
+  /** A writable overlay over the rootfs environment for this run (gone afterwards). */
+  rootfsOverlay?: boolean | undefined;
 }
 
 export interface PortForward {
@@ -180,8 +183,19 @@ export async function runInteractive(config: Config, options: InteractiveRunOpti
   const timeoutSeconds = timeoutOf(options.timeout);
   const networkChoice = networkOf(options);
   if (forwards.length > 0 && !IS_ROOT) throw new UsageError('--forward-port needs root (a network namespace of its own)');
-  const environment = await environmentOf(config, options.environment);
+  const baseEnvironment = await environmentOf(config, options.environment);
+  // The program runs below process-relay.py, which needs a python3 in the root filesystem.
+  if (!baseEnvironment.python) throw new UsageError(`run needs python3 in the environment (its process relay is Python); '${baseEnvironment.name}' has none: use exec-command or execute`);
+  if (options.rootfsOverlay === true && baseEnvironment.kind !== 'rootfs') throw new UsageError(`--rootfs-overlay needs an environment of kind rootfs; '${baseEnvironment.name}' is a venv`);
   const ws = workspaceOf(config, options.workdir);
+  let overlay: Awaited<ReturnType<typeof openRunOverlay>> | null = null;
+  try {
+    if (options.rootfsOverlay === true) overlay = await openRunOverlay(baseEnvironment, ws.identity);
+  } catch (err) {
+    if (ws.tempParent) fs.rmSync(ws.tempParent, { recursive: true, force: true });
+    throw err;
+  }
+  const environment = overlay?.environment ?? baseEnvironment;
   const usePty = process.stdin.isTTY === true;
 
   // Stop signals: forwarded to the program (SIGHUP in a terminal, where an interactive shell
@@ -277,6 +291,7 @@ export async function runInteractive(config: Config, options: InteractiveRunOpti
     await Promise.all(forwarders.map((f) => f.close()));
     await runNetwork?.close();
     await sandbox?.close();
+    await overlay?.close();
     if (ws.tempParent) fs.rmSync(ws.tempParent, { recursive: true, force: true });
     if (timedOut) process.stderr.write(`bubble-sandbox: timed out after ${timeoutSeconds} s\n`);
   }

@@ -130,7 +130,7 @@ function timeoutOf(raw: string | undefined, config: Config): number {
 /** The environment named by -e, or a one-line usage error. */
 export async function environmentOf(config: Config, envName: string): Promise<Environment> {
   if (!ENVIRONMENT_NAME.test(envName)) throw new UsageError(`invalid environment name '${envName}'`);
-  const environment = await findEnvironment(config.environmentsDir, envName);
+  const environment = await findEnvironment(config.environmentsDir, envName, config.workspaceDir);
   if (!environment) throw new UsageError(`unknown environment '${envName}' (see bubble-sandbox list-environments)`);
   if (!environment.usable) throw new UsageError(`environment '${envName}' is not usable: ${environment.reason ?? 'unknown reason'}`);
   return environment;

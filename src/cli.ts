@@ -34,6 +34,7 @@ commands:
   exec-command "<sh>"   run a shell command string with /bin/sh -c
   execute -- <argv...>  run a program directly, no shell
   run [--] <argv...>    run a program attached to this terminal (a pseudo-terminal when stdin is one)
+  rootfs import|list|remove  manage root filesystems (environments of kind rootfs)
   check [--full]        start a real sandbox and report whether it works
   mcp                   serve the MCP tools over stdio (for a local agent), in this process
 
@@ -63,6 +64,7 @@ const INTERACTIVE_OPTIONS = {
   allow: { type: 'string', multiple: true },
   deny: { type: 'string', multiple: true },
   'forward-port': { type: 'string', multiple: true },
+  'rootfs-overlay': { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -79,7 +81,8 @@ options:
       --deny PATTERN       allowlist: a host refused even when allowed; repeatable
       --forward-port SANDBOX:HOST  while the program runs, 127.0.0.1:HOST on this machine reaches port
                            SANDBOX inside the sandbox (its own network namespace); repeatable; as root
-  (--rootfs-overlay is not available yet: root filesystems are a separate, later change.)
+      --rootfs-overlay     with an environment of kind rootfs: / is writable for this run (an overlay
+                           in a temporary directory, gone when the program ends); as root
 SIGINT, SIGTERM or SIGHUP to this command go to the program (in a terminal SIGTERM arrives as
 SIGHUP, which an interactive shell does not ignore); it is killed if it has not ended 5 s later.
 exit status: the program's own; 128+N when ended by signal N; 124 on timeout; 2 for bad input.`;
@@ -147,8 +150,8 @@ async function dispatch(command: string | undefined, rest: string[], config: () 
     case 'list-environments': {
       const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } }, strict: true });
       if (values.help) return (console.log('usage: bubble-sandbox list-environments [--json]'), 0);
-      const envs = await discoverEnvironments(config().environmentsDir);
-      if (values.json) console.log(JSON.stringify(envs.map(({ name, description, dependencies, usable, reason }) => ({ name, description, dependencies, usable, reason })), null, 2));
+      const envs = await discoverEnvironments(config().environmentsDir, config().workspaceDir);
+      if (values.json) console.log(JSON.stringify(envs.map(({ name, description, dependencies, usable, reason, kind, python }) => ({ name, description, dependencies, usable, reason, kind, python })), null, 2));
       else for (const e of envs) console.log(`${e.name}\t${e.usable ? 'ready' : `unusable: ${e.reason ?? ''}`}\t${e.description}${e.dependencies.length ? ` [${e.dependencies.join(', ')}]` : ''}`);
       return 0;
     }
@@ -187,7 +190,11 @@ async function dispatch(command: string | undefined, rest: string[], config: () 
       if (values.help) return (console.log(RUN_HELP), 0);
       const { runInteractive } = await import('./cli-pty.js');
       const { environment, workdir, timeout, network, allow, deny } = values;
-      return runInteractive(config(), { environment, workdir, timeout, network, allow, deny, forwardPort: values['forward-port'] }, split.program);
+      return runInteractive(config(), { environment, workdir, timeout, network, allow, deny, forwardPort: values['forward-port'], rootfsOverlay: values['rootfs-overlay'] }, split.program);
+    }
+    case 'rootfs': {
+      const { runRootfsCommand } = await import('./cli-rootfs.js');
+      return runRootfsCommand(config(), rest);
     }
     case 'mcp': {
       if (rest.includes('--help') || rest.includes('-h')) {

@@ -121,6 +121,8 @@ export const SETTINGS = {
   CGROUPS: { schema: z.enum(['auto', 'off']), default: 'auto', doc: 'auto: use cgroup v2 or v1 when writable; off: rlimits only' },
   SANDBOX_UID_BASE: { schema: int(1000, 2 ** 31 - 70_000), default: '200000', doc: 'when running as root: first host uid/gid given to sandboxes (one per session)' },
   SANDBOX_UID_COUNT: { schema: int(1, 65_536), default: '4096', doc: 'size of the host uid range for sandboxes' },
+  ROOTFS_UID: { schema: int(1000, 2 ** 31 - 2), default: '199999', doc: 'when running as root: host uid/gid that unpacks imported root filesystems (inside a sandbox) and owns their files; outside SANDBOX_UID_BASE..+SANDBOX_UID_COUNT, so no session can write them' },
+  ROOTFS_IMPORT_TIMEOUT_SECONDS: { schema: num(1, 86_400), default: '1800', doc: 'bubble-sandbox rootfs import: how long unpacking one archive may take before it is stopped (nothing is kept)' },
   UID_LOCK_DIR: { schema: z.string().min(1), default: '/run/bubble-sandbox/uid-ranges', doc: 'when running as root: where each instance on this host records the sandbox uid range it holds; an instance refuses to start on a range a live one holds' },
   MAX_CHANGED_FILES: { schema: int(1, 1_000_000), default: '1000', doc: 'most paths an execution result lists in files.created, modified and deleted together; past it (or MAX_CHANGED_FILES_BYTES) the lists are cut and files_truncated is true' },
   MAX_CHANGED_FILES_BYTES: { schema: int(1024, 64 * MiB), default: String(256 * 1024), doc: 'most bytes of paths an execution result lists in files.created, modified and deleted together' },
@@ -193,6 +195,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const slotsNeeded = cfg.maxSessions + cfg.maxConcurrentExecutions + cfg.maxQueuedExecutions + 1;
   if (cfg.sandboxUidCount < slotsNeeded) {
     throw new ConfigError(`invalid configuration: ${ENV_PREFIX}SANDBOX_UID_COUNT=${cfg.sandboxUidCount} must be at least ${slotsNeeded} (MAX_SESSIONS + MAX_CONCURRENT_EXECUTIONS + MAX_QUEUED_EXECUTIONS + 1), so no two sandboxes share a host uid`);
+  }
+  if (cfg.rootfsUid >= cfg.sandboxUidBase && cfg.rootfsUid < cfg.sandboxUidBase + cfg.sandboxUidCount) {
+    throw new ConfigError(`invalid configuration: ${ENV_PREFIX}ROOTFS_UID=${cfg.rootfsUid} is inside the sandbox uid range (SANDBOX_UID_BASE..+SANDBOX_UID_COUNT): a session could then write the shared root filesystems`);
   }
   if (cfg.apiKey === undefined && !cfg.allowUnauthenticated && !isLoopbackHost(cfg.host)) {
     throw new ConfigError(`invalid configuration: ${ENV_PREFIX}HOST=${cfg.host} is reachable from other machines and ${ENV_PREFIX}API_KEY is not set, so anyone who reaches the port could use every session; set ${ENV_PREFIX}API_KEY, listen on 127.0.0.1, or set ${ENV_PREFIX}ALLOW_UNAUTHENTICATED=true on purpose`);

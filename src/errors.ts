@@ -22,7 +22,7 @@ export class SessionNotFoundError extends AppError {
 }
 export class SessionConflictError extends AppError {
   constructor(id: string) {
-    super(409, 'SESSION_CONFLICT', `Session '${id}' already exists with another environment, volumes or network`);
+    super(409, 'SESSION_CONFLICT', `Session '${id}' already exists with another environment, volumes, network or writable_root`);
   }
 }
 export class MaxSessionsError extends AppError {
@@ -99,6 +99,18 @@ export class InvalidNetworkPolicyError extends AppError {
 export class NetworkModeMismatchError extends AppError {
   constructor(id: string, mode: string) {
     super(409, 'NETWORK_MODE_MISMATCH', `Session '${id}' has network mode '${mode}'; only an allowlist session has lists to change`);
+  }
+}
+/** 422: writable_root asked for where it cannot be had (a venv environment, a service not running as root). */
+export class WritableRootUnavailableError extends AppError {
+  constructor(reason: string) {
+    super(422, 'WRITABLE_ROOT_UNAVAILABLE', `writable_root is not available: ${reason}`);
+  }
+}
+/** 422: script, run_code or a process in a root filesystem that has no python3. */
+export class NoPythonError extends AppError {
+  constructor(environment: string, what: string) {
+    super(422, 'NO_PYTHON', `Environment '${environment}' (a root filesystem) has no /usr/bin/python3, which ${what} needs; command and argv run in any environment`);
   }
 }
 /** 422: the request is well formed, but this host cannot give that network mode (see /readyz checks.network). */
@@ -218,7 +230,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   VOLUME_NOT_FOUND: '404: no shared volume of this name',
   PROCESS_NOT_FOUND: '404: no process with this id in this session',
   CONTEXT_NOT_FOUND: '404: no context with this id in this session (contexts do not survive a restart of the service)',
-  SESSION_CONFLICT: '409: the session exists with another environment, volumes or network',
+  SESSION_CONFLICT: '409: the session exists with another environment, volumes, network or writable_root',
   ENVIRONMENT_UNAVAILABLE: '409: the environment exists but cannot be used',
   VOLUME_IN_USE: '409: a live session names the volume',
   PATH_CONFLICT: '409: the workspace changed under an upload; retry',
@@ -237,6 +249,8 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   EXTENSION_NOT_ALLOWED: '415: a file extension not in ALLOWED_EXTENSIONS; nothing kept',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: '415: a content type the route does not take',
   INVALID_NOTEBOOK: '422: notebooks/execute of a file that is not an nbformat 4 notebook (the message says why)',
+  WRITABLE_ROOT_UNAVAILABLE: '422: writable_root asked for with a venv environment or on a host that cannot mount its overlay; nothing created',
+  NO_PYTHON: '422: script, run_code or a process asked of a root filesystem without python3',
   NETWORK_MODE_UNAVAILABLE: '422: this host cannot provide the network mode asked for (see /readyz checks.network); nothing created',
   MAX_SESSIONS: '429: MAX_SESSIONS sessions exist (Retry-After)',
   MAX_VOLUMES: '429: MAX_VOLUMES shared volumes exist',

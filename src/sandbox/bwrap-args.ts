@@ -22,7 +22,26 @@ export const SANDBOX_UID = 1000;
 export const SANDBOX_GID = 1000;
 export const SANDBOX_HOSTNAME = 'sandbox';
 
+/**
+ * A top-level entry of a root filesystem used as `/`: a directory passed as an O_PATH descriptor
+ * (read-only, or read-write for a session's writable overlay), or a symlink made anew by bwrap.
+ */
+export type RootEntry =
+  | { kind: 'dir'; name: string; writable: boolean }
+  | { kind: 'symlink'; name: string; target: string };
+
+/** Top-level names bwrap provides itself, whatever the root filesystem has there. */
+export const ROOT_NAMES_PROVIDED = new Set(['proc', 'dev', 'sys', 'tmp', 'workspace', 'sandbox', 'volumes']);
+
 export interface BwrapPolicy {
+  /**
+   * A root filesystem's top-level entries, mounted on bwrap's own read-only `/` (so every setup
+   * target is a top-level directory bwrap made, never beneath one the sandbox can write); replaces
+   * systemMounts and etcFiles. Absent or null: the host's system directories.
+   */
+  rootEntries?: readonly RootEntry[] | null;
+  /** The user inside: 0 in a writable root (root of the sandbox's own user namespace); default SANDBOX_UID. */
+  insideUid?: number;
   /** Read-only system directories and merged-/usr symlinks. */
   systemMounts: readonly SystemMount[];
   /** Files placed read-only under /etc: generated ones (passwd, hosts, ...) and a few host ones. */
@@ -53,7 +72,8 @@ export type FdRole =
   | { role: 'seccomp' }
   | { role: 'sandbox-file'; name: string }
   | { role: 'workspace' }
-  | { role: 'volume'; name: string };
+  | { role: 'volume'; name: string }
+  | { role: 'root-entry'; name: string };
 
 export interface BwrapInvocation {
   /** argv after the bwrap binary: only `--args N -- command...` is visible. */
@@ -76,19 +96,27 @@ export function buildBwrapInvocation(policy: BwrapPolicy): BwrapInvocation {
     // keeps the session's netns the chain already entered (the user namespace is still new, so
     // the sandbox holds no capability over it).
     '--unshare-all', ...(policy.shareNet === true ? ['--share-net'] : []), '--unshare-user', '--disable-userns',
-    '--uid', String(SANDBOX_UID), '--gid', String(SANDBOX_GID),
+    '--uid', String(policy.insideUid ?? SANDBOX_UID), '--gid', String(policy.insideUid ?? SANDBOX_GID),
     '--hostname', SANDBOX_HOSTNAME,
     '--die-with-parent', '--new-session', '--cap-drop', 'ALL',
     '--clearenv',
   ];
   for (const [k, v] of Object.entries(policy.env)) o.push('--setenv', k, v);
 
-  for (const m of policy.systemMounts) {
-    if (m.kind === 'ro-bind') o.push('--ro-bind', m.source, m.dest);
-    else o.push('--symlink', m.target, m.dest);
+  if (policy.rootEntries) {
+    for (const e of policy.rootEntries) {
+      if (!/^[^/\0]+$/.test(e.name) || e.name === '.' || e.name === '..' || ROOT_NAMES_PROVIDED.has(e.name)) throw new Error(`not a root entry name: ${e.name}`);
+      if (e.kind === 'symlink') o.push('--symlink', e.target, `/${e.name}`);
+      else o.push(e.writable ? '--bind-fd' : '--ro-bind-fd', fdOf({ role: 'root-entry', name: e.name }), `/${e.name}`);
+    }
+  } else {
+    for (const m of policy.systemMounts) {
+      if (m.kind === 'ro-bind') o.push('--ro-bind', m.source, m.dest);
+      else o.push('--symlink', m.target, m.dest);
+    }
+    o.push('--dir', '/etc');
+    for (const f of policy.etcFiles) o.push('--ro-bind', f.source, f.dest);
   }
-  o.push('--dir', '/etc');
-  for (const f of policy.etcFiles) o.push('--ro-bind', f.source, f.dest);
   if (policy.venvDir !== null) o.push('--ro-bind', policy.venvDir, SANDBOX_PATHS.venv);
 
   o.push('--proc', '/proc');

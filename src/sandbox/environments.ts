@@ -1,9 +1,12 @@
-// Execution environments: environments/<name>/pyproject.toml + environments/<name>/.venv.
+// Execution environments: environments/<name>/pyproject.toml + environments/<name>/.venv (kind
+// venv, the host's /usr plus a venv), and imported root filesystems (kind rootfs, under
+// <workspace_dir>/rootfs, see rootfs/rootfs-store.ts). A venv environment wins a name both have.
 // Discovery never throws for a broken environment: it reports why it cannot be used, without
 // host paths.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
+import { listRootfs, resolveRootfs, rootfsLayout, type RootfsRecord } from './rootfs/rootfs-store.js';
 import { untraversableAncestor } from './traversable.js';
 
 export const ENVIRONMENT_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -17,6 +20,25 @@ export interface Environment {
   usable: boolean;
   /** Why it cannot be used (no host paths). */
   reason: string | null;
+  kind: 'venv' | 'rootfs';
+  /**
+   * Host directory whose top-level entries make the sandbox's `/` (an imported rootfs, or a
+   * session's writable overlay over one); null: the host's system directories.
+   */
+  rootDir: string | null;
+  /** `/` of the sandbox is the session's writable overlay (its user is root of its own user namespace). */
+  writableRoot: boolean;
+  /** Whether python3 is there: script, run_code and processes need it. */
+  python: boolean;
+}
+
+const VENV_DEFAULTS = { kind: 'venv', rootDir: null, writableRoot: false, python: true } as const;
+
+function rootfsEnvironment(record: RootfsRecord, dir: string): Environment {
+  return {
+    name: record.name, description: `root filesystem${record.os ? `: ${record.os}` : ''}`, dependencies: [],
+    venvDir: null, usable: true, reason: null, kind: 'rootfs', rootDir: dir, writableRoot: false, python: record.python,
+  };
 }
 
 export interface ProjectFacts {
@@ -77,7 +99,7 @@ function stringList(value: unknown, key: string, file: string): string[] {
 }
 
 async function inspect(dir: string, name: string): Promise<Environment> {
-  const base = { name, description: '', dependencies: [] as string[], venvDir: null, usable: false };
+  const base = { name, description: '', dependencies: [] as string[], venvDir: null, usable: false, ...VENV_DEFAULTS };
   let toml: string;
   try {
     toml = await fs.readFile(path.join(dir, 'pyproject.toml'), 'utf8');
@@ -109,25 +131,35 @@ async function inspect(dir: string, name: string): Promise<Environment> {
   return { ...described, venvDir, usable: true, reason: null };
 }
 
-/** Every environment directory, sorted by name, usable or not. */
-export async function discoverEnvironments(environmentsDir: string): Promise<Environment[]> {
+/**
+ * Every environment directory, usable or not, and (given the workspace dir) every imported root
+ * filesystem, sorted by name.
+ */
+export async function discoverEnvironments(environmentsDir: string, workspaceDir?: string): Promise<Environment[]> {
   let entries: import('node:fs').Dirent[];
   try {
     entries = await fs.readdir(environmentsDir, { withFileTypes: true });
   } catch {
-    return [];
+    entries = [];
   }
   const names = entries.filter((e) => e.isDirectory() && ENVIRONMENT_NAME.test(e.name)).map((e) => e.name).sort();
-  return Promise.all(names.map((n) => inspect(path.join(environmentsDir, n), n)));
+  const venvs = await Promise.all(names.map((n) => inspect(path.join(environmentsDir, n), n)));
+  if (workspaceDir === undefined) return venvs;
+  const layout = rootfsLayout(workspaceDir);
+  const taken = new Set(names);
+  const roots = (await listRootfs(layout)).filter((r) => !taken.has(r.name));
+  const rootEnvs = (await Promise.all(roots.map(async (r) => {
+    const found = await resolveRootfs(layout, r.name);
+    return found ? rootfsEnvironment(found.record, found.dir) : null;
+  }))).filter((e): e is Environment => e !== null);
+  return [...venvs, ...rootEnvs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
-export async function findEnvironment(environmentsDir: string, name: string): Promise<Environment | null> {
+export async function findEnvironment(environmentsDir: string, name: string, workspaceDir?: string): Promise<Environment | null> {
   if (!ENVIRONMENT_NAME.test(name)) return null;
-  try {
-    const st = await fs.lstat(path.join(environmentsDir, name));
-    if (!st.isDirectory()) return null;
-  } catch {
-    return null;
-  }
-  return inspect(path.join(environmentsDir, name), name);
+  const st = await fs.lstat(path.join(environmentsDir, name)).catch(() => null);
+  if (st?.isDirectory()) return inspect(path.join(environmentsDir, name), name);
+  if (workspaceDir === undefined) return null;
+  const found = await resolveRootfs(rootfsLayout(workspaceDir), name);
+  return found ? rootfsEnvironment(found.record, found.dir) : null;
 }

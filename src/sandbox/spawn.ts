@@ -15,6 +15,7 @@ import { buildBwrapInvocation, encodeArgs, SANDBOX_PATHS, type BwrapPolicy } fro
 import type { CgroupManager, CgroupStats, ExecutionCgroup } from './cgroups.js';
 import type { Environment } from './environments.js';
 import type { HostLayout } from './host-layout.js';
+import { readRootEntries } from './rootfs/root-entries.js';
 import type { ResourceLimits, VolumeMount } from './types.js';
 
 const O_PATH = 0o10000000;
@@ -108,12 +109,15 @@ export interface SpawnedSandbox {
 
 export function baseEnvironment(env: Environment | null): Record<string, string> {
   const venvBin = env?.venvDir ? `${SANDBOX_PATHS.venv}/bin:` : '';
+  // In a root filesystem, whatever it installs (apt-get, pip as root) lands in the sbin directories too.
+  const system = env?.rootDir ? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' : '/usr/local/bin:/usr/bin:/bin';
+  const user = env?.writableRoot ? 'root' : 'sandbox';
   return {
-    PATH: `${venvBin}/usr/local/bin:/usr/bin:/bin`,
+    PATH: `${venvBin}${system}`,
     HOME: SANDBOX_PATHS.tmp,
     TMPDIR: SANDBOX_PATHS.tmp,
-    USER: 'sandbox',
-    LOGNAME: 'sandbox',
+    USER: user,
+    LOGNAME: user,
     LANG: 'C.UTF-8',
     PYTHONUNBUFFERED: '1',
     PYTHONDONTWRITEBYTECODE: '1',
@@ -133,6 +137,8 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
     etcFiles: deps.layout.etcFiles,
     procMasks: deps.layout.procMasks,
     venvDir: spec.environment?.venvDir ?? null,
+    rootEntries: spec.environment?.rootDir ? readRootEntries(spec.environment.rootDir, spec.environment.writableRoot) : null,
+    ...(spec.environment?.writableRoot ? { insideUid: 0 } : {}),
     sandboxFiles: Object.keys(spec.sandboxFiles ?? {}),
     volumes: spec.volumes.map((v) => ({ name: v.name, mode: v.mode })),
     seccomp: deps.seccompProgram !== null,
@@ -160,7 +166,9 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
         if (role.role === 'seccomp' && deps.seccompProgram) payloads.set(fdNumber, deps.seccompProgram);
         if (role.role === 'sandbox-file') payloads.set(fdNumber, Buffer.from(spec.sandboxFiles?.[role.name] ?? '', 'utf8'));
       } else {
-        const hostDir = role.role === 'workspace' ? spec.workspaceDir : spec.volumes.find((v) => v.name === role.name)?.hostDir;
+        const hostDir = role.role === 'workspace' ? spec.workspaceDir
+          : role.role === 'root-entry' ? `${spec.environment?.rootDir ?? '/nonexistent'}/${role.name}`
+            : spec.volumes.find((v) => v.name === role.name)?.hostDir;
         if (hostDir === undefined) throw new Error(`no host directory for ${role.role}`);
         const fd = fs.openSync(hostDir, DIR_FD_FLAGS);
         openedFds.push(fd);

@@ -28,6 +28,8 @@ export const EnvironmentSchema = z.object({
   name: z.string(),
   description: z.string(),
   dependencies: z.array(z.string()),
+  kind: z.enum(['venv', 'rootfs']).meta({ description: 'venv: the host\'s /usr plus a Python virtual environment; rootfs: an imported root filesystem is `/` (bubble-sandbox rootfs import)' }),
+  python: z.boolean().meta({ description: 'whether python3 is there: script, run_code and processes need it (a rootfs may have none; command and argv work in any)' }),
 });
 export const EnvironmentListSchema = z.object({ environments: z.array(EnvironmentSchema) }).meta({ id: 'EnvironmentList' });
 
@@ -64,6 +66,7 @@ export const CreateSessionBodySchema = z
     session_id: SessionIdSchema.optional().describe('your own id; a random one when absent'),
     volumes: VolumesSchema.optional(),
     network: NetworkSchema.optional(),
+    writable_root: z.boolean().optional().describe('a writable overlay over the environment\'s root filesystem (kind rootfs): writes anywhere under / persist across the session\'s executions, count against its disk quota and go with it; inside, the user is root of the sandbox\'s own user namespace (default false)'),
   });
 /** The body may be absent altogether (curl -X POST with no data): every field is optional. */
 export const CreateSessionBodyOrNothingSchema = CreateSessionBodySchema.nullish().meta({
@@ -72,6 +75,7 @@ export const CreateSessionBodyOrNothingSchema = CreateSessionBodySchema.nullish(
     minimal: { summary: 'a session in the default environment, with a random id', value: {} },
     named: { summary: 'your own id, an environment and a read-only shared volume', value: { session_id: 'demo', environment: 'bare', volumes: { 'shared-data': 'ro' } } },
     allowlist: { summary: 'HTTP(S) to the package index only, through the egress proxy', value: { network: { mode: 'allowlist', allow: ['pypi.org', '*.pythonhosted.org'] } } },
+    writable: { summary: 'an imported root filesystem with a writable overlay (apt-get, pip install as root)', value: { environment: 'debian', writable_root: true } },
   },
 });
 
@@ -88,6 +92,7 @@ export const SessionInfoSchema = z
     expires_at: z.string(),
     volumes: z.record(z.string(), z.enum(['ro', 'rw'])),
     network: NetworkInfoSchema,
+    writable_root: z.boolean(),
   })
   .meta({ id: 'SessionInfo' });
 export const SessionListSchema = z.object({ sessions: z.array(SessionInfoSchema) }).meta({ id: 'SessionList' });

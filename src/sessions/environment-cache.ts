@@ -7,7 +7,7 @@ const ENVIRONMENT_CACHE_MS = 5000;
 export class EnvironmentCache {
   private readonly entries = new Map<string, { at: number; env: Environment | null }>();
 
-  constructor(private readonly environmentsDir: string, private readonly now: () => number) {}
+  constructor(private readonly environmentsDir: string, private readonly workspaceDir: string, private readonly now: () => number) {}
 
   /**
    * Environments change only when an operator rebuilds them, so a lookup is reused for a few
@@ -16,9 +16,10 @@ export class EnvironmentCache {
   async resolve(name: string): Promise<Environment> {
     const hit = this.entries.get(name);
     let env: Environment | null;
-    if (hit && this.now() - hit.at < ENVIRONMENT_CACHE_MS) env = hit.env;
+    // A miss is not kept: a rootfs imported a moment ago must be found at once.
+    if (hit && hit.env !== null && this.now() - hit.at < ENVIRONMENT_CACHE_MS) env = hit.env;
     else {
-      env = await findEnvironment(this.environmentsDir, name);
+      env = await findEnvironment(this.environmentsDir, name, this.workspaceDir);
       this.entries.set(name, { at: this.now(), env });
     }
     if (!env) throw new EnvironmentNotFoundError(name);

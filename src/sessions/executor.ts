@@ -5,6 +5,7 @@ import type { Environment } from '../sandbox/environments.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { Program, ResourceLimits, RunResult, VolumeMount } from '../sandbox/types.js';
 import type { PathBudget } from '../workspace/bounded-paths.js';
+import { NoPythonError } from '../errors.js';
 import type { ExecutionLimiter } from './limiter.js';
 import { diffSnapshots, snapshotWorkspace, type SnapshotDiff, type WorkspaceSnapshot } from '../workspace/workspace-fs.js';
 
@@ -97,6 +98,7 @@ export async function withChangedFiles<R extends { status: ExecutionResult['stat
 }
 
 export async function executeInWorkspace(deps: ExecutorDeps, target: WorkspaceTarget, req: ExecutionRequest): Promise<ExecutionResult> {
+  if (req.program.kind === 'script' && !target.environment.python) throw new NoPythonError(target.environment.name, 'a script');
   return withChangedFiles(deps, target, req.signal, () => deps.sandbox.runner.run({
     environment: target.environment,
     workspaceDir: target.workspaceDir,

@@ -6,7 +6,7 @@ import type { Environment } from '../sandbox/environments.js';
 import type { KernelRunResult, RichOutput } from '../sandbox/kernel/kernel.js';
 import type { NetworkJoin } from './session-networks.js';
 import type { VolumeMount } from '../sandbox/types.js';
-import { SessionNotFoundError, ShuttingDownError } from '../errors.js';
+import { NoPythonError, SessionNotFoundError, ShuttingDownError } from '../errors.js';
 import { executeInWorkspace, withChangedFiles, type ExecutionRequest, type ExecutionResult } from './executor.js';
 import type { SerialQueues } from './limiter.js';
 import type { SessionChanges } from './session-changes.js';
@@ -38,7 +38,8 @@ export interface ExecutionHost {
   isClosing(): boolean;
   isLive(id: string): boolean;
   touch(id: string): Promise<SessionRecord>;
-  resolveEnvironment(name: string): Promise<Environment>;
+  /** The session's environment (its writable root mounted when it has one). */
+  environmentOf(record: SessionRecord): Promise<Environment>;
   workspaceDir(id: string): string;
   ownerOf(record: SessionRecord): { uid: number; gid: number } | null;
   volumeMounts(volumes: Record<string, 'ro' | 'rw'>): VolumeMount[];
@@ -83,6 +84,7 @@ export class SessionExecutions {
   async runCode(id: string, req: RunCodeRequest): Promise<RunCodeResult> {
     const host = this.host;
     return this.inTurn(id, req.signal, async (record, environment, signal) => {
+      if (!environment.python) throw new NoPythonError(environment.name, 'run_code');
       if (req.contextId !== undefined) host.kernels.contexts.check(id, req.contextId);
       const workspaceDir = host.workspaceDir(id);
       const network = await host.networkOf(record);
@@ -113,7 +115,7 @@ export class SessionExecutions {
     if (!host.isLive(id)) throw new SessionNotFoundError(id);
     return host.serial.run(id, async () => {
       const record = await host.touch(id);
-      const environment = await host.resolveEnvironment(record.environment);
+      const environment = await host.environmentOf(record);
       const ac = new AbortController();
       const onAbort = () => ac.abort();
       clientSignal?.addEventListener('abort', onAbort, { once: true });

@@ -11,7 +11,7 @@ import { groupedCgroups, type GroupedCgroups } from '../sandbox/cgroups.js';
 import type { VolumeMount } from '../sandbox/types.js';
 import {
   MaxSessionsError, MaxVolumesError, NetworkModeMismatchError, NetworkModeUnavailableError, PersistentSessionsDisabledError, SessionConflictError, SessionNotFoundError, ShuttingDownError,
-  VolumeInUseError, VolumeNotFoundError,
+  VolumeInUseError, VolumeNotFoundError, WritableRootUnavailableError, NoPythonError,
 } from '../errors.js';
 import type { EgressDecision } from '../sandbox/network/egress-proxy.js';
 import { checkNetworkPatterns, normalizeNetwork, sameNetwork, type NetworkModeName, type NetworkPolicy } from './network-policy.js';
@@ -39,6 +39,8 @@ import { clearLeftovers, ensureVolume, prepareWorkspace, unmountVolumes } from '
 import { newWorkspace, removeWorkspaceDir } from '../workspace/workspace-dir.js';
 import { existingVolumes, removeVolume, volumeUsage, type VolumeUsage } from './session-volumes.js';
 import { UidSlots } from './uid-slots.js';
+import { SessionRoots, writableRootRefusal } from './session-root.js';
+import { IS_ROOT } from '../sandbox/sandbox.js';
 import { WorkspacePool } from '../workspace/workspace-pool.js';
 import { detectQuotaSupport, mountQuotaWorkspace, unmountQuotaWorkspace } from '../workspace/workspace-quota.js';
 
@@ -50,6 +52,7 @@ export interface SessionInfo {
   expires_at: string;
   volumes: Record<string, 'ro' | 'rw'>;
   network: NetworkPolicy;
+  writable_root: boolean;
 }
 
 /** A shared volume, with the live sessions that name it. */
@@ -64,6 +67,7 @@ export interface CreateSessionInput {
   session_id?: string | undefined;
   volumes?: Record<string, 'ro' | 'rw'> | undefined;
   network?: NetworkInput | undefined;
+  writable_root?: boolean | undefined;
 }
 
 export interface NetworkInput {
@@ -103,6 +107,7 @@ export class SessionManager {
   private readonly flushing = new Set<Promise<void>>();
   private readonly slots: UidSlots;
   private readonly environments: EnvironmentCache;
+  private readonly roots: SessionRoots;
   private readonly executions: SessionExecutions;
   private readonly pool: WorkspacePool;
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -137,7 +142,8 @@ export class SessionManager {
     this.limiter = new ExecutionLimiter(deps.config.maxConcurrentExecutions, deps.config.maxQueuedExecutions);
     this.now = deps.now ?? Date.now;
     this.slots = new UidSlots(() => [...this.sessions.values()].map((s) => s.uid_slot), deps.config.maxConcurrentExecutions + deps.config.maxQueuedExecutions);
-    this.environments = new EnvironmentCache(deps.config.environmentsDir, this.now);
+    this.environments = new EnvironmentCache(deps.config.environmentsDir, deps.config.workspaceDir, this.now);
+    this.roots = new SessionRoots(this.layout, deps.logger);
     this.pool = new WorkspacePool({
       dir: this.layout.pool, size: deps.config.workspacePoolSize, quotaBytes: deps.config.workspaceQuotaBytes, logger: deps.logger,
       onReadyChanged: (ready) => deps.observer?.onWorkspacePoolChanged(ready),
@@ -147,7 +153,7 @@ export class SessionManager {
       isClosing: () => this.closing,
       isLive: (id) => this.sessions.has(id),
       touch: (id) => this.touch(id),
-      resolveEnvironment: (name) => this.resolveEnvironment(name),
+      environmentOf: (record) => this.environmentOf(record),
       workspaceDir: (id) => this.workspaceDir(id),
       ownerOf: (record) => this.ownerOf(record),
       volumeMounts: (volumes) => this.volumeMounts(volumes),
@@ -234,7 +240,7 @@ export class SessionManager {
     return {
       session_id: r.session_id, environment: r.environment, created_at: r.created_at,
       last_activity: r.last_activity, expires_at: new Date(expires).toISOString(), volumes: r.volumes,
-      network: copyNetwork(r.network),
+      network: copyNetwork(r.network), writable_root: r.writable_root,
     };
   }
 
@@ -244,6 +250,12 @@ export class SessionManager {
 
   async resolveEnvironment(name: string): Promise<Environment> {
     return this.environments.resolve(name);
+  }
+
+  /** A session's environment: with writable_root, `/` is its own overlay (mounted at first use). */
+  async environmentOf(record: SessionRecord): Promise<Environment> {
+    const env = await this.resolveEnvironment(record.environment);
+    return record.writable_root ? this.roots.environment(record.session_id, env, this.ownerOf(record)) : env;
   }
 
   /** Creates run one at a time, so the count, the ids and the uid slots cannot race. */
@@ -256,27 +268,31 @@ export class SessionManager {
     const environment = input.environment ?? 'bare';
     const volumes = input.volumes ?? {};
     const network = normalizeNetwork(input.network);
+    const writableRoot = input.writable_root ?? false;
     this.checkPatterns(network, 'network');
     const id = input.session_id ?? crypto.randomUUID().replace(/-/g, '');
     const existing = this.sessions.get(id);
     if (existing) {
-      if (existing.environment !== environment || !sameVolumes(existing.volumes, volumes) || !sameNetwork(existing.network, network)) throw new SessionConflictError(id);
+      if (existing.environment !== environment || !sameVolumes(existing.volumes, volumes) || !sameNetwork(existing.network, network) || existing.writable_root !== writableRoot) throw new SessionConflictError(id);
       return { session: this.info(await this.touch(id)), created: false };
     }
     this.networks.assertAvailable(network.mode);
     if (this.sessions.size >= this.deps.config.maxSessions) throw new MaxSessionsError(this.deps.config.maxSessions, 30);
-    await this.resolveEnvironment(environment);
+    const env = await this.resolveEnvironment(environment);
+    const refusal = writableRoot ? writableRootRefusal(env, IS_ROOT) : null;
+    if (refusal !== null) throw new WritableRootUnavailableError(refusal);
     await this.checkVolumeCap(Object.keys(volumes));
 
     const slot = this.slots.free(); // no live session or one-shot execution uses it; slot 0 is kept for probes
     const identity = this.deps.sandbox.identityFor(slot);
     const quotaBytes = this.quota.enabled ? this.deps.config.workspaceQuotaBytes : null;
     const source = await prepareWorkspace(this.layout, id, { identity, quotaBytes, pool: this.pool, logger: this.deps.logger });
+    if (writableRoot) await this.roots.prepare(id, { quotaBytes, pool: this.pool, logger: this.deps.logger });
     const group = this.deps.sandbox.identityFor(0)?.gid;
     for (const name of Object.keys(volumes)) await this.ensureVolume(name, group);
 
     const stamp = new Date(this.now()).toISOString();
-    const record: SessionRecord = { session_id: id, environment, created_at: stamp, last_activity: stamp, volumes, uid_slot: slot, network };
+    const record: SessionRecord = { session_id: id, environment, created_at: stamp, last_activity: stamp, volumes, uid_slot: slot, network, writable_root: writableRoot };
     const { flushed } = await writeRecord(this.layout, record, { deferFlush: true });
     this.track(flushed.catch((err: unknown) => {
       // Gone already (deleted right after its create) is fine; anything else is worth a look.
@@ -413,7 +429,7 @@ export class SessionManager {
           const live = this.sessions.get(id) ?? record;
           const network = await this.joinNetwork(live);
           return {
-            environment: await this.resolveEnvironment(live.environment),
+            environment: await this.processEnvironment(live),
             workspaceDir: this.workspaceDir(id),
             volumes: this.volumeMounts(live.volumes),
             identity: this.ownerOf(live),
@@ -493,6 +509,7 @@ export class SessionManager {
       if (clearData) await this.removeSessionData(id);
       else {
         await deleteRecord(this.layout, id);
+        await this.roots.unmount(id);
         await unmountQuotaWorkspace(workspaceOf(this.layout, id), this.deps.logger);
       }
     });
@@ -626,7 +643,15 @@ export class SessionManager {
     return this.deps.sandbox.identityFor(slot);
   }
 
+  /** Processes run below process-relay.py, so they need a python3 in the root filesystem. */
+  private async processEnvironment(record: SessionRecord): Promise<Environment> {
+    const env = await this.environmentOf(record);
+    if (!env.python) throw new NoPythonError(record.environment, 'a process (its relay is Python)');
+    return env;
+  }
+
   private async removeSessionData(id: string): Promise<void> {
+    await this.roots.remove(id);
     await removeWorkspaceDir(sessionDir(this.layout, id), this.deps.logger);
   }
 
@@ -675,7 +700,10 @@ export class SessionManager {
     for (const id of this.sessions.keys()) this.dirty.add(id);
     await this.flushDirty();
     // Images are mounted again by init() on the next start.
-    for (const id of this.sessions.keys()) await unmountQuotaWorkspace(workspaceOf(this.layout, id), this.deps.logger);
+    for (const id of this.sessions.keys()) {
+      await this.roots.unmount(id);
+      await unmountQuotaWorkspace(workspaceOf(this.layout, id), this.deps.logger);
+    }
     await unmountVolumes(this.layout, this.deps.logger);
   }
 

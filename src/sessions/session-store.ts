@@ -16,6 +16,8 @@ export const SessionRecordSchema = z.object({
   uid_slot: z.number().int().min(0),
   // Records written before network policies existed have none: mode none, as they ran.
   network: NetworkPolicyRecordSchema.default({ mode: 'none' }),
+  // Records written before writable roots existed have none.
+  writable_root: z.boolean().default(false),
 });
 export type SessionRecord = z.infer<typeof SessionRecordSchema>;
 

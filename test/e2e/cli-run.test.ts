@@ -52,7 +52,7 @@ describe('bad options', () => {
     [['--forward-port', '1:8080', '--forward-port', '2:8080'], /host port 8080 is named twice/],
     [['--timeout', 'soon'], /--timeout must be a number of seconds/],
     [['--network', 'internet'], /--network must be none, allowlist or outbound/],
-    [['--rootfs-overlay'], /Unknown option '--rootfs-overlay'/],
+    [['--rootfs-overlay'], /--rootfs-overlay needs an environment of kind rootfs; 'bare' is a venv/],
     [[], /run needs a program/],
   ])('%j is a one-line usage error, exit 2, nothing run', async (opts, message) => {
     const r = await runCli(['run', ...opts, ...(opts.length ? ['echo', 'ran'] : [])], { input: '' });

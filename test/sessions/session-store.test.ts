@@ -8,7 +8,7 @@ import { ensureLayout, readAllRecords, sessionDir, storeLayout, writeRecord, typ
 let root = '';
 let layout: StoreLayout;
 const record = (id: string): SessionRecord => ({
-  session_id: id, environment: 'bare', created_at: '2026-11-26T00:00:00.000Z', last_activity: '2026-11-26T00:00:00.000Z', volumes: {}, uid_slot: 3, network: { mode: 'none' },
+  session_id: id, environment: 'bare', created_at: '2026-11-26T00:00:00.000Z', last_activity: '2026-11-26T00:00:00.000Z', volumes: {}, uid_slot: 3, network: { mode: 'none' }, writable_root: false,
 });
 
 beforeEach(async () => {

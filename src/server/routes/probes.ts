@@ -49,7 +49,7 @@ export const probeRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get('/healthz', { schema: { tags: ['probes'], operationId: 'getHealth', summary: 'Liveness: 200 while the process serves', response: { 200: z.object({ status: z.literal('ok') }) } } }, () => ({ status: 'ok' as const }));
 
   app.get('/readyz', { schema: { tags: ['probes'], operationId: 'getReadiness', summary: 'Readiness: a real sandbox probe (cached)', response: { 200: ReadySchema, 503: ReadySchema } } }, async (_request, reply) => {
-    const [result, envs] = await Promise.all([probe(), import('../../sandbox/environments.js').then((m) => m.discoverEnvironments(config.environmentsDir))]);
+    const [result, envs] = await Promise.all([probe(), import('../../sandbox/environments.js').then((m) => m.discoverEnvironments(config.environmentsDir, config.workspaceDir))]);
     const checks = {
       sandbox: result,
       cgroups: { mode: sandbox.cgroupMode, reason: sandbox.cgroupReason },

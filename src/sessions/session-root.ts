@@ -1,0 +1,81 @@
+// Sessions created with writable_root: true. Their writes to `/` go to an overlay's upper layer on
+// a quota image of their own, <session dir>/root-layer/ (laid out like a workspace dir: a pool
+// entry is claimed for it, so a create costs a rename), never inside /workspace. The overlay is
+// mounted at <session dir>/root at the session's first sandbox (about 90 ms, once), unmounted at
+// delete, clear_data=false and shutdown, and mounted again after a restart by the next sandbox.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Environment } from '../sandbox/environments.js';
+import { mountWritableRoot, unmountWritableRoot, WritableRootError } from '../sandbox/rootfs/writable-root.js';
+import { WritableRootUnavailableError } from '../errors.js';
+import { newWorkspace, removeWorkspaceDir, type WorkspaceOptions } from '../workspace/workspace-dir.js';
+import { mountQuotaWorkspace, unmountQuotaWorkspace } from '../workspace/workspace-quota.js';
+import { sessionDir, type StoreLayout } from './session-store.js';
+
+export const rootLayerOf = (layout: StoreLayout, id: string) => path.join(sessionDir(layout, id), 'root-layer');
+export const mergedRootOf = (layout: StoreLayout, id: string) => path.join(sessionDir(layout, id), 'root');
+const layerFsOf = (layout: StoreLayout, id: string) => path.join(rootLayerOf(layout, id), 'workspace');
+
+/** Why a writable root cannot be had here or for this environment; null when it can. */
+export function writableRootRefusal(env: Environment, isRoot: boolean): string | null {
+  if (env.kind !== 'rootfs') return `environment '${env.name}' is a venv; writable_root needs an environment of kind rootfs (bubble-sandbox rootfs import)`;
+  if (!isRoot) return 'the service does not run as root, which mounting an overlay needs';
+  return null;
+}
+
+export class SessionRoots {
+  private readonly mounting = new Map<string, Promise<void>>();
+
+  constructor(private readonly layout: StoreLayout, private readonly logger: Logger) {}
+
+  /** At create: the root-layer file system (claimed from the pool, or built), owned by the service. */
+  async prepare(id: string, opts: Omit<WorkspaceOptions, 'identity'>): Promise<void> {
+    const layer = rootLayerOf(this.layout, id);
+    if (await fs.lstat(layer).catch(() => null)) {
+      await mountQuotaWorkspace(layer, layerFsOf(this.layout, id), this.logger);
+      return;
+    }
+    await newWorkspace(layer, { ...opts, identity: null });
+  }
+
+  /** The session's environment with `/` its merged overlay, mounted first when it is not. */
+  async environment(id: string, env: Environment, owner: { uid: number; gid: number } | null): Promise<Environment> {
+    if (env.rootDir === null || owner === null) throw new WritableRootUnavailableError(writableRootRefusal(env, owner !== null) ?? 'not available');
+    const merged = mergedRootOf(this.layout, id);
+    const lowerDir = env.rootDir;
+    let pending = this.mounting.get(id);
+    if (pending === undefined) {
+      pending = (async () => {
+        await mountQuotaWorkspace(rootLayerOf(this.layout, id), layerFsOf(this.layout, id), this.logger);
+        const treeOwnerId = (await fs.stat(lowerDir)).uid;
+        await mountWritableRoot({ lowerDir, layerDir: layerFsOf(this.layout, id), mergedDir: merged, treeOwnerId, owner });
+      })().finally(() => this.mounting.delete(id));
+      this.mounting.set(id, pending);
+    }
+    try {
+      await pending;
+    } catch (err) {
+      if (err instanceof WritableRootError) {
+        this.logger.error({ session_id: id, detail: err.detail }, err.message);
+        throw new WritableRootUnavailableError('its overlay could not be mounted (see the service log)');
+      }
+      throw err;
+    }
+    return { ...env, rootDir: merged, writableRoot: true };
+  }
+
+  /** Delete with clear_data=false, shutdown: the layer stays on disk, mounted again on next use. */
+  async unmount(id: string): Promise<void> {
+    await this.mounting.get(id)?.catch(() => undefined);
+    await unmountWritableRoot(mergedRootOf(this.layout, id));
+    await unmountQuotaWorkspace(layerFsOf(this.layout, id), this.logger);
+  }
+
+  /** Before the session dir is removed: nothing may still be mounted below it. */
+  async remove(id: string): Promise<void> {
+    await this.unmount(id);
+    if (await fs.lstat(rootLayerOf(this.layout, id)).catch(() => null)) await removeWorkspaceDir(rootLayerOf(this.layout, id), this.logger);
+    await fs.rmdir(mergedRootOf(this.layout, id)).catch(() => undefined);
+  }
+}

@@ -1,0 +1,108 @@
+// Root filesystem environments through the real service: `/` is the imported tree (its
+// os-release and marker, not the host's /usr), and writable_root sessions keep their writes in
+// an overlay of their own (seen by the next execution, not by another session, never in the
+// shared tree or on the host, bounded by the disk quota, kept across a restart).
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { PROJECT_ROOT } from '../helpers/host-env.js';
+import { api, runCli, startServer, useWorkspaceDir, type ExecResult } from '../helpers/server-process.js';
+
+const canRun = process.getuid?.() === 0 || process.env.CI === 'true';
+const workspace = useWorkspaceDir('bs-e2e-rootfs-', 'all');
+const QUOTA = String(16 * 1024 * 1024);
+const serverEnv = { BUBBLE_SANDBOX_WORKSPACE_QUOTA_BYTES: QUOTA, BUBBLE_SANDBOX_WORKSPACE_POOL_SIZE: '2' };
+
+function treeOf(name: string): string {
+  const root = path.join(workspace.path, 'rootfs');
+  const rec = JSON.parse(fs.readFileSync(path.join(root, 'names', `${name}.json`), 'utf8')) as { sha256: string };
+  return path.join(root, 'objects', rec.sha256);
+}
+
+describe.skipIf(!canRun)('rootfs environments', () => {
+  beforeAll(async () => {
+    const archive = path.join(workspace.path, 'mini.tar');
+    expect(spawnSync('bash', [path.join(PROJECT_ROOT, 'test/fixtures/rootfs/make-mini-rootfs.sh'), archive]).status).toBe(0);
+    const r = await runCli(['rootfs', 'import', 'mini', archive], { env: { BUBBLE_SANDBOX_WORKSPACE_DIR: workspace.path } });
+    expect(r.code, r.stderr).toBe(0);
+  });
+
+  test('a rootfs environment is listed and is `/`, read-only, without the host /usr', async () => {
+    const server = await startServer({ workspaceDir: workspace.path, env: serverEnv });
+    const envs = await api<{ environments: { name: string; kind: string; python: boolean }[] }>(server.baseUrl, 'GET', '/v1/environments');
+    expect(envs.body.environments).toContainEqual(expect.objectContaining({ name: 'mini', kind: 'rootfs', python: false }));
+    expect(envs.body.environments).toContainEqual(expect.objectContaining({ name: 'bare', kind: 'venv' }));
+
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'ro', environment: 'mini' })).status).toBe(201);
+    const r = await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/ro/execute', {
+      command: 'cat /etc/os-release /etc/marker; ls /usr/share 2>&1; id -u; touch /usr/local/x 2>&1; echo $?',
+    });
+    expect(r.body.stdout).toContain('PRETTY_NAME="Bubble Test Linux"');
+    expect(r.body.stdout).toContain('mini-rootfs-marker');
+    expect(r.body.stdout).toMatch(/cannot access '\/usr\/share'/); // the host's /usr/share is not there
+    expect(r.body.stdout).toMatch(/^1000$/m);
+    expect(r.body.stdout).toMatch(/Read-only file system\n1\n$/);
+
+    // No python3 in it: script, run_code and processes are a clear 422, command and argv work.
+    const script = await api(server.baseUrl, 'POST', '/v1/sessions/ro/execute', { script: 'print(1)' });
+    expect(script.status).toBe(422);
+    expect(script.body).toMatchObject({ code: 'NO_PYTHON' });
+    const code = await api(server.baseUrl, 'POST', '/v1/sessions/ro/run_code', { code: '1' });
+    expect(code.status).toBe(422);
+    const proc = await api(server.baseUrl, 'POST', '/v1/sessions/ro/processes', { argv: ['cat', '/etc/marker'] });
+    expect(proc.status).toBe(422);
+    expect(proc.body).toMatchObject({ code: 'NO_PYTHON' });
+    const argv = await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/ro/execute', { argv: ['cat', '/etc/marker'] });
+    expect(argv.body).toMatchObject({ status: 'ok', stdout: 'mini-rootfs-marker\n' });
+
+    const oneShot = await api<ExecResult>(server.baseUrl, 'POST', '/v1/execute', { environment: 'mini', command: 'cat /etc/marker' });
+    expect(oneShot.body).toMatchObject({ status: 'ok', stdout: 'mini-rootfs-marker\n' });
+    await server.stop();
+  });
+
+  test('writable_root: writes persist for the session only, count against its quota, survive a restart', async () => {
+    const first = await startServer({ workspaceDir: workspace.path, env: serverEnv });
+    const a = await api<{ writable_root: boolean }>(first.baseUrl, 'POST', '/v1/sessions', { session_id: 'wa', environment: 'mini', writable_root: true });
+    expect(a.status).toBe(201);
+    expect(a.body.writable_root).toBe(true);
+    expect((await api(first.baseUrl, 'POST', '/v1/sessions', { session_id: 'wb', environment: 'mini', writable_root: true })).status).toBe(201);
+    expect((await api(first.baseUrl, 'POST', '/v1/sessions', { session_id: 'wa', environment: 'mini' })).body).toMatchObject({ code: 'SESSION_CONFLICT' });
+    expect((await api(first.baseUrl, 'POST', '/v1/sessions', { environment: 'bare', writable_root: true })).body).toMatchObject({ code: 'WRITABLE_ROOT_UNAVAILABLE' });
+
+    const write = await api<ExecResult>(first.baseUrl, 'POST', '/v1/sessions/wa/execute', { command: 'id -u && mkdir -p /usr/local/lib/tool && echo installed > /usr/local/lib/tool/file && echo etc > /etc/added' });
+    expect(write.body).toMatchObject({ status: 'ok', stdout: '0\n' });
+    expect(write.body.files.created).toEqual([]); // nothing of it in /workspace
+    const again = await api<ExecResult>(first.baseUrl, 'POST', '/v1/sessions/wa/execute', { command: 'cat /usr/local/lib/tool/file /etc/added' });
+    expect(again.body.stdout).toBe('installed\netc\n');
+    const other = await api<ExecResult>(first.baseUrl, 'POST', '/v1/sessions/wb/execute', { command: 'cat /usr/local/lib/tool/file' });
+    expect(other.body.exit_code).not.toBe(0);
+    expect(fs.existsSync(path.join(treeOf('mini'), 'usr/local/lib/tool'))).toBe(false);
+    expect(fs.existsSync(path.join(treeOf('mini'), 'etc/added'))).toBe(false);
+    expect(fs.existsSync('/usr/local/lib/tool/file')).toBe(false);
+    const listing = await api<{ files: { path: string }[] }>(first.baseUrl, 'GET', '/v1/sessions/wa/files');
+    expect(listing.body.files).toEqual([]);
+
+    // Past the quota: ENOSPC in the sandbox, the service carries on.
+    const fill = await api<ExecResult>(first.baseUrl, 'POST', '/v1/sessions/wa/execute', { command: 'dd if=/dev/zero of=/opt/fill bs=1M count=64' });
+    expect(fill.body.exit_code).not.toBe(0);
+    expect(fill.body.stderr).toMatch(/No space left on device/);
+    expect((await api(first.baseUrl, 'GET', '/healthz')).status).toBe(200);
+    expect((await api<ExecResult>(first.baseUrl, 'POST', '/v1/sessions/wa/execute', { command: 'rm /opt/fill && echo freed' })).body.stdout).toBe('freed\n');
+    await first.stop();
+
+    const second = await startServer({ workspaceDir: workspace.path, env: serverEnv });
+    const info = await api<{ writable_root: boolean }>(second.baseUrl, 'GET', '/v1/sessions/wa');
+    expect(info.body.writable_root).toBe(true);
+    expect((await api<ExecResult>(second.baseUrl, 'POST', '/v1/sessions/wa/execute', { command: 'cat /usr/local/lib/tool/file' })).body.stdout).toBe('installed\n');
+    // Kept with clear_data=false, gone with the session.
+    expect((await api(second.baseUrl, 'DELETE', '/v1/sessions/wa?clear_data=false')).status).toBe(204);
+    expect((await api(second.baseUrl, 'POST', '/v1/sessions', { session_id: 'wa', environment: 'mini', writable_root: true })).status).toBe(201);
+    expect((await api<ExecResult>(second.baseUrl, 'POST', '/v1/sessions/wa/execute', { command: 'cat /usr/local/lib/tool/file' })).body.stdout).toBe('installed\n');
+    expect((await api(second.baseUrl, 'DELETE', '/v1/sessions/wa')).status).toBe(204);
+    expect(fs.existsSync(path.join(workspace.path, 'sessions', 'wa'))).toBe(false);
+    await second.stop();
+    const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+    expect(mounts).not.toContain(path.join(workspace.path, 'sessions', 'wa'));
+  });
+});
