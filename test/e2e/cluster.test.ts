@@ -4,6 +4,7 @@
 // sessions spread, a request that claims to be forwarded needs the cluster secret, a replica
 // told to stop drains (its running execution finishes, new sessions go elsewhere), then only its
 // sessions answer 503 NODE_UNAVAILABLE with Retry-After, and it brings them back with their files.
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { bwrapUsable, IS_ROOT } from '../helpers/sandbox.js';
 import { call, CLUSTER_SECRET, multipart, restartReplica, roundRobinProxy, startReplicas, type Replica, type RoundRobinProxy } from '../helpers/cluster.js';
@@ -82,6 +83,40 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('three replicas behind a round-robin
     }
     expect(new Set(proxy.picks.slice(seen)).size).toBe(3);
   }, 120_000);
+
+  test('a forwarded NDJSON stream is piped, not held: its first line arrives while the execution still runs', async () => {
+    const s = await create(proxy.baseUrl);
+    const other = replicas.find((r) => r.node !== s.node_id) as Replica;
+    const owner = byNode(s.node_id);
+    // The execution waits for a file that is uploaded only once its first line has come through
+    // the non-owner: a forwarder that buffered the answer would hold that line and never get here.
+    const command = 'echo first; while [ ! -f go.txt ]; do sleep 0.05; done; echo second';
+    const lines: string[] = [];
+    const done = new Promise<void>((resolve, reject) => {
+      const req = http.request(`${other.baseUrl}/v1/sessions/${s.session_id}/execute`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' } }, (res) => {
+        let buf = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          const parts = buf.split('\n');
+          buf = parts.pop() ?? '';
+          lines.push(...parts);
+        });
+        res.on('end', () => resolve());
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify({ command, timeout_seconds: 60 }));
+    });
+    await until('the first line through the forwarder', () => lines.some((l) => l.includes('first')), 20_000);
+    expect(lines.some((l) => l.includes('"result"'))).toBe(false);
+    const form = await multipart([{ name: 'go.txt', content: 'go' }]);
+    expect((await call(owner.baseUrl, 'POST', `/v1/sessions/${s.session_id}/files`, { body: form.body, headers: form.headers })).status).toBe(201);
+    await done;
+    const result = JSON.parse(lines.at(-1) ?? '{}') as { type: string; status: string };
+    expect(result).toMatchObject({ type: 'result', status: 'ok' });
+    expect(lines.map((l) => (JSON.parse(l) as { data?: string }).data ?? '').join('')).toBe('first\nsecond\n');
+  }, 60_000);
 
   test('a pty WebSocket opened through a replica that does not hold the session', async () => {
     const s = await create(proxy.baseUrl);
