@@ -12,8 +12,11 @@ import http, { type ClientRequest, type IncomingHttpHeaders, type IncomingMessag
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
 
-/** Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the ones set per hop. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host']);
+/**
+ * Headers that describe one connection, not the message (RFC 9110 7.6.1). Host is kept: the owner
+ * judges a WebSocket's Origin against the address the client asked, not its own.
+ */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
 export interface PeerTarget {
   /** Base URL of the peer, e.g. http://10.0.0.2:8000 */
@@ -114,7 +117,7 @@ export function forwardUpgrade(
   req: IncomingMessage, socket: Duplex, head: Buffer, target: PeerTarget, extraHeaders: Record<string, string>,
   on: { unavailable: (err: Error) => void },
 ): void {
-  const drop = new Set(['host', ...Object.keys(extraHeaders)]);
+  const drop = new Set(Object.keys(extraHeaders));
   const headers = { ...copyHeaders(req.headers, drop), connection: 'Upgrade', 'x-forwarded-for': forwardedFor(req), ...extraHeaders };
   const upstream = peerRequest(target, req.method ?? 'GET', req.url ?? '/', headers, false);
   let settled = false;

@@ -134,6 +134,11 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('three replicas behind a round-robin
     ws.close();
     await closed(ws);
     await expect(openWs(`ws://127.0.0.1:${other.port}/v1/sessions/${s.session_id}/processes/999999/pty`)).rejects.toThrow('status 404');
+    // A browser page of the service's own origin (the address it asked, not the owner's) may open it; another origin may not.
+    const own = await openWs(`ws://127.0.0.1:${other.port}/v1/sessions/${s.session_id}/processes/${pid}/pty`, { headers: { origin: `http://127.0.0.1:${other.port}` } });
+    own.close();
+    await closed(own);
+    await expect(openWs(`ws://127.0.0.1:${other.port}/v1/sessions/${s.session_id}/processes/${pid}/pty`, { headers: { origin: 'https://evil.example' } })).rejects.toThrow('status 403');
   }, 60_000);
 
   test('listing merges every replica; new sessions spread; a chosen id is found by asking', async () => {
