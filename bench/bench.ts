@@ -18,6 +18,7 @@ import { measurePty, ptyRows } from './lib/phase-pty.js';
 import { measurePorts, portsRows } from './lib/phase-ports.js';
 import { measureRich, richRows } from './lib/phase-rich.js';
 import { measureRootfs, rootfsRows } from './lib/phase-rootfs.js';
+import { clusterRows, measureCluster } from './lib/phase-cluster.js';
 import { buildRows } from './lib/rows.js';
 import { machineInfo, renderTable } from './lib/report.js';
 import { ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, cleanEnv, startService, type BenchServer } from './lib/server.js';
@@ -122,6 +123,8 @@ async function main(): Promise<void> {
   const rootfs = await measureRootfs({ client, server, n: sizes.n, warmup: sizes.warmup, log, serviceWorkspaceDir });
   log('stopping the service');
   await server.stop();
+  log('three replicas: forwarding overhead, and throughput against one replica');
+  const cluster = await measureCluster({ n: sizes.n, warmup: sizes.warmup, log });
 
   // Session create/delete and upload again on a service without the per-session loop-mounted
   // quota image: tells the image's share of those costs from the rest.
@@ -138,8 +141,8 @@ async function main(): Promise<void> {
   };
   await plainServer.stop();
 
-  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota, egress: await measureEgress({ n: sizes.n, log }), pty, ports, rich, rootfs };
-  const rows = [...buildRows(results), ...egressRows(results.egress), ...ptyRows(pty), ...portsRows(ports), ...richRows(rich), ...rootfsRows(rootfs)];
+  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota, egress: await measureEgress({ n: sizes.n, log }), pty, ports, rich, rootfs, cluster };
+  const rows = [...buildRows(results), ...egressRows(results.egress), ...ptyRows(pty), ...portsRows(ports), ...richRows(rich), ...rootfsRows(rootfs), ...clusterRows(cluster)];
   const machine = machineInfo();
   const out = {
     machine,

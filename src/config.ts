@@ -83,6 +83,22 @@ function isOrigin(s: string): boolean {
   }
 }
 
+/** Node id → base URL of the other replicas (see NODE_ID and PEERS). */
+const peerMap = z.string().transform((raw, ctx) => {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    parsed = null;
+  }
+  const map = z.record(z.string().regex(/^[a-z0-9]{1,16}$/), z.url({ protocol: /^https?$/ })).safeParse(parsed);
+  if (!map.success) {
+    ctx.addIssue({ code: 'custom', message: 'must be a JSON object from node id (1-16 lowercase letters or digits) to an http(s) base URL, such as {"n1":"http://10.0.0.1:8000"}' });
+    return z.NEVER;
+  }
+  return Object.freeze(Object.fromEntries(Object.entries(map.data).map(([k, v]) => [k, v.replace(/\/+$/, '')])));
+});
+
 /** Each entry: env name suffix → schema, default (as the env string) and meaning (for .env.example and docs). */
 export const SETTINGS = {
   HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'address the HTTP server listens on' },
@@ -144,6 +160,13 @@ export const SETTINGS = {
   SELF_TEST_ON_START: { schema: bool, default: 'true', doc: 'run the isolation self-test (check --full) in the background at start; /readyz reports its summary' },
   READY_CACHE_SECONDS: { schema: num(0, 3600), default: '10', doc: 'how long /readyz reuses its last sandbox probe' },
   EGRESS_ALLOW_PRIVATE_CIDRS: { schema: cidrList, default: '[]', doc: 'JSON list of CIDRs that network modes allowlist and outbound may reach although they are loopback, private, link-local or CGNAT (e.g. ["10.1.2.0/24"] to expose an internal package mirror); default: none' },
+  NODE_ID: { schema: z.string().regex(/^([a-z0-9]{1,16})?$/, 'must be 1-16 lowercase letters or digits (or empty)'), default: '', doc: 'this replica\'s id in a cluster: every session id it makes starts with it (n1-3f9c...), so any replica knows where a session lives; empty: ids without a prefix (one replica), or n<ordinal> of the host name when PEER_URL_PATTERN is set (a StatefulSet pod bubble-sandbox-2 is n2)' },
+  PEERS: { schema: peerMap, default: '{}', doc: 'JSON object from node id to base URL of the other replicas (e.g. {"n1":"http://10.0.0.1:8000","n2":"http://10.0.0.2:8000"}; this replica may be listed too); a request for a session of another replica is forwarded there. Empty: one replica. Not with PEER_URL_PATTERN' },
+  PEER_URL_PATTERN: { schema: z.string().regex(/^(https?:\/\/[^\s]*\{i\}[^\s]*)?$/, 'must be an http(s) URL with {i} where the ordinal goes'), default: '', doc: 'the replicas\' base URLs with {i} for the ordinal, e.g. http://bubble-sandbox-{i}.bubble-sandbox-peers:8000 (a StatefulSet\'s stable names); with PEER_COUNT it makes the peers n0..n<count-1>. Not with PEERS' },
+  PEER_COUNT: { schema: int(0, 1000), default: '0', doc: 'number of replicas PEER_URL_PATTERN names (the StatefulSet\'s replicas)' },
+  CLUSTER_SECRET: { schema: z.string().min(16, 'must be at least 16 characters').optional(), default: undefined, doc: 'shared by all replicas: carried by every request one replica sends another (forwarded requests, placement and owner look-ups), and required of any request that says it was forwarded; needed when there are peers' },
+  PEER_TIMEOUT_SECONDS: { schema: num(0.05, 600), default: '2', doc: 'how long a replica waits to connect to a peer (and for a placement, owner or listing answer) before it counts the peer as down' },
+  NODE_RETRY_AFTER_SECONDS: { schema: int(1, 3600), default: '5', doc: 'Retry-After of a 503 NODE_UNAVAILABLE (a session whose replica is down)' },
   BWRAP_PATH: { schema: z.string().min(1), default: 'bwrap', doc: 'bubblewrap binary' },
   E2B_DEFAULT_ENVIRONMENT: { schema: z.string().min(1), default: 'pandas-exec', doc: 'E2B compatibility: the environment a sandbox created from the E2B SDKs\' default templates (base, code-interpreter-v1) runs in; any other template names an environment' },
 } as const;
@@ -202,9 +225,33 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   if (cfg.apiKey === undefined && !cfg.allowUnauthenticated && !isLoopbackHost(cfg.host)) {
     throw new ConfigError(`invalid configuration: ${ENV_PREFIX}HOST=${cfg.host} is reachable from other machines and ${ENV_PREFIX}API_KEY is not set, so anyone who reaches the port could use every session; set ${ENV_PREFIX}API_KEY, listen on 127.0.0.1, or set ${ENV_PREFIX}ALLOW_UNAUTHENTICATED=true on purpose`);
   }
+  Object.assign(out, clusterSettings(cfg, env));
   out.environmentsDir = path.resolve(env[`${ENV_PREFIX}ENVIRONMENTS_DIR`] === undefined ? packageRoot : cwd, cfg.environmentsDir);
   out.workspaceDir = path.resolve(cwd, cfg.workspaceDir);
   return Object.freeze(out) as Config;
+}
+
+/** NODE_ID and PEERS as they apply: the pattern expanded, the node id from the host name, a secret when there are peers. */
+function clusterSettings(cfg: Config, env: NodeJS.ProcessEnv): { nodeId: string; peers: Readonly<Record<string, string>> } {
+  const fail = (why: string) => new ConfigError(`invalid configuration: ${why}`);
+  let { nodeId, peers } = cfg;
+  if (cfg.peerUrlPattern !== '') {
+    if (Object.keys(peers).length > 0) throw fail(`${ENV_PREFIX}PEERS and ${ENV_PREFIX}PEER_URL_PATTERN are two ways to say the same thing; set one`);
+    if (cfg.peerCount < 1) throw fail(`${ENV_PREFIX}PEER_URL_PATTERN needs ${ENV_PREFIX}PEER_COUNT (the number of replicas)`);
+    peers = Object.freeze(Object.fromEntries(Array.from({ length: cfg.peerCount }, (_v, i) => [`n${i}`, cfg.peerUrlPattern.replaceAll('{i}', String(i))])));
+    if (nodeId === '') {
+      const host = env.HOSTNAME ?? os.hostname();
+      const ordinal = /-(\d{1,3})$/.exec(host)?.[1];
+      if (ordinal === undefined) throw fail(`${ENV_PREFIX}NODE_ID is not set and the host name ${JSON.stringify(host)} does not end in a StatefulSet ordinal (-0, -1, ...)`);
+      nodeId = `n${Number(ordinal)}`;
+    }
+  }
+  const others = Object.keys(peers).filter((id) => id !== nodeId);
+  if (others.length > 0) {
+    if (nodeId === '') throw fail(`${ENV_PREFIX}PEERS names other replicas, so ${ENV_PREFIX}NODE_ID must say which one this is`);
+    if (cfg.clusterSecret === undefined) throw fail(`${ENV_PREFIX}PEERS names other replicas, so ${ENV_PREFIX}CLUSTER_SECRET must be set (the same on every replica): forwarding is never an open door`);
+  }
+  return { nodeId, peers };
 }
 
 /** Whether a listen address only takes connections from this host. */

@@ -205,6 +205,17 @@ export class ShuttingDownError extends AppError {
   }
 }
 
+export class NodeUnavailableError extends AppError {
+  constructor(retryAfterSeconds: number) {
+    super(503, 'NODE_UNAVAILABLE', 'The replica that holds this session cannot be reached; retry later', { 'retry-after': String(retryAfterSeconds) });
+  }
+}
+export class ClusterUnauthorizedError extends AppError {
+  constructor() {
+    super(401, 'CLUSTER_UNAUTHORIZED', 'A request between replicas must carry the cluster secret');
+  }
+}
+
 /**
  * Every `code` an error answer can carry, with its status, for the OpenAPI `Error` schema. Besides
  * these, a 4xx that Fastify or a plugin raises keeps its own `FST_*` code (FST_ERR_CTP_BODY_TOO_LARGE, ...).
@@ -221,6 +232,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   FST_ERR_BAD_URL: '400: the URL is not valid (bad percent-encoding)',
   FST_ERR_MAX_PARAM_LENGTH: '414: a URL segment is too long',
   UNAUTHORIZED: '401: missing or wrong API key (Authorization: Bearer <key>)',
+  CLUSTER_UNAUTHORIZED: '401: a request that says it comes from another replica (or asks a replica-to-replica route) without the right cluster secret',
   PERSISTENT_SESSIONS_DISABLED: '403: clear_data=false while persistent sessions are disabled',
   FORBIDDEN_ORIGIN: '403: a WebSocket (pty, ports) or an /mcp request from a browser Origin other than the service\'s own and not in ALLOWED_ORIGINS',
   NOT_FOUND: '404: no such route',
@@ -261,4 +273,5 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   PORT_NOT_LISTENING: '502: ports/{port}: nothing listens on that port in the session\'s network namespace',
   SANDBOX_UNAVAILABLE: '503: the sandbox cannot start on this host (Retry-After; see /readyz)',
   SHUTTING_DOWN: '503: the service is shutting down (Retry-After)',
+  NODE_UNAVAILABLE: '503: the replica that holds the session (its id says which) cannot be reached (Retry-After); the other replicas\' sessions are not affected',
 };

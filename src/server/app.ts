@@ -12,6 +12,7 @@ import type { Sandbox } from '../sandbox/sandbox.js';
 import type { SessionManager } from '../sessions/session-manager.js';
 import { AppError, UnauthorizedError } from '../errors.js';
 import { mcpRoutes } from '../protocols/mcp/http.js';
+import { clusterRouting, clusterUpgrades, createCluster, replicaRoutes } from './cluster-plugin.js';
 import { errorBody } from './error-body.js';
 import type { Metrics } from './metrics.js';
 import { openApiOptions } from './openapi.js';
@@ -152,10 +153,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
 
   const expected = config.apiKey ? keyDigest(config.apiKey) : null;
+  // Several replicas (PEERS): requests for another replica's session go there (cluster-plugin.ts).
+  const cluster = createCluster(deps);
+  app.decorate('cluster', cluster);
+  app.decorateRequest('clusterForwarded', false);
+  if (cluster !== null) {
+    app.addHook('onClose', async () => cluster.close());
+    await app.register(replicaRoutes(cluster, deps), { prefix: '/cluster/v1' });
+  }
   // WebSockets: the pty route through @fastify/websocket, ports/ upgrades raw (see upgrade.ts).
   await registerUpgrades(app, {
     maxFrameBytes: config.wsMaxFrameBytes,
     raw: [portUpgradeHandler({ sessions: deps.sessions, expectedKey: expected, allowedOrigins: config.allowedOrigins, logger: deps.logger })],
+    ...(cluster !== null ? { forward: clusterUpgrades(cluster, deps, expected) } : {}),
   });
   await app.register(
     async (v1) => {
@@ -165,6 +175,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
           if (!hasApiKey(expected, request.raw, accessToken)) throw new UnauthorizedError();
         });
       }
+      if (cluster !== null) v1.addHook('onRequest', clusterRouting(cluster, deps));
       await v1.register(environmentRoutes);
       await v1.register(sessionRoutes);
       await v1.register(fileRoutes);

@@ -93,9 +93,15 @@ export const SessionInfoSchema = z
     volumes: z.record(z.string(), z.enum(['ro', 'rw'])),
     network: NetworkInfoSchema,
     writable_root: z.boolean(),
+    node_id: z.string().optional().describe('the replica that holds the session (its NODE_ID), when the service runs as several; absent on a single replica'),
   })
   .meta({ id: 'SessionInfo' });
-export const SessionListSchema = z.object({ sessions: z.array(SessionInfoSchema) }).meta({ id: 'SessionList' });
+export const SessionListSchema = z
+  .object({
+    sessions: z.array(SessionInfoSchema),
+    unavailable_nodes: z.array(z.string()).optional().describe('replicas that could not be asked, so their sessions are missing from this list; absent on a single replica'),
+  })
+  .meta({ id: 'SessionList' });
 
 export const UpdateNetworkBodySchema = z
   .strictObject({ allow: NetworkAllowSchema.optional(), deny: NetworkDenySchema.optional() })

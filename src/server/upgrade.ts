@@ -15,7 +15,10 @@ import type { AppError } from '../errors.js';
 /** A raw upgrade handler: returns false when the URL is not its own. */
 export type RawUpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => boolean;
 
-export async function registerUpgrades(app: FastifyInstance, opts: { maxFrameBytes: number; raw: RawUpgradeHandler[] }): Promise<void> {
+/** Asked first, asynchronously (the cluster forwarder: is it another replica's session?): true when it took the socket. */
+export type ForwardUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<boolean>;
+
+export async function registerUpgrades(app: FastifyInstance, opts: { maxFrameBytes: number; raw: RawUpgradeHandler[]; forward?: ForwardUpgrade }): Promise<void> {
   const plugin = new EventEmitter();
   await app.register(websocket, {
     options: { server: plugin as never, maxPayload: opts.maxFrameBytes },
@@ -29,7 +32,7 @@ export async function registerUpgrades(app: FastifyInstance, opts: { maxFrameByt
   // Raw pass-throughs are no requests Fastify knows of: without this, one open tunnel would hold
   // the server's close() for as long as the client keeps it.
   const tunnels = new Set<Duplex>();
-  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  const dispatch = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     for (const handler of opts.raw) {
       if (handler(req, socket, head)) {
         tunnels.add(socket);
@@ -38,6 +41,18 @@ export async function registerUpgrades(app: FastifyInstance, opts: { maxFrameByt
       }
     }
     plugin.emit('upgrade', req, socket, head);
+  };
+  const { forward } = opts;
+  const onUpgrade = forward === undefined ? dispatch : (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    void forward(req, socket, head).then((taken) => {
+      if (!taken) {
+        dispatch(req, socket, head);
+        return;
+      }
+      tunnels.add(socket);
+      socket.once('close', () => tunnels.delete(socket));
+    }, () => socket.destroy());
   };
   app.server.on('upgrade', onUpgrade);
   app.addHook('preClose', (done) => {

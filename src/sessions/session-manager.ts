@@ -53,6 +53,8 @@ export interface SessionInfo {
   volumes: Record<string, 'ro' | 'rw'>;
   network: NetworkPolicy;
   writable_root: boolean;
+  /** The replica that holds it (NODE_ID), when the service runs as several. */
+  node_id?: string;
 }
 
 /** A shared volume, with the live sessions that name it. */
@@ -241,7 +243,19 @@ export class SessionManager {
       session_id: r.session_id, environment: r.environment, created_at: r.created_at,
       last_activity: r.last_activity, expires_at: new Date(expires).toISOString(), volumes: r.volumes,
       network: copyNetwork(r.network), writable_root: r.writable_root,
+      ...(this.deps.config.nodeId !== '' ? { node_id: this.deps.config.nodeId } : {}),
     };
+  }
+
+  /** Whether a live session has this id (no touch). */
+  has(id: string): boolean {
+    return this.sessions.has(id);
+  }
+
+  /** A new random session id; with NODE_ID it starts with it (n1-3f9c...), so every replica knows where it lives. */
+  private newId(): string {
+    const random = crypto.randomUUID().replace(/-/g, '');
+    return this.deps.config.nodeId === '' ? random : `${this.deps.config.nodeId}-${random}`;
   }
 
   list(): SessionInfo[] {
@@ -270,7 +284,7 @@ export class SessionManager {
     const network = normalizeNetwork(input.network);
     const writableRoot = input.writable_root ?? false;
     this.checkPatterns(network, 'network');
-    const id = input.session_id ?? crypto.randomUUID().replace(/-/g, '');
+    const id = input.session_id ?? this.newId();
     const existing = this.sessions.get(id);
     if (existing) {
       if (existing.environment !== environment || !sameVolumes(existing.volumes, volumes) || !sameNetwork(existing.network, network) || existing.writable_root !== writableRoot) throw new SessionConflictError(id);

@@ -42,6 +42,8 @@ export interface StartServerOptions {
   readyTimeoutMs?: number;
   /** Start it as the leader of a process group of its own, so stop() can signal the whole group (as a terminal's Ctrl-C or a supervisor does). */
   processGroup?: boolean;
+  /** The port to listen on (a restart on the same address); a free one by default. */
+  port?: number;
 }
 
 const live = new Set<ChildProcess>();
@@ -91,7 +93,7 @@ export function useTempDirs(): (prefix: string, mode?: number) => string {
 }
 
 export async function startServer(opts: StartServerOptions): Promise<ServerProcess> {
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   // A uid-range lock dir of its own, removed once the server has exited (unless the test names
   // one): servers of parallel tests share the default uid range, maybe beside a running service.
   const uidLockDir = opts.env?.BUBBLE_SANDBOX_UID_LOCK_DIR === undefined ? makeTempDir('bs-uid-locks-', 0o755) : null;

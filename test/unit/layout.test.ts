@@ -27,10 +27,11 @@ test('the rooms import only downwards', () => {
   const allowed: Record<string, string[]> = {
     sandbox: [],
     workspace: [],
+    cluster: [],
     sessions: ['sandbox', 'workspace'],
     // Protocol adapters (MCP, E2B) sit beside the HTTP layer: over the domain API, and mounted by it.
     protocols: ['sessions', 'sandbox', 'workspace'],
-    server: ['protocols', 'sessions', 'sandbox', 'workspace'],
+    server: ['protocols', 'sessions', 'sandbox', 'workspace', 'cluster'],
   };
   const shared = new Set(['config.js', 'errors.js', 'version.js']);
   const wrong = imports().filter(([from, to]) => {

@@ -4,21 +4,24 @@ import { z } from 'zod';
 import {
   CreateSessionBodyOrNothingSchema, DeleteSessionQuerySchema, ErrorSchema, SessionInfoSchema, SessionListSchema, SessionParamsSchema, UpdateNetworkBodySchema,
 } from '../schemas.js';
+import { createOnPeer, listAcrossReplicas, relayAnswer } from '../cluster-plugin.js';
 
 export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
   const { sessions } = app.deps;
   const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema };
 
   app.post('/sessions', {
-    schema: { tags: ['sessions'], operationId: 'createSession', summary: 'Create a session (or get the same one again)', body: CreateSessionBodyOrNothingSchema, response: { 200: SessionInfoSchema, 201: SessionInfoSchema, ...errors, 409: ErrorSchema, 422: ErrorSchema, 429: ErrorSchema } },
+    schema: { tags: ['sessions'], operationId: 'createSession', summary: 'Create a session (or get the same one again)', description: 'With several replicas (PEERS) any replica may be asked: the session is made on the replica with the most free capacity (free session and execution slots; a draining one takes none) and node_id in the answer says which; a session_id that a replica already holds goes to that one.', body: CreateSessionBodyOrNothingSchema, response: { 200: SessionInfoSchema, 201: SessionInfoSchema, ...errors, 409: ErrorSchema, 422: ErrorSchema, 429: ErrorSchema } },
   }, async (request, reply) => {
     const body = request.body ?? {};
+    const placed = await createOnPeer(app, request, body);
+    if (placed !== null) return relayAnswer(reply, placed);
     const { session, created } = await sessions.create(body);
     request.log.info({ session_id: session.session_id, created }, 'session create');
     return reply.code(created ? 201 : 200).send(session);
   });
 
-  app.get('/sessions', { schema: { tags: ['sessions'], operationId: 'listSessions', summary: 'List sessions', response: { 200: SessionListSchema, 401: ErrorSchema } } }, () => ({ sessions: sessions.list() }));
+  app.get('/sessions', { schema: { tags: ['sessions'], operationId: 'listSessions', summary: 'List sessions', description: 'With several replicas, every replica\'s sessions, oldest first; unavailable_nodes names replicas that could not be asked (their sessions are missing).', response: { 200: SessionListSchema, 401: ErrorSchema } } }, (request) => listAcrossReplicas(app, request));
 
   app.get('/sessions/:id', { schema: { tags: ['sessions'], operationId: 'getSession', summary: 'Get a session', params: SessionParamsSchema, response: { 200: SessionInfoSchema, ...errors } } }, async (request) => {
     return sessions.info(await sessions.touch(request.params.id));
