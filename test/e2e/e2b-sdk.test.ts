@@ -143,6 +143,14 @@ describe('code interpreter SDK', () => {
     await sbx.files.remove('/home/user/made');
     expect(await sbx.files.exists('/home/user/made')).toBe(false);
     await expect(sbx.files.read('/home/user/missing.txt')).rejects.toBeInstanceOf(NotFoundError);
+
+    // Several files in one write, and a listing two levels deep.
+    const many = await sbx.files.write([{ path: '/home/user/multi/one.txt', data: '1' }, { path: 'multi/two.txt', data: '2' }]);
+    expect(many.map((w) => w.path)).toEqual(['/home/user/multi/one.txt', '/home/user/multi/two.txt']);
+    const deep = (await sbx.files.list('/home/user', { depth: 2 })).map((e) => e.path);
+    expect(deep).toEqual(expect.arrayContaining(['/home/user/multi', '/home/user/multi/one.txt', '/home/user/multi/two.txt']));
+    // A command's cwd is an E2B path too.
+    expect((await sbx.commands.run('cat one.txt two.txt', { cwd: '/home/user/multi' })).stdout).toBe('12');
   });
 
   test('a path outside /home/user is refused with E2B\'s InvalidArgumentError, for files and commands', async () => {
@@ -287,6 +295,11 @@ describe('lifecycle and refusals', () => {
     expect(body.envdVersion).toMatch(/^\d+\.\d+\.\d+$/);
     expect(body.envdAccessToken).toMatch(/^[0-9a-f]{64}$/);
     expect(body.envdAccessToken).not.toContain(KEY);
+    const connected = await fetch(`${server.baseUrl}/sandboxes/${body.sandboxID}/connect`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': KEY }, body: JSON.stringify({ timeout: 120 }),
+    });
+    expect(connected.status).toBe(200);
+    expect(((await connected.json()) as { envdAccessToken: string }).envdAccessToken).toBe(body.envdAccessToken);
     const sbx = await BaseSandbox.connect(body.sandboxID);
     expect((await sbx.commands.run('echo old route')).stdout).toBe('old route\n');
     await sbx.kill();

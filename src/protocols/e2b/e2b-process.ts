@@ -46,9 +46,10 @@ export function processService(ctx: E2bContext): FastifyPluginAsyncZod {
 
   const selected = async (request: FastifyRequest, selector: z.infer<typeof Selector>): Promise<{ procs: SessionProcesses; pid: number; processId: string }> => {
     const id = sessionOf(request);
-    if (selector.pid === undefined) throw invalidArgument('process: select a process by pid (tags are not supported)');
-    const processId = sandboxes.processIdOf(id, selector.pid);
-    return { procs: await sessions.processesOf(id), pid: selector.pid, processId };
+    const pid = selector.pid ?? (selector.tag !== undefined ? sandboxes.pidOfTag(id, selector.tag) : undefined);
+    if (pid === undefined) throw invalidArgument('process: select a process by pid or tag');
+    const processId = sandboxes.processIdOf(id, pid);
+    return { procs: await sessions.processesOf(id), pid, processId };
   };
 
   /** Streams a process's events from output offset `since` until it ends or the client leaves. */
