@@ -11,8 +11,6 @@ import { PROJECT_ROOT, cleanEnv } from '../helpers/host-env.js';
 import { makeTempDir, removeTempDir, startServer, useWorkspaceDir, type ServerProcess } from '../helpers/server-process.js';
 
 const KEY = 'e2b-test-key-0123456789abcdef';
-const UID_BLOCK = 64;
-const UID_BASE = 1_200_000 + (process.pid % 40_000) * UID_BLOCK;
 
 const workspace = useWorkspaceDir('bs-e2b-', 'all');
 let server: ServerProcess;
@@ -23,8 +21,6 @@ beforeAll(async () => {
     workspaceDir: workspace.path,
     env: {
       BUBBLE_SANDBOX_API_KEY: KEY,
-      BUBBLE_SANDBOX_SANDBOX_UID_BASE: String(UID_BASE),
-      BUBBLE_SANDBOX_SANDBOX_UID_COUNT: String(UID_BLOCK),
       BUBBLE_SANDBOX_MAX_SESSIONS: '8',
       BUBBLE_SANDBOX_MAX_CONCURRENT_EXECUTIONS: '4',
       BUBBLE_SANDBOX_MAX_QUEUED_EXECUTIONS: '16',
