@@ -2,6 +2,7 @@
 // devDependencies), unchanged, against the real service process, configured only by the
 // environment variables their users would set: E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY.
 import { spawnSync } from 'node:child_process';
+import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Sandbox } from '@e2b/code-interpreter';
@@ -328,6 +329,30 @@ describe('lifecycle and refusals', () => {
     expect(rest.status).toBe(401);
     const doc = (await (await fetch(`${server.baseUrl}/openapi.json`)).json()) as { paths: Record<string, unknown> };
     expect(Object.keys(doc.paths).filter((p) => /sandboxes|_e2b|execute$|^\/files/.test(p) && !p.startsWith('/v1'))).toEqual([]);
+  });
+
+  test('a command stream whose client reads nothing holds the command\'s output back: the service\'s memory stays flat', async () => {
+    const created = (await (await fetch(`${server.baseUrl}/v2/sandboxes`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': KEY }, body: '{"templateID":"bare"}' })).json()) as { sandboxID: string; envdAccessToken: string };
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${server.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+    const before = rss();
+    const msg = Buffer.from(JSON.stringify({ process: { cmd: '/bin/sh', args: ['-c', 'timeout 4 yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'] } }));
+    const req = http.request(`${server.baseUrl}/process.Process/Start`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/connect+json', 'E2b-Sandbox-Id': created.sandboxID, 'E2b-Sandbox-Port': '49983', 'X-Access-Token': created.envdAccessToken },
+    });
+    // The answer is never read: only what the sockets' buffers take gets out of the service.
+    const response = new Promise<http.IncomingMessage>((resolve) => req.once('response', resolve));
+    req.end(Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]));
+    (await response).pause();
+    let peak = 0;
+    for (let i = 0; i < 45; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      peak = Math.max(peak, rss());
+    }
+    req.destroy();
+    // Unbounded, `yes` fills hundreds of MB in these 4.5 s; held back, the ring (1 MiB) and the buffers.
+    expect(peak - before).toBeLessThan(150 * 1024 * 1024);
+    expect((await fetch(`${server.baseUrl}/sandboxes/${created.sandboxID}`, { method: 'DELETE', headers: { 'x-api-key': KEY } })).status).toBe(204);
   });
 
   test('a killed sandbox on the sandbox side is Connect\'s not_found, for a unary call and a stream', async () => {
