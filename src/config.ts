@@ -91,7 +91,7 @@ export const SETTINGS = {
   WORKSPACE_DIR: { schema: z.string().min(1), default: 'workspace_data', doc: 'root of session workspaces, volumes and session metadata' },
   MAX_UPLOAD_SIZE_BYTES: { schema: int(1), default: String(10 * MiB), doc: 'max total bytes of one upload request (or of the files of one POST /v1/execute)' },
   MAX_UPLOAD_FILES: { schema: int(1, 10_000), default: '100', doc: 'max number of files in one upload request' },
-  ALLOWED_EXTENSIONS: { schema: extensionList, default: '[".txt",".csv",".md",".json",".yaml",".yml",".tsv",".xml"]', doc: 'JSON list of allowed upload extensions, compared case-insensitively with the last suffix' },
+  ALLOWED_EXTENSIONS: { schema: extensionList, default: '[".txt",".csv",".md",".json",".yaml",".yml",".tsv",".xml",".ipynb"]', doc: 'JSON list of allowed upload extensions, compared case-insensitively with the last suffix' },
   EXECUTION_TIMEOUT_SECONDS: { schema: num(0.1, 86_400), default: '30', doc: 'default wall-clock timeout of one execution' },
   MAX_EXECUTION_TIMEOUT_SECONDS: { schema: num(0.1, 86_400), default: '300', doc: 'largest timeout_seconds a request may ask for' },
   MAX_OUTPUT_CHARS: { schema: int(100, 100_000_000), default: '100000', doc: 'per-stream cap on stdout/stderr characters returned (head and tail kept)' },

@@ -127,6 +127,16 @@ export class TooManyContextsError extends AppError {
     super(429, 'TOO_MANY_CONTEXTS', `The session already has ${max} contexts (MAX_CONTEXTS_PER_SESSION); delete one first`);
   }
 }
+export class NotebookTooLargeError extends AppError {
+  constructor(limit: number) {
+    super(413, 'NOTEBOOK_TOO_LARGE', `The notebook is larger than MAX_UPLOAD_SIZE_BYTES (${limit} bytes)`);
+  }
+}
+export class InvalidNotebookError extends AppError {
+  constructor(reason: string) {
+    super(422, 'INVALID_NOTEBOOK', `The file is not a notebook this service can run: ${reason}`);
+  }
+}
 export class ProcessExitedError extends AppError {
   constructor(pid: string) {
     super(409, 'PROCESS_EXITED', `Process '${pid}' is no longer running`);
@@ -219,11 +229,13 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   PROCESS_NOT_PTY: '409: a terminal (pty) route for a process started without one',
   UPGRADE_REQUIRED: '426: a WebSocket route (pty) asked without an upgrade',
   UPLOAD_TOO_LARGE: '413: more than MAX_UPLOAD_SIZE_BYTES in one request; nothing kept',
+  NOTEBOOK_TOO_LARGE: '413: notebooks/execute of a notebook larger than MAX_UPLOAD_SIZE_BYTES',
   TOO_MANY_FILES: '413: more than MAX_UPLOAD_FILES file parts',
   WORKSPACE_FULL: '413: the workspace disk quota is full',
   FST_ERR_CTP_BODY_TOO_LARGE: '413: the JSON body is over the route\'s size limit',
   EXTENSION_NOT_ALLOWED: '415: a file extension not in ALLOWED_EXTENSIONS; nothing kept',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: '415: a content type the route does not take',
+  INVALID_NOTEBOOK: '422: notebooks/execute of a file that is not an nbformat 4 notebook (the message says why)',
   NETWORK_MODE_UNAVAILABLE: '422: this host cannot provide the network mode asked for (see /readyz checks.network); nothing created',
   MAX_SESSIONS: '429: MAX_SESSIONS sessions exist (Retry-After)',
   MAX_VOLUMES: '429: MAX_VOLUMES shared volumes exist',

@@ -25,6 +25,7 @@ import { probeRoutes } from './routes/probes.js';
 import { processRoutes } from './routes/processes.js';
 import { runCodeRoutes } from './routes/run-code.js';
 import { contextRoutes } from './routes/contexts.js';
+import { notebookRoutes } from './routes/notebooks.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { volumeRoutes } from './routes/volumes.js';
 import { e2bPlugin, rewriteE2bUrl } from '../protocols/e2b/e2b-routes.js';
@@ -169,6 +170,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await v1.register(executeRoutes);
       await v1.register(runCodeRoutes);
       await v1.register(contextRoutes);
+      await v1.register(notebookRoutes);
       await v1.register(volumeRoutes);
       await v1.register(processRoutes);
       await v1.register(ptyRoutes);

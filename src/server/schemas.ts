@@ -305,3 +305,28 @@ export const ContextSchema = z.object({
   created_at: z.string().describe('ISO 8601 UTC'),
 }).meta({ id: 'Context' });
 export const ContextListSchema = z.object({ contexts: z.array(ContextSchema) });
+
+// Notebooks: POST /v1/sessions/{id}/notebooks/execute.
+const NotebookPathSchema = z.string().min(1).max(1024);
+export const NotebookExecuteBodySchema = z.strictObject({
+  path: NotebookPathSchema.describe('workspace path of the notebook (.ipynb, nbformat 4)'),
+  output_path: NotebookPathSchema.optional().describe('where the executed notebook is written; default `<name>.out.ipynb` beside it'),
+  timeout_seconds: z.number().positive().optional().describe('the whole run, the kernel\'s start included; default EXECUTION_TIMEOUT_SECONDS, at most MAX_EXECUTION_TIMEOUT_SECONDS'),
+  cell_timeout_seconds: z.number().positive().optional().describe('each cell, and the kernel\'s start; default and at most timeout_seconds'),
+});
+
+const NotebookErrorSchema = z.object({ ename: z.string(), evalue: z.string(), traceback: z.array(z.string()) }).meta({ id: 'NotebookError' });
+export const NotebookResultSchema = z.object({
+  status: z.enum(['ok', 'error', 'timeout']),
+  cells: z.array(z.object({
+    index: z.number().int().describe('position in the notebook\'s cells (code cells only are listed)'),
+    status: z.enum(['ok', 'error', 'skipped']),
+    execution_count: z.number().int().nullable(),
+    error: NotebookErrorSchema.nullable(),
+  })),
+  output_path: z.string(),
+  error: NotebookErrorSchema.nullable().describe('a failure outside the cells: the kernel did not start, the overall timeout, the run was killed'),
+  files: ExecutionResultSchema.shape.files,
+  files_truncated: z.boolean(),
+  duration_ms: z.number().int(),
+}).meta({ id: 'NotebookResult' });

@@ -26,9 +26,11 @@ import { SessionChanges } from './session-changes.js';
 import { SessionExecutions, type RunCodeRequest, type RunCodeResult } from './session-executions.js';
 import { SessionKernels } from './session-kernels.js';
 import type { ContextInfo, ContextLanguage } from './session-contexts.js';
+import { executeNotebook, type NotebookRequest, type NotebookResult } from './session-notebooks.js';
 
 export type { ContextInfo, ContextLanguage } from './session-contexts.js';
 export type { RichOutput, RunCodeRequest, RunCodeResult } from './session-executions.js';
+export type { NotebookRequest, NotebookResult } from './session-notebooks.js';
 import {
   deleteRecord, ensureLayout, readAllRecords, sessionDir, storeLayout, workspaceOf, writeRecord,
   type SessionRecord, type StoreLayout,
@@ -573,6 +575,18 @@ export class SessionManager {
     await this.touch(sessionId);
     await this.kernels.stopContext(sessionId, contextId);
     this.deps.logger.info({ audit: 'context.deleted', session_id: sessionId, context_id: contextId }, 'context deleted');
+  }
+
+  /** Run a notebook of the workspace with a Jupyter kernel in the session's sandbox (session-notebooks.ts). */
+  async executeNotebook(id: string, req: NotebookRequest): Promise<NotebookResult> {
+    if (!this.sessions.has(id)) throw new SessionNotFoundError(id);
+    return executeNotebook({
+      config: this.deps.config,
+      defaultLimits: this.deps.sandbox.defaultLimits,
+      workspaceDir: (sid) => this.workspaceDir(sid),
+      environmentOf: async (sid) => this.resolveEnvironment((await this.touch(sid)).environment),
+      execute: (sid, r) => this.executions.execute(sid, r),
+    }, id, req);
   }
 
   /** Restart the session's interpreter on purpose (waits for a running cell's turn to end). */

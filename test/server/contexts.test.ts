@@ -1,9 +1,12 @@
 // Contexts and rich outputs through HTTP with the real sandbox: separate state per context, the
 // context routes and their errors, MAX_KERNELS counting contexts, contexts gone with the session,
 // and display lines in the NDJSON stream.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { describe, expect, it } from 'vitest';
-import { useTestApp } from '../helpers/app.js';
+import { createTestApp, useTestApp } from '../helpers/app.js';
 import { createSession, expectError, type RunCodeResultBody } from '../helpers/http.js';
 
 async function runCode(app: FastifyInstance, id: string, body: Record<string, unknown>): Promise<RunCodeResultBody> {
@@ -58,6 +61,20 @@ describe('contexts', () => {
     expectError(await t.app.inject({ method: 'POST', url: '/v1/sessions/ctx-404/run_code', payload: { code: '1', context_id: other } }), 404, 'CONTEXT_NOT_FOUND');
   }, 60_000);
 
+  it('deleting a context while a cell runs in it ends that call as killed', async () => {
+    await createSession(t.app, { session_id: 'ctx-busy' });
+    const c = await createContext(t.app, 'ctx-busy');
+    await runCode(t.app, 'ctx-busy', { code: '1', context_id: c }); // started
+    const running = runCode(t.app, 'ctx-busy', { code: "import time\nprint('started', flush=True)\ntime.sleep(60)", context_id: c, timeout_seconds: 120 });
+    // The interpreter is warm: the cell is running well within this.
+    await new Promise((r) => setTimeout(r, 1500));
+    const del = await t.app.inject({ method: 'DELETE', url: `/v1/sessions/ctx-busy/contexts/${c}` });
+    expect(del.statusCode, del.body).toBe(204);
+    const r = await running;
+    expect(r.status).toBe('killed');
+    expect(t.sessions.kernels.contexts.list('ctx-busy')).toEqual([]);
+  }, 60_000);
+
   it('at most MAX_CONTEXTS_PER_SESSION contexts: 429 TOO_MANY_CONTEXTS', async () => {
     await createSession(t.app, { session_id: 'ctx-max' });
     for (let i = 0; i < 3; i++) await createContext(t.app, 'ctx-max');
@@ -91,6 +108,34 @@ describe('contexts', () => {
     await createSession(t.app, { session_id: 'ctx-gone' });
     const list = await t.app.inject({ method: 'GET', url: '/v1/sessions/ctx-gone/contexts' });
     expect(list.json()).toEqual({ contexts: [] });
+  }, 60_000);
+});
+
+describe('contexts across a restart of the service', () => {
+  it('are gone: the session comes back, its old context_id is 404, the default interpreter starts fresh', async () => {
+    const workspaceDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-ctx-restart-'));
+    fs.chmodSync(workspaceDir, 0o711);
+    try {
+      const first = await createTestApp({}, { workspaceDir });
+      let cid: string;
+      try {
+        await createSession(first.app, { session_id: 'kept' });
+        cid = await createContext(first.app, 'kept');
+        await runCode(first.app, 'kept', { code: 'v = 1', context_id: cid });
+      } finally {
+        await first.close();
+      }
+      const second = await createTestApp({}, { workspaceDir });
+      try {
+        expect((await second.app.inject({ method: 'GET', url: '/v1/sessions/kept' })).statusCode).toBe(200);
+        expect((await second.app.inject({ method: 'GET', url: '/v1/sessions/kept/contexts' })).json()).toEqual({ contexts: [] });
+        expectError(await second.app.inject({ method: 'POST', url: '/v1/sessions/kept/run_code', payload: { code: 'v', context_id: cid } }), 404, 'CONTEXT_NOT_FOUND');
+      } finally {
+        await second.close();
+      }
+    } finally {
+      fs.rmSync(workspaceDir, { recursive: true, force: true });
+    }
   }, 60_000);
 });
 

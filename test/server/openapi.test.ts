@@ -84,6 +84,7 @@ describe('operations', () => {
       'POST /v1/sessions/{id}/execute executeInSession',
       'POST /v1/sessions/{id}/files uploadFiles',
       'POST /v1/sessions/{id}/kernel/restart restartKernel',
+      'POST /v1/sessions/{id}/notebooks/execute executeNotebook',
       'POST /v1/sessions/{id}/processes startProcess',
       'POST /v1/sessions/{id}/processes/{pid}/signal signalProcess',
       'POST /v1/sessions/{id}/processes/{pid}/stdin writeProcessStdin',

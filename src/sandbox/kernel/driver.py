@@ -175,6 +175,7 @@ def display(*objs, raw=False, **ignored):
 
 # --- matplotlib: figures become workspace files and image/png outputs -----------------------
 
+
 def _save_figures():
     plt = sys.modules.get('matplotlib.pyplot')
     if plt is None:
@@ -202,12 +203,28 @@ def _show(*args, **kwargs):
     _save_figures()
 
 
-class _PyplotHook:
-    # Patches plt.show when the user imports pyplot; never imports matplotlib itself.
+def _patch_pyplot(module):
+    module.show = _show
+
+
+def _patch_ipython_display(module):
+    # Outside an IPython shell, IPython's display() prints repr(): here it makes rich outputs.
+    module.display = display
+
+
+# Modules whose import is followed by a patch; never imported by the driver itself.
+_PATCHES = {
+    'matplotlib.pyplot': _patch_pyplot,
+    'IPython.core.display_functions': _patch_ipython_display,
+}
+
+
+class _ImportHook:
     busy = False
 
     def find_spec(self, name, path=None, target=None):
-        if name != 'matplotlib.pyplot' or self.busy:
+        patch = _PATCHES.get(name)
+        if patch is None or self.busy:
             return None
         import importlib.util
         self.busy = True
@@ -221,7 +238,7 @@ class _PyplotHook:
 
         def exec_module(module):
             original(module)
-            module.show = _show
+            patch(module)
         spec.loader.exec_module = exec_module
         return spec
 
@@ -360,7 +377,7 @@ def main():
         sys.path[0] = ''
     builtins.input = _no_input
     builtins.display = display
-    sys.meta_path.insert(0, _PyplotHook())
+    sys.meta_path.insert(0, _ImportHook())
     signal.signal(signal.SIGINT, _on_sigint)
     threading.Thread(target=_reader, name='kernel-requests', daemon=True).start()
     send({'type': 'ready', 'pid': os.getpid(), 'python': sys.version.split()[0]})

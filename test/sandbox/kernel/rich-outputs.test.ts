@@ -102,6 +102,13 @@ describe('rich outputs', () => {
     expect(r.outputs[2]?.data['image/png']).toBe(Buffer.from('\x89PNG', 'latin1').toString('base64'));
   }, 60_000);
 
+  it('a representation that is not strict JSON (NaN) is left out; the interpreter lives on', async () => {
+    const r = await k.run("class J:\n    def _repr_json_(self): return {'x': float('nan')}\n    def __repr__(self): return 'J()'\ndisplay(J())\nkeep = 5", opts());
+    expect(r.status, r.stderr).toBe('ok');
+    expect(r.outputs).toEqual([{ type: 'display_data', data: { 'text/plain': 'J()' } }]);
+    expect((await k.run('keep', opts())).result).toBe('5');
+  }, 60_000);
+
   it('print and display keep their order as they are streamed, across stdout and stderr', async () => {
     const events: string[] = [];
     const code = [
@@ -144,5 +151,13 @@ describe('rich outputs', () => {
     expect(r.status).toBe('error');
     expect(r.outputs).toEqual([{ type: 'display_data', data: { 'text/plain': 'Bad()' } }]);
     expect(r.stderr).toContain('_repr_html_ failed');
+  }, 60_000);
+
+  it('IPython.display (in the jupyter environment) makes rich outputs instead of printing repr', async () => {
+    const jk = fx.kernel({ environment: await fx.environment('jupyter') });
+    const r = await jk.run("from IPython.display import display, HTML, Markdown\ndisplay(HTML('<b>bold</b>'), Markdown('*it*'))", opts());
+    expect(r.status, r.stderr).toBe('ok');
+    expect(r.stdout).toBe('');
+    expect(r.outputs.map((o) => [o.data['text/html'], o.data['text/markdown']])).toEqual([['<b>bold</b>', undefined], [undefined, '*it*']]);
   }, 60_000);
 });
