@@ -256,7 +256,9 @@ describe('commands through the base SDK', () => {
 describe('lifecycle and refusals', () => {
   test('kill() ends the session; a second kill answers false and a connect SandboxNotFoundError', async () => {
     const sbx = await BaseSandbox.create();
+    expect(await sbx.isRunning()).toBe(true);
     expect(await sbx.kill()).toBe(true);
+    expect(await sbx.isRunning()).toBe(false);
     const res = await fetch(`${server.baseUrl}/v1/sessions/${sbx.sandboxId}`, { headers: { authorization: `Bearer ${KEY}` } });
     expect(res.status).toBe(404);
     expect(await BaseSandbox.kill(sbx.sandboxId)).toBe(false);
