@@ -2,6 +2,7 @@
 // devDependencies), unchanged, against the real service process, configured only by the
 // environment variables their users would set: E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY.
 import { spawnSync } from 'node:child_process';
+import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Sandbox } from '@e2b/code-interpreter';
@@ -11,8 +12,6 @@ import { PROJECT_ROOT, cleanEnv } from '../helpers/host-env.js';
 import { makeTempDir, removeTempDir, startServer, useWorkspaceDir, type ServerProcess } from '../helpers/server-process.js';
 
 const KEY = 'e2b-test-key-0123456789abcdef';
-const UID_BLOCK = 64;
-const UID_BASE = 1_200_000 + (process.pid % 40_000) * UID_BLOCK;
 
 const workspace = useWorkspaceDir('bs-e2b-', 'all');
 let server: ServerProcess;
@@ -23,8 +22,6 @@ beforeAll(async () => {
     workspaceDir: workspace.path,
     env: {
       BUBBLE_SANDBOX_API_KEY: KEY,
-      BUBBLE_SANDBOX_SANDBOX_UID_BASE: String(UID_BASE),
-      BUBBLE_SANDBOX_SANDBOX_UID_COUNT: String(UID_BLOCK),
       BUBBLE_SANDBOX_MAX_SESSIONS: '8',
       BUBBLE_SANDBOX_MAX_CONCURRENT_EXECUTIONS: '4',
       BUBBLE_SANDBOX_MAX_QUEUED_EXECUTIONS: '16',
@@ -143,6 +140,14 @@ describe('code interpreter SDK', () => {
     await sbx.files.remove('/home/user/made');
     expect(await sbx.files.exists('/home/user/made')).toBe(false);
     await expect(sbx.files.read('/home/user/missing.txt')).rejects.toBeInstanceOf(NotFoundError);
+
+    // Several files in one write, and a listing two levels deep.
+    const many = await sbx.files.write([{ path: '/home/user/multi/one.txt', data: '1' }, { path: 'multi/two.txt', data: '2' }]);
+    expect(many.map((w) => w.path)).toEqual(['/home/user/multi/one.txt', '/home/user/multi/two.txt']);
+    const deep = (await sbx.files.list('/home/user', { depth: 2 })).map((e) => e.path);
+    expect(deep).toEqual(expect.arrayContaining(['/home/user/multi', '/home/user/multi/one.txt', '/home/user/multi/two.txt']));
+    // A command's cwd is an E2B path too.
+    expect((await sbx.commands.run('cat one.txt two.txt', { cwd: '/home/user/multi' })).stdout).toBe('12');
   });
 
   test('a path outside /home/user is refused with E2B\'s InvalidArgumentError, for files and commands', async () => {
@@ -251,7 +256,9 @@ describe('commands through the base SDK', () => {
 describe('lifecycle and refusals', () => {
   test('kill() ends the session; a second kill answers false and a connect SandboxNotFoundError', async () => {
     const sbx = await BaseSandbox.create();
+    expect(await sbx.isRunning()).toBe(true);
     expect(await sbx.kill()).toBe(true);
+    expect(await sbx.isRunning()).toBe(false);
     const res = await fetch(`${server.baseUrl}/v1/sessions/${sbx.sandboxId}`, { headers: { authorization: `Bearer ${KEY}` } });
     expect(res.status).toBe(404);
     expect(await BaseSandbox.kill(sbx.sandboxId)).toBe(false);
@@ -287,6 +294,11 @@ describe('lifecycle and refusals', () => {
     expect(body.envdVersion).toMatch(/^\d+\.\d+\.\d+$/);
     expect(body.envdAccessToken).toMatch(/^[0-9a-f]{64}$/);
     expect(body.envdAccessToken).not.toContain(KEY);
+    const connected = await fetch(`${server.baseUrl}/sandboxes/${body.sandboxID}/connect`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': KEY }, body: JSON.stringify({ timeout: 120 }),
+    });
+    expect(connected.status).toBe(200);
+    expect(((await connected.json()) as { envdAccessToken: string }).envdAccessToken).toBe(body.envdAccessToken);
     const sbx = await BaseSandbox.connect(body.sandboxID);
     expect((await sbx.commands.run('echo old route')).stdout).toBe('old route\n');
     await sbx.kill();
@@ -319,6 +331,30 @@ describe('lifecycle and refusals', () => {
     expect(rest.status).toBe(401);
     const doc = (await (await fetch(`${server.baseUrl}/openapi.json`)).json()) as { paths: Record<string, unknown> };
     expect(Object.keys(doc.paths).filter((p) => /sandboxes|_e2b|execute$|^\/files/.test(p) && !p.startsWith('/v1'))).toEqual([]);
+  });
+
+  test('a command stream whose client reads nothing holds the command\'s output back: the service\'s memory stays flat', async () => {
+    const created = (await (await fetch(`${server.baseUrl}/v2/sandboxes`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': KEY }, body: '{"templateID":"bare"}' })).json()) as { sandboxID: string; envdAccessToken: string };
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${server.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+    const before = rss();
+    const msg = Buffer.from(JSON.stringify({ process: { cmd: '/bin/sh', args: ['-c', 'timeout 4 yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'] } }));
+    const req = http.request(`${server.baseUrl}/process.Process/Start`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/connect+json', 'E2b-Sandbox-Id': created.sandboxID, 'E2b-Sandbox-Port': '49983', 'X-Access-Token': created.envdAccessToken },
+    });
+    // The answer is never read: only what the sockets' buffers take gets out of the service.
+    const response = new Promise<http.IncomingMessage>((resolve) => req.once('response', resolve));
+    req.end(Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]));
+    (await response).pause();
+    let peak = 0;
+    for (let i = 0; i < 45; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      peak = Math.max(peak, rss());
+    }
+    req.destroy();
+    // Unbounded, `yes` fills hundreds of MB in these 4.5 s; held back, the ring (1 MiB) and the buffers.
+    expect(peak - before).toBeLessThan(150 * 1024 * 1024);
+    expect((await fetch(`${server.baseUrl}/sandboxes/${created.sandboxID}`, { method: 'DELETE', headers: { 'x-api-key': KEY } })).status).toBe(204);
   });
 
   test('a killed sandbox on the sandbox side is Connect\'s not_found, for a unary call and a stream', async () => {

@@ -59,6 +59,17 @@ describe('E2B wire', () => {
     expect(got.at(-1)).toEqual([2, {}]);
   });
 
+  it('a process can be selected by the tag it was started with', async () => {
+    const id = await session();
+    const headers = { ...ENVD, 'e2b-sandbox-id': id };
+    await t.app.inject({ method: 'POST', url: '/process.Process/Start', headers: { ...headers, 'content-type': 'application/connect+json' }, payload: envelope({ process: { cmd: '/bin/true' }, tag: 't1' }) });
+    const signal = (tag: string) => t.app.inject({ method: 'POST', url: '/process.Process/SendSignal', headers: { ...headers, 'content-type': 'application/json' }, payload: { process: { tag }, signal: 'SIGNAL_SIGTERM' } });
+    const ended = await signal('t1');
+    expect(ended.statusCode).toBe(404);
+    expect(ended.json()).toEqual({ code: 'not_found', message: 'the process has already ended' });
+    expect((await signal('nope')).json()).toEqual({ code: 'not_found', message: "process with tag 'nope' not found" });
+  });
+
   it('bad input answers each E2B shape: control plane {code: 400}, Connect invalid_argument, a stream\'s error frame', async () => {
     const create = await t.app.inject({ method: 'POST', url: '/v2/sandboxes', payload: { templateID: 'bare', timeout: -1 } });
     expect(create.statusCode).toBe(400);

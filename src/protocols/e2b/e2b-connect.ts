@@ -63,20 +63,41 @@ function isStreamRequest(request: FastifyRequest): boolean {
 }
 
 export interface ConnectStream {
-  send(message: unknown): void;
+  /** A pending promise when the client is behind (hold further messages until it settles). */
+  send(message: unknown): Promise<void> | undefined;
   /** Ends the stream, with an error when given; later calls do nothing. */
   end(error?: unknown): void;
   readonly ended: boolean;
 }
 
-/** Starts a server-stream response; the reply is sent at once (the SDK waits for the first message). */
-export function openStream(reply: FastifyReply): ConnectStream {
+/**
+ * Starts a server-stream response; the reply is sent at once (the SDK waits for the first
+ * message). `onGone` runs once when the client's connection closes before the end (also when it
+ * was gone already). Messages are only queued while the client keeps up: send() answers a
+ * promise to wait on when it does not, so a slow or vanished reader never grows memory.
+ */
+export function openStream(reply: FastifyReply, onGone: () => void): ConnectStream {
   const body = new PassThrough();
   void reply.code(200).header('content-type', CONNECT_STREAM_JSON).header('cache-control', 'no-store').header('x-accel-buffering', 'no').send(body);
   let ended = false;
+  let gone = false;
+  const leave = () => {
+    if (gone || ended) return;
+    gone = true;
+    ended = true;
+    body.destroy();
+    onGone();
+  };
+  reply.raw.once('close', leave);
+  if (reply.raw.destroyed || reply.request.raw.socket.destroyed) queueMicrotask(leave);
   return {
     send(message) {
-      if (!ended) body.write(frame(0, message));
+      if (ended) return undefined;
+      if (body.write(frame(0, message))) return undefined;
+      return new Promise<void>((resolve) => {
+        body.once('drain', resolve);
+        body.once('close', resolve);
+      });
     },
     end(error) {
       if (ended) return;

@@ -71,7 +71,8 @@ export function filesRoutes(ctx: E2bContext): FastifyPluginAsyncZod {
       const staged: { target: string; file: StagedFile }[] = [];
       try {
         let used = 0;
-        for await (const part of request.parts()) {
+        // preservePath: the SDK names each part by its full target path (a write of several files).
+        for await (const part of request.parts({ preservePath: true })) {
           if (part.type !== 'file') continue;
           const target = workspaceParts(request.query.path ?? part.filename, 'path');
           const name = target[target.length - 1];

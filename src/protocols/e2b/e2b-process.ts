@@ -46,34 +46,34 @@ export function processService(ctx: E2bContext): FastifyPluginAsyncZod {
 
   const selected = async (request: FastifyRequest, selector: z.infer<typeof Selector>): Promise<{ procs: SessionProcesses; pid: number; processId: string }> => {
     const id = sessionOf(request);
-    if (selector.pid === undefined) throw invalidArgument('process: select a process by pid (tags are not supported)');
-    const processId = sandboxes.processIdOf(id, selector.pid);
-    return { procs: await sessions.processesOf(id), pid: selector.pid, processId };
+    const pid = selector.pid ?? (selector.tag !== undefined ? sandboxes.pidOfTag(id, selector.tag) : undefined);
+    if (pid === undefined) throw invalidArgument('process: select a process by pid or tag');
+    const processId = sandboxes.processIdOf(id, pid);
+    return { procs: await sessions.processesOf(id), pid, processId };
   };
 
   /** Streams a process's events from output offset `since` until it ends or the client leaves. */
   const stream = (request: FastifyRequest, reply: FastifyReply, procs: SessionProcesses, pid: number, processId: string, since: number, pty: boolean) => {
-    const out = openStream(reply);
-    out.send({ event: { start: { pid } } });
-    const keepalive = setInterval(() => out.send({ event: { keepalive: {} } }), keepaliveMs(request));
+    // A client that leaves stops the stream, never the command (E2B's disconnect). openStream
+    // calls this asynchronously only, after `keepalive` and `stop` below exist.
+    const out = openStream(reply, () => {
+      clearInterval(keepalive);
+      stop();
+    });
+    void out.send({ event: { start: { pid } } });
+    const keepalive = setInterval(() => void out.send({ event: { keepalive: {} } }), keepaliveMs(request));
     const stop = procs.follow(processId, since, {
-      output: (name, text) => {
-        out.send({ event: { data: { [pty ? 'pty' : name]: Buffer.from(text).toString('base64') } } });
-      },
+      // The ring keeps a bounded tail meanwhile: a reader that falls behind skips what fell out.
+      output: (name, text) => out.send({ event: { data: { [pty ? 'pty' : name]: Buffer.from(text).toString('base64') } } }),
       exit: (info) => {
         clearInterval(keepalive);
         if (info.status === 'timeout') {
           out.end(new E2bError(504, 'deadline_exceeded', 'the command reached its timeout and was killed'));
           return;
         }
-        out.send({ event: { end: endEvent(info) } });
+        void out.send({ event: { end: endEvent(info) } });
         out.end();
       },
-    });
-    reply.raw.on('close', () => {
-      clearInterval(keepalive);
-      stop();
-      out.end();
     });
     return reply;
   };

@@ -12,7 +12,7 @@ import type { SessionManager } from '../../sessions/session-manager.js';
 import { SessionNotFoundError } from '../../errors.js';
 import { createE2bAuth } from './e2b-auth.js';
 import { E2bSandboxes } from './e2b-sandboxes.js';
-import { describeError, notFound, unauthenticated } from './e2b-errors.js';
+import { E2bError, describeError, notFound, unauthenticated } from './e2b-errors.js';
 import { controlPlaneRoutes } from './e2b-control-plane.js';
 import { filesRoutes, filesystemService } from './e2b-filesystem.js';
 import { processService } from './e2b-process.js';
@@ -60,8 +60,11 @@ export function e2bPlugin(deps: { config: Config; sessions: SessionManager; logg
         try {
           await deps.sessions.touch(id);
         } catch (err) {
-          if (err instanceof SessionNotFoundError) throw notFound(`sandbox ${id.slice(0, 100)} not found`);
-          throw err;
+          if (!(err instanceof SessionNotFoundError)) throw err;
+          // E2B's proxy answers 502 for a sandbox that is gone; isRunning() reads exactly that
+          // from /health. Every other call gets the clearer not found.
+          if (/^\/_e2b\/\d+\/health(\?|$)/.test(request.url)) throw new E2bError(502, 'unavailable', `sandbox ${id.slice(0, 100)} is not running`);
+          throw notFound(`sandbox ${id.slice(0, 100)} not found`);
         }
         request.e2bSession = id;
       });

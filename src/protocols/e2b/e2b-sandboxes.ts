@@ -109,6 +109,13 @@ export class E2bSandboxes {
     }
   }
 
+  /** The newest command started with this tag. */
+  pidOfTag(id: string, tag: string): number {
+    const found = [...this.stateOf(id).configs].reverse().find(([, c]) => c.tag === tag);
+    if (!found) throw notFound(`process with tag '${tag.slice(0, 100)}' not found`);
+    return found[0];
+  }
+
   processIdOf(id: string, pid: number): string {
     const processId = this.stateOf(id).pids.get(pid);
     if (processId === undefined) throw notFound(`process with pid ${pid} not found`);
