@@ -16,6 +16,7 @@ import { measureRunCode } from './lib/phase-run-code.js';
 import { egressRows, measureEgress } from './lib/phase-egress.js';
 import { measurePty, ptyRows } from './lib/phase-pty.js';
 import { measurePorts, portsRows } from './lib/phase-ports.js';
+import { measureRich, richRows } from './lib/phase-rich.js';
 import { buildRows } from './lib/rows.js';
 import { machineInfo, renderTable } from './lib/report.js';
 import { ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, cleanEnv, startService, type BenchServer } from './lib/server.js';
@@ -114,6 +115,8 @@ async function main(): Promise<void> {
   const pty = await measurePty({ client, server, n: sizes.n, warmup: sizes.warmup, log });
   log('ports/ proxy vs connectPort to the same server');
   const ports = await measurePorts({ client, server, n: sizes.n, warmup: sizes.warmup, log, serviceWorkspaceDir });
+  log('rich outputs and notebooks');
+  const rich = await measureRich({ client, server, n: sizes.n, warmup: sizes.warmup, log });
   log('stopping the service');
   await server.stop();
 
@@ -132,8 +135,8 @@ async function main(): Promise<void> {
   };
   await plainServer.stop();
 
-  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota, egress: await measureEgress({ n: sizes.n, log }), pty, ports };
-  const rows = [...buildRows(results), ...egressRows(results.egress), ...ptyRows(pty), ...portsRows(ports)];
+  const results = { latency, throughput, sessions, upload, changed_files: changedFiles, rss, run_code: runCode, without_workspace_quota: noQuota, egress: await measureEgress({ n: sizes.n, log }), pty, ports, rich };
+  const rows = [...buildRows(results), ...egressRows(results.egress), ...ptyRows(pty), ...portsRows(ports), ...richRows(rich)];
   const machine = machineInfo();
   const out = {
     machine,

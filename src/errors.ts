@@ -117,6 +117,26 @@ export class TooManyProcessesError extends AppError {
     super(429, 'TOO_MANY_PROCESSES', `The session already runs ${max} processes (MAX_PROCESSES_PER_SESSION); wait for one to end or delete one`);
   }
 }
+export class ContextNotFoundError extends AppError {
+  constructor(sessionId: string, contextId: string) {
+    super(404, 'CONTEXT_NOT_FOUND', `Context '${contextId}' not found in session '${sessionId}'`);
+  }
+}
+export class TooManyContextsError extends AppError {
+  constructor(max: number) {
+    super(429, 'TOO_MANY_CONTEXTS', `The session already has ${max} contexts (MAX_CONTEXTS_PER_SESSION); delete one first`);
+  }
+}
+export class NotebookTooLargeError extends AppError {
+  constructor(limit: number) {
+    super(413, 'NOTEBOOK_TOO_LARGE', `The notebook is larger than MAX_UPLOAD_SIZE_BYTES (${limit} bytes)`);
+  }
+}
+export class InvalidNotebookError extends AppError {
+  constructor(reason: string) {
+    super(422, 'INVALID_NOTEBOOK', `The file is not a notebook this service can run: ${reason}`);
+  }
+}
 export class ProcessExitedError extends AppError {
   constructor(pid: string) {
     super(409, 'PROCESS_EXITED', `Process '${pid}' is no longer running`);
@@ -197,6 +217,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   FILE_NOT_FOUND: '404: no regular file at this path',
   VOLUME_NOT_FOUND: '404: no shared volume of this name',
   PROCESS_NOT_FOUND: '404: no process with this id in this session',
+  CONTEXT_NOT_FOUND: '404: no context with this id in this session (contexts do not survive a restart of the service)',
   SESSION_CONFLICT: '409: the session exists with another environment, volumes or network',
   ENVIRONMENT_UNAVAILABLE: '409: the environment exists but cannot be used',
   VOLUME_IN_USE: '409: a live session names the volume',
@@ -208,16 +229,19 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   PROCESS_NOT_PTY: '409: a terminal (pty) route for a process started without one',
   UPGRADE_REQUIRED: '426: a WebSocket route (pty) asked without an upgrade',
   UPLOAD_TOO_LARGE: '413: more than MAX_UPLOAD_SIZE_BYTES in one request; nothing kept',
+  NOTEBOOK_TOO_LARGE: '413: notebooks/execute of a notebook larger than MAX_UPLOAD_SIZE_BYTES',
   TOO_MANY_FILES: '413: more than MAX_UPLOAD_FILES file parts',
   WORKSPACE_FULL: '413: the workspace disk quota is full',
   FILE_TOO_LARGE: '413: MCP read_file of a file over MAX_OUTPUT_FILE_BYTES (an isError tool result, not an HTTP answer)',
   FST_ERR_CTP_BODY_TOO_LARGE: '413: the JSON body is over the route\'s size limit',
   EXTENSION_NOT_ALLOWED: '415: a file extension not in ALLOWED_EXTENSIONS; nothing kept',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: '415: a content type the route does not take',
+  INVALID_NOTEBOOK: '422: notebooks/execute of a file that is not an nbformat 4 notebook (the message says why)',
   NETWORK_MODE_UNAVAILABLE: '422: this host cannot provide the network mode asked for (see /readyz checks.network); nothing created',
   MAX_SESSIONS: '429: MAX_SESSIONS sessions exist (Retry-After)',
   MAX_VOLUMES: '429: MAX_VOLUMES shared volumes exist',
   BUSY: '429: too many executions running or queued (Retry-After)',
+  TOO_MANY_CONTEXTS: '429: the session has MAX_CONTEXTS_PER_SESSION contexts',
   TOO_MANY_PROCESSES: '429: MAX_PROCESSES_PER_SESSION processes of the session are running',
   INTERNAL_ERROR: '500: a fault of the service (details in its log only)',
   PORT_NOT_LISTENING: '502: ports/{port}: nothing listens on that port in the session\'s network namespace',

@@ -25,6 +25,8 @@ import { fileRoutes } from './routes/files.js';
 import { probeRoutes } from './routes/probes.js';
 import { processRoutes } from './routes/processes.js';
 import { runCodeRoutes } from './routes/run-code.js';
+import { contextRoutes } from './routes/contexts.js';
+import { notebookRoutes } from './routes/notebooks.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { volumeRoutes } from './routes/volumes.js';
 
@@ -165,6 +167,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await v1.register(fileRoutes);
       await v1.register(executeRoutes);
       await v1.register(runCodeRoutes);
+      await v1.register(contextRoutes);
+      await v1.register(notebookRoutes);
       await v1.register(volumeRoutes);
       await v1.register(processRoutes);
       await v1.register(ptyRoutes);

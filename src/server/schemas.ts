@@ -242,10 +242,13 @@ export const OneShotResultSchema = ExecutionResultSchema.extend({
 export type ExecuteBody = z.infer<typeof ExecuteBodySchema>;
 export type OneShotBody = z.infer<typeof OneShotBodySchema>;
 
+export const ContextIdSchema = z.string().min(1).max(64);
+
 export const RunCodeBodySchema = z
   .strictObject({
     code: z.string().min(1).max(1_000_000).describe('Python source, run in the session\'s persistent interpreter'),
     timeout_seconds: ExecuteFields.timeout_seconds,
+    context_id: ContextIdSchema.optional().describe('a context made with POST /v1/sessions/{id}/contexts; absent: the session\'s default interpreter'),
   })
   .meta({
     'x-examples': {
@@ -254,12 +257,19 @@ export const RunCodeBodySchema = z
     },
   });
 
+export const RichOutputSchema = z.object({
+  type: z.enum(['display_data', 'execute_result']),
+  data: z.record(z.string(), z.unknown()).describe('MIME type → value: text/plain, text/html, image/png (base64), image/svg+xml, application/json (any JSON), text/markdown, text/latex'),
+}).meta({ id: 'RichOutput', description: 'a MIME bundle, as Jupyter\'s display_data and execute_result carry' });
+
 export const RunCodeResultSchema = ExecutionResultSchema.extend({
   error: z
     .object({ type: z.string(), message: z.string(), line: z.number().int().nullable(), hint: z.string().nullable(), traceback: z.array(z.string()) })
     .nullable(),
   result: z.string().nullable().describe('repr() of the final expression, like a notebook cell'),
   kernel_restarted: z.boolean().describe('true when the interpreter was lost since the last call and its state is gone'),
+  outputs: z.array(RichOutputSchema).describe('display() outputs, matplotlib figures and the final expression\'s value (execute_result), in the order produced'),
+  outputs_truncated: z.boolean().describe('true when outputs were dropped: past MAX_OUTPUT_CHARS characters in all'),
 }).meta({ id: 'RunCodeResult' });
 
 export type RunCodeBody = z.infer<typeof RunCodeBodySchema>;
@@ -277,4 +287,47 @@ const streamOf = (result: z.ZodObject, id: string) => z.union([
 ]).describe('one JSON object per line');
 export const ExecutionStreamSchema = streamOf(ExecutionResultSchema, 'ExecutionResultEvent');
 export const OneShotStreamSchema = streamOf(OneShotResultSchema, 'OneShotExecutionResultEvent');
-export const RunCodeStreamSchema = streamOf(RunCodeResultSchema, 'RunCodeResultEvent');
+const DisplayEventSchema = z.object({ type: z.literal('display'), output: RichOutputSchema })
+  .meta({ id: 'DisplayEvent', description: 'run_code: a rich output, in its place among stdout and stderr' });
+export const RunCodeStreamSchema = z.union([
+  OutputEventSchema,
+  DisplayEventSchema,
+  RunCodeResultSchema.extend({ type: z.literal('result') }).meta({ id: 'RunCodeResultEvent', description: 'the last line: the result, with empty stdout and stderr' }),
+  ErrorEventSchema,
+]).describe('one JSON object per line');
+
+export const ContextParamsSchema = z.strictObject({ id: SessionIdSchema, cid: ContextIdSchema });
+export const CreateContextBodySchema = z.strictObject({
+  language: z.literal('python').default('python').describe('the interpreter\'s language (only python)'),
+});
+export const ContextSchema = z.object({
+  context_id: z.string(),
+  language: z.literal('python'),
+  created_at: z.string().describe('ISO 8601 UTC'),
+}).meta({ id: 'Context' });
+export const ContextListSchema = z.object({ contexts: z.array(ContextSchema) });
+
+// Notebooks: POST /v1/sessions/{id}/notebooks/execute.
+const NotebookPathSchema = z.string().min(1).max(1024);
+export const NotebookExecuteBodySchema = z.strictObject({
+  path: NotebookPathSchema.describe('workspace path of the notebook (.ipynb, nbformat 4)'),
+  output_path: NotebookPathSchema.optional().describe('where the executed notebook is written; default `<name>.out.ipynb` beside it'),
+  timeout_seconds: z.number().positive().optional().describe('the whole run, the kernel\'s start included; default EXECUTION_TIMEOUT_SECONDS, at most MAX_EXECUTION_TIMEOUT_SECONDS'),
+  cell_timeout_seconds: z.number().positive().optional().describe('each cell, and the kernel\'s start; default and at most timeout_seconds'),
+});
+
+const NotebookErrorSchema = z.object({ ename: z.string(), evalue: z.string(), traceback: z.array(z.string()) }).meta({ id: 'NotebookError' });
+export const NotebookResultSchema = z.object({
+  status: z.enum(['ok', 'error', 'timeout']),
+  cells: z.array(z.object({
+    index: z.number().int().describe('position in the notebook\'s cells (code cells only are listed)'),
+    status: z.enum(['ok', 'error', 'skipped']),
+    execution_count: z.number().int().nullable(),
+    error: NotebookErrorSchema.nullable(),
+  })),
+  output_path: z.string(),
+  error: NotebookErrorSchema.nullable().describe('a failure outside the cells: the kernel did not start, the overall timeout, the run was killed'),
+  files: ExecutionResultSchema.shape.files,
+  files_truncated: z.boolean(),
+  duration_ms: z.number().int(),
+}).meta({ id: 'NotebookResult' });

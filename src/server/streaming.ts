@@ -1,5 +1,7 @@
 // NDJSON streaming of an execution: {"type":"stdout"|"stderr","data"} lines as output arrives,
-// then exactly one {"type":"result", ...} whose stdout/stderr are empty. The response starts
+// for run_code also {"type":"display","output":{"type":"display_data"|"execute_result","data"}}
+// lines for rich outputs in their place among the text, then exactly one {"type":"result", ...}
+// whose stdout/stderr are empty (its `outputs` lists the displays again). The response starts
 // with the first event, so errors found before any output (unknown session, busy, bad input)
 // are still ordinary JSON errors with their status codes.
 import { PassThrough } from 'node:stream';
@@ -13,10 +15,11 @@ export function wantsStream(request: FastifyRequest): boolean {
 }
 
 type OnOutput = (stream: 'stdout' | 'stderr', text: string) => void;
+type OnDisplay = (output: unknown) => void;
 
 export async function streamExecution<R extends { stdout: string; stderr: string }>(
   reply: FastifyReply,
-  execute: (onOutput: OnOutput) => Promise<R>,
+  execute: (onOutput: OnOutput, onDisplay: OnDisplay) => Promise<R>,
 ): Promise<FastifyReply> {
   const body = new PassThrough();
   let started = false;
@@ -30,7 +33,7 @@ export async function streamExecution<R extends { stdout: string; stderr: string
     body.write(`${JSON.stringify(obj)}\n`);
   };
   try {
-    const result = await execute((stream, data) => line({ type: stream, data }));
+    const result = await execute((stream, data) => line({ type: stream, data }), (output) => line({ type: 'display', output }));
     line({ type: 'result', ...result, stdout: '', stderr: '' });
     body.end();
   } catch (err) {

@@ -3,7 +3,7 @@
 // what they changed through the session's ChangeSource (session-changes.ts).
 import type { Config } from '../config.js';
 import type { Environment } from '../sandbox/environments.js';
-import type { KernelRunResult } from '../sandbox/kernel/kernel.js';
+import type { KernelRunResult, RichOutput } from '../sandbox/kernel/kernel.js';
 import type { NetworkJoin } from './session-networks.js';
 import type { VolumeMount } from '../sandbox/types.js';
 import { SessionNotFoundError, ShuttingDownError } from '../errors.js';
@@ -13,13 +13,20 @@ import type { SessionChanges } from './session-changes.js';
 import type { SessionKernels } from './session-kernels.js';
 import type { SessionRecord } from './session-store.js';
 
+export type { RichOutput } from '../sandbox/kernel/kernel.js';
+
 export interface RunCodeRequest {
   code: string;
   timeoutSeconds: number;
+  /** A named context of the session (SessionManager.createContext); absent: the default one. */
+  contextId?: string | undefined;
   signal?: AbortSignal | undefined;
   onOutput?: ExecutionRequest['onOutput'];
+  /** Each rich output as it is produced, in order with onOutput's stdout/stderr. */
+  onDisplay?: ((output: RichOutput) => void) | undefined;
 }
 
+/** KernelRunResult carries `outputs: RichOutput[]` and `outputs_truncated`. */
 export type RunCodeResult = KernelRunResult & Pick<ExecutionResult, 'files' | 'files_truncated'>;
 
 /** What executions need from the session manager that owns the sessions. */
@@ -76,6 +83,7 @@ export class SessionExecutions {
   async runCode(id: string, req: RunCodeRequest): Promise<RunCodeResult> {
     const host = this.host;
     return this.inTurn(id, req.signal, async (record, environment, signal) => {
+      if (req.contextId !== undefined) host.kernels.contexts.check(id, req.contextId);
       const workspaceDir = host.workspaceDir(id);
       const network = await host.networkOf(record);
       const target = { environment, workspaceDir, volumes: host.volumeMounts(record.volumes), identity: host.ownerOf(record), netnsPath: network.netnsPath, env: { ...network.env } };
@@ -86,7 +94,8 @@ export class SessionExecutions {
           graceMs: host.config.kernelInterruptGraceSeconds * 1000,
           signal,
           onOutput: req.onOutput,
-        }));
+          onDisplay: req.onDisplay,
+        }, req.contextId));
     });
   }
 

@@ -25,6 +25,12 @@ import { ChangeTracker } from '../workspace/change-tracker.js';
 import { SessionChanges } from './session-changes.js';
 import { SessionExecutions, type RunCodeRequest, type RunCodeResult } from './session-executions.js';
 import { SessionKernels } from './session-kernels.js';
+import type { ContextInfo, ContextLanguage } from './session-contexts.js';
+import { executeNotebook, type NotebookRequest, type NotebookResult } from './session-notebooks.js';
+
+export type { ContextInfo, ContextLanguage } from './session-contexts.js';
+export type { RichOutput, RunCodeRequest, RunCodeResult } from './session-executions.js';
+export type { NotebookRequest, NotebookResult } from './session-notebooks.js';
 import {
   deleteRecord, ensureLayout, readAllRecords, sessionDir, storeLayout, workspaceOf, writeRecord,
   type SessionRecord, type StoreLayout,
@@ -546,6 +552,41 @@ export class SessionManager {
   /** Run a cell in the session's persistent interpreter, after the session's earlier work. */
   async runCode(id: string, req: RunCodeRequest): Promise<RunCodeResult> {
     return this.executions.runCode(id, req);
+  }
+
+  /** A new named context: an interpreter of its own in the session's sandbox, started at its first run_code. */
+  async createContext(sessionId: string, input: { language: ContextLanguage }): Promise<ContextInfo> {
+    if (!this.sessions.has(sessionId)) throw new SessionNotFoundError(sessionId);
+    await this.touch(sessionId);
+    const info = this.kernels.contexts.create(sessionId, input.language);
+    this.deps.logger.info({ audit: 'context.created', session_id: sessionId, context_id: info.context_id }, 'context created');
+    return info;
+  }
+
+  async listContexts(sessionId: string): Promise<ContextInfo[]> {
+    if (!this.sessions.has(sessionId)) throw new SessionNotFoundError(sessionId);
+    await this.touch(sessionId);
+    return this.kernels.contexts.list(sessionId);
+  }
+
+  /** Stops the context's interpreter (a cell running in it ends as killed) and forgets it. */
+  async deleteContext(sessionId: string, contextId: string): Promise<void> {
+    if (!this.sessions.has(sessionId)) throw new SessionNotFoundError(sessionId);
+    await this.touch(sessionId);
+    await this.kernels.stopContext(sessionId, contextId);
+    this.deps.logger.info({ audit: 'context.deleted', session_id: sessionId, context_id: contextId }, 'context deleted');
+  }
+
+  /** Run a notebook of the workspace with a Jupyter kernel in the session's sandbox (session-notebooks.ts). */
+  async executeNotebook(id: string, req: NotebookRequest): Promise<NotebookResult> {
+    if (!this.sessions.has(id)) throw new SessionNotFoundError(id);
+    return executeNotebook({
+      config: this.deps.config,
+      defaultLimits: this.deps.sandbox.defaultLimits,
+      workspaceDir: (sid) => this.workspaceDir(sid),
+      environmentOf: async (sid) => this.resolveEnvironment((await this.touch(sid)).environment),
+      execute: (sid, r) => this.executions.execute(sid, r),
+    }, id, req);
   }
 
   /** Restart the session's interpreter on purpose (waits for a running cell's turn to end). */

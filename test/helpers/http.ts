@@ -21,7 +21,7 @@ export const EXECUTION_RESULT_KEYS = [
   'duration_ms', 'error', 'exit_code', 'files', 'files_truncated', 'max_output_chars', 'resources', 'signal', 'status', 'stderr', 'stdout',
   'timed_out', 'timeout_seconds', 'truncated',
 ];
-export const RUN_CODE_RESULT_KEYS = [...EXECUTION_RESULT_KEYS, 'kernel_restarted', 'result'].sort();
+export const RUN_CODE_RESULT_KEYS = [...EXECUTION_RESULT_KEYS, 'kernel_restarted', 'outputs', 'outputs_truncated', 'result'].sort();
 
 export const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 

@@ -58,6 +58,7 @@ describe('operations', () => {
     });
     expect(ids.sort()).toEqual([
       'DELETE /v1/sessions/{id} deleteSession',
+      'DELETE /v1/sessions/{id}/contexts/{cid} deleteContext',
       'DELETE /v1/sessions/{id}/files/{path} deleteFile',
       'DELETE /v1/sessions/{id}/processes/{pid} killProcess',
       'DELETE /v1/volumes/{name} deleteVolume',
@@ -67,6 +68,7 @@ describe('operations', () => {
       'GET /v1/environments listEnvironments',
       'GET /v1/sessions listSessions',
       'GET /v1/sessions/{id} getSession',
+      'GET /v1/sessions/{id}/contexts listContexts',
       'GET /v1/sessions/{id}/files listFiles',
       'GET /v1/sessions/{id}/files/{path} downloadFile',
       'GET /v1/sessions/{id}/ports/{port}/{path} proxyPort',
@@ -78,9 +80,11 @@ describe('operations', () => {
       'PATCH /v1/sessions/{id}/network updateSessionNetwork',
       'POST /v1/execute executeOneShot',
       'POST /v1/sessions createSession',
+      'POST /v1/sessions/{id}/contexts createContext',
       'POST /v1/sessions/{id}/execute executeInSession',
       'POST /v1/sessions/{id}/files uploadFiles',
       'POST /v1/sessions/{id}/kernel/restart restartKernel',
+      'POST /v1/sessions/{id}/notebooks/execute executeNotebook',
       'POST /v1/sessions/{id}/processes startProcess',
       'POST /v1/sessions/{id}/processes/{pid}/signal signalProcess',
       'POST /v1/sessions/{id}/processes/{pid}/stdin writeProcessStdin',
@@ -157,11 +161,15 @@ describe('media types', () => {
     expect(content['application/octet-stream']?.schema).toEqual({ type: 'string', format: 'binary' });
   });
 
-  it.each([['/v1/sessions/{id}/execute', 'ExecutionResultEvent'], ['/v1/execute', 'OneShotExecutionResultEvent'], ['/v1/sessions/{id}/run_code', 'RunCodeResultEvent']])(
-    '%s answers application/json or application/x-ndjson events', (url, resultEvent) => {
+  it.each([
+    ['/v1/sessions/{id}/execute', ['OutputEvent', 'ExecutionResultEvent', 'ErrorEvent']],
+    ['/v1/execute', ['OutputEvent', 'OneShotExecutionResultEvent', 'ErrorEvent']],
+    ['/v1/sessions/{id}/run_code', ['OutputEvent', 'DisplayEvent', 'RunCodeResultEvent', 'ErrorEvent']],
+  ])(
+    '%s answers application/json or application/x-ndjson events', (url, events) => {
       const content = op(doc, 'post', url).responses['200']?.content ?? {};
       expect(Object.keys(content).sort()).toEqual(['application/json', 'application/x-ndjson']);
-      expect(content['application/x-ndjson']?.schema).toMatchObject({ anyOf: [ref('OutputEvent'), ref(resultEvent), ref('ErrorEvent')] });
+      expect(content['application/x-ndjson']?.schema).toMatchObject({ anyOf: events.map(ref) });
     },
   );
 

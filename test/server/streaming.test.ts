@@ -40,6 +40,10 @@ function parseStream(res: LightMyRequestResponse): Stream {
   let stdout = '';
   let stderr = '';
   for (const e of events.slice(0, -1)) {
+    if (e.type === 'display') { // run_code's rich outputs, checked in test/server/rich-outputs.test.ts
+      expect(Object.keys(e).sort()).toEqual(['output', 'type']);
+      continue;
+    }
     expect(['stdout', 'stderr'], JSON.stringify(e)).toContain(e.type);
     expect(Object.keys(e).sort()).toEqual(['data', 'type']);
     expect(typeof e.data).toBe('string');

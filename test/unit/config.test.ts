@@ -14,7 +14,7 @@ describe('loadConfig', () => {
     expect(c.environmentsDir).toBe('/opt/bubble-sandbox/environments');
     expect(c.workspaceDir).toBe('/srv/app/workspace_data');
     expect(c.maxUploadSizeBytes).toBe(10485760);
-    expect(c.allowedExtensions).toEqual(['.txt', '.csv', '.md', '.json', '.yaml', '.yml', '.tsv', '.xml']);
+    expect(c.allowedExtensions).toEqual(['.txt', '.csv', '.md', '.json', '.yaml', '.yml', '.tsv', '.xml', '.ipynb']);
     expect(c.executionTimeoutSeconds).toBe(30);
     expect(c.sessionIdleTimeoutSeconds).toBe(3600);
     expect(c.maxSessions).toBe(50);

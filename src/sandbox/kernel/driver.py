@@ -9,12 +9,22 @@
 # it prints can be read as a frame. After each cell the driver writes the per-call marker the
 # service chose to fd 1 and fd 2, so the service knows where the cell's output ends.
 #
-# Requests:  {type:'run', id, code, marker, max_result_chars}  {type:'interrupt', id}  {type:'ping'}
+# Rich outputs (display(), the final expression's value, matplotlib figures) leave as `display`
+# frames. To keep them in order with the cell's stdout/stderr, each is preceded by a sync token
+# (the call's sync prefix, its sequence number, \x1f\x1e) written to fd 1 and fd 2: the service
+# releases display n only once both streams have passed token n (src/sandbox/kernel/output-order.ts).
+#
+# Requests:  {type:'run', id, code, marker, sync, max_result_chars, max_outputs_chars}
+#            {type:'interrupt', id}  {type:'ping'}
 # Frames:    {type:'ready', pid, python} once at start;  {type:'pong'};
+#            {type:'display', id, seq, kind: 'display_data'|'execute_result', data: {mime: value},
+#             sync: {stdout: bool, stderr: bool}}  (sync: token written or not)
 #            {type:'done', id, result: repr|null, error: null|{type, message, line, traceback[]},
-#             interrupted: bool, markers: {stdout: bool, stderr: bool}}  (markers: written or not)
+#             interrupted: bool, outputs_truncated: bool,
+#             markers: {stdout: bool, stderr: bool}}  (markers: written or not)
 
 import ast
+import base64
 import builtins
 import json
 import linecache
@@ -26,6 +36,8 @@ import sys
 import threading
 import traceback
 import types
+
+import _bubble_rich as rich
 
 DRIVER_FILE = __file__
 WORKSPACE = os.getcwd()
@@ -77,6 +89,11 @@ class _State:
     armed = False        # whether SIGINT may raise KeyboardInterrupt now
     interrupt_id = None  # last cell the service asked to interrupt
     figure_count = 0
+    sync = ''            # this call's sync prefix
+    display_seq = 0      # display frames sent in this call
+    outputs_used = 0     # characters of rich outputs sent in this call
+    outputs_budget = 0
+    outputs_truncated = False
 
 
 _state = _State()
@@ -119,7 +136,45 @@ def _reader():
     os._exit(0)  # the service closed our stdin: nobody is left to answer
 
 
-# --- matplotlib: figures become workspace files -------------------------------------------
+# --- rich outputs ---------------------------------------------------------------------------
+
+# One output larger than this is dropped (a frame must stay under the service's frame limit).
+MAX_ONE_OUTPUT_CHARS = 1000000
+
+
+def _emit(kind, data):
+    if _state.running is None:
+        return  # between cells (a thread of user code): nobody is listening
+    size = rich.bundle_size(data)
+    if size > MAX_ONE_OUTPUT_CHARS or _state.outputs_used + size > _state.outputs_budget:
+        _state.outputs_truncated = True
+        return
+    _state.outputs_used += size
+    _state.display_seq += 1
+    seq = _state.display_seq
+    _flush()
+    token = ('%s%d\x1f\x1e' % (_state.sync, seq)).encode('utf-8')
+    sync = {'stdout': _mark(1, token), 'stderr': _mark(2, token)}
+    send({'type': 'display', 'id': _state.running, 'seq': seq, 'kind': kind, 'data': data,
+          'sync': sync})
+
+
+def _plain(obj):
+    return _clip(repr(obj), _state.outputs_budget)
+
+
+def display(*objs, raw=False, **ignored):
+    """Show each object as a rich output (IPython's display(); raw=True: objs are MIME dicts)."""
+    for obj in objs:
+        if raw and isinstance(obj, dict):
+            data = rich.raw_bundle(obj)
+        else:
+            data = rich.mime_bundle(obj, _plain)
+        _emit('display_data', data)
+
+
+# --- matplotlib: figures become workspace files and image/png outputs -----------------------
+
 
 def _save_figures():
     plt = sys.modules.get('matplotlib.pyplot')
@@ -130,10 +185,16 @@ def _save_figures():
         _state.figure_count += 1
         name = 'figure-%s-%d.png' % (_state.running, _state.figure_count)
         try:
-            plt.figure(num).savefig(os.path.join(WORKSPACE, name))
+            figure = plt.figure(num)
+            png = rich.figure_png(figure)
+            with open(os.path.join(WORKSPACE, name), 'wb') as f:
+                f.write(png)
             saved.append(name)
         except Exception as exc:
             sys.stderr.write('could not save figure %s: %s\n' % (name, exc))
+            continue
+        _emit('display_data', {'image/png': base64.b64encode(png).decode('ascii'),
+                               'text/plain': _plain(figure)})
     plt.close('all')
     return saved
 
@@ -142,12 +203,28 @@ def _show(*args, **kwargs):
     _save_figures()
 
 
-class _PyplotHook:
-    # Patches plt.show when the user imports pyplot; never imports matplotlib itself.
+def _patch_pyplot(module):
+    module.show = _show
+
+
+def _patch_ipython_display(module):
+    # Outside an IPython shell, IPython's display() prints repr(): here it makes rich outputs.
+    module.display = display
+
+
+# Modules whose import is followed by a patch; never imported by the driver itself.
+_PATCHES = {
+    'matplotlib.pyplot': _patch_pyplot,
+    'IPython.core.display_functions': _patch_ipython_display,
+}
+
+
+class _ImportHook:
     busy = False
 
     def find_spec(self, name, path=None, target=None):
-        if name != 'matplotlib.pyplot' or self.busy:
+        patch = _PATCHES.get(name)
+        if patch is None or self.busy:
             return None
         import importlib.util
         self.busy = True
@@ -161,7 +238,7 @@ class _PyplotHook:
 
         def exec_module(module):
             original(module)
-            module.show = _show
+            patch(module)
         spec.loader.exec_module = exec_module
         return spec
 
@@ -255,6 +332,11 @@ def _run(req, user_ns):
     compiling = True
     limit = req.get('max_result_chars')
     _state.figure_count = 0
+    _state.sync = req.get('sync') or ''
+    _state.display_seq = 0
+    _state.outputs_used = 0
+    _state.outputs_budget = req.get('max_outputs_chars') or 0
+    _state.outputs_truncated = False
     _state.running = cell_id
     try:
         _state.armed = True
@@ -269,6 +351,7 @@ def _run(req, user_ns):
             if value is not None:
                 user_ns['_'] = value
                 result = _clip(repr(value), limit)
+                _emit('execute_result', rich.mime_bundle(value, lambda _obj: result))
         _save_figures()
     except BaseException as exc:
         _state.armed = False
@@ -281,7 +364,8 @@ def _run(req, user_ns):
     marker = req['marker'].encode('utf-8')
     markers = {'stdout': _mark(1, marker), 'stderr': _mark(2, marker)}
     send({'type': 'done', 'id': cell_id, 'result': result, 'error': error,
-          'interrupted': interrupted, 'markers': markers})
+          'interrupted': interrupted, 'outputs_truncated': _state.outputs_truncated,
+          'markers': markers})
 
 
 def main():
@@ -292,7 +376,8 @@ def main():
     if sys.path and sys.path[0] == os.path.dirname(DRIVER_FILE):
         sys.path[0] = ''
     builtins.input = _no_input
-    sys.meta_path.insert(0, _PyplotHook())
+    builtins.display = display
+    sys.meta_path.insert(0, _ImportHook())
     signal.signal(signal.SIGINT, _on_sigint)
     threading.Thread(target=_reader, name='kernel-requests', daemon=True).start()
     send({'type': 'ready', 'pid': os.getpid(), 'python': sys.version.split()[0]})

@@ -18,6 +18,10 @@ export class KernelPool<K extends Pick<PythonKernel, 'close'> = PythonKernel> {
     return this.kernels.get(sessionKey);
   }
 
+  keys(): string[] {
+    return [...this.kernels.keys()];
+  }
+
   get size(): number {
     return this.kernels.size;
   }

@@ -9,8 +9,9 @@ import { pythonFor, spawnSandbox, type SpawnDeps, type SpawnedSandbox } from '..
 import type { ResourceLimits, VolumeMount } from '../types.js';
 import { encodeFrame, FrameDecoder } from './frames.js';
 
-/** The Python side (driver.py beside this module; the build copies it to dist). */
+/** The Python side (driver.py and its rich outputs beside this module; the build copies them to dist). */
 const DRIVER_SOURCE = fs.readFileSync(new URL('./driver.py', import.meta.url), 'utf8');
+const RICH_SOURCE = fs.readFileSync(new URL('./_bubble_rich.py', import.meta.url), 'utf8');
 
 export interface KernelSpawnSpec {
   deps: SpawnDeps;
@@ -39,6 +40,8 @@ export interface DoneFrame {
   result: string | null;
   error: DriverError | null;
   interrupted: boolean;
+  /** The driver dropped rich outputs over the call's budget. */
+  outputsTruncated: boolean;
   /** Whether the driver managed to write the call's marker to stdout / stderr. */
   markers: { stdout: boolean; stderr: boolean };
 }
@@ -68,6 +71,7 @@ function toDone(f: Record<string, unknown>): DoneFrame {
       ? { type: str(e.type) || 'Exception', message: str(e.message), line: typeof e.line === 'number' ? e.line : null, traceback: Array.isArray(e.traceback) ? e.traceback.map(str) : [] }
       : null,
     interrupted: f.interrupted === true,
+    outputsTruncated: f.outputs_truncated === true,
     markers: { stdout: m.stdout === true, stderr: m.stderr === true },
   };
 }
@@ -75,6 +79,8 @@ function toDone(f: Record<string, unknown>): DoneFrame {
 export class KernelProcess {
   /** Receives stdout/stderr while a call listens; output between calls is dropped. */
   sink: OutputSink | null = null;
+  /** Receives the display frames of the call that listens (checked by the listener). */
+  displaySink: ((frame: Record<string, unknown>) => void) | null = null;
   exitStatus: ExitStatus | null = null;
   readonly exited: Promise<ExitStatus>;
   private readonly waiters = new Map<number, (frame: DoneFrame) => void>();
@@ -95,7 +101,7 @@ export class KernelProcess {
       workspaceDir: spec.workspaceDir,
       volumes: spec.volumes,
       command: ([ctlFd]) => [pythonFor(spec.environment), SANDBOX_PATHS.script, String(ctlFd)],
-      sandboxFiles: { 'main.py': DRIVER_SOURCE },
+      sandboxFiles: { 'main.py': DRIVER_SOURCE, '_bubble_rich.py': RICH_SOURCE },
       env: spec.env,
       limits: spec.limits,
       identity: spec.identity,
@@ -166,6 +172,9 @@ export class KernelProcess {
         break;
       case 'pong':
         for (const resolve of this.pongs.splice(0)) resolve();
+        break;
+      case 'display':
+        this.displaySink?.(f);
         break;
       case 'done': {
         const done = toDone(f);

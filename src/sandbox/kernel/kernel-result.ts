@@ -5,6 +5,7 @@ import { hintFor, type HintContext, type PythonError } from '../python-error.js'
 import { splitExitStatus } from '../runner.js';
 import type { ExecutionStatus, RunResult } from '../types.js';
 import type { DoneFrame, ExitStatus } from './kernel-process.js';
+import type { RichOutput } from './rich-output.js';
 
 export interface KernelRunOptions {
   /** Wall-clock limit of the cell, counted once the interpreter is up. */
@@ -15,6 +16,8 @@ export interface KernelRunOptions {
   /** Aborting (client gone) interrupts the cell, then kills the kernel after graceMs; status 'killed'. */
   signal?: AbortSignal | undefined;
   onOutput?: ((stream: 'stdout' | 'stderr', text: string) => void) | undefined;
+  /** Each rich output as it is produced, in order with onOutput's text. */
+  onDisplay?: ((output: RichOutput) => void) | undefined;
 }
 
 export interface KernelError extends PythonError {
@@ -26,6 +29,10 @@ export interface KernelRunResult extends Omit<RunResult, 'error'> {
   /** repr() of the cell's final expression, null when there is none or it is None. */
   result: string | null;
   kernel_restarted: boolean;
+  /** display() outputs, figures and the final expression's value (execute_result), in order. */
+  outputs: RichOutput[];
+  /** Outputs were dropped: past MAX_OUTPUT_CHARS characters in all. */
+  outputs_truncated: boolean;
 }
 
 export type RaceResult = { kind: 'done'; frame: DoneFrame } | { kind: 'exit' } | { kind: 'timeout' } | { kind: 'abort' };
@@ -65,6 +72,8 @@ export interface CallOutcome {
   killedByUs: boolean;
   stdout: CapturedOutput;
   stderr: CapturedOutput;
+  outputs: RichOutput[];
+  outputsTruncated: boolean;
 }
 
 export interface FinishContext {
@@ -125,5 +134,7 @@ export function finishCall(o: CallOutcome, ctx: FinishContext): KernelRunResult 
     error,
     result: status === 'ok' && typeof o.frame?.result === 'string' ? clip(o.frame.result, ctx.options.maxOutputChars) : null,
     kernel_restarted: ctx.restarted,
+    outputs: o.outputs,
+    outputs_truncated: o.outputsTruncated,
   };
 }

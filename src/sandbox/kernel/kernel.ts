@@ -13,10 +13,13 @@ import type { SandboxRunner } from '../runner.js';
 import { baseEnvironment } from '../spawn.js';
 import type { ResourceLimits, VolumeMount } from '../types.js';
 import { KernelProcess } from './kernel-process.js';
-import { MarkerCut } from './marker-cut.js';
+import { callTokens, MarkerCut } from './marker-cut.js';
+import { OutputOrder } from './output-order.js';
+import { richOutputOf, RichOutputs, type RichOutput } from './rich-output.js';
 import { finishCall, raceCall, type CallOutcome, type KernelRunOptions, type KernelRunResult } from './kernel-result.js';
 
 export type { KernelError, KernelRunOptions, KernelRunResult } from './kernel-result.js';
+export type { RichOutput } from './rich-output.js';
 export { KernelStartError } from './kernel-process.js';
 
 export interface PythonKernelOptions {
@@ -189,16 +192,36 @@ export class PythonKernel {
 
   private async call(proc: KernelProcess, code: string, options: KernelRunOptions): Promise<CallOutcome> {
     const id = ++this.seq;
-    const marker = `\x1e\x1fbubble-kernel-end:${randomBytes(16).toString('hex')}\x1f\x1e`;
+    const tokens = callTokens(randomBytes(16).toString('hex'));
     const stdout = new OutputCapture(options.maxOutputChars, options.onOutput ? (t) => options.onOutput?.('stdout', t) : undefined);
     const stderr = new OutputCapture(options.maxOutputChars, options.onOutput ? (t) => options.onOutput?.('stderr', t) : undefined);
+    const outputs = new RichOutputs(options.maxOutputChars);
+    const order = new OutputOrder<RichOutput | null>({
+      stdout: (c) => stdout.push(c),
+      stderr: (c) => stderr.push(c),
+      display: (o) => {
+        if (o) options.onDisplay?.(o);
+      },
+    });
+    const prefix = Buffer.from(tokens.prefix);
     const cuts = {
-      stdout: new MarkerCut(Buffer.from(marker), (c) => stdout.push(c)),
-      stderr: new MarkerCut(Buffer.from(marker), (c) => stderr.push(c)),
+      stdout: new MarkerCut(prefix, (c) => order.data('stdout', c), (n) => order.sync('stdout', n)),
+      stderr: new MarkerCut(prefix, (c) => order.data('stderr', c), (n) => order.sync('stderr', n)),
     };
     proc.sink = { stdout: (c) => cuts.stdout.push(c), stderr: (c) => cuts.stderr.push(c) };
+    proc.displaySink = (f) => {
+      const output = f.id === id ? richOutputOf(f) : null;
+      if (!output || typeof f.seq !== 'number') return;
+      const sync = (f.sync ?? {}) as Record<string, unknown>;
+      // Only what fits in the answer is streamed too; a dropped one is skipped in the order.
+      order.display(f.seq, outputs.add(output) ? output : null, { stdout: sync.stdout === true, stderr: sync.stderr === true });
+    };
     const done = proc.waitDone(id);
-    proc.send({ type: 'run', id, code, marker, max_result_chars: Math.min(options.maxOutputChars, MAX_RESULT_CHARS) });
+    proc.send({
+      type: 'run', id, code, marker: tokens.end, sync: tokens.syncPrefix,
+      max_result_chars: Math.min(options.maxOutputChars, MAX_RESULT_CHARS),
+      max_outputs_chars: options.maxOutputChars,
+    });
 
     let stop: 'timeout' | 'abort' | null = null;
     let first = await raceCall(done, proc.exited, options.timeoutMs, options.signal);
@@ -218,9 +241,14 @@ export class PythonKernel {
       await proc.terminate();
     }
     proc.sink = null;
+    proc.displaySink = null;
     cuts.stdout.flush();
     cuts.stderr.flush();
-    return { frame, stop, lost: !proc.alive, exit: proc.exitStatus, killedByUs: frame === null && stop !== null, stdout: stdout.finish(), stderr: stderr.finish() };
+    order.finish();
+    return {
+      frame, stop, lost: !proc.alive, exit: proc.exitStatus, killedByUs: frame === null && stop !== null, stdout: stdout.finish(), stderr: stderr.finish(),
+      outputs: outputs.list, outputsTruncated: outputs.truncated || frame?.outputsTruncated === true,
+    };
   }
 
   private clearIdle(): void {

@@ -3,6 +3,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { ExecutionRequest } from '../../sessions/executor.js';
+import type { RunCodeRequest } from '../../sessions/session-executions.js';
 import { BadRequestError } from '../../errors.js';
 import { ErrorSchema, RunCodeBodySchema, RunCodeResultSchema, RunCodeStreamSchema, SessionParamsSchema } from '../schemas.js';
 import { NDJSON, streamExecution, wantsStream } from '../streaming.js';
@@ -18,7 +19,7 @@ export const runCodeRoutes: FastifyPluginAsyncZod = async (app) => {
       tags: ['run_code'],
       operationId: 'runCode',
       summary: 'Run Python in the session\'s persistent interpreter',
-      description: 'Runs Python in the session\'s persistent interpreter: names defined by one call are there in the next. Streams NDJSON with `Accept: application/x-ndjson`.',
+      description: 'Runs Python in the session\'s persistent interpreter (or a context\'s, with `context_id`): names defined by one call are there in the next. `outputs` carries rich outputs (display(), figures, the final value) as MIME bundles. Streams NDJSON with `Accept: application/x-ndjson`: stdout, stderr and display lines in order, then the result.',
       params: SessionParamsSchema, body: RunCodeBodySchema,
       response: {
         200: { description: 'the result, or with Accept: application/x-ndjson a stream of events', content: { 'application/json': { schema: RunCodeResultSchema }, [NDJSON]: { schema: RunCodeStreamSchema } } },
@@ -31,9 +32,14 @@ export const runCodeRoutes: FastifyPluginAsyncZod = async (app) => {
       throw new BadRequestError('FST_ERR_VALIDATION', `body.timeout_seconds: must be at most ${config.maxExecutionTimeoutSeconds}`);
     }
     const ac = abortOnDisconnect(reply);
-    const run = async (onOutput?: ExecutionRequest['onOutput']) => {
-      const result = await sessions.runCode(request.params.id, { code: request.body.code, timeoutSeconds, signal: ac.signal, onOutput });
-      request.log.info({ session_id: request.params.id, status: result.status, duration_ms: result.duration_ms, kernel_restarted: result.kernel_restarted }, 'run_code finished');
+    const run = async (onOutput?: ExecutionRequest['onOutput'], onDisplay?: RunCodeRequest['onDisplay']) => {
+      const result = await sessions.runCode(request.params.id, {
+        code: request.body.code, timeoutSeconds, contextId: request.body.context_id, signal: ac.signal, onOutput, onDisplay,
+      });
+      request.log.info({
+        session_id: request.params.id, context_id: request.body.context_id, status: result.status, duration_ms: result.duration_ms,
+        kernel_restarted: result.kernel_restarted, outputs: result.outputs.length,
+      }, 'run_code finished');
       return result;
     };
     if (wantsStream(request)) return streamExecution(reply, run);

@@ -1,6 +1,6 @@
 import { describe, expect, test, vi } from 'vitest';
 import { encodeFrame, FrameDecoder, FrameError, MAX_FRAME_BYTES } from '../../../src/sandbox/kernel/frames.js';
-import { MarkerCut } from '../../../src/sandbox/kernel/marker-cut.js';
+import { callTokens, MarkerCut } from '../../../src/sandbox/kernel/marker-cut.js';
 
 describe('frames', () => {
   test('round trip, split at every byte and batched', () => {
@@ -29,11 +29,13 @@ describe('frames', () => {
 });
 
 describe('MarkerCut', () => {
-  const marker = Buffer.from('\x1e\x1fEND-abc\x1f\x1e');
+  const tokens = callTokens('abc');
+  const prefix = Buffer.from(tokens.prefix);
+  const marker = Buffer.from(tokens.end);
 
-  function cutAll(chunks: (string | Buffer)[]): { out: string; found: boolean; cut: MarkerCut } {
+  function cutAll(chunks: (string | Buffer)[], syncs: number[] = []): { out: string; found: boolean; cut: MarkerCut } {
     const parts: Buffer[] = [];
-    const cut = new MarkerCut(marker, (c) => parts.push(Buffer.from(c)));
+    const cut = new MarkerCut(prefix, (c) => parts.push(Buffer.from(c)), (n) => syncs.push(n));
     for (const c of chunks) cut.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
     return { out: Buffer.concat(parts).toString(), found: cut.found, cut };
   }
@@ -52,7 +54,7 @@ describe('MarkerCut', () => {
   });
 
   test('another marker, or a partial one, is ordinary output', () => {
-    const other = Buffer.from('\x1e\x1fEND-zzz\x1f\x1e');
+    const other = Buffer.from(callTokens('zzz').end);
     const r = cutAll([other, marker.subarray(0, 5), 'x']);
     expect(r.found).toBe(false);
     expect(r.out).toBe(`${other.toString()}${marker.subarray(0, 5).toString()}x`);
@@ -60,13 +62,32 @@ describe('MarkerCut', () => {
 
   test('only a possible start of the marker is held back, and flush releases it', () => {
     const parts: string[] = [];
-    const cut = new MarkerCut(marker, (c) => parts.push(c.toString()));
+    const cut = new MarkerCut(prefix, (c) => parts.push(c.toString()));
     cut.push(Buffer.from('line\n'));
     expect(parts).toEqual(['line\n']);
     cut.push(Buffer.from('tail\x1e\x1f'));
     expect(parts.join('')).toBe('line\ntail');
     cut.flush();
     expect(parts.join('')).toBe('line\ntail\x1e\x1f');
+  });
+
+  test('sync tokens are cut out and reported, split anywhere, in order with the text around them', () => {
+    const data = Buffer.from(`a${tokens.syncPrefix}1\x1f\x1eb${tokens.syncPrefix}12\x1f\x1ec${tokens.end}z`);
+    for (let i = 1; i < data.length; i++) {
+      const syncs: number[] = [];
+      expect(cutAll([data.subarray(0, i), data.subarray(i)], syncs)).toMatchObject({ out: 'abc', found: true });
+      expect(syncs).toEqual([1, 12]);
+    }
+  });
+
+  test('a prefix without a well-formed payload is ordinary output', () => {
+    const junk = `${tokens.prefix}${'x'.repeat(40)}\x1f\x1e`;
+    const bad = `${tokens.prefix}s1x\x1f\x1e`;
+    const syncs: number[] = [];
+    const r = cutAll([junk, `${bad}after`], syncs);
+    expect(r.found).toBe(false);
+    expect(r.out).toBe(`${junk}${bad}after`);
+    expect(syncs).toEqual([]);
   });
 });
 
