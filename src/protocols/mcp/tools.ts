@@ -86,7 +86,7 @@ export function registerTools(server: McpServer, deps: McpToolDeps): void {
   }));
 
   server.registerTool('run_code', {
-    description: `Run Python in the session's persistent interpreter, like a notebook cell: variables, imports and functions defined by one call are there in the next. Returns stdout, stderr, displayed text, the repr of the last expression, the error with its traceback, and PNG images (matplotlib figures, display() of an image; at most ${config.maxOutputFiles}, each at most ${config.maxOutputFileBytes} bytes; they are also saved in the workspace). ${runLimits}`,
+    description: `Run Python in the session's persistent interpreter, like a notebook cell: variables, imports and functions defined by one call are there in the next. Returns stdout, stderr, displayed text, the repr of the last expression, the error with its traceback, and PNG images (matplotlib figures, display() of an image; at most ${config.maxOutputFiles}, each at most ${config.maxOutputFileBytes} bytes; figures are also saved in the workspace as .png files). ${runLimits}`,
     inputSchema: {
       session_id: SessionId,
       code: z.string().min(1).max(1_000_000).describe('Python source'),
