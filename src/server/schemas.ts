@@ -313,7 +313,7 @@ export const NotebookExecuteBodySchema = z.strictObject({
   path: NotebookPathSchema.describe('workspace path of the notebook (.ipynb, nbformat 4)'),
   output_path: NotebookPathSchema.optional().describe('where the executed notebook is written; default `<name>.out.ipynb` beside it'),
   timeout_seconds: z.number().positive().optional().describe('the whole run, the kernel\'s start included; default EXECUTION_TIMEOUT_SECONDS, at most MAX_EXECUTION_TIMEOUT_SECONDS'),
-  cell_timeout_seconds: z.number().positive().optional().describe('each cell, and the kernel\'s start; default and at most timeout_seconds'),
+  cell_timeout_seconds: z.number().int().min(1).optional().describe('each cell, and the kernel\'s start (whole seconds: nbclient\'s unit); default timeout_seconds rounded up, at most timeout_seconds'),
 });
 
 const NotebookErrorSchema = z.object({ ename: z.string(), evalue: z.string(), traceback: z.array(z.string()) }).meta({ id: 'NotebookError' });

@@ -41,6 +41,8 @@ export class SessionKernels {
   async run(sessionId: string, target: KernelTarget, code: string, opts: KernelRunOptions, contextId?: string): Promise<KernelRunResult> {
     const key = kernelKey(sessionId, contextId);
     if (!this.pool.peek(key)) await this.makeRoom();
+    // Checked again after the await: a context deleted meanwhile gets no interpreter.
+    if (contextId !== undefined) this.contexts.check(sessionId, contextId);
     const kernel = this.pool.get(key, () => new PythonKernel({
       runner: this.deps.sandbox.runner,
       environment: target.environment,
@@ -61,7 +63,8 @@ export class SessionKernels {
     } finally {
       this.inCall.delete(key);
     }
-    this.lastUsed.set(key, Date.now());
+    // Unless it was stopped meanwhile (its context or session deleted): nothing to remember then.
+    if (this.pool.peek(key) === kernel) this.lastUsed.set(key, Date.now());
     // The interpreter did not survive this call (killed after a timeout, OOM, exited): its state
     // is lost, and the answer says so now; the next call, on a fresh one, says so again.
     const lostNow = kernel.pid === null && result.status !== 'ok';

@@ -22,7 +22,7 @@ export interface NotebookRequest {
   outputPath?: string | undefined;
   /** The whole run, the kernel's start included. */
   timeoutSeconds: number;
-  /** Each cell, and the kernel's start. */
+  /** Each cell, and the kernel's start (whole seconds, at least 1: nbclient's unit). */
   cellTimeoutSeconds: number;
   signal?: AbortSignal | undefined;
 }

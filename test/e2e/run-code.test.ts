@@ -138,6 +138,18 @@ describe('streaming against the real service', () => {
     }, 30_000);
   }
 
+  test('a streamed run_code delivers a display line as it is produced, well before the code ends', async () => {
+    const code = "display({'text/html': '<b>now</b>'}, raw=True)\nimport time\ntime.sleep(2)\nprint('later')";
+    const s = await openStream(server.baseUrl, '/v1/sessions/live/run_code', { code, timeout_seconds: 30 });
+    expect(s.status).toBe(200);
+    const events = await s.rest();
+    expect(events.map((e) => e.event.type)).toEqual(['display', 'stdout', 'result']);
+    expect(events[0]?.event).toEqual({ type: 'display', output: { type: 'display_data', data: { 'text/html': '<b>now</b>' } } });
+    expect(events[2]?.event).toMatchObject({ status: 'ok', outputs: [{ type: 'display_data', data: { 'text/html': '<b>now</b>' } }], outputs_truncated: false });
+    // The cell sleeps 2 s after the display: the line must not wait for the end.
+    expect((events[2]?.at ?? 0) - (events[0]?.at ?? Infinity)).toBeGreaterThanOrEqual(1500);
+  }, 30_000);
+
   test('a client that disconnects from a streamed execute ends the execution', async () => {
     const ac = new AbortController();
     const s = await openStream(server.baseUrl, '/v1/sessions/live/execute', { command: 'echo started; sleep 30.789', timeout_seconds: 60 }, ac.signal);

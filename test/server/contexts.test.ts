@@ -61,6 +61,20 @@ describe('contexts', () => {
     expectError(await t.app.inject({ method: 'POST', url: '/v1/sessions/ctx-404/run_code', payload: { code: '1', context_id: other } }), 404, 'CONTEXT_NOT_FOUND');
   }, 60_000);
 
+  it('deleting a context while a cell runs in it ends that call as killed', async () => {
+    await createSession(t.app, { session_id: 'ctx-busy' });
+    const c = await createContext(t.app, 'ctx-busy');
+    await runCode(t.app, 'ctx-busy', { code: '1', context_id: c }); // started
+    const running = runCode(t.app, 'ctx-busy', { code: "import time\nprint('started', flush=True)\ntime.sleep(60)", context_id: c, timeout_seconds: 120 });
+    // The interpreter is warm: the cell is running well within this.
+    await new Promise((r) => setTimeout(r, 1500));
+    const del = await t.app.inject({ method: 'DELETE', url: `/v1/sessions/ctx-busy/contexts/${c}` });
+    expect(del.statusCode, del.body).toBe(204);
+    const r = await running;
+    expect(r.status).toBe('killed');
+    expect(t.sessions.kernels.contexts.list('ctx-busy')).toEqual([]);
+  }, 60_000);
+
   it('at most MAX_CONTEXTS_PER_SESSION contexts: 429 TOO_MANY_CONTEXTS', async () => {
     await createSession(t.app, { session_id: 'ctx-max' });
     for (let i = 0; i < 3; i++) await createContext(t.app, 'ctx-max');

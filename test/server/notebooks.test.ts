@@ -105,6 +105,23 @@ describe('notebooks/execute', () => {
     }
   }, 120_000);
 
+  it('cell_timeout_seconds bounds the kernel\'s start too: a kernel that cannot start in time is status timeout, every cell skipped', async () => {
+    await createSession(t.app, { session_id: 'nb-start', environment: 'jupyter' });
+    // The workspace is on PYTHONPATH in the sandbox: this sitecustomize slows down only the kernel's start.
+    // (At that point a `python -m ipykernel_launcher -f <connection file>` sees sys.argv ['-m', '-f', ...].)
+    const slow = "import sys, time\nif sys.argv[:2] == ['-m', '-f']:\n    time.sleep(6)\n";
+    const made = await t.app.inject({ method: 'POST', url: '/v1/sessions/nb-start/execute', payload: { script: `open('sitecustomize.py', 'w').write(${JSON.stringify(slow)})` } });
+    expect(made.json<{ status: string }>().status).toBe('ok');
+    await upload(t.app, 'nb-start', [{ name: 'quick.ipynb', content: notebook(['1', '2']) }]);
+    const res = await runNotebook(t.app, 'nb-start', { path: 'quick.ipynb', timeout_seconds: 60, cell_timeout_seconds: 2 });
+    expect(res.statusCode, res.body).toBe(200);
+    const r = res.json<NotebookAnswer>();
+    expect(r.status, res.body).toBe('timeout');
+    expect(r.error?.evalue).toMatch(/didn't respond|timed out/i);
+    expect(r.cells.map((c) => c.status)).toEqual(['skipped', 'skipped']);
+    expectError(await runNotebook(t.app, 'nb-start', { path: 'quick.ipynb', cell_timeout_seconds: 0.5 }), 400, 'FST_ERR_VALIDATION');
+  }, 120_000);
+
   it('the overall timeout stops a notebook whose cell timeout is longer, and nothing is left', async () => {
     await createSession(t.app, { session_id: 'nb-total', environment: 'jupyter' });
     await upload(t.app, 'nb-total', [{ name: 'slow.ipynb', content: notebook(['1', 'import time\ntime.sleep(600)']) }]);

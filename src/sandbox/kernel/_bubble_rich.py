@@ -56,8 +56,9 @@ def _normalise(mime, value):
             except ValueError:
                 return None
         try:
-            json.dumps(value)
-        except (TypeError, ValueError):
+            # Strict JSON: NaN or Infinity would make a frame the service cannot parse.
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
             return None
         return value
     if isinstance(value, bytes):

@@ -75,7 +75,7 @@ def write_output():
 
 
 def main():
-    cell_timeout = PARAMS['cell_timeout']
+    cell_timeout = max(1, int(PARAMS['cell_timeout']))  # traitlets Integer: whole seconds
     client = NotebookClient(
         nb, timeout=cell_timeout, startup_timeout=cell_timeout, kernel_name='python3',
         shutdown_kernel='immediate', allow_errors=False,
@@ -110,7 +110,9 @@ def main():
                     break
     except Exception as exc:
         # The kernel did not start (or could not be shut down).
-        timed_out = 'timed out' in str(exc).lower() or isinstance(exc, TimeoutError)
+        # jupyter_client: RuntimeError("Kernel didn't respond in N seconds") past startup_timeout.
+        message = str(exc).lower()
+        timed_out = isinstance(exc, TimeoutError) or "didn't respond" in message or 'timed out' in message
         status = 'timeout' if timed_out else 'error'
         top_error = {'ename': type(exc).__name__, 'evalue': clip(str(exc)), 'traceback': []}
     try:

@@ -35,8 +35,8 @@ export const notebookRoutes: FastifyPluginAsyncZod = async (app) => {
     if (timeoutSeconds > config.maxExecutionTimeoutSeconds) {
       throw new BadRequestError('FST_ERR_VALIDATION', `body.timeout_seconds: must be at most ${config.maxExecutionTimeoutSeconds}`);
     }
-    const cellTimeoutSeconds = body.cell_timeout_seconds ?? timeoutSeconds;
-    if (cellTimeoutSeconds > timeoutSeconds) {
+    const cellTimeoutSeconds = body.cell_timeout_seconds ?? Math.ceil(timeoutSeconds);
+    if (body.cell_timeout_seconds !== undefined && cellTimeoutSeconds > timeoutSeconds) {
       throw new BadRequestError('FST_ERR_VALIDATION', `body.cell_timeout_seconds: must be at most timeout_seconds (${timeoutSeconds})`);
     }
     const result = await sessions.executeNotebook(request.params.id, {

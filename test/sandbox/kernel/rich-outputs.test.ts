@@ -102,6 +102,13 @@ describe('rich outputs', () => {
     expect(r.outputs[2]?.data['image/png']).toBe(Buffer.from('\x89PNG', 'latin1').toString('base64'));
   }, 60_000);
 
+  it('a representation that is not strict JSON (NaN) is left out; the interpreter lives on', async () => {
+    const r = await k.run("class J:\n    def _repr_json_(self): return {'x': float('nan')}\n    def __repr__(self): return 'J()'\ndisplay(J())\nkeep = 5", opts());
+    expect(r.status, r.stderr).toBe('ok');
+    expect(r.outputs).toEqual([{ type: 'display_data', data: { 'text/plain': 'J()' } }]);
+    expect((await k.run('keep', opts())).result).toBe('5');
+  }, 60_000);
+
   it('print and display keep their order as they are streamed, across stdout and stderr', async () => {
     const events: string[] = [];
     const code = [
