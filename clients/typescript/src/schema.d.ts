@@ -2213,7 +2213,7 @@ export interface operations {
                     output_path?: string;
                     /** @description the whole run, the kernel's start included; default EXECUTION_TIMEOUT_SECONDS, at most MAX_EXECUTION_TIMEOUT_SECONDS */
                     timeout_seconds?: number;
-                    /** @description each cell, and the kernel's start; default and at most timeout_seconds */
+                    /** @description each cell, and the kernel's start (whole seconds: nbclient's unit); default timeout_seconds rounded up, at most timeout_seconds */
                     cell_timeout_seconds?: number;
                 };
             };
