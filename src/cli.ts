@@ -36,7 +36,7 @@ commands:
   run [--] <argv...>    run a program attached to this terminal (a pseudo-terminal when stdin is one)
   rootfs import|list|remove  manage root filesystems (environments of kind rootfs)
   check [--full]        start a real sandbox and report whether it works
-  mcp                   serve the MCP tools over stdio (for a local agent), in this process
+  mcp [--url URL]       serve the MCP tools over stdio (for a local agent): in this process, or relayed to a service
 
   --version             print the version
 
@@ -87,13 +87,15 @@ SIGINT, SIGTERM or SIGHUP to this command go to the program (in a terminal SIGTE
 SIGHUP, which an interactive shell does not ignore); it is killed if it has not ended 5 s later.
 exit status: the program's own; 128+N when ended by signal N; 124 on timeout; 2 for bad input.`;
 
-const MCP_HELP = `usage: bubble-sandbox mcp
+const MCP_HELP = `usage: bubble-sandbox mcp [--url URL]
 Serves the MCP tools (list_environments, create_session, delete_session, execute, run_code,
-write_file, read_file, list_files) over stdio, for an agent that starts this command. It runs the
-sandbox in this process with the BUBBLE_SANDBOX_* settings (no HTTP service needed); give it a
-WORKSPACE_DIR, and when a service runs on this host too, a SANDBOX_UID_BASE range of its own.
-stdout carries only MCP messages; the log goes to stderr. It stops when stdin closes.
-A running service serves the same tools over streamable HTTP at /mcp.`;
+write_file, read_file, list_files) over stdio, for an agent that starts this command.
+  (no --url)  runs the sandbox in this process with the BUBBLE_SANDBOX_* settings (no HTTP service
+              needed); give it a WORKSPACE_DIR, and when a service runs on this host too, a
+              SANDBOX_UID_BASE range of its own.
+  --url URL   relays to a running service's /mcp (e.g. http://127.0.0.1:8000/mcp), with
+              BUBBLE_SANDBOX_API_KEY as its key; the service's sessions are shared.
+stdout carries only MCP messages; the log goes to stderr. It stops when stdin closes.`;
 
 /**
  * Splits `run`'s arguments at the program: options first, then the program and its arguments
@@ -197,11 +199,18 @@ async function dispatch(command: string | undefined, rest: string[], config: () 
       return runRootfsCommand(config(), rest);
     }
     case 'mcp': {
-      if (rest.includes('--help') || rest.includes('-h')) {
-        console.log(MCP_HELP);
-        return 0;
+      const { values } = parseArgs({ args: rest, options: { url: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } }, strict: true });
+      if (values.help) return (console.log(MCP_HELP), 0);
+      if (values.url !== undefined) {
+        let url: URL;
+        try {
+          url = new URL(values.url);
+        } catch {
+          throw new UsageError(`--url '${values.url}' is not a URL (e.g. http://127.0.0.1:8000/mcp)`);
+        }
+        const { runMcpBridge } = await import('./protocols/mcp/stdio-bridge.js');
+        return runMcpBridge(url, config().apiKey);
       }
-      if (rest.length > 0) throw new UsageError(`mcp takes no arguments (got '${rest[0] ?? ''}')`);
       const { runMcpStdio } = await import('./protocols/mcp/stdio.js');
       return runMcpStdio(config());
     }

@@ -316,7 +316,7 @@ export const ContextSchema = z.object({
   language: z.literal('python'),
   created_at: z.string().describe('ISO 8601 UTC'),
 }).meta({ id: 'Context' });
-export const ContextListSchema = z.object({ contexts: z.array(ContextSchema) });
+export const ContextListSchema = z.object({ contexts: z.array(ContextSchema) }).meta({ id: 'ContextList' });
 
 // Notebooks: POST /v1/sessions/{id}/notebooks/execute.
 const NotebookPathSchema = z.string().min(1).max(1024);

@@ -211,7 +211,7 @@ export interface paths {
         put?: never;
         /**
          * Run Python in the session's persistent interpreter
-         * @description Runs Python in the session's persistent interpreter: names defined by one call are there in the next. Streams NDJSON with `Accept: application/x-ndjson`.
+         * @description Runs Python in the session's persistent interpreter (or a context's, with `context_id`): names defined by one call are there in the next. `outputs` carries rich outputs (display(), figures, the final value) as MIME bundles. Streams NDJSON with `Accept: application/x-ndjson`: stdout, stderr and display lines in order, then the result.
          */
         post: operations["runCode"];
         delete?: never;
@@ -231,6 +231,64 @@ export interface paths {
         put?: never;
         /** Restart the session's interpreter (fresh state) */
         post: operations["restartKernel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/contexts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The session's contexts (the default one is not listed) */
+        get: operations["listContexts"];
+        put?: never;
+        /**
+         * Create a context: an interpreter of its own in the session's sandbox
+         * @description The interpreter starts at the context's first run_code and counts against MAX_KERNELS. Contexts do not survive a restart of the service.
+         */
+        post: operations["createContext"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/contexts/{cid}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Stop a context's interpreter and forget it */
+        delete: operations["deleteContext"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/notebooks/execute": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run a notebook of the workspace with a Jupyter kernel in the session's sandbox
+         * @description Executes the code cells in order (the first failing one stops the run; later cells are `skipped`), writes the executed notebook to `output_path`, and answers per-cell status and errors. Needs an environment that ships nbclient and ipykernel (`jupyter`).
+         */
+        post: operations["executeNotebook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -423,6 +481,22 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        Context: {
+            context_id: string;
+            /** @constant */
+            language: "python";
+            /** @description ISO 8601 UTC */
+            created_at: string;
+        };
+        ContextList: {
+            contexts: components["schemas"]["Context"][];
+        };
+        /** @description run_code: a rich output, in its place among stdout and stderr */
+        DisplayEvent: {
+            /** @constant */
+            type: "display";
+            output: components["schemas"]["RichOutput"];
+        };
         EnvironmentList: {
             environments: {
                 name: string;
@@ -433,8 +507,8 @@ export interface components {
         /** @description Every error answer: Fastify's shape with a stable code */
         Error: {
             statusCode: number;
-            /** @description stable machine code: FST_ERR_VALIDATION (400: the request does not match the schema (the message names the field)); INVALID_PATH (400: a workspace path is absolute, has .., a backslash or NUL, or goes through a non-directory); INVALID_CURSOR (400: a file listing cursor that this server did not make); INVALID_MULTIPART (400: the multipart body is malformed); NO_FILES (400: an upload without any file part); INVALID_NETWORK_POLICY (400: a network allow or deny pattern the egress proxy cannot use (the message names the field and why)); BAD_REQUEST (400: another client error without a code of its own); FST_ERR_BAD_URL (400: the URL is not valid (bad percent-encoding)); FST_ERR_MAX_PARAM_LENGTH (414: a URL segment is too long); UNAUTHORIZED (401: missing or wrong API key (Authorization: Bearer <key>)); PERSISTENT_SESSIONS_DISABLED (403: clear_data=false while persistent sessions are disabled); FORBIDDEN_ORIGIN (403: a WebSocket (pty, ports) or an /mcp request from a browser Origin other than the service's own and not in ALLOWED_ORIGINS); NOT_FOUND (404: no such route); SESSION_NOT_FOUND (404: no session with this id); ENVIRONMENT_NOT_FOUND (404: no environment of this name); FILE_NOT_FOUND (404: no regular file at this path); VOLUME_NOT_FOUND (404: no shared volume of this name); PROCESS_NOT_FOUND (404: no process with this id in this session); SESSION_CONFLICT (409: the session exists with another environment, volumes or network); ENVIRONMENT_UNAVAILABLE (409: the environment exists but cannot be used); VOLUME_IN_USE (409: a live session names the volume); PATH_CONFLICT (409: the workspace changed under an upload; retry); NETWORK_MODE_MISMATCH (409: PATCH of a network policy on a session whose mode is not allowlist); PROCESS_EXITED (409: stdin or a signal for a process that is no longer running); STDIN_CLOSED (409: stdin for a process whose stdin was closed with eof); STDIN_BACKLOG (429: stdin for a process that has not read the input it was already sent (PROCESS_MAX_PENDING_INPUT_BYTES)); PROCESS_NOT_PTY (409: a terminal (pty) route for a process started without one); UPGRADE_REQUIRED (426: a WebSocket route (pty) asked without an upgrade); UPLOAD_TOO_LARGE (413: more than MAX_UPLOAD_SIZE_BYTES in one request; nothing kept); TOO_MANY_FILES (413: more than MAX_UPLOAD_FILES file parts); WORKSPACE_FULL (413: the workspace disk quota is full); FILE_TOO_LARGE (413: MCP read_file of a file over MAX_OUTPUT_FILE_BYTES (an isError tool result, not an HTTP answer)); FST_ERR_CTP_BODY_TOO_LARGE (413: the JSON body is over the route's size limit); EXTENSION_NOT_ALLOWED (415: a file extension not in ALLOWED_EXTENSIONS; nothing kept); FST_ERR_CTP_INVALID_MEDIA_TYPE (415: a content type the route does not take); NETWORK_MODE_UNAVAILABLE (422: this host cannot provide the network mode asked for (see /readyz checks.network); nothing created); MAX_SESSIONS (429: MAX_SESSIONS sessions exist (Retry-After)); MAX_VOLUMES (429: MAX_VOLUMES shared volumes exist); BUSY (429: too many executions running or queued (Retry-After)); TOO_MANY_PROCESSES (429: MAX_PROCESSES_PER_SESSION processes of the session are running); INTERNAL_ERROR (500: a fault of the service (details in its log only)); PORT_NOT_LISTENING (502: ports/{port}: nothing listens on that port in the session's network namespace); SANDBOX_UNAVAILABLE (503: the sandbox cannot start on this host (Retry-After; see /readyz)); SHUTTING_DOWN (503: the service is shutting down (Retry-After)); or a Fastify FST_* code */
-            code: string | ("FST_ERR_VALIDATION" | "INVALID_PATH" | "INVALID_CURSOR" | "INVALID_MULTIPART" | "NO_FILES" | "INVALID_NETWORK_POLICY" | "BAD_REQUEST" | "FST_ERR_BAD_URL" | "FST_ERR_MAX_PARAM_LENGTH" | "UNAUTHORIZED" | "PERSISTENT_SESSIONS_DISABLED" | "FORBIDDEN_ORIGIN" | "NOT_FOUND" | "SESSION_NOT_FOUND" | "ENVIRONMENT_NOT_FOUND" | "FILE_NOT_FOUND" | "VOLUME_NOT_FOUND" | "PROCESS_NOT_FOUND" | "SESSION_CONFLICT" | "ENVIRONMENT_UNAVAILABLE" | "VOLUME_IN_USE" | "PATH_CONFLICT" | "NETWORK_MODE_MISMATCH" | "PROCESS_EXITED" | "STDIN_CLOSED" | "STDIN_BACKLOG" | "PROCESS_NOT_PTY" | "UPGRADE_REQUIRED" | "UPLOAD_TOO_LARGE" | "TOO_MANY_FILES" | "WORKSPACE_FULL" | "FILE_TOO_LARGE" | "FST_ERR_CTP_BODY_TOO_LARGE" | "EXTENSION_NOT_ALLOWED" | "FST_ERR_CTP_INVALID_MEDIA_TYPE" | "NETWORK_MODE_UNAVAILABLE" | "MAX_SESSIONS" | "MAX_VOLUMES" | "BUSY" | "TOO_MANY_PROCESSES" | "INTERNAL_ERROR" | "PORT_NOT_LISTENING" | "SANDBOX_UNAVAILABLE" | "SHUTTING_DOWN");
+            /** @description stable machine code: FST_ERR_VALIDATION (400: the request does not match the schema (the message names the field)); INVALID_PATH (400: a workspace path is absolute, has .., a backslash or NUL, or goes through a non-directory); INVALID_CURSOR (400: a file listing cursor that this server did not make); INVALID_MULTIPART (400: the multipart body is malformed); NO_FILES (400: an upload without any file part); INVALID_NETWORK_POLICY (400: a network allow or deny pattern the egress proxy cannot use (the message names the field and why)); BAD_REQUEST (400: another client error without a code of its own); FST_ERR_BAD_URL (400: the URL is not valid (bad percent-encoding)); FST_ERR_MAX_PARAM_LENGTH (414: a URL segment is too long); UNAUTHORIZED (401: missing or wrong API key (Authorization: Bearer <key>)); PERSISTENT_SESSIONS_DISABLED (403: clear_data=false while persistent sessions are disabled); FORBIDDEN_ORIGIN (403: a WebSocket (pty, ports) or an /mcp request from a browser Origin other than the service's own and not in ALLOWED_ORIGINS); NOT_FOUND (404: no such route); SESSION_NOT_FOUND (404: no session with this id); ENVIRONMENT_NOT_FOUND (404: no environment of this name); FILE_NOT_FOUND (404: no regular file at this path); VOLUME_NOT_FOUND (404: no shared volume of this name); PROCESS_NOT_FOUND (404: no process with this id in this session); CONTEXT_NOT_FOUND (404: no context with this id in this session (contexts do not survive a restart of the service)); SESSION_CONFLICT (409: the session exists with another environment, volumes or network); ENVIRONMENT_UNAVAILABLE (409: the environment exists but cannot be used); VOLUME_IN_USE (409: a live session names the volume); PATH_CONFLICT (409: the workspace changed under an upload; retry); NETWORK_MODE_MISMATCH (409: PATCH of a network policy on a session whose mode is not allowlist); PROCESS_EXITED (409: stdin or a signal for a process that is no longer running); STDIN_CLOSED (409: stdin for a process whose stdin was closed with eof); STDIN_BACKLOG (429: stdin for a process that has not read the input it was already sent (PROCESS_MAX_PENDING_INPUT_BYTES)); PROCESS_NOT_PTY (409: a terminal (pty) route for a process started without one); UPGRADE_REQUIRED (426: a WebSocket route (pty) asked without an upgrade); UPLOAD_TOO_LARGE (413: more than MAX_UPLOAD_SIZE_BYTES in one request; nothing kept); NOTEBOOK_TOO_LARGE (413: notebooks/execute of a notebook larger than MAX_UPLOAD_SIZE_BYTES); TOO_MANY_FILES (413: more than MAX_UPLOAD_FILES file parts); WORKSPACE_FULL (413: the workspace disk quota is full); FILE_TOO_LARGE (413: MCP read_file of a file over MAX_OUTPUT_FILE_BYTES (an isError tool result, not an HTTP answer)); FST_ERR_CTP_BODY_TOO_LARGE (413: the JSON body is over the route's size limit); EXTENSION_NOT_ALLOWED (415: a file extension not in ALLOWED_EXTENSIONS; nothing kept); FST_ERR_CTP_INVALID_MEDIA_TYPE (415: a content type the route does not take); INVALID_NOTEBOOK (422: notebooks/execute of a file that is not an nbformat 4 notebook (the message says why)); NETWORK_MODE_UNAVAILABLE (422: this host cannot provide the network mode asked for (see /readyz checks.network); nothing created); MAX_SESSIONS (429: MAX_SESSIONS sessions exist (Retry-After)); MAX_VOLUMES (429: MAX_VOLUMES shared volumes exist); BUSY (429: too many executions running or queued (Retry-After)); TOO_MANY_CONTEXTS (429: the session has MAX_CONTEXTS_PER_SESSION contexts); TOO_MANY_PROCESSES (429: MAX_PROCESSES_PER_SESSION processes of the session are running); INTERNAL_ERROR (500: a fault of the service (details in its log only)); PORT_NOT_LISTENING (502: ports/{port}: nothing listens on that port in the session's network namespace); SANDBOX_UNAVAILABLE (503: the sandbox cannot start on this host (Retry-After; see /readyz)); SHUTTING_DOWN (503: the service is shutting down (Retry-After)); or a Fastify FST_* code */
+            code: string | ("FST_ERR_VALIDATION" | "INVALID_PATH" | "INVALID_CURSOR" | "INVALID_MULTIPART" | "NO_FILES" | "INVALID_NETWORK_POLICY" | "BAD_REQUEST" | "FST_ERR_BAD_URL" | "FST_ERR_MAX_PARAM_LENGTH" | "UNAUTHORIZED" | "PERSISTENT_SESSIONS_DISABLED" | "FORBIDDEN_ORIGIN" | "NOT_FOUND" | "SESSION_NOT_FOUND" | "ENVIRONMENT_NOT_FOUND" | "FILE_NOT_FOUND" | "VOLUME_NOT_FOUND" | "PROCESS_NOT_FOUND" | "CONTEXT_NOT_FOUND" | "SESSION_CONFLICT" | "ENVIRONMENT_UNAVAILABLE" | "VOLUME_IN_USE" | "PATH_CONFLICT" | "NETWORK_MODE_MISMATCH" | "PROCESS_EXITED" | "STDIN_CLOSED" | "STDIN_BACKLOG" | "PROCESS_NOT_PTY" | "UPGRADE_REQUIRED" | "UPLOAD_TOO_LARGE" | "NOTEBOOK_TOO_LARGE" | "TOO_MANY_FILES" | "WORKSPACE_FULL" | "FILE_TOO_LARGE" | "FST_ERR_CTP_BODY_TOO_LARGE" | "EXTENSION_NOT_ALLOWED" | "FST_ERR_CTP_INVALID_MEDIA_TYPE" | "INVALID_NOTEBOOK" | "NETWORK_MODE_UNAVAILABLE" | "MAX_SESSIONS" | "MAX_VOLUMES" | "BUSY" | "TOO_MANY_CONTEXTS" | "TOO_MANY_PROCESSES" | "INTERNAL_ERROR" | "PORT_NOT_LISTENING" | "SANDBOX_UNAVAILABLE" | "SHUTTING_DOWN");
             /** @description the HTTP reason phrase */
             error: string;
             /** @description what went wrong, naming the field for a 400; never a host path */
@@ -443,8 +517,8 @@ export interface components {
         /** @description the last line when the service failed after the stream began */
         ErrorEvent: {
             statusCode: number;
-            /** @description stable machine code: FST_ERR_VALIDATION (400: the request does not match the schema (the message names the field)); INVALID_PATH (400: a workspace path is absolute, has .., a backslash or NUL, or goes through a non-directory); INVALID_CURSOR (400: a file listing cursor that this server did not make); INVALID_MULTIPART (400: the multipart body is malformed); NO_FILES (400: an upload without any file part); INVALID_NETWORK_POLICY (400: a network allow or deny pattern the egress proxy cannot use (the message names the field and why)); BAD_REQUEST (400: another client error without a code of its own); FST_ERR_BAD_URL (400: the URL is not valid (bad percent-encoding)); FST_ERR_MAX_PARAM_LENGTH (414: a URL segment is too long); UNAUTHORIZED (401: missing or wrong API key (Authorization: Bearer <key>)); PERSISTENT_SESSIONS_DISABLED (403: clear_data=false while persistent sessions are disabled); FORBIDDEN_ORIGIN (403: a WebSocket (pty, ports) or an /mcp request from a browser Origin other than the service's own and not in ALLOWED_ORIGINS); NOT_FOUND (404: no such route); SESSION_NOT_FOUND (404: no session with this id); ENVIRONMENT_NOT_FOUND (404: no environment of this name); FILE_NOT_FOUND (404: no regular file at this path); VOLUME_NOT_FOUND (404: no shared volume of this name); PROCESS_NOT_FOUND (404: no process with this id in this session); SESSION_CONFLICT (409: the session exists with another environment, volumes or network); ENVIRONMENT_UNAVAILABLE (409: the environment exists but cannot be used); VOLUME_IN_USE (409: a live session names the volume); PATH_CONFLICT (409: the workspace changed under an upload; retry); NETWORK_MODE_MISMATCH (409: PATCH of a network policy on a session whose mode is not allowlist); PROCESS_EXITED (409: stdin or a signal for a process that is no longer running); STDIN_CLOSED (409: stdin for a process whose stdin was closed with eof); STDIN_BACKLOG (429: stdin for a process that has not read the input it was already sent (PROCESS_MAX_PENDING_INPUT_BYTES)); PROCESS_NOT_PTY (409: a terminal (pty) route for a process started without one); UPGRADE_REQUIRED (426: a WebSocket route (pty) asked without an upgrade); UPLOAD_TOO_LARGE (413: more than MAX_UPLOAD_SIZE_BYTES in one request; nothing kept); TOO_MANY_FILES (413: more than MAX_UPLOAD_FILES file parts); WORKSPACE_FULL (413: the workspace disk quota is full); FILE_TOO_LARGE (413: MCP read_file of a file over MAX_OUTPUT_FILE_BYTES (an isError tool result, not an HTTP answer)); FST_ERR_CTP_BODY_TOO_LARGE (413: the JSON body is over the route's size limit); EXTENSION_NOT_ALLOWED (415: a file extension not in ALLOWED_EXTENSIONS; nothing kept); FST_ERR_CTP_INVALID_MEDIA_TYPE (415: a content type the route does not take); NETWORK_MODE_UNAVAILABLE (422: this host cannot provide the network mode asked for (see /readyz checks.network); nothing created); MAX_SESSIONS (429: MAX_SESSIONS sessions exist (Retry-After)); MAX_VOLUMES (429: MAX_VOLUMES shared volumes exist); BUSY (429: too many executions running or queued (Retry-After)); TOO_MANY_PROCESSES (429: MAX_PROCESSES_PER_SESSION processes of the session are running); INTERNAL_ERROR (500: a fault of the service (details in its log only)); PORT_NOT_LISTENING (502: ports/{port}: nothing listens on that port in the session's network namespace); SANDBOX_UNAVAILABLE (503: the sandbox cannot start on this host (Retry-After; see /readyz)); SHUTTING_DOWN (503: the service is shutting down (Retry-After)); or a Fastify FST_* code */
-            code: string | ("FST_ERR_VALIDATION" | "INVALID_PATH" | "INVALID_CURSOR" | "INVALID_MULTIPART" | "NO_FILES" | "INVALID_NETWORK_POLICY" | "BAD_REQUEST" | "FST_ERR_BAD_URL" | "FST_ERR_MAX_PARAM_LENGTH" | "UNAUTHORIZED" | "PERSISTENT_SESSIONS_DISABLED" | "FORBIDDEN_ORIGIN" | "NOT_FOUND" | "SESSION_NOT_FOUND" | "ENVIRONMENT_NOT_FOUND" | "FILE_NOT_FOUND" | "VOLUME_NOT_FOUND" | "PROCESS_NOT_FOUND" | "SESSION_CONFLICT" | "ENVIRONMENT_UNAVAILABLE" | "VOLUME_IN_USE" | "PATH_CONFLICT" | "NETWORK_MODE_MISMATCH" | "PROCESS_EXITED" | "STDIN_CLOSED" | "STDIN_BACKLOG" | "PROCESS_NOT_PTY" | "UPGRADE_REQUIRED" | "UPLOAD_TOO_LARGE" | "TOO_MANY_FILES" | "WORKSPACE_FULL" | "FILE_TOO_LARGE" | "FST_ERR_CTP_BODY_TOO_LARGE" | "EXTENSION_NOT_ALLOWED" | "FST_ERR_CTP_INVALID_MEDIA_TYPE" | "NETWORK_MODE_UNAVAILABLE" | "MAX_SESSIONS" | "MAX_VOLUMES" | "BUSY" | "TOO_MANY_PROCESSES" | "INTERNAL_ERROR" | "PORT_NOT_LISTENING" | "SANDBOX_UNAVAILABLE" | "SHUTTING_DOWN");
+            /** @description stable machine code: FST_ERR_VALIDATION (400: the request does not match the schema (the message names the field)); INVALID_PATH (400: a workspace path is absolute, has .., a backslash or NUL, or goes through a non-directory); INVALID_CURSOR (400: a file listing cursor that this server did not make); INVALID_MULTIPART (400: the multipart body is malformed); NO_FILES (400: an upload without any file part); INVALID_NETWORK_POLICY (400: a network allow or deny pattern the egress proxy cannot use (the message names the field and why)); BAD_REQUEST (400: another client error without a code of its own); FST_ERR_BAD_URL (400: the URL is not valid (bad percent-encoding)); FST_ERR_MAX_PARAM_LENGTH (414: a URL segment is too long); UNAUTHORIZED (401: missing or wrong API key (Authorization: Bearer <key>)); PERSISTENT_SESSIONS_DISABLED (403: clear_data=false while persistent sessions are disabled); FORBIDDEN_ORIGIN (403: a WebSocket (pty, ports) or an /mcp request from a browser Origin other than the service's own and not in ALLOWED_ORIGINS); NOT_FOUND (404: no such route); SESSION_NOT_FOUND (404: no session with this id); ENVIRONMENT_NOT_FOUND (404: no environment of this name); FILE_NOT_FOUND (404: no regular file at this path); VOLUME_NOT_FOUND (404: no shared volume of this name); PROCESS_NOT_FOUND (404: no process with this id in this session); CONTEXT_NOT_FOUND (404: no context with this id in this session (contexts do not survive a restart of the service)); SESSION_CONFLICT (409: the session exists with another environment, volumes or network); ENVIRONMENT_UNAVAILABLE (409: the environment exists but cannot be used); VOLUME_IN_USE (409: a live session names the volume); PATH_CONFLICT (409: the workspace changed under an upload; retry); NETWORK_MODE_MISMATCH (409: PATCH of a network policy on a session whose mode is not allowlist); PROCESS_EXITED (409: stdin or a signal for a process that is no longer running); STDIN_CLOSED (409: stdin for a process whose stdin was closed with eof); STDIN_BACKLOG (429: stdin for a process that has not read the input it was already sent (PROCESS_MAX_PENDING_INPUT_BYTES)); PROCESS_NOT_PTY (409: a terminal (pty) route for a process started without one); UPGRADE_REQUIRED (426: a WebSocket route (pty) asked without an upgrade); UPLOAD_TOO_LARGE (413: more than MAX_UPLOAD_SIZE_BYTES in one request; nothing kept); NOTEBOOK_TOO_LARGE (413: notebooks/execute of a notebook larger than MAX_UPLOAD_SIZE_BYTES); TOO_MANY_FILES (413: more than MAX_UPLOAD_FILES file parts); WORKSPACE_FULL (413: the workspace disk quota is full); FILE_TOO_LARGE (413: MCP read_file of a file over MAX_OUTPUT_FILE_BYTES (an isError tool result, not an HTTP answer)); FST_ERR_CTP_BODY_TOO_LARGE (413: the JSON body is over the route's size limit); EXTENSION_NOT_ALLOWED (415: a file extension not in ALLOWED_EXTENSIONS; nothing kept); FST_ERR_CTP_INVALID_MEDIA_TYPE (415: a content type the route does not take); INVALID_NOTEBOOK (422: notebooks/execute of a file that is not an nbformat 4 notebook (the message says why)); NETWORK_MODE_UNAVAILABLE (422: this host cannot provide the network mode asked for (see /readyz checks.network); nothing created); MAX_SESSIONS (429: MAX_SESSIONS sessions exist (Retry-After)); MAX_VOLUMES (429: MAX_VOLUMES shared volumes exist); BUSY (429: too many executions running or queued (Retry-After)); TOO_MANY_CONTEXTS (429: the session has MAX_CONTEXTS_PER_SESSION contexts); TOO_MANY_PROCESSES (429: MAX_PROCESSES_PER_SESSION processes of the session are running); INTERNAL_ERROR (500: a fault of the service (details in its log only)); PORT_NOT_LISTENING (502: ports/{port}: nothing listens on that port in the session's network namespace); SANDBOX_UNAVAILABLE (503: the sandbox cannot start on this host (Retry-After; see /readyz)); SHUTTING_DOWN (503: the service is shutting down (Retry-After)); or a Fastify FST_* code */
+            code: string | ("FST_ERR_VALIDATION" | "INVALID_PATH" | "INVALID_CURSOR" | "INVALID_MULTIPART" | "NO_FILES" | "INVALID_NETWORK_POLICY" | "BAD_REQUEST" | "FST_ERR_BAD_URL" | "FST_ERR_MAX_PARAM_LENGTH" | "UNAUTHORIZED" | "PERSISTENT_SESSIONS_DISABLED" | "FORBIDDEN_ORIGIN" | "NOT_FOUND" | "SESSION_NOT_FOUND" | "ENVIRONMENT_NOT_FOUND" | "FILE_NOT_FOUND" | "VOLUME_NOT_FOUND" | "PROCESS_NOT_FOUND" | "CONTEXT_NOT_FOUND" | "SESSION_CONFLICT" | "ENVIRONMENT_UNAVAILABLE" | "VOLUME_IN_USE" | "PATH_CONFLICT" | "NETWORK_MODE_MISMATCH" | "PROCESS_EXITED" | "STDIN_CLOSED" | "STDIN_BACKLOG" | "PROCESS_NOT_PTY" | "UPGRADE_REQUIRED" | "UPLOAD_TOO_LARGE" | "NOTEBOOK_TOO_LARGE" | "TOO_MANY_FILES" | "WORKSPACE_FULL" | "FILE_TOO_LARGE" | "FST_ERR_CTP_BODY_TOO_LARGE" | "EXTENSION_NOT_ALLOWED" | "FST_ERR_CTP_INVALID_MEDIA_TYPE" | "INVALID_NOTEBOOK" | "NETWORK_MODE_UNAVAILABLE" | "MAX_SESSIONS" | "MAX_VOLUMES" | "BUSY" | "TOO_MANY_CONTEXTS" | "TOO_MANY_PROCESSES" | "INTERNAL_ERROR" | "PORT_NOT_LISTENING" | "SANDBOX_UNAVAILABLE" | "SHUTTING_DOWN");
             /** @description the HTTP reason phrase */
             error: string;
             /** @description what went wrong, naming the field for a 400; never a host path */
@@ -533,6 +607,34 @@ export interface components {
             mode: "none" | "allowlist" | "outbound";
             allow?: string[];
             deny?: string[];
+        };
+        NotebookError: {
+            ename: string;
+            evalue: string;
+            traceback: string[];
+        };
+        NotebookResult: {
+            /** @enum {string} */
+            status: "ok" | "error" | "timeout";
+            cells: {
+                /** @description position in the notebook's cells (code cells only are listed) */
+                index: number;
+                /** @enum {string} */
+                status: "ok" | "error" | "skipped";
+                execution_count: number | null;
+                error: components["schemas"]["NotebookError"] | null;
+            }[];
+            output_path: string;
+            /** @description a failure outside the cells: the kernel did not start, the overall timeout, the run was killed */
+            error: components["schemas"]["NotebookError"] | null;
+            /** @description paths created, modified and deleted, each list sorted; together at most MAX_CHANGED_FILES paths and MAX_CHANGED_FILES_BYTES bytes */
+            files: {
+                created: string[];
+                modified: string[];
+                deleted: string[];
+            };
+            files_truncated: boolean;
+            duration_ms: number;
         };
         OneShotExecutionResult: {
             /** @enum {string} */
@@ -727,6 +829,15 @@ export interface components {
                 shutting_down: boolean;
             };
         };
+        /** @description a MIME bundle, as Jupyter's display_data and execute_result carry */
+        RichOutput: {
+            /** @enum {string} */
+            type: "display_data" | "execute_result";
+            /** @description MIME type → value: text/plain, text/html, image/png (base64), image/svg+xml, application/json (any JSON), text/markdown, text/latex */
+            data: {
+                [key: string]: unknown;
+            };
+        };
         RunCodeResult: {
             /** @enum {string} */
             status: "ok" | "error" | "timeout" | "oom" | "killed";
@@ -762,6 +873,10 @@ export interface components {
             result: string | null;
             /** @description true when the interpreter was lost since the last call and its state is gone */
             kernel_restarted: boolean;
+            /** @description display() outputs, matplotlib figures and the final expression's value (execute_result), in the order produced */
+            outputs: components["schemas"]["RichOutput"][];
+            /** @description true when outputs were dropped: past MAX_OUTPUT_CHARS characters in all */
+            outputs_truncated: boolean;
         };
         /** @description the last line: the result, with empty stdout and stderr */
         RunCodeResultEvent: {
@@ -799,6 +914,10 @@ export interface components {
             result: string | null;
             /** @description true when the interpreter was lost since the last call and its state is gone */
             kernel_restarted: boolean;
+            /** @description display() outputs, matplotlib figures and the final expression's value (execute_result), in the order produced */
+            outputs: components["schemas"]["RichOutput"][];
+            /** @description true when outputs were dropped: past MAX_OUTPUT_CHARS characters in all */
+            outputs_truncated: boolean;
             /** @constant */
             type: "result";
         };
@@ -1755,6 +1874,8 @@ export interface operations {
                     code: string;
                     /** @description wall-clock timeout; default EXECUTION_TIMEOUT_SECONDS (30), at most the server's MAX_EXECUTION_TIMEOUT_SECONDS (default 300) */
                     timeout_seconds?: number;
+                    /** @description a context made with POST /v1/sessions/{id}/contexts; absent: the session's default interpreter */
+                    context_id?: string;
                 };
             };
         };
@@ -1766,7 +1887,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RunCodeResult"];
-                    "application/x-ndjson": components["schemas"]["OutputEvent"] | components["schemas"]["RunCodeResultEvent"] | components["schemas"]["ErrorEvent"];
+                    "application/x-ndjson": components["schemas"]["OutputEvent"] | components["schemas"]["DisplayEvent"] | components["schemas"]["RunCodeResultEvent"] | components["schemas"]["ErrorEvent"];
                 };
             };
             /** @description Default Response */
@@ -1854,6 +1975,306 @@ export interface operations {
             };
             /** @description Default Response */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    listContexts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ContextList"];
+                };
+            };
+            /** @description Default Response */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    createContext: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description the interpreter's language (only python)
+                     * @default python
+                     * @enum {string}
+                     */
+                    language?: "python";
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Context"];
+                };
+            };
+            /** @description Default Response */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteContext: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                cid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Default Response */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    executeNotebook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description workspace path of the notebook (.ipynb, nbformat 4) */
+                    path: string;
+                    /** @description where the executed notebook is written; default `<name>.out.ipynb` beside it */
+                    output_path?: string;
+                    /** @description the whole run, the kernel's start included; default EXECUTION_TIMEOUT_SECONDS, at most MAX_EXECUTION_TIMEOUT_SECONDS */
+                    timeout_seconds?: number;
+                    /** @description each cell, and the kernel's start (whole seconds: nbclient's unit); default timeout_seconds rounded up, at most timeout_seconds */
+                    cell_timeout_seconds?: number;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotebookResult"];
+                };
+            };
+            /** @description Default Response */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,11 +1,12 @@
-// Execution results as MCP tool results: one text block a model reads (status, output, error,
-// changed files), the whole result as structuredContent for programs, and the PNG images a
-// run_code call produced as MCP image content.
+// Execution results as MCP tool results: one text block a model reads (status, output, displayed
+// text, error, changed files), the whole result as structuredContent for programs, and the PNG
+// images a run_code call produced as MCP image content.
 //
-// Images: from the result's rich `outputs` (MIME bundles, `{type, data: {"image/png": base64}}`)
-// when the result has that field; otherwise from the .png files the call created or modified in
-// the workspace (matplotlib figures are saved there as figure-<call>-<n>.png). At most
-// MAX_OUTPUT_FILES images of at most MAX_OUTPUT_FILE_BYTES each, read without following links.
+// Images: the image/png data of the result's rich `outputs` (MIME bundles from display() and
+// matplotlib figures). When those hold none (an environment whose interpreter makes no rich
+// outputs, or outputs dropped past MAX_OUTPUT_CHARS), the .png files the call created or modified
+// in the workspace (figures are saved there as figure-<call>-<n>.png too), read without
+// following links. Either way at most MAX_OUTPUT_FILES images of at most MAX_OUTPUT_FILE_BYTES.
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Config } from '../../config.js';
 import type { ExecutionResult } from '../../sessions/executor.js';
@@ -15,11 +16,6 @@ import { readFileSafe } from '../../workspace/workspace-fs.js';
 
 type Content = CallToolResult['content'][number];
 
-/** What a rich output looks like once the interpreter reports them (the i15 `outputs` field). */
-interface MimeBundleOutput {
-  type?: unknown;
-  data?: Record<string, unknown>;
-}
 
 function section(title: string, body: string): string {
   return body === '' ? '' : `--- ${title} ---\n${body}${body.endsWith('\n') ? '' : '\n'}`;
@@ -50,7 +46,9 @@ export function runCodeText(r: RunCodeResult): string {
   let text = statusLine(r) + '\n';
   if (r.kernel_restarted) text += 'note: the interpreter was restarted since the last call; earlier names are gone\n';
   text += section('stdout', r.stdout) + section('stderr', r.stderr);
+  text += section('display', displayedText(r));
   if (r.result !== null) text += section('result', r.result);
+  if (r.outputs_truncated) text += `note: some rich outputs were dropped (over MAX_OUTPUT_CHARS in all)\n`;
   if (r.error !== null) {
     const where = r.error.line !== null ? ` (line ${r.error.line})` : '';
     text += section('error', `${r.error.type}: ${r.error.message}${where}\n${r.error.traceback.join('')}${r.error.hint !== null ? `hint: ${r.error.hint}\n` : ''}`);
@@ -58,11 +56,19 @@ export function runCodeText(r: RunCodeResult): string {
   return text + filesText(r);
 }
 
-function pngsFromOutputs(outputs: unknown[]): string[] {
+function pngsFromOutputs(outputs: RunCodeResult['outputs']): string[] {
   return outputs.flatMap((o) => {
-    const png = (o as MimeBundleOutput | null)?.data?.['image/png'];
+    const png = o.data['image/png'];
     return typeof png === 'string' && png !== '' ? [png] : [];
   });
+}
+
+/** The text/plain of display() outputs without an image (an execute_result is `result` already). */
+function displayedText(r: RunCodeResult): string {
+  return r.outputs
+    .filter((o) => o.type === 'display_data' && o.data['image/png'] === undefined && typeof o.data['text/plain'] === 'string')
+    .map((o) => `${String(o.data['text/plain'])}\n`)
+    .join('');
 }
 
 async function pngsFromFiles(r: RunCodeResult, workspace: string, maxBytes: number, max: number): Promise<{ images: string[]; skipped: string[] }> {
@@ -90,11 +96,10 @@ async function pngsFromFiles(r: RunCodeResult, workspace: string, maxBytes: numb
 
 /** The images of a run_code call as MCP image content, plus a note on any left out. */
 export async function runCodeImages(r: RunCodeResult, workspace: string, config: Pick<Config, 'maxOutputFiles' | 'maxOutputFileBytes'>): Promise<Content[]> {
-  const outputs = (r as RunCodeResult & { outputs?: unknown }).outputs;
   let images: string[];
   let skipped: string[] = [];
-  if (Array.isArray(outputs)) {
-    const all = pngsFromOutputs(outputs);
+  const all = pngsFromOutputs(r.outputs);
+  if (all.length > 0) {
     const fits = (b64: string) => Math.floor((b64.length * 3) / 4) <= config.maxOutputFileBytes;
     images = all.filter(fits).slice(0, config.maxOutputFiles);
     if (images.length < all.length) skipped = [`${all.length - images.length} image output(s)`];

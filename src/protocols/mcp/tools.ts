@@ -86,7 +86,7 @@ export function registerTools(server: McpServer, deps: McpToolDeps): void {
   }));
 
   server.registerTool('run_code', {
-    description: `Run Python in the session's persistent interpreter, like a notebook cell: variables, imports and functions defined by one call are there in the next. Returns stdout, stderr, the repr of the last expression, the error with its traceback, and matplotlib figures as PNG images (at most ${config.maxOutputFiles}, each at most ${config.maxOutputFileBytes} bytes; they are also saved in the workspace). ${runLimits}`,
+    description: `Run Python in the session's persistent interpreter, like a notebook cell: variables, imports and functions defined by one call are there in the next. Returns stdout, stderr, displayed text, the repr of the last expression, the error with its traceback, and PNG images (matplotlib figures, display() of an image; at most ${config.maxOutputFiles}, each at most ${config.maxOutputFileBytes} bytes; figures are also saved in the workspace as .png files). ${runLimits}`,
     inputSchema: {
       session_id: SessionId,
       code: z.string().min(1).max(1_000_000).describe('Python source'),
@@ -96,9 +96,9 @@ export function registerTools(server: McpServer, deps: McpToolDeps): void {
     const result = await sessions.runCode(args.session_id, { code: args.code, timeoutSeconds: args.timeout_seconds ?? config.executionTimeoutSeconds, signal });
     deps.logger.info({ session_id: args.session_id, status: result.status, duration_ms: result.duration_ms, via: 'mcp' }, 'run_code finished');
     const images = await runCodeImages(result, sessions.workspaceDir(args.session_id), config);
-    // The images are in the content already; the structured copy leaves their base64 out.
-    const plain: Record<string, unknown> = { ...result };
-    delete plain.outputs;
+    // The images are in the content already: the structured copy leaves out their base64.
+    const outputs = result.outputs.map((o) => (o.data['image/png'] === undefined ? o : { ...o, data: Object.fromEntries(Object.entries(o.data).filter(([k]) => k !== 'image/png')) }));
+    const plain = { ...result, outputs };
     return { content: [{ type: 'text', text: runCodeText(result) }, ...images], structuredContent: plain };
   }));
 

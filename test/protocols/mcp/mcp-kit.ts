@@ -30,9 +30,9 @@ export interface StdioConnection {
   pid: number | null;
 }
 
-export async function connectStdio(env: Record<string, string>): Promise<StdioConnection> {
+export async function connectStdio(env: Record<string, string>, args: string[] = []): Promise<StdioConnection> {
   const transport = new StdioClientTransport({
-    command: process.execPath, args: [BIN, 'mcp'], cwd: PROJECT_ROOT, stderr: 'pipe',
+    command: process.execPath, args: [BIN, 'mcp', ...args], cwd: PROJECT_ROOT, stderr: 'pipe',
     env: cleanEnv(env) as Record<string, string>,
   });
   let stderr = '';

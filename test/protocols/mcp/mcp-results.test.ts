@@ -15,7 +15,7 @@ function result(created: string[], extra: Record<string, unknown> = {}): RunCode
   return {
     status: 'ok', exit_code: 0, signal: null, stdout: 'out\n', stderr: '', truncated: false, max_output_chars: 100, timed_out: false,
     timeout_seconds: 30, duration_ms: 5, resources: { memory_peak_bytes: null, cpu_ms: null }, error: null, result: '42', kernel_restarted: false,
-    files: { created, modified: [], deleted: [] }, files_truncated: false, ...extra,
+    files: { created, modified: [], deleted: [] }, files_truncated: false, outputs: [], outputs_truncated: false, ...extra,
   };
 }
 
@@ -25,7 +25,7 @@ beforeEach(() => {
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-describe('images from workspace files', () => {
+describe('images from workspace files, when the outputs hold none', () => {
   test('new .png files become image content; a planted link, a big file and any over the count are left out, and said so', async () => {
     fs.writeFileSync(path.join(dir, 'a.png'), PNG);
     fs.writeFileSync(path.join(dir, 'b.PNG'), PNG);
@@ -62,6 +62,18 @@ describe('images from outputs', () => {
     expect(content.filter((c) => c.type === 'image')).toHaveLength(2);
     expect(content.at(-1)).toMatchObject({ type: 'text', text: expect.stringContaining('2 image output(s)') as string });
   });
+});
+
+test('displayed text without an image is in the text, and dropped outputs are said so', () => {
+  const text = runCodeText(result([], {
+    outputs: [
+      { type: 'display_data', data: { 'text/plain': 'shown', 'text/html': '<b>shown</b>' } },
+      { type: 'display_data', data: { 'text/plain': '<Figure>', 'image/png': PNG.toString('base64') } },
+      { type: 'execute_result', data: { 'text/plain': '42' } },
+    ],
+    outputs_truncated: true,
+  }));
+  expect(text).toBe('status: ok, exit_code: 0, duration_ms: 5\n--- stdout ---\nout\n--- display ---\nshown\n--- result ---\n42\nnote: some rich outputs were dropped (over MAX_OUTPUT_CHARS in all)\n');
 });
 
 test('the text names status, output, result and error with its traceback', () => {
