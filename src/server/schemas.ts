@@ -74,7 +74,6 @@ export const CreateSessionBodyOrNothingSchema = CreateSessionBodySchema.nullish(
     minimal: { summary: 'a session in the default environment, with a random id', value: {} },
     named: { summary: 'your own id, an environment and a read-only shared volume', value: { session_id: 'demo', environment: 'bare', volumes: { 'shared-data': 'ro' } } },
     allowlist: { summary: 'HTTP(S) to the package index only, through the egress proxy', value: { network: { mode: 'allowlist', allow: ['pypi.org', '*.pythonhosted.org'] } } },
-    writable: { summary: 'an imported root filesystem with a writable overlay (apt-get, pip install as root)', value: { environment: 'debian', writable_root: true } },
   },
 });
 
