@@ -65,7 +65,7 @@ export const CreateSessionBodySchema = z
     session_id: SessionIdSchema.optional().describe('your own id; a random one when absent'),
     volumes: VolumesSchema.optional(),
     network: NetworkSchema.optional(),
-    writable_root: z.boolean().optional().describe('a writable overlay over the environment\'s root filesystem (kind rootfs): writes anywhere under / persist across the session\'s executions, count against its disk quota and go with it; inside, the user is root of the sandbox\'s own user namespace (default false)'),
+    writable_root: z.boolean().optional().describe('a writable overlay over the environment\'s root (a rootfs; for a venv environment, the host\'s /usr and the venv): writes there persist across the session\'s executions, count against its disk quota and go with it; inside, the user is root of the sandbox\'s own user namespace (default false)'),
   });
 /** The body may be absent altogether (curl -X POST with no data): every field is optional. */
 export const CreateSessionBodyOrNothingSchema = CreateSessionBodySchema.nullish().meta({

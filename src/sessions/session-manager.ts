@@ -272,8 +272,8 @@ export class SessionManager {
     }
     this.networks.assertAvailable(network.mode);
     if (this.sessions.size >= this.deps.config.maxSessions) throw new MaxSessionsError(this.deps.config.maxSessions, 30);
-    const env = await this.resolveEnvironment(environment);
-    const refusal = writableRoot ? writableRootRefusal(env, IS_ROOT) : null;
+    await this.resolveEnvironment(environment);
+    const refusal = writableRoot ? writableRootRefusal(IS_ROOT) : null;
     if (refusal !== null) throw new WritableRootUnavailableError(refusal);
     await this.checkVolumeCap(Object.keys(volumes));
 
