@@ -37,6 +37,8 @@ function overlaysOf(layout: StoreLayout, id: string, env: Environment): [string,
 
 export class SessionRoots {
   private readonly mounting = new Map<string, Promise<void>>();
+  /** Sessions whose overlays this process mounted (or found mounted): no mount table read per execution. */
+  private readonly mounted = new Set<string>();
 
   constructor(private readonly layout: StoreLayout, private readonly logger: Logger) {}
 
@@ -55,7 +57,7 @@ export class SessionRoots {
     if (owner === null) throw new WritableRootUnavailableError(writableRootRefusal(false) ?? 'not available');
     const overlays = overlaysOf(this.layout, id, env);
     let pending = this.mounting.get(id);
-    if (pending === undefined) {
+    if (pending === undefined && !this.mounted.has(id)) {
       pending = (async () => {
         await mountQuotaWorkspace(rootLayerOf(this.layout, id), layerFsOf(this.layout, id), this.logger);
         for (const [lowerDir, layerDir, mergedDir] of overlays) {
@@ -65,6 +67,7 @@ export class SessionRoots {
           const treeOwnerId = (await fs.stat(lowerDir)).uid;
           await mountWritableRoot({ lowerDir, layerDir, mergedDir, treeOwnerId, owner });
         }
+        this.mounted.add(id);
       })().finally(() => this.mounting.delete(id));
       this.mounting.set(id, pending);
     }
@@ -84,6 +87,7 @@ export class SessionRoots {
   /** Delete with clear_data=false, shutdown: the layer stays on disk, mounted again on next use. */
   async unmount(id: string): Promise<void> {
     await this.mounting.get(id)?.catch(() => undefined);
+    this.mounted.delete(id);
     for (const merged of [mergedRootOf(this.layout, id), mergedUsrOf(this.layout, id), mergedVenvOf(this.layout, id)]) await unmountWritableRoot(merged);
     await unmountQuotaWorkspace(layerFsOf(this.layout, id), this.logger);
   }
