@@ -58,6 +58,12 @@ describe.skipIf(!canRun)('rootfs environments', () => {
 
     const oneShot = await api<ExecResult>(server.baseUrl, 'POST', '/v1/execute', { environment: 'mini', command: 'cat /etc/marker' });
     expect(oneShot.body).toMatchObject({ status: 'ok', stdout: 'mini-rootfs-marker\n' });
+
+    // An import while the service runs is usable at once, without a restart.
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { environment: 'mini-later' })).status).toBe(404);
+    const later = await runCli(['rootfs', 'import', 'mini-later', path.join(workspace.path, 'mini.tar')], { env: { BUBBLE_SANDBOX_WORKSPACE_DIR: workspace.path } });
+    expect(later.code, later.stderr).toBe(0);
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { environment: 'mini-later' })).status).toBe(201);
     await server.stop();
   });
 
@@ -123,6 +129,15 @@ describe.skipIf(!canRun)('rootfs environments', () => {
     // Everything else of the host view stays read-only.
     const ro = await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/va/execute', { command: 'touch /etc/x 2>&1; touch /newdir 2>&1; true' });
     expect(ro.body.stdout).toMatch(/touch: cannot touch '\/etc\/x'/);
-    await server.stop();
+
+    // After a crash the overlays are still mounted: the next start uses them, a delete removes them.
+    expect(await server.stop('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
+    const again = await startServer({ workspaceDir: workspace.path, env: serverEnv });
+    expect((await api<ExecResult>(again.baseUrl, 'POST', '/v1/sessions/va/execute', { command: 'cat /usr/local/share/bubble-added/file' })).body.stdout).toBe('usr\n');
+    for (const id of ['va', 'vb']) expect((await api(again.baseUrl, 'DELETE', `/v1/sessions/${id}`)).status).toBe(204);
+    await again.stop();
+    const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+    expect(mounts).not.toContain(path.join(workspace.path, 'sessions', 'va'));
+    expect(mounts).not.toContain(path.join(workspace.path, 'sessions', 'vb'));
   });
 });
