@@ -281,7 +281,15 @@ export class SessionManager {
     const identity = this.deps.sandbox.identityFor(slot);
     const quotaBytes = this.quota.enabled ? this.deps.config.workspaceQuotaBytes : null;
     const source = await prepareWorkspace(this.layout, id, { identity, quotaBytes, pool: this.pool, logger: this.deps.logger });
-    if (writableRoot) await this.roots.prepare(id, { quotaBytes, pool: this.pool, logger: this.deps.logger });
+    if (writableRoot) {
+      try {
+        await this.roots.prepare(id, { quotaBytes, pool: this.pool, logger: this.deps.logger });
+      } catch (err) {
+        // Nothing half made: a workspace built for this create goes again (a kept one stays).
+        if (source !== 'kept') await this.removeSessionData(id).catch(() => undefined);
+        throw err;
+      }
+    }
     const group = this.deps.sandbox.identityFor(0)?.gid;
     for (const name of Object.keys(volumes)) await this.ensureVolume(name, group);
 
