@@ -20,10 +20,10 @@ node bin/bubble-sandbox.js exec-command -e full --agent '
 set -e
 . /etc/os-release; echo "os: $PRETTY_NAME"
 python3 -c "import numpy, pandas, requests, httpx, PIL; print(\"python:\", numpy.__version__, pandas.__version__, requests.__version__, httpx.__version__, PIL.__version__)"
-bash --version | head -1
-ls --version | head -1
-curl --version | head -1
-rg --version | head -1
+bash --version | sed -n 1p
+ls --version | sed -n 1p
+curl --version | sed -n 1p
+rg --version | sed -n 1p
 git --version
 test "$(id -u sandbox)" = 1000 && test "$(id -un)" = sandbox && echo "user: sandbox (1000)"
 test -z "$(ls -A /home/sandbox)" && echo "home: empty"

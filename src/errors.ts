@@ -101,7 +101,7 @@ export class NetworkModeMismatchError extends AppError {
     super(409, 'NETWORK_MODE_MISMATCH', `Session '${id}' has network mode '${mode}'; only an allowlist session has lists to change`);
   }
 }
-/** 422: writable_root asked for where it cannot be had (a venv environment, a service not running as root). */
+/** 422: writable_root asked for where its overlay cannot be mounted (a service not running as root). */
 export class WritableRootUnavailableError extends AppError {
   constructor(reason: string) {
     super(422, 'WRITABLE_ROOT_UNAVAILABLE', `writable_root is not available: ${reason}`);
@@ -261,7 +261,7 @@ export const ERROR_CODES: Readonly<Record<string, string>> = {
   EXTENSION_NOT_ALLOWED: '415: a file extension not in ALLOWED_EXTENSIONS; nothing kept',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: '415: a content type the route does not take',
   INVALID_NOTEBOOK: '422: notebooks/execute of a file that is not an nbformat 4 notebook (the message says why)',
-  WRITABLE_ROOT_UNAVAILABLE: '422: writable_root asked for with a venv environment or on a host that cannot mount its overlay; nothing created',
+  WRITABLE_ROOT_UNAVAILABLE: '422: writable_root asked for where its overlay cannot be mounted (a service not running as root); nothing created',
   NO_PYTHON: '422: script, run_code or a process asked of a root filesystem without python3',
   NETWORK_MODE_UNAVAILABLE: '422: this host cannot provide the network mode asked for (see /readyz checks.network); nothing created',
   MAX_SESSIONS: '429: MAX_SESSIONS sessions exist (Retry-After)',

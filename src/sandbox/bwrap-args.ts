@@ -2,9 +2,13 @@
 // bwrap argument. Options travel NUL-separated through `--args <fd>` so neither /proc/1/cmdline
 // inside nor `ps` on the host shows mounts or environment values.
 
-/** How a host system path appears inside: read-only bind, or a symlink (merged-/usr hosts). */
+/**
+ * How a host system path appears inside: read-only bind, or a symlink (merged-/usr hosts); a
+ * read-write bind only for a writable-root session's own overlay over the host's /usr.
+ */
 export type SystemMount =
   | { kind: 'ro-bind'; source: string; dest: string }
+  | { kind: 'bind'; source: string; dest: string }
   | { kind: 'symlink'; target: string; dest: string };
 
 /** Where things live inside the sandbox. */
@@ -50,6 +54,8 @@ export interface BwrapPolicy {
   procMasks: readonly { source: string; dest: string }[];
   /** Host directory of the environment's virtual environment, mounted read-only at /opt/venv. */
   venvDir: string | null;
+  /** Mount venvDir read-write (a writable-root session's own overlay over the venv). */
+  venvWritable?: boolean;
   /** Names of files to place read-only in /sandbox (main.py, launch.py), each read from an fd, never from the workspace. */
   sandboxFiles: readonly string[];
   /** Volumes, mounted at /volumes/<name>; their sources are passed as O_PATH fds. */
@@ -111,13 +117,13 @@ export function buildBwrapInvocation(policy: BwrapPolicy): BwrapInvocation {
     }
   } else {
     for (const m of policy.systemMounts) {
-      if (m.kind === 'ro-bind') o.push('--ro-bind', m.source, m.dest);
-      else o.push('--symlink', m.target, m.dest);
+      if (m.kind === 'symlink') o.push('--symlink', m.target, m.dest);
+      else o.push(m.kind === 'bind' ? '--bind' : '--ro-bind', m.source, m.dest);
     }
     o.push('--dir', '/etc');
     for (const f of policy.etcFiles) o.push('--ro-bind', f.source, f.dest);
   }
-  if (policy.venvDir !== null) o.push('--ro-bind', policy.venvDir, SANDBOX_PATHS.venv);
+  if (policy.venvDir !== null) o.push(policy.venvWritable === true ? '--bind' : '--ro-bind', policy.venvDir, SANDBOX_PATHS.venv);
 
   o.push('--proc', '/proc');
   for (const m of policy.procMasks) o.push('--ro-bind', m.source, m.dest);

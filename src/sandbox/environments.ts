@@ -30,6 +30,8 @@ export interface Environment {
   writableRoot: boolean;
   /** Whether python3 is there: script, run_code and processes need it. */
   python: boolean;
+  /** A writable-root session of a venv environment: its own overlay over the host's /usr, bound read-write at /usr. */
+  writableUsrDir?: string;
 }
 
 const VENV_DEFAULTS = { kind: 'venv', rootDir: null, writableRoot: false, python: true } as const;

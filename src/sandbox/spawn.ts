@@ -132,8 +132,11 @@ export function pythonFor(env: Environment | null): string {
 }
 
 export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<SpawnedSandbox> {
+  const usrOverlay = spec.environment?.writableUsrDir;
   const policy: BwrapPolicy = {
-    systemMounts: deps.layout.systemMounts,
+    systemMounts: usrOverlay === undefined ? deps.layout.systemMounts
+      : deps.layout.systemMounts.map((m) => (m.kind === 'ro-bind' && m.dest === '/usr' ? { kind: 'bind', source: usrOverlay, dest: '/usr' } : m)),
+    venvWritable: spec.environment?.writableRoot === true && spec.environment.kind === 'venv',
     etcFiles: deps.layout.etcFiles,
     procMasks: deps.layout.procMasks,
     venvDir: spec.environment?.venvDir ?? null,

@@ -66,7 +66,7 @@ export const CreateSessionBodySchema = z
     session_id: SessionIdSchema.optional().describe('your own id; a random one when absent'),
     volumes: VolumesSchema.optional(),
     network: NetworkSchema.optional(),
-    writable_root: z.boolean().optional().describe('a writable overlay over the environment\'s root filesystem (kind rootfs): writes anywhere under / persist across the session\'s executions, count against its disk quota and go with it; inside, the user is root of the sandbox\'s own user namespace (default false)'),
+    writable_root: z.boolean().optional().describe('a writable overlay over the environment\'s root (a rootfs; for a venv environment, the host\'s /usr and the venv): writes there persist across the session\'s executions, count against its disk quota and go with it; inside, the user is root of the sandbox\'s own user namespace (default false)'),
   });
 /** The body may be absent altogether (curl -X POST with no data): every field is optional. */
 export const CreateSessionBodyOrNothingSchema = CreateSessionBodySchema.nullish().meta({
@@ -75,7 +75,6 @@ export const CreateSessionBodyOrNothingSchema = CreateSessionBodySchema.nullish(
     minimal: { summary: 'a session in the default environment, with a random id', value: {} },
     named: { summary: 'your own id, an environment and a read-only shared volume', value: { session_id: 'demo', environment: 'bare', volumes: { 'shared-data': 'ro' } } },
     allowlist: { summary: 'HTTP(S) to the package index only, through the egress proxy', value: { network: { mode: 'allowlist', allow: ['pypi.org', '*.pythonhosted.org'] } } },
-    writable: { summary: 'an imported root filesystem with a writable overlay (apt-get, pip install as root)', value: { environment: 'debian', writable_root: true } },
   },
 });
 

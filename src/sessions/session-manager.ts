@@ -292,8 +292,8 @@ export class SessionManager {
     }
     this.networks.assertAvailable(network.mode);
     if (this.sessions.size >= this.deps.config.maxSessions) throw new MaxSessionsError(this.deps.config.maxSessions, 30);
-    const env = await this.resolveEnvironment(environment);
-    const refusal = writableRoot ? writableRootRefusal(env, IS_ROOT) : null;
+    await this.resolveEnvironment(environment);
+    const refusal = writableRoot ? writableRootRefusal(IS_ROOT) : null;
     if (refusal !== null) throw new WritableRootUnavailableError(refusal);
     await this.checkVolumeCap(Object.keys(volumes));
 
@@ -301,7 +301,15 @@ export class SessionManager {
     const identity = this.deps.sandbox.identityFor(slot);
     const quotaBytes = this.quota.enabled ? this.deps.config.workspaceQuotaBytes : null;
     const source = await prepareWorkspace(this.layout, id, { identity, quotaBytes, pool: this.pool, logger: this.deps.logger });
-    if (writableRoot) await this.roots.prepare(id, { quotaBytes, pool: this.pool, logger: this.deps.logger });
+    if (writableRoot) {
+      try {
+        await this.roots.prepare(id, { quotaBytes, pool: this.pool, logger: this.deps.logger });
+      } catch (err) {
+        // Nothing half made: a workspace built for this create goes again (a kept one stays).
+        if (source !== 'kept') await this.removeSessionData(id).catch(() => undefined);
+        throw err;
+      }
+    }
     const group = this.deps.sandbox.identityFor(0)?.gid;
     for (const name of Object.keys(volumes)) await this.ensureVolume(name, group);
 

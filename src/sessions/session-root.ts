@@ -3,6 +3,9 @@
 // entry is claimed for it, so a create costs a rename), never inside /workspace. The overlay is
 // mounted at <session dir>/root at the session's first sandbox (about 90 ms, once), unmounted at
 // delete, clear_data=false and shutdown, and mounted again after a restart by the next sandbox.
+// In a venv environment (the host view) there are two overlays instead, over the host's /usr
+// (<session dir>/root-usr) and over the venv (<session dir>/root-venv), each with its own upper
+// and work directories on the same root-layer image; the rest of the host view stays read-only.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -15,17 +18,27 @@ import { sessionDir, type StoreLayout } from './session-store.js';
 
 export const rootLayerOf = (layout: StoreLayout, id: string) => path.join(sessionDir(layout, id), 'root-layer');
 export const mergedRootOf = (layout: StoreLayout, id: string) => path.join(sessionDir(layout, id), 'root');
+const mergedUsrOf = (layout: StoreLayout, id: string) => path.join(sessionDir(layout, id), 'root-usr');
+const mergedVenvOf = (layout: StoreLayout, id: string) => path.join(sessionDir(layout, id), 'root-venv');
 const layerFsOf = (layout: StoreLayout, id: string) => path.join(rootLayerOf(layout, id), 'workspace');
 
-/** Why a writable root cannot be had here or for this environment; null when it can. */
-export function writableRootRefusal(env: Environment, isRoot: boolean): string | null {
-  if (env.kind !== 'rootfs') return `environment '${env.name}' is a venv; writable_root needs an environment of kind rootfs (bubble-sandbox rootfs import)`;
-  if (!isRoot) return 'the service does not run as root, which mounting an overlay needs';
-  return null;
+/** Why a writable root cannot be had here; null when it can. */
+export function writableRootRefusal(isRoot: boolean): string | null {
+  return isRoot ? null : 'the service does not run as root, which mounting an overlay needs';
+}
+
+/** The overlays of a session: [lower, layer subdirectory, mount point]. */
+function overlaysOf(layout: StoreLayout, id: string, env: Environment): [string, string, string][] {
+  const layer = layerFsOf(layout, id);
+  if (env.rootDir !== null) return [[env.rootDir, layer, mergedRootOf(layout, id)]];
+  const usr: [string, string, string] = ['/usr', path.join(layer, 'usr'), mergedUsrOf(layout, id)];
+  return env.venvDir === null ? [usr] : [usr, [env.venvDir, path.join(layer, 'venv'), mergedVenvOf(layout, id)]];
 }
 
 export class SessionRoots {
   private readonly mounting = new Map<string, Promise<void>>();
+  /** Sessions whose overlays this process mounted (or found mounted): no mount table read per execution. */
+  private readonly mounted = new Set<string>();
 
   constructor(private readonly layout: StoreLayout, private readonly logger: Logger) {}
 
@@ -41,15 +54,20 @@ export class SessionRoots {
 
   /** The session's environment with `/` its merged overlay, mounted first when it is not. */
   async environment(id: string, env: Environment, owner: { uid: number; gid: number } | null): Promise<Environment> {
-    if (env.rootDir === null || owner === null) throw new WritableRootUnavailableError(writableRootRefusal(env, owner !== null) ?? 'not available');
-    const merged = mergedRootOf(this.layout, id);
-    const lowerDir = env.rootDir;
+    if (owner === null) throw new WritableRootUnavailableError(writableRootRefusal(false) ?? 'not available');
+    const overlays = overlaysOf(this.layout, id, env);
     let pending = this.mounting.get(id);
-    if (pending === undefined) {
+    if (pending === undefined && !this.mounted.has(id)) {
       pending = (async () => {
         await mountQuotaWorkspace(rootLayerOf(this.layout, id), layerFsOf(this.layout, id), this.logger);
-        const treeOwnerId = (await fs.stat(lowerDir)).uid;
-        await mountWritableRoot({ lowerDir, layerDir: layerFsOf(this.layout, id), mergedDir: merged, treeOwnerId, owner });
+        for (const [lowerDir, layerDir, mergedDir] of overlays) {
+          await fs.mkdir(layerDir, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+            if (err.code !== 'EEXIST') throw err;
+          });
+          const treeOwnerId = (await fs.stat(lowerDir)).uid;
+          await mountWritableRoot({ lowerDir, layerDir, mergedDir, treeOwnerId, owner });
+        }
+        this.mounted.add(id);
       })().finally(() => this.mounting.delete(id));
       this.mounting.set(id, pending);
     }
@@ -62,13 +80,15 @@ export class SessionRoots {
       }
       throw err;
     }
-    return { ...env, rootDir: merged, writableRoot: true };
+    if (env.rootDir !== null) return { ...env, rootDir: mergedRootOf(this.layout, id), writableRoot: true };
+    return { ...env, writableRoot: true, writableUsrDir: mergedUsrOf(this.layout, id), venvDir: env.venvDir === null ? null : mergedVenvOf(this.layout, id) };
   }
 
   /** Delete with clear_data=false, shutdown: the layer stays on disk, mounted again on next use. */
   async unmount(id: string): Promise<void> {
     await this.mounting.get(id)?.catch(() => undefined);
-    await unmountWritableRoot(mergedRootOf(this.layout, id));
+    this.mounted.delete(id);
+    for (const merged of [mergedRootOf(this.layout, id), mergedUsrOf(this.layout, id), mergedVenvOf(this.layout, id)]) await unmountWritableRoot(merged);
     await unmountQuotaWorkspace(layerFsOf(this.layout, id), this.logger);
   }
 
@@ -76,6 +96,6 @@ export class SessionRoots {
   async remove(id: string): Promise<void> {
     await this.unmount(id);
     if (await fs.lstat(rootLayerOf(this.layout, id)).catch(() => null)) await removeWorkspaceDir(rootLayerOf(this.layout, id), this.logger);
-    await fs.rmdir(mergedRootOf(this.layout, id)).catch(() => undefined);
+    for (const merged of [mergedRootOf(this.layout, id), mergedUsrOf(this.layout, id), mergedVenvOf(this.layout, id)]) await fs.rmdir(merged).catch(() => undefined);
   }
 }

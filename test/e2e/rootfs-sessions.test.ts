@@ -58,6 +58,12 @@ describe.skipIf(!canRun)('rootfs environments', () => {
 
     const oneShot = await api<ExecResult>(server.baseUrl, 'POST', '/v1/execute', { environment: 'mini', command: 'cat /etc/marker' });
     expect(oneShot.body).toMatchObject({ status: 'ok', stdout: 'mini-rootfs-marker\n' });
+
+    // An import while the service runs is usable at once, without a restart.
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { environment: 'mini-later' })).status).toBe(404);
+    const later = await runCli(['rootfs', 'import', 'mini-later', path.join(workspace.path, 'mini.tar')], { env: { BUBBLE_SANDBOX_WORKSPACE_DIR: workspace.path } });
+    expect(later.code, later.stderr).toBe(0);
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { environment: 'mini-later' })).status).toBe(201);
     await server.stop();
   });
 
@@ -68,7 +74,6 @@ describe.skipIf(!canRun)('rootfs environments', () => {
     expect(a.body.writable_root).toBe(true);
     expect((await api(first.baseUrl, 'POST', '/v1/sessions', { session_id: 'wb', environment: 'mini', writable_root: true })).status).toBe(201);
     expect((await api(first.baseUrl, 'POST', '/v1/sessions', { session_id: 'wa', environment: 'mini' })).body).toMatchObject({ code: 'SESSION_CONFLICT' });
-    expect((await api(first.baseUrl, 'POST', '/v1/sessions', { environment: 'bare', writable_root: true })).body).toMatchObject({ code: 'WRITABLE_ROOT_UNAVAILABLE' });
 
     const write = await api<ExecResult>(first.baseUrl, 'POST', '/v1/sessions/wa/execute', { command: 'id -u && mkdir -p /usr/local/lib/tool && echo installed > /usr/local/lib/tool/file && echo etc > /etc/added' });
     expect(write.body).toMatchObject({ status: 'ok', stdout: '0\n' });
@@ -104,5 +109,35 @@ describe.skipIf(!canRun)('rootfs environments', () => {
     await second.stop();
     const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8');
     expect(mounts).not.toContain(path.join(workspace.path, 'sessions', 'wa'));
+  });
+
+  test('writable_root in a venv environment: /usr and the venv take writes, for the session only', async () => {
+    const server = await startServer({ workspaceDir: workspace.path, env: serverEnv });
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'va', environment: 'bare', writable_root: true })).status).toBe(201);
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'vb', environment: 'bare', writable_root: true })).status).toBe(201);
+    const site = '$(python -c "import sysconfig; print(sysconfig.get_paths()[\'purelib\'])")';
+    const write = await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/va/execute', {
+      command: `id -u && echo 'VALUE = 7' > ${site}/bubble_added.py && mkdir -p /usr/local/share/bubble-added && echo usr > /usr/local/share/bubble-added/file`,
+    });
+    expect(write.body).toMatchObject({ status: 'ok', stdout: '0\n' });
+    const use = await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/va/execute', { script: 'import bubble_added\nprint(bubble_added.VALUE)\nprint(open("/usr/local/share/bubble-added/file").read(), end="")' });
+    expect(use.body).toMatchObject({ status: 'ok', stdout: '7\nusr\n' });
+    const other = await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/vb/execute', { command: 'cat /usr/local/share/bubble-added/file || python -c "import bubble_added"' });
+    expect(other.body.exit_code).not.toBe(0);
+    expect(fs.existsSync('/usr/local/share/bubble-added')).toBe(false);
+    expect(fs.readdirSync(path.join(PROJECT_ROOT, 'environments/bare/.venv/lib'), { recursive: true }).map(String).some((p) => p.endsWith('bubble_added.py'))).toBe(false);
+    // Everything else of the host view stays read-only.
+    const ro = await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/va/execute', { command: 'touch /etc/x 2>&1; touch /newdir 2>&1; true' });
+    expect(ro.body.stdout).toMatch(/touch: cannot touch '\/etc\/x'/);
+
+    // After a crash the overlays are still mounted: the next start uses them, a delete removes them.
+    expect(await server.stop('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
+    const again = await startServer({ workspaceDir: workspace.path, env: serverEnv });
+    expect((await api<ExecResult>(again.baseUrl, 'POST', '/v1/sessions/va/execute', { command: 'cat /usr/local/share/bubble-added/file' })).body.stdout).toBe('usr\n');
+    for (const id of ['va', 'vb']) expect((await api(again.baseUrl, 'DELETE', `/v1/sessions/${id}`)).status).toBe(204);
+    await again.stop();
+    const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+    expect(mounts).not.toContain(path.join(workspace.path, 'sessions', 'va'));
+    expect(mounts).not.toContain(path.join(workspace.path, 'sessions', 'vb'));
   });
 });

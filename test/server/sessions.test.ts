@@ -18,8 +18,9 @@ describe('POST /v1/sessions', () => {
     const res = await t.app.inject({ method: 'POST', url: '/v1/sessions', payload: { session_id: 'info-1', environment: 'bare' } });
     expect(res.statusCode).toBe(201);
     const s = res.json<SessionInfoBody>();
-    expect(Object.keys(s).sort()).toEqual(['created_at', 'environment', 'expires_at', 'last_activity', 'network', 'session_id', 'volumes']);
+    expect(Object.keys(s).sort()).toEqual(['created_at', 'environment', 'expires_at', 'last_activity', 'network', 'session_id', 'volumes', 'writable_root']);
     expect(s.network).toEqual({ mode: 'none' });
+    expect((s as unknown as { writable_root: boolean }).writable_root).toBe(false);
     expect(s.session_id).toBe('info-1');
     expect(s.environment).toBe('bare');
     expect(s.volumes).toEqual({});
@@ -262,7 +263,7 @@ describe('GET /v1/environments', () => {
     const { environments } = res.json<{ environments: { name: string; description: string; dependencies: string[] }[] }>();
     const names = environments.map((e) => e.name);
     expect(names).toEqual([...names].sort());
-    expect(environments.find((e) => e.name === 'bare')).toEqual({ name: 'bare', description: 'Python standard library only', dependencies: [] });
+    expect(environments.find((e) => e.name === 'bare')).toEqual({ name: 'bare', description: 'Python standard library only', dependencies: [], kind: 'venv', python: true });
     expect(environments.find((e) => e.name === 'pandas-exec')?.dependencies).toEqual(['pandas', 'matplotlib']);
   });
 });
