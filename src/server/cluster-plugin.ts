@@ -82,9 +82,10 @@ export function clusterRouting(cluster: Cluster, deps: AppDeps) {
         writeRawError(reply.raw, new NodeUnavailableError(retryAfter));
       },
       status: (status) => {
+        request.log.info({ session_id: id, node, statusCode: status }, 'request forwarded');
         if (status === 404 || (request.method === 'DELETE' && status < 300)) cluster.forget(id);
       },
-    });
+    }, { 'x-request-id': String(request.id) });
   };
 }
 
