@@ -1,7 +1,8 @@
 // Running as several replicas (issue 18), measured on one machine with three real replicas:
 // - forwarding overhead: execute print('x') p50 through a replica that does not hold the session
 //   against the replica that does, interleaved request by request. Target: under 2 ms added.
-//   The same for GET /v1/sessions/{id} (no sandbox): the hop alone, without the sandbox's noise.
+//   The same for GET /v1/sessions/{id} and for a POST execute with a body the route refuses (400
+//   before any sandbox): the hop alone, without and with a request body, without the sandbox's noise.
 // - throughput of three replicas against one: the same clients (one session each) against one
 //   plain replica, then against three, each client talking to its own replica (as a round-robin
 //   balancer would spread them), with the sessions wherever placement put them. On a machine of
@@ -22,7 +23,7 @@ export const CLUSTER_TARGETS = { addedP50Ms: 2 } as const;
 const SECRET = 'bench-cluster-secret-0123456789';
 
 export type ClusterResult =
-  | { error: null; forwarding: { owner: Summary; non_owner: Summary; added_p50_ms: number; paired_added_p50_ms: number }; hop: { owner: Summary; non_owner: Summary; added_p50_ms: number }; throughput: { clients: number; executions: number; one_per_s: number; three_per_s: number; ratio: number; errors: number } }
+  | { error: null; forwarding: { owner: Summary; non_owner: Summary; added_p50_ms: number; paired_added_p50_ms: number }; hop: { owner: Summary; non_owner: Summary; added_p50_ms: number }; hop_with_body: { owner: Summary; non_owner: Summary; added_p50_ms: number }; throughput: { clients: number; executions: number; one_per_s: number; three_per_s: number; ratio: number; errors: number } }
   | { error: string };
 
 interface Replica { server: BenchServer; client: BenchClient; node: string }
@@ -105,20 +106,40 @@ export async function measureCluster(opts: { n?: number; warmup?: number; client
       if (res.status !== 200) throw new Error(`get session: ${res.status} ${res.text.slice(0, 300)}`);
       return now() - t;
     };
+    const refused = async (c: BenchClient) => {
+      const t = now();
+      const res = await c.json('POST', `/v1/sessions/${session.id}/execute`, { command: 'true', timeout_seconds: -1, padding: 'x'.repeat(2000) });
+      if (res.status !== 400) throw new Error(`refused execute: ${res.status} ${res.text.slice(0, 300)}`);
+      return now() - t;
+    };
+    const hopBody = { owner: [] as number[], non_owner: [] as number[] };
     for (let i = -warmup; i < n * 5; i++) {
       const d = await getInfo(owner.client);
       const f = await getInfo(other.client);
+      const db = await refused(owner.client);
+      const fb = await refused(other.client);
       if (i < 0) continue;
       hop.owner.push(d);
       hop.non_owner.push(f);
+      hopBody.owner.push(db);
+      hopBody.non_owner.push(fb);
     }
+    const timedExec = async (c: BenchClient) => {
+      const t = now();
+      await execOk(c, session.id);
+      return now() - t;
+    };
     for (let i = -warmup; i < n; i++) {
-      let t = now();
-      await execOk(owner.client, session.id);
-      const direct = now() - t;
-      t = now();
-      await execOk(other.client, session.id);
-      const forwarded = now() - t;
+      // Alternate which goes first: an execution right after another in the same session may pay for it.
+      let direct: number;
+      let forwarded: number;
+      if (i % 2 === 0) {
+        direct = await timedExec(owner.client);
+        forwarded = await timedExec(other.client);
+      } else {
+        forwarded = await timedExec(other.client);
+        direct = await timedExec(owner.client);
+      }
       if (i < 0) continue;
       series.owner.push(direct);
       series.non_owner.push(forwarded);
@@ -135,6 +156,7 @@ export async function measureCluster(opts: { n?: number; warmup?: number; client
       error: null,
       forwarding: { owner: ownerS, non_owner: nonOwnerS, added_p50_ms: round(nonOwnerS.p50 - ownerS.p50), paired_added_p50_ms: round(percentile(series.non_owner.map((v, i) => v - (series.owner[i] ?? v)), 50)) },
       hop: { owner: summarize(hop.owner), non_owner: summarize(hop.non_owner), added_p50_ms: round(percentileDiff(hop)) },
+      hop_with_body: { owner: summarize(hopBody.owner), non_owner: summarize(hopBody.non_owner), added_p50_ms: round(percentileDiff(hopBody)) },
       throughput: { clients, executions, one_per_s: one.per_s, three_per_s: three.per_s, ratio: ratio(three.per_s, one.per_s), errors: one.errors + three.errors },
     };
   } catch (err) {
@@ -159,11 +181,15 @@ export function clusterRows(r: ClusterResult): Row[] {
       target: `< ${CLUSTER_TARGETS.addedP50Ms} ms added (${fmt(f.added_p50_ms)})`, result: verdict(f.added_p50_ms < CLUSTER_TARGETS.addedP50Ms),
     },
     // Executions vary by far more than the hop on a busy machine: the median of the per-pair
-    // differences (each forwarded run against the direct run just before it) is the steadier estimate.
+    // differences (each forwarded run against the direct run beside it, in alternating order) is the steadier estimate.
     { metric: 'cluster: execute, median of paired differences non-owner − owner, ms', service: fmt(f.paired_added_p50_ms), baseline: '-', ratio: '-', target: '-', result: 'info' },
     {
       metric: 'cluster: GET session p50 ms through a non-owner replica (the hop alone; baseline: the owner)', service: fmt(r.hop.non_owner.p50), baseline: fmt(r.hop.owner.p50), ratio: fmt(ratio(r.hop.non_owner.p50, r.hop.owner.p50)),
       target: `(${fmt(r.hop.added_p50_ms)} added)`, result: 'info',
+    },
+    {
+      metric: 'cluster: POST execute refused (400, no sandbox) p50 ms through a non-owner (baseline: the owner)', service: fmt(r.hop_with_body.non_owner.p50), baseline: fmt(r.hop_with_body.owner.p50), ratio: fmt(ratio(r.hop_with_body.non_owner.p50, r.hop_with_body.owner.p50)),
+      target: `(${fmt(r.hop_with_body.added_p50_ms)} added)`, result: 'info',
     },
     {
       metric: `cluster: executions/s, ${t.clients} clients, three replicas (baseline: one)`, service: fmt(t.three_per_s), baseline: fmt(t.one_per_s), ratio: fmt(t.ratio),

@@ -115,8 +115,9 @@ export class Cluster {
     return callPeer(this.target(node), method, path, { ...headers, ...this.headers }, body, total ? this.deps.timeoutMs : null);
   }
 
-  forward(node: string, req: IncomingMessage, res: ServerResponse, on: ForwardEvents): void {
-    forwardRequest(req, res, this.target(node), this.headers, on);
+  /** Pipes the request to `node`; `headers` are added (the request id, so both replicas log the same one). */
+  forward(node: string, req: IncomingMessage, res: ServerResponse, on: ForwardEvents, headers: Record<string, string> = {}): void {
+    forwardRequest(req, res, this.target(node), { ...headers, ...this.headers }, on);
   }
 
   forwardUpgrade(node: string, req: IncomingMessage, socket: Duplex, head: Buffer, on: Pick<ForwardEvents, 'unavailable'>): void {

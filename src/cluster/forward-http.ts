@@ -72,7 +72,8 @@ export function forwardRequest(
   req: IncomingMessage, res: ServerResponse, target: PeerTarget, extraHeaders: Record<string, string>,
   on: ForwardEvents,
 ): void {
-  const drop = new Set([...HOP_BY_HOP, ...Object.keys(extraHeaders)]);
+  // Expect: 100-continue was answered by this replica's own server already; the body just flows.
+  const drop = new Set([...HOP_BY_HOP, 'expect', ...Object.keys(extraHeaders)]);
   const headers = { ...copyHeaders(req.headers, drop), 'x-forwarded-for': forwardedFor(req), ...extraHeaders };
   const upstream = peerRequest(target, req.method ?? 'GET', req.url ?? '/', headers, target.agent);
   let answered = false;

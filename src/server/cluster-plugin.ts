@@ -82,9 +82,10 @@ export function clusterRouting(cluster: Cluster, deps: AppDeps) {
         writeRawError(reply.raw, new NodeUnavailableError(retryAfter));
       },
       status: (status) => {
+        request.log.info({ session_id: id, node, statusCode: status }, 'request forwarded');
         if (status === 404 || (request.method === 'DELETE' && status < 300)) cluster.forget(id);
       },
-    });
+    }, { 'x-request-id': String(request.id) });
   };
 }
 
@@ -121,10 +122,16 @@ function onBehalfOf(request: FastifyRequest): Record<string, string> {
  */
 export async function createOnPeer(app: FastifyInstance, request: FastifyRequest, body: { session_id?: string | undefined }): Promise<PeerAnswer | null> {
   const { cluster } = app;
-  if (cluster === null || request.clusterForwarded) return null;
+  if (cluster === null) return null;
   const { sessions } = app.deps;
-  let node: string | null = null;
   const id = body.session_id;
+  const draining = app.deps.shuttingDown?.() === true;
+  if (request.clusterForwarded) {
+    // Placed here by a peer that saw this replica before its drain began: it takes no new session.
+    if (draining && !(id !== undefined && sessions.has(id))) throw new ShuttingDownError();
+    return null;
+  }
+  let node: string | null = null;
   if (id !== undefined) {
     const where = await cluster.locate(id);
     if (where.at === 'unreachable') throw new NodeUnavailableError(app.deps.config.nodeRetryAfterSeconds);
@@ -132,11 +139,11 @@ export async function createOnPeer(app: FastifyInstance, request: FastifyRequest
     else if (sessions.has(id)) return null;
   }
   node ??= await cluster.place();
-  const draining = app.deps.shuttingDown?.() === true;
   if (node === null && draining) throw new ShuttingDownError();
   if (node === null || node === cluster.self) return null;
   try {
     const answer = await cluster.call(node, 'POST', '/v1/sessions', onBehalfOf(request), JSON.stringify(body), false);
+    if (answer.status === 503 && !draining) return null; // it began draining since it said how loaded it is: here will do
     if (id !== undefined && answer.status < 300) cluster.remember(id, node);
     request.log.info({ node, status: answer.status }, 'session create placed on another replica');
     return answer;

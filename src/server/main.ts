@@ -23,7 +23,7 @@ export function createLogger(config: Config): Logger {
   return pino({
     level: config.logLevel,
     base: { service: 'bubble-sandbox' },
-    redact: { paths: ['req.headers.authorization', 'headers.authorization'], censor: '[redacted]' },
+    redact: { paths: ['req.headers.authorization', 'headers.authorization', 'req.headers["x-bubble-cluster-secret"]', 'headers["x-bubble-cluster-secret"]'], censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
   });
 }

@@ -207,6 +207,10 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('three replicas behind a round-robin
     const during = await call(victim.baseUrl, 'POST', '/v1/sessions', { json: {} });
     expect(during.status, during.text).toBe(201);
     expect(during.json<Info>().node_id).not.toBe(victim.node);
+    // A create a peer placed on it before it began draining is refused, not taken.
+    const placedBefore = await call(victim.baseUrl, 'POST', '/v1/sessions', { json: {}, headers: { 'x-bubble-forwarded-by': 'n0', 'x-bubble-cluster-secret': CLUSTER_SECRET } });
+    expect(placedBefore.status, placedBefore.text).toBe(503);
+    expect(placedBefore.json()).toMatchObject({ code: 'SHUTTING_DOWN' });
     const finished = await running;
     expect(finished.json<Exec>().stdout).toBe('finished\n');
     expect((await stopping).code).toBe(0);
