@@ -2,21 +2,20 @@
 // - an onRequest hook of /v1, after the API-key check and before any body is read, that pipes a
 //   request for another replica's session to it (or answers 503 NODE_UNAVAILABLE);
 // - the same for WebSocket upgrades, before the pty and ports/ handlers see them;
-// - POST /v1/sessions placed on the replica with the most free capacity, GET /v1/sessions merged;
+// - (cluster-sessions.ts: POST /v1/sessions placed on the replica with the most free capacity,
+//   GET /v1/sessions merged;)
 // - /cluster/v1/*, the replica-to-replica routes (load, "do you hold this session?"), which like
 //   every forwarded request need the cluster secret.
 // None of it exists on a single replica (no peers): the service behaves as it always did.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { Cluster } from '../cluster/cluster.js';
 import { hasClusterSecret, saysForwarded, secretDigest } from '../cluster/cluster-secret.js';
 import { clusterNodes, isClustered, sessionIdOfUrl } from '../cluster/nodes.js';
-import type { PeerAnswer } from '../cluster/peer-call.js';
-import { AppError, ClusterUnauthorizedError, NodeUnavailableError, SessionNotFoundError, ShuttingDownError } from '../errors.js';
-import type { SessionInfo } from '../sessions/session-manager.js';
+import { AppError, ClusterUnauthorizedError, NodeUnavailableError, SessionNotFoundError } from '../errors.js';
 import type { AppDeps } from './app.js';
 import { errorBody } from './error-body.js';
 import { rawErrorResponse } from './upgrade.js';
@@ -74,14 +73,17 @@ export function clusterRouting(cluster: Cluster, deps: AppDeps) {
     if (where.at === 'here') return;
     if (where.at === 'unreachable') throw new NodeUnavailableError(retryAfter);
     const node = where.node;
+    const counted = (outcome: 'answered' | 'unavailable') => deps.metrics.forwardedRequests.inc({ node, outcome });
     request.log.debug({ session_id: id, node }, 'forwarding to the replica that holds the session');
     reply.hijack();
     cluster.forward(node, request.raw, reply.raw, {
       unavailable: (err) => {
+        counted('unavailable');
         request.log.warn({ node, err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'replica unreachable');
         writeRawError(reply.raw, new NodeUnavailableError(retryAfter));
       },
       status: (status) => {
+        counted('answered');
         request.log.info({ session_id: id, node, statusCode: status }, 'request forwarded');
         if (status === 404 || (request.method === 'DELETE' && status < 300)) cluster.forget(id);
       },
@@ -104,82 +106,24 @@ export function clusterUpgrades(cluster: Cluster, deps: AppDeps, expectedKey: Bu
     if (id === null || !hasApiKey(expectedKey, req, true)) return false;
     const where = await cluster.locate(id);
     if (where.at === 'here') return false;
-    if (where.at === 'unreachable') rawErrorResponse(socket, new NodeUnavailableError(retryAfter));
-    else cluster.forwardUpgrade(where.node, req, socket, head, { unavailable: () => rawErrorResponse(socket, new NodeUnavailableError(retryAfter)) });
+    if (where.at === 'unreachable') {
+      rawErrorResponse(socket, new NodeUnavailableError(retryAfter));
+      return true;
+    }
+    const node = where.node;
+    let unavailable = false;
+    cluster.forwardUpgrade(node, req, socket, head, {
+      unavailable: () => {
+        unavailable = true;
+        deps.metrics.forwardedRequests.inc({ node, outcome: 'unavailable' });
+        rawErrorResponse(socket, new NodeUnavailableError(retryAfter));
+      },
+    });
+    socket.once('close', () => {
+      if (!unavailable) deps.metrics.forwardedRequests.inc({ node, outcome: 'answered' });
+    });
     return true;
   };
-}
-
-/** Headers of the client's request that a call to a peer on its behalf carries (the API key). */
-function onBehalfOf(request: FastifyRequest): Record<string, string> {
-  const auth = request.headers.authorization;
-  return { ...(auth !== undefined ? { authorization: auth } : {}), 'x-request-id': String(request.id) };
-}
-
-/**
- * Where POST /v1/sessions goes: null to create here, else the peer's answer. A client-chosen id
- * that a replica already holds goes to that replica (the create is idempotent there).
- */
-export async function createOnPeer(app: FastifyInstance, request: FastifyRequest, body: { session_id?: string | undefined }): Promise<PeerAnswer | null> {
-  const { cluster } = app;
-  if (cluster === null) return null;
-  const { sessions } = app.deps;
-  const id = body.session_id;
-  const draining = app.deps.shuttingDown?.() === true;
-  if (request.clusterForwarded) {
-    // Placed here by a peer that saw this replica before its drain began: it takes no new session.
-    if (draining && !(id !== undefined && sessions.has(id))) throw new ShuttingDownError();
-    return null;
-  }
-  let node: string | null = null;
-  if (id !== undefined) {
-    const where = await cluster.locate(id);
-    if (where.at === 'unreachable') throw new NodeUnavailableError(app.deps.config.nodeRetryAfterSeconds);
-    if (where.at === 'peer') node = where.node;
-    else if (sessions.has(id)) return null;
-  }
-  node ??= await cluster.place();
-  if (node === null && draining) throw new ShuttingDownError();
-  if (node === null || node === cluster.self) return null;
-  try {
-    const answer = await cluster.call(node, 'POST', '/v1/sessions', onBehalfOf(request), JSON.stringify(body), false);
-    if (answer.status === 503 && !draining) return null; // it began draining since it said how loaded it is: here will do
-    if (id !== undefined && answer.status < 300) cluster.remember(id, node);
-    request.log.info({ node, status: answer.status }, 'session create placed on another replica');
-    return answer;
-  } catch (err) {
-    request.log.warn({ node, err: { message: (err as Error).message } }, 'placed replica unreachable');
-    if (draining) throw new NodeUnavailableError(app.deps.config.nodeRetryAfterSeconds);
-    return null; // it went down since it said how loaded it is: here will do
-  }
-}
-
-/** Sends a peer's answer on as it came. */
-export function relayAnswer(reply: FastifyReply, answer: PeerAnswer): FastifyReply {
-  const retry = answer.headers['retry-after'];
-  if (typeof retry === 'string') void reply.header('retry-after', retry);
-  return reply.code(answer.status).type('application/json; charset=utf-8').send(answer.text);
-}
-
-/** GET /v1/sessions over every replica: this one's sessions, each answering peer's, and which did not answer. */
-export async function listAcrossReplicas(app: FastifyInstance, request: FastifyRequest): Promise<{ sessions: SessionInfo[]; unavailable_nodes?: string[] }> {
-  const local = app.deps.sessions.list();
-  const { cluster } = app;
-  if (cluster === null || request.clusterForwarded) return { sessions: local };
-  const unavailable: string[] = [];
-  const lists = await Promise.all(cluster.peerIds.map(async (node) => {
-    try {
-      const answer = await cluster.call(node, 'GET', '/v1/sessions', onBehalfOf(request));
-      if (answer.status !== 200) throw new Error(`status ${answer.status}`);
-      return (JSON.parse(answer.text) as { sessions: SessionInfo[] }).sessions;
-    } catch (err) {
-      request.log.warn({ node, err: { message: (err as Error).message } }, 'replica did not list its sessions');
-      unavailable.push(node);
-      return [];
-    }
-  }));
-  const sessions = [local, ...lists].flat().sort((a, b) => a.created_at.localeCompare(b.created_at) || a.session_id.localeCompare(b.session_id));
-  return { sessions, unavailable_nodes: unavailable.sort() };
 }
 
 /** /cluster/v1: what placement and owner look-ups ask of a replica; the cluster secret only. */

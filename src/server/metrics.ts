@@ -21,6 +21,7 @@ export interface Metrics {
   executionsQueued: Gauge;
   interpretersLive: Gauge;
   egressRequests: Counter<'decision'>;
+  forwardedRequests: Counter<'node' | 'outcome'>;
 }
 
 /** Default metrics prom-client exposes as gauges under a counter's *_total name. */
@@ -47,6 +48,12 @@ export function createMetrics(): Metrics {
     }),
     sessionsActive: new Gauge({ name: 'bubble_sandbox_sessions_active', help: 'Sessions that exist now', registers: [registry] }),
     uploadBytes: new Counter({ name: 'bubble_sandbox_upload_bytes_total', help: 'Bytes accepted by uploads', registers: [registry] }),
+    forwardedRequests: new Counter({
+      name: 'bubble_sandbox_forwarded_requests_total',
+      help: 'Requests and WebSocket upgrades for another replica\'s session, by that replica (node) and outcome: answered (by the peer) or unavailable (503 NODE_UNAVAILABLE)',
+      labelNames: ['node', 'outcome'],
+      registers: [registry],
+    }),
     rejected: new Counter({ name: 'bubble_sandbox_rejected_requests_total', help: 'Requests refused, by reason (error code)', labelNames: ['reason'], registers: [registry] }),
     executionsRunning: new Gauge({ name: 'bubble_sandbox_executions_running', help: 'Sandboxes running now', registers: [registry] }),
     workspacePoolReady: new Gauge({ name: 'bubble_sandbox_workspace_pool_ready', help: 'Quota workspaces built ahead and ready for new sessions', registers: [registry] }),

@@ -82,6 +82,9 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('three replicas behind a round-robin
       expect(exec.json<Exec>().stdout.trim()).toBe('3');
     }
     expect(new Set(proxy.picks.slice(seen)).size).toBe(3);
+    const other = replicas.find((r) => r.node !== s.node_id) as Replica;
+    const metrics = (await call(other.baseUrl, 'GET', '/metrics')).text;
+    expect(metrics).toMatch(new RegExp(`^bubble_sandbox_forwarded_requests_total\\{node="${s.node_id}",outcome="answered"\\} [1-9]`, 'm'));
   }, 120_000);
 
   test('a forwarded NDJSON stream is piped, not held: its first line arrives while the execution still runs', async () => {

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import {
   CreateSessionBodyOrNothingSchema, DeleteSessionQuerySchema, ErrorSchema, SessionInfoSchema, SessionListSchema, SessionParamsSchema, UpdateNetworkBodySchema,
 } from '../schemas.js';
-import { createOnPeer, listAcrossReplicas, relayAnswer } from '../cluster-plugin.js';
+import { createOnPeer, listAcrossReplicas, relayAnswer } from '../cluster-sessions.js';
 
 export const sessionRoutes: FastifyPluginAsyncZod = async (app) => {
   const { sessions } = app.deps;
