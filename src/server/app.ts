@@ -30,7 +30,7 @@ import { contextRoutes } from './routes/contexts.js';
 import { notebookRoutes } from './routes/notebooks.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { volumeRoutes } from './routes/volumes.js';
-import { e2bPlugin, rewriteE2bUrl } from '../protocols/e2b/e2b-routes.js';
+import { e2bPlugin, e2bSessionIdOf, rewriteE2bUrl } from '../protocols/e2b/e2b-routes.js';
 
 /** What /readyz says of the isolation self-test run at start-up. */
 export interface SelfTestSummary {
@@ -191,7 +191,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     { prefix: '/v1' },
   );
   // E2B's control plane (/sandboxes, /v2/sandboxes) and sandbox side, in E2B's shapes and auth.
-  await app.register(e2bPlugin({ config, sessions: deps.sessions, logger: deps.logger }));
+  await app.register(e2bPlugin({ config, sessions: deps.sessions, logger: deps.logger, forward: cluster !== null ? clusterRouting(cluster, deps, e2bSessionIdOf) : undefined }));
   // MCP (src/protocols/mcp): the API key of /v1, and no browser page of another origin (DNS rebinding).
   await app.register(async (mcp) => {
     mcp.addHook('onRequest', async (request) => {

@@ -57,8 +57,16 @@ function writeRawError(res: ServerResponse, err: AppError): void {
   res.end(JSON.stringify(errorBody(err.statusCode, err.code, err.message)));
 }
 
-/** The onRequest hook of /v1 that serves a forwarded request here and forwards one for another replica's session. */
-export function clusterRouting(cluster: Cluster, deps: AppDeps) {
+/** The session a /v1 request names: its `:id` route parameter. */
+function sessionIdParam(request: FastifyRequest): unknown {
+  return (request.params as { id?: unknown } | undefined)?.id;
+}
+
+/**
+ * The onRequest hook of /v1 (and of the E2B routes, whose sandbox side names the session in a
+ * header) that serves a forwarded request here and forwards one for another replica's session.
+ */
+export function clusterRouting(cluster: Cluster, deps: AppDeps, sessionIdOf: (request: FastifyRequest) => unknown = sessionIdParam) {
   const expected = secretDigest(deps.config.clusterSecret ?? '');
   const retryAfter = deps.config.nodeRetryAfterSeconds;
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
@@ -67,7 +75,7 @@ export function clusterRouting(cluster: Cluster, deps: AppDeps) {
       request.clusterForwarded = true;
       return;
     }
-    const id = (request.params as { id?: unknown } | undefined)?.id;
+    const id = sessionIdOf(request);
     if (typeof id !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) return;
     const where = await cluster.locate(id);
     if (where.at === 'here') return;
@@ -76,6 +84,8 @@ export function clusterRouting(cluster: Cluster, deps: AppDeps) {
     const counted = (outcome: 'answered' | 'unavailable') => deps.metrics.forwardedRequests.inc({ node, outcome });
     request.log.debug({ session_id: id, node }, 'forwarding to the replica that holds the session');
     reply.hijack();
+    // The owner routes the URL the client sent (a rewriteUrl, E2B's, may have changed the raw one).
+    request.raw.url = request.originalUrl;
     cluster.forward(node, request.raw, reply.raw, {
       unavailable: (err) => {
         counted('unavailable');

@@ -5,6 +5,8 @@
 // told to stop drains (its running execution finishes, new sessions go elsewhere), then only its
 // sessions answer 503 NODE_UNAVAILABLE with Retry-After, and it brings them back with their files.
 import http from 'node:http';
+import { Sandbox } from '@e2b/code-interpreter';
+import { Sandbox as BaseSandbox } from 'e2b';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { bwrapUsable, IS_ROOT } from '../helpers/sandbox.js';
 import { call, CLUSTER_SECRET, multipart, restartReplica, roundRobinProxy, startReplicas, type Replica, type RoundRobinProxy } from '../helpers/cluster.js';
@@ -120,6 +122,31 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('three replicas behind a round-robin
     expect(result).toMatchObject({ type: 'result', status: 'ok' });
     expect(lines.map((l) => (JSON.parse(l) as { data?: string }).data ?? '').join('')).toBe('first\nsecond\n');
   }, 60_000);
+
+  test('the E2B SDK through the round-robin proxy: every sandbox-side and control-plane call reaches the owner', async () => {
+    const saved = { api: process.env.E2B_API_URL, sbx: process.env.E2B_SANDBOX_URL, key: process.env.E2B_API_KEY };
+    Object.assign(process.env, { E2B_API_URL: proxy.baseUrl, E2B_SANDBOX_URL: proxy.baseUrl, E2B_API_KEY: 'unused-without-an-api-key' });
+    try {
+      const sbx = await Sandbox.create('bare');
+      expect(replicas.map((r) => r.node)).toContain(sbx.sandboxId.split('-')[0]);
+      // Round robin sends consecutive calls to different replicas: state, files and commands are
+      // found only if each call is forwarded to the one that holds the session.
+      for (let i = 0; i < 3; i++) await sbx.runCode(`n = ${i} if ${i} == 0 else n + 1`);
+      expect((await sbx.runCode('n * 10')).text).toBe('20');
+      await sbx.files.write('/home/user/c.txt', 'cluster');
+      expect(await sbx.files.read('c.txt')).toBe('cluster');
+      expect((await sbx.commands.run('cat c.txt; echo -n " $((6*7))"')).stdout).toBe('cluster 42');
+      await sbx.setTimeout(120_000);
+      expect((await BaseSandbox.getInfo(sbx.sandboxId)).sandboxId).toBe(sbx.sandboxId);
+      await sbx.kill();
+      for (const r of replicas) expect((await call(r.baseUrl, 'GET', `/v1/sessions/${sbx.sandboxId}`)).status).toBe(404);
+    } finally {
+      for (const [k, v] of [['E2B_API_URL', saved.api], ['E2B_SANDBOX_URL', saved.sbx], ['E2B_API_KEY', saved.key]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  }, 90_000);
 
   test('a pty WebSocket opened through a replica that does not hold the session', async () => {
     const s = await create(proxy.baseUrl);

@@ -5,7 +5,7 @@
 // /v2/sandboxes is the control plane. Every route here is hidden from the OpenAPI document (it is
 // E2B's API, documented by E2B) and answers errors in E2B's shapes (e2b-errors.ts).
 import type { IncomingMessage } from 'node:http';
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import type { SessionManager } from '../../sessions/session-manager.js';
@@ -38,8 +38,26 @@ declare module 'fastify' {
   }
 }
 
-export function e2bPlugin(deps: { config: Config; sessions: SessionManager; logger: Logger }): FastifyPluginAsync {
+export interface E2bPluginDeps {
+  config: Config;
+  sessions: SessionManager;
+  logger: Logger;
+  /**
+   * With several replicas: the hook that passes a request for another replica's session to it
+   * (the session is the sandbox-side header, or the control plane's `:id`) before anything here
+   * reads it. The owner checks the E2B credentials.
+   */
+  forward?: ((request: FastifyRequest, reply: FastifyReply) => Promise<void>) | undefined;
+}
+
+/** The session an E2B request is about: the sandbox side's header, or the control plane's `:id`. */
+export function e2bSessionIdOf(request: FastifyRequest): unknown {
+  return request.headers['e2b-sandbox-id'] ?? (request.params as { id?: unknown } | undefined)?.id;
+}
+
+export function e2bPlugin(deps: E2bPluginDeps): FastifyPluginAsync {
   return async (app) => {
+    if (deps.forward !== undefined) app.addHook('onRequest', deps.forward);
     const sandboxes = new E2bSandboxes(deps.sessions, deps.logger);
     const ctx: E2bContext = { ...deps, sandboxes, auth: createE2bAuth(deps.config.apiKey) };
     sandboxes.start();
