@@ -40,7 +40,8 @@ mode=root
 
 # The customize hooks run on the host against the new tree ($1): the sandbox user with an empty
 # home, apt able to run as root of a user namespace where only one uid is mapped (its sandbox
-# user _apt cannot be switched to there), and an os-release marker of what built it.
+# user _apt cannot be switched to there), /etc/hosts and /etc/hostname (no installer wrote them,
+# and `localhost` must resolve inside), and an os-release marker of what built it.
 mkdir -p "$(dirname "$out")"
 mmdebstrap --mode="$mode" --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
   --aptopt='Acquire::Languages "none"' \
@@ -49,6 +50,8 @@ mmdebstrap --mode="$mode" --variant=minbase --include="$(IFS=,; echo "${packages
   --customize-hook='chroot "$1" useradd --uid 1000 --user-group --create-home --shell /bin/bash sandbox' \
   --customize-hook='find "$1/home/sandbox" -mindepth 1 -delete' \
   --customize-hook='echo "APT::Sandbox::User \"root\";" > "$1/etc/apt/apt.conf.d/90bubble-sandbox"' \
+  --customize-hook='printf "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n" > "$1/etc/hosts"' \
+  --customize-hook='echo sandbox > "$1/etc/hostname"' \
   --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
   --customize-hook="echo 'BUBBLE_SANDBOX_ROOTFS=$variant' >> \"\$1/etc/os-release\"" \
   "$suite" "$out" "$mirror"

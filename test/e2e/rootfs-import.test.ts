@@ -90,6 +90,10 @@ describe.skipIf(!canRun)('rootfs import', () => {
     expect(names).toEqual(expect.arrayContaining(['mini-a', 'mini-b']));
     const envs = await runCli(['list-environments', '--json'], { env });
     expect(JSON.parse(envs.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'mini-a', kind: 'rootfs', python: false })]));
+    // The command line runs in it with -e, as it does in a venv environment.
+    const run = await runCli(['exec-command', '-e', 'mini-b', '--agent', 'cat /etc/marker; ls /usr/share 2>&1 || true'], { env });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^mini-rootfs-marker\n.*cannot access '\/usr\/share'/s);
     expect((await runCli(['rootfs', 'remove', 'mini-a'], { env })).code).toBe(0);
     expect(objects()).toHaveLength(count); // still named mini-b
     expect((await runCli(['rootfs', 'remove', 'mini-b'], { env })).code).toBe(0);

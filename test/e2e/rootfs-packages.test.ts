@@ -62,9 +62,9 @@ describe.skipIf(archive === undefined || process.getuid?.() !== 0)('packages in 
 
     // The next execution (a script, with the rootfs's own python3) sees both.
     const use = await api<ExecResult>(svc.baseUrl, 'POST', '/v1/sessions/pkg/execute', {
-      script: 'import bubble_probe\nprint(bubble_probe.VALUE)\nprint(open("/usr/share/bubble-probe/hello").read(), end="")',
+      script: 'import bubble_probe, socket\nprint(bubble_probe.VALUE)\nprint(open("/usr/share/bubble-probe/hello").read(), end="")\nprint(socket.gethostbyname("localhost"))',
     });
-    expect(use.body).toMatchObject({ status: 'ok', stdout: '42\nhello from a deb\n' });
+    expect(use.body).toMatchObject({ status: 'ok', stdout: '42\nhello from a deb\n127.0.0.1\n' });
     const code = await api<{ stdout: string }>(svc.baseUrl, 'POST', '/v1/sessions/pkg/run_code', { code: 'import bubble_probe; print(bubble_probe.VALUE)' });
     expect(code.body.stdout).toBe('42\n');
     // Another session of the same rootfs has neither.

@@ -85,6 +85,9 @@ describe.skipIf(!canRun)('rootfs environments', () => {
     expect(fs.existsSync(path.join(treeOf('mini'), 'usr/local/lib/tool'))).toBe(false);
     expect(fs.existsSync(path.join(treeOf('mini'), 'etc/added'))).toBe(false);
     expect(fs.existsSync('/usr/local/lib/tool/file')).toBe(false);
+    const mountinfo = await api<ExecResult>(first.baseUrl, 'POST', '/v1/sessions/wa/execute', { argv: ['cat', '/proc/self/mountinfo'] });
+    expect(mountinfo.body.stdout).toMatch(/ overlay overlay /);
+    expect(mountinfo.body.stdout).not.toContain(workspace.path); // no host path in the overlay's options
     const listing = await api<{ files: { path: string }[] }>(first.baseUrl, 'GET', '/v1/sessions/wa/files');
     expect(listing.body.files).toEqual([]);
 

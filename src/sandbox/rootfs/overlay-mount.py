@@ -84,7 +84,11 @@ def main():
         os.makedirs(staged, mode=0o700, exist_ok=True)
         check(libc.syscall(SYS_MOVE_MOUNT, tree, b'', AT_FDCWD, staged.encode(), MOVE_MOUNT_F_EMPTY_PATH), 'move_mount')
         try:
-            opts = 'lowerdir=%s,upperdir=%s,workdir=%s' % (staged, upper, work)
+            # Layer paths relative to the mount point's directory: the kernel shows them as given
+            # in the sandbox's /proc/self/mountinfo, and host paths have no business there.
+            base = os.path.dirname(merged)
+            os.chdir(base)
+            opts = 'lowerdir=%s,upperdir=%s,workdir=%s' % tuple(os.path.relpath(p, base) for p in (staged, upper, work))
             check(libc.mount(b'overlay', merged.encode(), b'overlay', MS_NOSUID | MS_NODEV, opts.encode()), 'mount overlay')
         finally:
             libc.umount2(staged.encode(), MNT_DETACH)
