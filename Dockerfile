@@ -34,7 +34,8 @@ ARG DEBIAN_SNAPSHOT=
 # bubblewrap: the sandbox; python3 + venv: the launcher, the interpreter protocol and the
 # environments; util-linux: setpriv, nsenter, unshare, losetup, prlimit; e2fsprogs: mkfs.ext4 for
 # quota images; slirp4netns + nftables: network mode outbound; tini: reaps orphans as pid 1 and
-# passes SIGTERM on (the service drains on it); ca-certificates: HTTPS from allowlist sessions.
+# passes SIGTERM on (the service drains on it); ca-certificates: HTTPS from allowlist sessions;
+# zstd: `rootfs import` of .tar.zst archives.
 RUN set -eux; \
     if [ -n "$DEBIAN_SNAPSHOT" ]; then \
       echo "deb [check-valid-until=no] http://snapshot.debian.org/archive/debian/${DEBIAN_SNAPSHOT} bookworm main" > /etc/apt/sources.list.d/snapshot.list; \
@@ -42,7 +43,7 @@ RUN set -eux; \
     fi; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      bubblewrap python3 python3-venv util-linux mount e2fsprogs slirp4netns nftables tini ca-certificates; \
+      bubblewrap python3 python3-venv util-linux mount e2fsprogs slirp4netns nftables tini ca-certificates zstd; \
     rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/bubble-sandbox
