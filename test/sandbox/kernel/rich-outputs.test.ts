@@ -126,9 +126,18 @@ describe('rich outputs', () => {
     }));
     expect(r.status, r.stderr).toBe('ok');
     // Each stream in order with the displays (stdout and stderr between two displays may
-    // interleave either way, as they always could). Text may come in chunks: join neighbours.
-    const seen = (stream: string) => events.filter((e) => !e.startsWith(stream === 'stdout' ? 'stderr:' : 'stdout:'))
-      .join('|').replaceAll(`\n|${stream}:`, '\n');
+    // interleave either way, as they always could). Text comes in chunks of any size (every
+    // write goes through unbuffered): neighbouring chunks of one stream are joined.
+    const seen = (stream: string) => {
+      const kept = events.filter((e) => !e.startsWith(stream === 'stdout' ? 'stderr:' : 'stdout:'));
+      const joined: string[] = [];
+      for (const e of kept) {
+        const last = joined[joined.length - 1];
+        if (last?.startsWith(`${stream}:`) && e.startsWith(`${stream}:`)) joined[joined.length - 1] = last + e.slice(stream.length + 1);
+        else joined.push(e);
+      }
+      return joined.join('|');
+    };
     expect(seen('stdout')).toBe("stdout:out 0\n|display_data:{'n': 0}|stdout:out 1\n|display_data:{'n': 1}|stdout:out 2\n|display_data:{'n': 2}|stdout:last\n|execute_result:'done'");
     expect(seen('stderr')).toBe("display_data:{'n': 0}|stderr:err 0\n|display_data:{'n': 1}|stderr:err 1\n|display_data:{'n': 2}|stderr:err 2\n|execute_result:'done'");
     expect(r.stdout).toBe('out 0\nout 1\nout 2\nlast\n');
