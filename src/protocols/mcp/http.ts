@@ -12,6 +12,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import type { FastifyError, FastifyPluginAsync } from 'fastify';
 import { AppError } from '../../errors.js';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { CallRegistry } from './http-cancel.js';
 import { createMcpServer } from './server.js';
 import type { McpToolDeps } from './tool-kit.js';
 
@@ -26,6 +27,7 @@ function refusal(statusCode: number, code: string, message: string) {
 
 export const mcpRoutes: FastifyPluginAsync<McpToolDeps> = async (app, deps) => {
   const live = new Set<{ server: McpServer; transport: StreamableHTTPServerTransport }>();
+  const calls = new CallRegistry();
   // Big enough for write_file's base64 content (MAX_UPLOAD_SIZE_BYTES) and run_code's source.
   const bodyLimit = Math.ceil((deps.config.maxUploadSizeBytes * 4) / 3) + 2 * 1024 * 1024;
 
@@ -49,11 +51,15 @@ export const mcpRoutes: FastifyPluginAsync<McpToolDeps> = async (app, deps) => {
     } catch {
       return reply.code(400).send(PARSE_ERROR);
     }
+    const token = calls.tokenFor(request.headers, message, (name, value) => reply.raw.setHeader(name, value));
+    calls.cancelNamed(token, message);
     const server = createMcpServer(deps);
     const transport = new StreamableHTTPServerTransport({}); // no sessionIdGenerator: stateless
     const pair = { server, transport };
     live.add(pair);
+    const unregister = calls.register(token, message, () => void server.close());
     reply.raw.on('close', () => {
+      unregister();
       live.delete(pair);
       void transport.close();
       void server.close();

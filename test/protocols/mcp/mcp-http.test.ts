@@ -20,7 +20,7 @@ afterAll(async () => {
 });
 
 describe('the tools over streamable HTTP', () => {
-  toolBehaviour(() => client as Client, 'http', { cancels: false });
+  toolBehaviour(() => client as Client, 'http', { cancels: true });
 });
 
 const INIT = {

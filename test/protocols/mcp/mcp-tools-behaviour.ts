@@ -7,11 +7,7 @@ import { TOOL_NAMES, call, imagesOf, textOf } from './mcp-kit.js';
 
 const PNG_MAGIC_BASE64 = 'iVBORw0KGgo';
 
-/**
- * `cancels`: whether the transport carries notifications/cancelled to the server that runs the
- * call (stdio does; stateless HTTP cannot: the cancel arrives as a POST of its own, and a client
- * there ends a call by closing its connection, tested in mcp-http.test.ts).
- */
+/** `cancels`: whether the transport ends a call on notifications/cancelled (all three do; kept for a transport that cannot). */
 export function toolBehaviour(client: () => Client, prefix: string, opts: { cancels: boolean }): void {
   test('lists the tools, each with a description that names its limits', async () => {
     const { tools } = await client().listTools();
