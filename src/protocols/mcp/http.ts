@@ -3,7 +3,8 @@
 // any replica answers any request and nothing outlives a request. The owner of a request's
 // server is this plugin: when the client goes away before the answer is complete (or the service
 // closes), the server is closed, which aborts the signal its tool calls run with, and a running
-// execution ends as on the REST API. GET and DELETE (the SSE stream and session end of stateful
+// execution ends as on the REST API; a client's notifications/cancelled does the same through the
+// correlation token of http-cancel.ts. GET and DELETE (the SSE stream and session end of stateful
 // servers) answer 405. The API key and Origin checks are the caller's (app.ts), as for /v1.
 // Every answer of /mcp, refusals included, is in JSON-RPC's shape: a body that is not JSON is a
 // -32700 parse error; other refusals keep their HTTP status and carry the service's stable code
