@@ -39,4 +39,13 @@ describe('descriptions and bounds follow the configuration', () => {
     const fits = await rpc('tools/call', { name: 'write_file', arguments: { session_id: 'bounds', path: 'fits.txt', text: 'x'.repeat(4096) } }) as { result: { isError?: boolean } };
     expect(fits.result.isError).toBeFalsy();
   });
+
+  test('a body over the limit is refused in JSON-RPC\'s shape, with its status and code', async () => {
+    const res = await t.app.inject({
+      method: 'POST', url: '/mcp', payload: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'write_file', arguments: { text: 'x'.repeat(3 * 2 ** 20) } } }),
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    });
+    expect(res.statusCode).toBe(413);
+    expect(res.json()).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32000, data: { statusCode: 413, code: 'FST_ERR_CTP_BODY_TOO_LARGE' } } });
+  });
 });

@@ -20,7 +20,7 @@ afterAll(async () => {
 });
 
 describe('the tools over streamable HTTP', () => {
-  toolBehaviour(() => client as Client, 'http');
+  toolBehaviour(() => client as Client, 'http', { cancels: true });
 });
 
 const INIT = {
@@ -41,16 +41,24 @@ describe('access and protocol errors', () => {
     await expect(connectHttp(server.baseUrl, null)).rejects.toThrow(/401/);
     const res = await post(INIT, { authorization: 'Bearer nope' });
     expect(res.status).toBe(401);
-    expect(await res.json()).toMatchObject({ statusCode: 401, code: 'UNAUTHORIZED' });
+    expect(await res.json()).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32000, message: expect.stringMatching(/^UNAUTHORIZED: /) as string, data: { statusCode: 401, code: 'UNAUTHORIZED' } } });
   });
 
   test('a browser page of another origin is refused (DNS rebinding)', async () => {
     const res = await post(INIT, { origin: 'http://evil.example' });
     expect(res.status).toBe(403);
-    expect(await res.json()).toMatchObject({ code: 'FORBIDDEN_ORIGIN' });
+    expect(await res.json()).toMatchObject({ jsonrpc: '2.0', error: { data: { code: 'FORBIDDEN_ORIGIN' } } });
   });
 
   test('malformed JSON-RPC gets a JSON-RPC error, GET and DELETE 405', async () => {
+    for (const body of ['{bad', '', '[1,']) {
+      const notJson = await post(body);
+      expect(notJson.status, body).toBe(400);
+      expect(await notJson.json()).toMatchObject({ jsonrpc: '2.0', error: { code: -32700 }, id: null });
+    }
+    const plain = await post(INIT, { 'content-type': 'text/plain' });
+    expect(plain.status).toBe(415);
+    expect(await plain.json()).toMatchObject({ jsonrpc: '2.0', error: { code: expect.any(Number) as number } });
     const notRpc = await post({ hello: 'world' });
     expect(notRpc.status).toBe(400);
     expect(await notRpc.json()).toMatchObject({ jsonrpc: '2.0', error: { code: expect.any(Number) as number } });

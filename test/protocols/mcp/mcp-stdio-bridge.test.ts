@@ -20,7 +20,7 @@ afterAll(async () => {
 });
 
 describe('the tools through the relay', () => {
-  toolBehaviour(() => (conn as StdioConnection).client, 'bridge');
+  toolBehaviour(() => (conn as StdioConnection).client, 'bridge', { cancels: true });
 
   test('the sessions are the service\'s', async () => {
     const c = (conn as StdioConnection).client;

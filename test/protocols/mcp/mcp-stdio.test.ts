@@ -26,7 +26,7 @@ afterAll(async () => {
 });
 
 describe('the tools over stdio', () => {
-  toolBehaviour(() => (conn as StdioConnection).client, 'stdio');
+  toolBehaviour(() => (conn as StdioConnection).client, 'stdio', { cancels: true });
 });
 
 describe('the stdio process', () => {

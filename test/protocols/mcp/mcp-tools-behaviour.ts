@@ -2,11 +2,13 @@
 // run these against their own connection.
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { expect, test } from 'vitest';
+import { waitForNoProcess, waitForSleep } from '../../helpers/host-processes.js';
 import { TOOL_NAMES, call, imagesOf, textOf } from './mcp-kit.js';
 
 const PNG_MAGIC_BASE64 = 'iVBORw0KGgo';
 
-export function toolBehaviour(client: () => Client, prefix: string): void {
+/** `cancels`: whether the transport ends a call on notifications/cancelled (all three do; kept for a transport that cannot). */
+export function toolBehaviour(client: () => Client, prefix: string, opts: { cancels: boolean }): void {
   test('lists the tools, each with a description that names its limits', async () => {
     const { tools } = await client().listTools();
     expect(tools.map((t) => t.name).sort()).toEqual(TOOL_NAMES);
@@ -106,6 +108,20 @@ export function toolBehaviour(client: () => Client, prefix: string): void {
       expect(textOf(leak)).toMatch(/^(FILE_NOT_FOUND|INVALID_PATH): /);
       expect(textOf(leak)).not.toContain('root:');
     }
+    await call(client(), 'delete_session', { session_id: id });
+  }, 60_000);
+
+  if (opts.cancels) test('a call the client cancels (notifications/cancelled) ends its execution', async () => {
+    const id = `${prefix}-cancel`;
+    await call(client(), 'create_session', { session_id: id });
+    const marker = `34.${prefix.length}${prefix.charCodeAt(0)}`;
+    const ac = new AbortController();
+    const pending = client().callTool({ name: 'execute', arguments: { session_id: id, command: `sleep ${marker}`, timeout_seconds: 60 } }, undefined, { signal: ac.signal });
+    await waitForSleep(marker);
+    ac.abort();
+    await expect(pending).rejects.toThrow();
+    expect(await waitForNoProcess(`sleep ${marker}`, 3000)).toEqual([]);
+    expect((await call(client(), 'execute', { session_id: id, command: 'echo after' })).structuredContent).toMatchObject({ stdout: 'after\n' });
     await call(client(), 'delete_session', { session_id: id });
   }, 60_000);
 
