@@ -176,13 +176,17 @@ export function clusterRows(r: ClusterResult): Row[] {
   const f = r.forwarding;
   const t = r.throughput;
   return [
+    // The target is judged on the median of the per-pair differences (each forwarded run against
+    // the direct run beside it, in alternating order): executions vary by far more than the hop on
+    // a busy machine, so a difference of two medians swings by several ms either way from run to run.
+    {
+      metric: 'cluster: execute, added by a non-owner replica: median of paired differences non-owner − owner, ms', service: fmt(f.paired_added_p50_ms), baseline: '-', ratio: '-',
+      target: `< ${CLUSTER_TARGETS.addedP50Ms} ms added`, result: verdict(f.paired_added_p50_ms < CLUSTER_TARGETS.addedP50Ms),
+    },
     {
       metric: 'cluster: execute p50 ms through a non-owner replica (baseline: the owner)', service: fmt(f.non_owner.p50), baseline: fmt(f.owner.p50), ratio: fmt(ratio(f.non_owner.p50, f.owner.p50)),
-      target: `< ${CLUSTER_TARGETS.addedP50Ms} ms added (${fmt(f.added_p50_ms)})`, result: verdict(f.added_p50_ms < CLUSTER_TARGETS.addedP50Ms),
+      target: `(${fmt(f.added_p50_ms)} added)`, result: 'info',
     },
-    // Executions vary by far more than the hop on a busy machine: the median of the per-pair
-    // differences (each forwarded run against the direct run beside it, in alternating order) is the steadier estimate.
-    { metric: 'cluster: execute, median of paired differences non-owner − owner, ms', service: fmt(f.paired_added_p50_ms), baseline: '-', ratio: '-', target: '-', result: 'info' },
     {
       metric: 'cluster: GET session p50 ms through a non-owner replica (the hop alone; baseline: the owner)', service: fmt(r.hop.non_owner.p50), baseline: fmt(r.hop.owner.p50), ratio: fmt(ratio(r.hop.non_owner.p50, r.hop.owner.p50)),
       target: `(${fmt(r.hop.added_p50_ms)} added)`, result: 'info',
