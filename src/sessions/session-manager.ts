@@ -36,13 +36,13 @@ import {
   type SessionRecord, type StoreLayout,
 } from './session-store.js';
 import { clearLeftovers, ensureVolume, prepareWorkspace, unmountVolumes } from './session-workspace.js';
-import { newWorkspace, removeWorkspaceDir } from '../workspace/workspace-dir.js';
+import { mountWorkspaceDir, newWorkspace, removeWorkspaceDir, unmountWorkspaceDir } from '../workspace/workspace-dir.js';
 import { existingVolumes, removeVolume, volumeUsage, type VolumeUsage } from './session-volumes.js';
 import { UidSlots } from './uid-slots.js';
 import { SessionRoots, writableRootRefusal } from './session-root.js';
 import { IS_ROOT } from '../sandbox/sandbox.js';
 import { WorkspacePool } from '../workspace/workspace-pool.js';
-import { detectQuotaSupport, mountQuotaWorkspace, unmountQuotaWorkspace } from '../workspace/workspace-quota.js';
+import { detectQuotaSupport } from '../workspace/workspace-quota.js';
 
 export interface SessionInfo {
   session_id: string;
@@ -183,7 +183,7 @@ export class SessionManager {
         await this.removeSessionData(record.session_id);
         this.deps.logger.info({ audit: 'session.expired', session_id: record.session_id }, 'session expired while the service was down');
       } else {
-        await mountQuotaWorkspace(sessionDir(this.layout, record.session_id), workspaceOf(this.layout, record.session_id), this.deps.logger);
+        await mountWorkspaceDir(sessionDir(this.layout, record.session_id), this.deps.logger);
         for (const name of Object.keys(record.volumes)) await this.ensureVolume(name, this.deps.sandbox.identityFor(0)?.gid);
         this.sessions.set(record.session_id, record);
         this.deps.logger.info({ audit: 'session.restored', session_id: record.session_id }, 'session restored');
@@ -303,7 +303,7 @@ export class SessionManager {
     const source = await prepareWorkspace(this.layout, id, { identity, quotaBytes, pool: this.pool, logger: this.deps.logger });
     if (writableRoot) {
       try {
-        await this.roots.prepare(id, { quotaBytes, pool: this.pool, logger: this.deps.logger });
+        await this.roots.prepare(id, source, { quotaBytes, pool: this.pool, logger: this.deps.logger });
       } catch (err) {
         // Nothing half made: a workspace built for this create goes again (a kept one stays).
         if (source !== 'kept') await this.removeSessionData(id).catch(() => undefined);
@@ -532,7 +532,7 @@ export class SessionManager {
       else {
         await deleteRecord(this.layout, id);
         await this.roots.unmount(id);
-        await unmountQuotaWorkspace(workspaceOf(this.layout, id), this.deps.logger);
+        await unmountWorkspaceDir(sessionDir(this.layout, id), this.deps.logger);
       }
     });
     this.countChanged();
@@ -724,7 +724,7 @@ export class SessionManager {
     // Images are mounted again by init() on the next start.
     for (const id of this.sessions.keys()) {
       await this.roots.unmount(id);
-      await unmountQuotaWorkspace(workspaceOf(this.layout, id), this.deps.logger);
+      await unmountWorkspaceDir(sessionDir(this.layout, id), this.deps.logger);
     }
     await unmountVolumes(this.layout, this.deps.logger);
   }

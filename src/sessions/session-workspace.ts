@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { sessionDir, workspaceOf, type StoreLayout } from './session-store.js';
 import { chownTreeSafe, removeTreeSafe } from '../workspace/workspace-fs.js';
-import { newWorkspace, type WorkspaceOptions } from '../workspace/workspace-dir.js';
+import { mountWorkspaceDir, newWorkspace, type WorkspaceOptions } from '../workspace/workspace-dir.js';
 import { createQuotaWorkspace, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace } from '../workspace/workspace-quota.js';
 
 /**
@@ -37,7 +37,7 @@ export async function prepareWorkspace(layout: StoreLayout, id: string, opts: Wo
   const kept = dirStat === null ? null : await lstatOrNull(workspace);
   if (kept !== null) {
     if (!kept.isDirectory()) throw new Error(`workspace of ${id} is not a directory`);
-    await mountQuotaWorkspace(dir, workspace, logger);
+    await mountWorkspaceDir(dir, logger);
     if (identity) await chownTreeSafe(workspace, identity.uid, identity.gid);
     return 'kept';
   }
