@@ -112,6 +112,7 @@ export class SessionManager {
   private readonly roots: SessionRoots;
   private readonly executions: SessionExecutions;
   private readonly pool: WorkspacePool;
+  private readonly rootPool: WorkspacePool;
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing = false;
   /** Whether workspaces get a loop-mounted quota image, and why not. */
@@ -149,6 +150,11 @@ export class SessionManager {
     this.pool = new WorkspacePool({
       dir: this.layout.pool, size: deps.config.workspacePoolSize, quotaBytes: deps.config.workspaceQuotaBytes, logger: deps.logger,
       onReadyChanged: (ready) => deps.observer?.onWorkspacePoolChanged(ready),
+    });
+    // Writable-root sessions claim entries already in the shared layout (workspace-image.ts); this
+    // pool starts filling at the first such create, so a service that never makes one builds none.
+    this.rootPool = new WorkspacePool({
+      dir: this.layout.pool, size: deps.config.workspacePoolSize, quotaBytes: deps.config.workspaceQuotaBytes, logger: deps.logger, shared: true,
     });
     this.executions = new SessionExecutions({
       config: deps.config, serial: this.serial, kernels: this.kernels, changes: this.changes,
@@ -300,7 +306,9 @@ export class SessionManager {
     const slot = this.slots.free(); // no live session or one-shot execution uses it; slot 0 is kept for probes
     const identity = this.deps.sandbox.identityFor(slot);
     const quotaBytes = this.quota.enabled ? this.deps.config.workspaceQuotaBytes : null;
-    const source = await prepareWorkspace(this.layout, id, { identity, quotaBytes, pool: this.pool, logger: this.deps.logger });
+    const pool = writableRoot ? this.rootPool : this.pool;
+    if (writableRoot && quotaBytes !== null && !this.closing) this.rootPool.start();
+    const source = await prepareWorkspace(this.layout, id, { identity, quotaBytes, pool, logger: this.deps.logger });
     if (writableRoot) {
       try {
         await this.roots.prepare(id, source, { quotaBytes, pool: this.pool, logger: this.deps.logger });
@@ -327,7 +335,7 @@ export class SessionManager {
       this.deps.observer?.onWorkspaceCreated(source);
       this.deps.logger.info({ audit: 'session.created', session_id: id, environment, uid_slot: slot, workspace: source, network: network.mode }, 'session created');
     }
-    if (source === 'pool') this.pool.settled();
+    if (source === 'pool') pool.settled();
     return { session: this.info(record), created: true };
   }
 
@@ -710,6 +718,7 @@ export class SessionManager {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     // Pool entries are built anew at the next start (its quota size may differ): none is kept.
     await this.pool.close();
+    await this.rootPool.close();
     const deadline = Date.now() + graceMs;
     while (this.executions.runningCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.executions.abortAll();

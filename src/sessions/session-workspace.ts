@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { sessionDir, workspaceOf, type StoreLayout } from './session-store.js';
 import { chownTreeSafe, removeTreeSafe } from '../workspace/workspace-fs.js';
+import { detachImageMount } from '../workspace/workspace-image.js';
 import { mountWorkspaceDir, newWorkspace, type WorkspaceOptions } from '../workspace/workspace-dir.js';
 import { createQuotaWorkspace, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace } from '../workspace/workspace-quota.js';
 
@@ -18,7 +19,10 @@ export async function clearLeftovers(layout: StoreLayout, logger: Logger): Promi
   for (const parent of [layout.oneshot, layout.pool]) {
     for (const entry of await fs.readdir(parent, { withFileTypes: true })) {
       const dir = path.join(parent, entry.name);
-      if (entry.isDirectory()) await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), logger).catch(() => undefined);
+      if (entry.isDirectory()) {
+        await detachImageMount(dir, logger).catch(() => undefined);
+        await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), logger).catch(() => undefined);
+      }
       await removeTreeSafe(dir);
     }
   }
