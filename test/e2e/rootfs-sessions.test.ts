@@ -163,6 +163,29 @@ describe.skipIf(!canRun)('rootfs environments', () => {
     expect(fs.readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(path.join(workspace.path, 'pool'));
   });
 
+  test('writable_root over a kept workspace without one, and with quotas off: the separate root layer', async () => {
+    const server = await startServer({ workspaceDir: workspace.path, env: serverEnv });
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'wk', environment: 'mini' })).status).toBe(201);
+    expect((await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/wk/execute', { command: 'echo kept > /workspace/k' })).body.exit_code).toBe(0);
+    expect((await api(server.baseUrl, 'DELETE', '/v1/sessions/wk?clear_data=false')).status).toBe(204);
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'wk', environment: 'mini', writable_root: true })).status).toBe(201);
+    const r = await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/wk/execute', { command: 'echo x > /usr/local/x && cat /workspace/k /usr/local/x' });
+    expect(r.body.stdout).toBe('kept\nx\n');
+    const dir = path.join(workspace.path, 'sessions', 'wk');
+    expect(fs.existsSync(path.join(dir, 'root-layer'))).toBe(true);
+    expect((await api(server.baseUrl, 'DELETE', '/v1/sessions/wk')).status).toBe(204);
+    await server.stop();
+    expect(fs.readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(dir);
+
+    const off = await startServer({ workspaceDir: workspace.path, env: { ...serverEnv, BUBBLE_SANDBOX_WORKSPACE_QUOTA: 'off' } });
+    expect((await api(off.baseUrl, 'POST', '/v1/sessions', { session_id: 'wo', environment: 'mini', writable_root: true })).status).toBe(201);
+    expect((await api<ExecResult>(off.baseUrl, 'POST', '/v1/sessions/wo/execute', { command: 'echo y > /usr/local/y && cat /usr/local/y' })).body.stdout).toBe('y\n');
+    expect((await api<{ files: unknown[] }>(off.baseUrl, 'GET', '/v1/sessions/wo/files')).body.files).toEqual([]);
+    expect((await api(off.baseUrl, 'DELETE', '/v1/sessions/wo')).status).toBe(204);
+    await off.stop();
+    expect(fs.readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(path.join(workspace.path, 'sessions', 'wo'));
+  });
+
   test('writable_root in a venv environment: /usr and the venv take writes, for the session only', async () => {
     const server = await startServer({ workspaceDir: workspace.path, env: serverEnv });
     expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'va', environment: 'bare', writable_root: true })).status).toBe(201);
