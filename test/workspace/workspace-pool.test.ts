@@ -7,7 +7,7 @@ import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { storeLayout } from '../../src/sessions/session-store.js';
 import { prepareWorkspace } from '../../src/sessions/session-workspace.js';
-import { removeWorkspaceDir } from '../../src/workspace/workspace-dir.js';
+import { mountWorkspaceDir, removeWorkspaceDir, unmountWorkspaceDir } from '../../src/workspace/workspace-dir.js';
 import { WorkspacePool } from '../../src/workspace/workspace-pool.js';
 import { QUOTA_IMAGE_NAME, detectQuotaSupport, unmountQuotaWorkspace } from '../../src/workspace/workspace-quota.js';
 import { waitUntil } from '../helpers/host-processes.js';
@@ -26,8 +26,8 @@ let pools: WorkspacePool[] = [];
 const warnings: string[] = [];
 const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
 
-function makePool(size: number, quotaBytes = 8 * MiB): WorkspacePool {
-  const pool = new WorkspacePool({ dir: poolDir, size, quotaBytes, logger });
+function makePool(size: number, quotaBytes = 8 * MiB, shared = false): WorkspacePool {
+  const pool = new WorkspacePool({ dir: poolDir, size, quotaBytes, logger, shared });
   pools.push(pool);
   return pool;
 }
@@ -115,6 +115,53 @@ describe.skipIf(skip)('workspace pool (loop-mounted ext4 built ahead)', () => {
     expect(mountsUnder(target)).toEqual([]);
     expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([]);
     expect(fs.existsSync(target)).toBe(false);
+  });
+
+  it('a shared-layout entry (writable roots): one image for workspace/ and root/, the workspace a bind, remounted after a restart', async () => {
+    const pool = makePool(1, 8 * MiB, true);
+    pool.start();
+    await waitUntil(() => pool.readyCount, (n) => n === 1, 30_000);
+    const target = path.join(sessionsDir, 'shared');
+    expect(await pool.claim(target, OWNER)).toBe(true);
+    const ws = path.join(target, 'workspace');
+    const image = path.join(target, 'image');
+    const check = () => {
+      expect(mountsUnder(target).map((m) => m.point).sort()).toEqual([image, ws]);
+      for (const m of mountsUnder(target)) {
+        expect(m.fsType).toBe('ext4');
+        expect(m.options).toEqual(expect.arrayContaining(['nosuid', 'nodev']));
+      }
+      expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([path.join(target, QUOTA_IMAGE_NAME)]);
+      const root = fs.lstatSync(ws);
+      expect([root.uid, root.gid, root.mode & 0o7777]).toEqual([OWNER.uid, OWNER.gid, 0o755]);
+      expect(fs.lstatSync(image).mode & 0o7777).toBe(0o700);
+      expect(fs.readdirSync(image).sort()).toEqual(['root', 'workspace']);
+    };
+    check();
+    expect(fs.readdirSync(ws)).toEqual([]);
+    // One budget: 5 MiB in root/ leaves no room for 5 MiB in the workspace (8 MiB image).
+    fs.writeFileSync(path.join(image, 'root', 'layer'), Buffer.alloc(5 * MiB, 1));
+    expect(() => fs.writeFileSync(path.join(ws, 'big'), Buffer.alloc(5 * MiB, 1))).toThrow(/ENOSPC/);
+    expect(fs.readdirSync(ws)).toEqual(['big']);
+    fs.unlinkSync(path.join(ws, 'big'));
+    fs.writeFileSync(path.join(ws, 'kept'), 'k');
+    // As at shutdown and the next start: both mounts go, and come back in the same layout.
+    await unmountWorkspaceDir(target, logger);
+    expect(mountsUnder(target)).toEqual([]);
+    expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([]);
+    expect(await mountWorkspaceDir(target, logger)).toBe(true);
+    check();
+    expect(fs.readdirSync(ws)).toEqual(['kept']);
+    expect(fs.statSync(path.join(image, 'root', 'layer')).size).toBe(5 * MiB);
+    // The pool's refilled shared entry goes at close with both its mounts.
+    await pool.close();
+    expect(mountsUnder(poolDir)).toEqual([]);
+    expect(loopBackingFiles().filter((f) => f.startsWith(poolDir))).toEqual([]);
+    await removeWorkspaceDir(target, logger);
+    expect(fs.existsSync(target)).toBe(false);
+    expect(mountsUnder(target)).toEqual([]);
+    expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([]);
+    expect(warnings).toEqual([]);
   });
 
   it('an empty pool claims nothing and leaves the target alone', async () => {
