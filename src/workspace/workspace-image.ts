@@ -75,26 +75,49 @@ export async function convertToSharedLayout(dir: string, logger?: QuotaLogger): 
   await bindWorkspace(dir, logger);
 }
 
+/** Whether the visible mount on `<dir>/workspace` is the bind of the image's workspace/ (not its root). */
+async function isWorkspaceBind(dir: string): Promise<boolean> {
+  const real = await fs.realpath(path.join(dir, 'workspace')).catch(() => null);
+  const text = await fs.readFile('/proc/self/mountinfo', 'utf8');
+  const top = text.split('\n').map((l) => l.split(' ')).filter((f) => f[4] === real).at(-1);
+  return top?.[3] === '/workspace';
+}
+
+async function umountOnce(p: string, logger: QuotaLogger | undefined): Promise<void> {
+  const r = await execa('umount', [p], { reject: false, timeout: TIMEOUT_MS, extendEnv: false, env: TOOL_ENV, stdin: 'ignore', cleanup: false });
+  if (r.exitCode === 0) return;
+  logger?.warn({ path: p, detail: `${r.stderr}`.slice(0, 500) }, 'workspace quota: busy, unmounting lazily');
+  await execa('umount', ['-l', p], { reject: false, timeout: TIMEOUT_MS, extendEnv: false, env: TOOL_ENV, stdin: 'ignore', cleanup: false });
+}
+
+/** workspace/ and root/ (made again when a crash cut a conversion short, while both were still empty). */
+async function ensureLayoutDirs(dir: string): Promise<void> {
+  const image = imageMountOf(dir);
+  await fs.lchown(image, 0, 0);
+  await fs.chmod(image, 0o700);
+  for (const [sub, mode] of [[imageWorkspaceOf(dir), 0o755], [imageRootLayerOf(dir), 0o700]] as const) {
+    await fs.mkdir(sub, { mode }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
+  }
+}
+
 /** After a restart, or a kept workspace re-attached: the image at `<dir>/image`, then the bind. */
 export async function mountSharedLayout(dir: string, logger?: QuotaLogger): Promise<void> {
   const workspace = path.join(dir, 'workspace');
-  if (await isQuotaMounted(imageMountOf(dir))) {
-    if (!(await isQuotaMounted(workspace))) await bindWorkspace(dir, logger);
-    return;
+  if (!(await isQuotaMounted(imageMountOf(dir)))) {
+    // A bind left without its image mount (an interrupted unmount) would hold the loop device.
+    if (await isQuotaMounted(workspace)) await unmountQuotaWorkspace(workspace, logger);
+    if (!(await mountQuotaWorkspace(dir, imageMountOf(dir), logger))) throw new QuotaError('the workspace image is missing');
   }
-  // A bind left without its image mount (an interrupted unmount) would hold the loop device.
-  if (await isQuotaMounted(workspace)) await unmountQuotaWorkspace(workspace, logger);
-  if (!(await mountQuotaWorkspace(dir, imageMountOf(dir), logger))) throw new QuotaError('the workspace image is missing');
-  await bindWorkspace(dir, logger);
+  // A conversion cut short may have left the image's root on the workspace: never expose root/.
+  for (let i = 0; i < 4 && (await isQuotaMounted(workspace)) && !(await isWorkspaceBind(dir)); i++) await umountOnce(workspace, logger);
+  await ensureLayoutDirs(dir);
+  if (!(await isQuotaMounted(workspace))) await bindWorkspace(dir, logger);
 }
 
 /** Unmounts `<dir>/image` only (lazily when busy); the workspace's own unmount releases the image. */
 export async function detachImageMount(dir: string, logger?: QuotaLogger): Promise<void> {
   const image = imageMountOf(dir);
-  for (let i = 0; i < 4 && (await isQuotaMounted(image)); i++) {
-    const r = await execa('umount', [image], { reject: false, timeout: TIMEOUT_MS, extendEnv: false, env: TOOL_ENV, stdin: 'ignore', cleanup: false });
-    if (r.exitCode === 0) continue;
-    logger?.warn({ image, detail: `${r.stderr}`.slice(0, 500) }, 'workspace quota: image busy, unmounting lazily');
-    await execa('umount', ['-l', image], { reject: false, timeout: TIMEOUT_MS, extendEnv: false, env: TOOL_ENV, stdin: 'ignore', cleanup: false });
-  }
+  for (let i = 0; i < 4 && (await isQuotaMounted(image)); i++) await umountOnce(image, logger);
 }

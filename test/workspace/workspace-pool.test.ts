@@ -1,5 +1,6 @@
 // The pool of quota workspaces built ahead, on real loop devices: run as root. Skipped only
 // outside CI when this machine cannot loop-mount; in CI an unavailable quota is a failure.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,7 +8,7 @@ import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { storeLayout } from '../../src/sessions/session-store.js';
 import { prepareWorkspace } from '../../src/sessions/session-workspace.js';
-import { mountWorkspaceDir, removeWorkspaceDir, unmountWorkspaceDir } from '../../src/workspace/workspace-dir.js';
+import { mountWorkspaceDir, newWorkspace, removeWorkspaceDir, unmountWorkspaceDir } from '../../src/workspace/workspace-dir.js';
 import { WorkspacePool } from '../../src/workspace/workspace-pool.js';
 import { QUOTA_IMAGE_NAME, detectQuotaSupport, unmountQuotaWorkspace } from '../../src/workspace/workspace-quota.js';
 import { waitUntil } from '../helpers/host-processes.js';
@@ -162,6 +163,24 @@ describe.skipIf(skip)('workspace pool (loop-mounted ext4 built ahead)', () => {
     expect(mountsUnder(target)).toEqual([]);
     expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([]);
     expect(warnings).toEqual([]);
+  });
+
+  it('a conversion to the shared layout cut short by a crash is completed at the next mount: root/ never shows in the workspace', async () => {
+    const target = path.join(sessionsDir, 'half');
+    await newWorkspace(target, { identity: OWNER, quotaBytes: 8 * MiB, logger });
+    const ws = path.join(target, 'workspace');
+    const image = path.join(target, 'image');
+    // The first step of convertToSharedLayout only: the image's root bound at image/, still on workspace/ too.
+    fs.mkdirSync(image, { mode: 0o700 });
+    execFileSync('mount', ['--bind', ws, image]);
+    expect(await mountWorkspaceDir(target, logger)).toBe(true);
+    expect(mountsUnder(target).map((m) => m.point).sort()).toEqual([image, ws]);
+    expect(fs.readdirSync(image).sort()).toEqual(['root', 'workspace']);
+    expect(fs.readdirSync(ws)).toEqual([]);
+    expect(fs.lstatSync(image).mode & 0o7777).toBe(0o700);
+    await removeWorkspaceDir(target, logger);
+    expect(mountsUnder(target)).toEqual([]);
+    expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([]);
   });
 
   it('an empty pool claims nothing and leaves the target alone', async () => {
