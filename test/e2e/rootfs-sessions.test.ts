@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { PROJECT_ROOT } from '../helpers/host-env.js';
+import { waitUntil } from '../helpers/host-processes.js';
 import { api, runCli, startServer, useWorkspaceDir, type ExecResult } from '../helpers/server-process.js';
 
 const canRun = process.getuid?.() === 0 || process.env.CI === 'true';
@@ -150,13 +151,19 @@ describe.skipIf(!canRun)('rootfs environments', () => {
       expect((await api(server.baseUrl, 'DELETE', `/v1/sessions/${id}`)).status).toBe(204);
       expect(fs.existsSync(dir)).toBe(false);
     };
-    const sourceOf = (id: string) => server.jsonLogs().find((l) => l.audit === 'session.created' && l.session_id === id)?.workspace;
+    // The log line may come a moment after the answer: wait for it.
+    const sourceOf = (id: string) => waitUntil(() => server.jsonLogs().find((l) => l.audit === 'session.created' && l.session_id === id)?.workspace, (w) => w !== undefined, 10_000);
+    // A shared-layout pool entry is ready once its workspace is the bind of the image's workspace/.
+    const poolDir = path.join(fs.realpathSync(workspace.path), 'pool');
+    const sharedEntryReady = () => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' '))
+      .some((f) => f[3] === '/workspace' && f[4]?.startsWith(`${poolDir}/`) === true && f[4].endsWith('/workspace'));
     // The first writable-root create re-lays a new workspace out; later ones claim pool entries built so.
     expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'wq', environment: 'mini', writable_root: true })).status).toBe(201);
-    expect(sourceOf('wq')).toBe('built');
+    expect(await sourceOf('wq')).toBe('built');
     await check('wq');
+    await waitUntil(sharedEntryReady, (ready) => ready, 30_000);
     expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'wq2', environment: 'mini', writable_root: true })).status).toBe(201);
-    expect(sourceOf('wq2')).toBe('pool');
+    expect(await sourceOf('wq2')).toBe('pool');
     await check('wq2');
     await server.stop();
     expect(fs.readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(path.join(workspace.path, 'sessions', 'wq'));
