@@ -36,13 +36,13 @@ import {
   type SessionRecord, type StoreLayout,
 } from './session-store.js';
 import { clearLeftovers, ensureVolume, prepareWorkspace, unmountVolumes } from './session-workspace.js';
-import { newWorkspace, removeWorkspaceDir } from '../workspace/workspace-dir.js';
+import { mountWorkspaceDir, newWorkspace, removeWorkspaceDir, unmountWorkspaceDir } from '../workspace/workspace-dir.js';
 import { existingVolumes, removeVolume, volumeUsage, type VolumeUsage } from './session-volumes.js';
 import { UidSlots } from './uid-slots.js';
 import { SessionRoots, writableRootRefusal } from './session-root.js';
 import { IS_ROOT } from '../sandbox/sandbox.js';
 import { WorkspacePool } from '../workspace/workspace-pool.js';
-import { detectQuotaSupport, mountQuotaWorkspace, unmountQuotaWorkspace } from '../workspace/workspace-quota.js';
+import { detectQuotaSupport } from '../workspace/workspace-quota.js';
 
 export interface SessionInfo {
   session_id: string;
@@ -112,6 +112,7 @@ export class SessionManager {
   private readonly roots: SessionRoots;
   private readonly executions: SessionExecutions;
   private readonly pool: WorkspacePool;
+  private readonly rootPool: WorkspacePool;
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing = false;
   /** Whether workspaces get a loop-mounted quota image, and why not. */
@@ -150,6 +151,11 @@ export class SessionManager {
       dir: this.layout.pool, size: deps.config.workspacePoolSize, quotaBytes: deps.config.workspaceQuotaBytes, logger: deps.logger,
       onReadyChanged: (ready) => deps.observer?.onWorkspacePoolChanged(ready),
     });
+    // Writable-root sessions claim entries already in the shared layout (workspace-image.ts); this
+    // pool starts filling at the first such create, so a service that never makes one builds none.
+    this.rootPool = new WorkspacePool({
+      dir: this.layout.pool, size: deps.config.workspacePoolSize, quotaBytes: deps.config.workspaceQuotaBytes, logger: deps.logger, shared: true,
+    });
     this.executions = new SessionExecutions({
       config: deps.config, serial: this.serial, kernels: this.kernels, changes: this.changes,
       isClosing: () => this.closing,
@@ -183,7 +189,7 @@ export class SessionManager {
         await this.removeSessionData(record.session_id);
         this.deps.logger.info({ audit: 'session.expired', session_id: record.session_id }, 'session expired while the service was down');
       } else {
-        await mountQuotaWorkspace(sessionDir(this.layout, record.session_id), workspaceOf(this.layout, record.session_id), this.deps.logger);
+        await mountWorkspaceDir(sessionDir(this.layout, record.session_id), this.deps.logger);
         for (const name of Object.keys(record.volumes)) await this.ensureVolume(name, this.deps.sandbox.identityFor(0)?.gid);
         this.sessions.set(record.session_id, record);
         this.deps.logger.info({ audit: 'session.restored', session_id: record.session_id }, 'session restored');
@@ -300,10 +306,12 @@ export class SessionManager {
     const slot = this.slots.free(); // no live session or one-shot execution uses it; slot 0 is kept for probes
     const identity = this.deps.sandbox.identityFor(slot);
     const quotaBytes = this.quota.enabled ? this.deps.config.workspaceQuotaBytes : null;
-    const source = await prepareWorkspace(this.layout, id, { identity, quotaBytes, pool: this.pool, logger: this.deps.logger });
+    const pool = writableRoot ? this.rootPool : this.pool;
+    if (writableRoot && quotaBytes !== null && !this.closing) this.rootPool.start();
+    const source = await prepareWorkspace(this.layout, id, { identity, quotaBytes, pool, logger: this.deps.logger });
     if (writableRoot) {
       try {
-        await this.roots.prepare(id, { quotaBytes, pool: this.pool, logger: this.deps.logger });
+        await this.roots.prepare(id, source, { quotaBytes, pool: this.pool, logger: this.deps.logger });
       } catch (err) {
         // Nothing half made: a workspace built for this create goes again (a kept one stays).
         if (source !== 'kept') await this.removeSessionData(id).catch(() => undefined);
@@ -327,7 +335,7 @@ export class SessionManager {
       this.deps.observer?.onWorkspaceCreated(source);
       this.deps.logger.info({ audit: 'session.created', session_id: id, environment, uid_slot: slot, workspace: source, network: network.mode }, 'session created');
     }
-    if (source === 'pool') this.pool.settled();
+    if (source === 'pool') pool.settled();
     return { session: this.info(record), created: true };
   }
 
@@ -532,7 +540,7 @@ export class SessionManager {
       else {
         await deleteRecord(this.layout, id);
         await this.roots.unmount(id);
-        await unmountQuotaWorkspace(workspaceOf(this.layout, id), this.deps.logger);
+        await unmountWorkspaceDir(sessionDir(this.layout, id), this.deps.logger);
       }
     });
     this.countChanged();
@@ -710,6 +718,7 @@ export class SessionManager {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     // Pool entries are built anew at the next start (its quota size may differ): none is kept.
     await this.pool.close();
+    await this.rootPool.close();
     const deadline = Date.now() + graceMs;
     while (this.executions.runningCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.executions.abortAll();
@@ -724,7 +733,7 @@ export class SessionManager {
     // Images are mounted again by init() on the next start.
     for (const id of this.sessions.keys()) {
       await this.roots.unmount(id);
-      await unmountQuotaWorkspace(workspaceOf(this.layout, id), this.deps.logger);
+      await unmountWorkspaceDir(sessionDir(this.layout, id), this.deps.logger);
     }
     await unmountVolumes(this.layout, this.deps.logger);
   }

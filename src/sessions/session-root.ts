@@ -1,11 +1,15 @@
-// Sessions created with writable_root: true. Their writes to `/` go to an overlay's upper layer on
-// a quota image of their own, <session dir>/root-layer/ (laid out like a workspace dir: a pool
-// entry is claimed for it, so a create costs a rename), never inside /workspace. The overlay is
-// mounted at <session dir>/root at the session's first sandbox (about 90 ms, once), unmounted at
-// delete, clear_data=false and shutdown, and mounted again after a restart by the next sandbox.
-// In a venv environment (the host view) there are two overlays instead, over the host's /usr
-// (<session dir>/root-usr) and over the venv (<session dir>/root-venv), each with its own upper
-// and work directories on the same root-layer image; the rest of the host view stays read-only.
+// Sessions created with writable_root: true. Their writes to `/` go to an overlay's upper layer,
+// never inside /workspace. With quotas on, the layer is `root/` on the session's one quota image,
+// beside the workspace (the shared layout of workspace-image.ts: the image is mounted at
+// <session dir>/image and /workspace is a bind of its workspace/), so writes to `/` and to
+// /workspace share one budget. Sessions made before that layout, a kept plain-layout workspace
+// re-created with writable_root, and quotas off keep the older root layer: <session dir>/root-layer/
+// laid out like a workspace dir (its own image with quotas on; a plain dir with them off).
+// The overlay is mounted at <session dir>/root at the session's first sandbox (about 90 ms,
+// once), unmounted at delete, clear_data=false and shutdown, and mounted again after a restart by
+// the next sandbox. In a venv environment (the host view) there are two overlays instead, over
+// the host's /usr (<session dir>/root-usr) and over the venv (<session dir>/root-venv), each with
+// its own upper and work directories in the same layer; the rest of the host view stays read-only.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -14,13 +18,21 @@ import { mountWritableRoot, unmountWritableRoot, WritableRootError } from '../sa
 import { WritableRootUnavailableError } from '../errors.js';
 import { newWorkspace, removeWorkspaceDir, type WorkspaceOptions } from '../workspace/workspace-dir.js';
 import { mountQuotaWorkspace, unmountQuotaWorkspace } from '../workspace/workspace-quota.js';
+import { convertToSharedLayout, hasSharedLayout, imageRootLayerOf } from '../workspace/workspace-image.js';
+import type { WorkspaceSource } from './session-workspace.js';
 import { sessionDir, type StoreLayout } from './session-store.js';
 
 export const rootLayerOf = (layout: StoreLayout, id: string) => path.join(sessionDir(layout, id), 'root-layer');
 export const mergedRootOf = (layout: StoreLayout, id: string) => path.join(sessionDir(layout, id), 'root');
 const mergedUsrOf = (layout: StoreLayout, id: string) => path.join(sessionDir(layout, id), 'root-usr');
 const mergedVenvOf = (layout: StoreLayout, id: string) => path.join(sessionDir(layout, id), 'root-venv');
-const layerFsOf = (layout: StoreLayout, id: string) => path.join(rootLayerOf(layout, id), 'workspace');
+const legacyLayerOf = (layout: StoreLayout, id: string) => path.join(rootLayerOf(layout, id), 'workspace');
+const hasLegacyLayer = async (layout: StoreLayout, id: string) => (await fs.lstat(rootLayerOf(layout, id)).catch(() => null)) !== null;
+
+/** Where the overlays' upper and work dirs go: root/ on the shared image, or the older root layer. */
+async function layerDirOf(layout: StoreLayout, id: string): Promise<string> {
+  return (await hasLegacyLayer(layout, id)) ? legacyLayerOf(layout, id) : imageRootLayerOf(sessionDir(layout, id));
+}
 
 /** Why a writable root cannot be had here; null when it can. */
 export function writableRootRefusal(isRoot: boolean): string | null {
@@ -28,8 +40,7 @@ export function writableRootRefusal(isRoot: boolean): string | null {
 }
 
 /** The overlays of a session: [lower, layer subdirectory, mount point]. */
-function overlaysOf(layout: StoreLayout, id: string, env: Environment): [string, string, string][] {
-  const layer = layerFsOf(layout, id);
+function overlaysOf(layout: StoreLayout, id: string, env: Environment, layer: string): [string, string, string][] {
   if (env.rootDir !== null) return [[env.rootDir, layer, mergedRootOf(layout, id)]];
   const usr: [string, string, string] = ['/usr', path.join(layer, 'usr'), mergedUsrOf(layout, id)];
   return env.venvDir === null ? [usr] : [usr, [env.venvDir, path.join(layer, 'venv'), mergedVenvOf(layout, id)]];
@@ -42,24 +53,32 @@ export class SessionRoots {
 
   constructor(private readonly layout: StoreLayout, private readonly logger: Logger) {}
 
-  /** At create: the root-layer file system (claimed from the pool, or built), owned by the service. */
-  async prepare(id: string, opts: Omit<WorkspaceOptions, 'identity'>): Promise<void> {
-    const layer = rootLayerOf(this.layout, id);
-    if (await fs.lstat(layer).catch(() => null)) {
-      await mountQuotaWorkspace(layer, layerFsOf(this.layout, id), this.logger);
+  /**
+   * At create, after the workspace: a new quota workspace gets the shared layout (one image for
+   * both); a kept one already has its layer (either kind); otherwise the older root layer is made.
+   */
+  async prepare(id: string, source: WorkspaceSource, opts: Omit<WorkspaceOptions, 'identity'>): Promise<void> {
+    const dir = sessionDir(this.layout, id);
+    if (await hasLegacyLayer(this.layout, id)) {
+      await mountQuotaWorkspace(rootLayerOf(this.layout, id), legacyLayerOf(this.layout, id), this.logger);
       return;
     }
-    await newWorkspace(layer, { ...opts, identity: null });
+    if (await hasSharedLayout(dir)) return;
+    if (opts.quotaBytes !== null && source !== 'kept') {
+      await convertToSharedLayout(dir, this.logger);
+      return;
+    }
+    await newWorkspace(rootLayerOf(this.layout, id), { ...opts, identity: null });
   }
 
   /** The session's environment with `/` its merged overlay, mounted first when it is not. */
   async environment(id: string, env: Environment, owner: { uid: number; gid: number } | null): Promise<Environment> {
     if (owner === null) throw new WritableRootUnavailableError(writableRootRefusal(false) ?? 'not available');
-    const overlays = overlaysOf(this.layout, id, env);
     let pending = this.mounting.get(id);
     if (pending === undefined && !this.mounted.has(id)) {
       pending = (async () => {
-        await mountQuotaWorkspace(rootLayerOf(this.layout, id), layerFsOf(this.layout, id), this.logger);
+        if (await hasLegacyLayer(this.layout, id)) await mountQuotaWorkspace(rootLayerOf(this.layout, id), legacyLayerOf(this.layout, id), this.logger);
+        const overlays = overlaysOf(this.layout, id, env, await layerDirOf(this.layout, id));
         for (const [lowerDir, layerDir, mergedDir] of overlays) {
           await fs.mkdir(layerDir, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
             if (err.code !== 'EEXIST') throw err;
@@ -89,7 +108,7 @@ export class SessionRoots {
     await this.mounting.get(id)?.catch(() => undefined);
     this.mounted.delete(id);
     for (const merged of [mergedRootOf(this.layout, id), mergedUsrOf(this.layout, id), mergedVenvOf(this.layout, id)]) await unmountWritableRoot(merged);
-    await unmountQuotaWorkspace(layerFsOf(this.layout, id), this.logger);
+    if (await hasLegacyLayer(this.layout, id)) await unmountQuotaWorkspace(legacyLayerOf(this.layout, id), this.logger);
   }
 
   /** Before the session dir is removed: nothing may still be mounted below it. */

@@ -6,7 +6,8 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { sessionDir, workspaceOf, type StoreLayout } from './session-store.js';
 import { chownTreeSafe, removeTreeSafe } from '../workspace/workspace-fs.js';
-import { newWorkspace, type WorkspaceOptions } from '../workspace/workspace-dir.js';
+import { detachImageMount } from '../workspace/workspace-image.js';
+import { mountWorkspaceDir, newWorkspace, type WorkspaceOptions } from '../workspace/workspace-dir.js';
 import { createQuotaWorkspace, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace } from '../workspace/workspace-quota.js';
 
 /**
@@ -18,7 +19,10 @@ export async function clearLeftovers(layout: StoreLayout, logger: Logger): Promi
   for (const parent of [layout.oneshot, layout.pool]) {
     for (const entry of await fs.readdir(parent, { withFileTypes: true })) {
       const dir = path.join(parent, entry.name);
-      if (entry.isDirectory()) await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), logger).catch(() => undefined);
+      if (entry.isDirectory()) {
+        await detachImageMount(dir, logger).catch(() => undefined);
+        await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), logger).catch(() => undefined);
+      }
       await removeTreeSafe(dir);
     }
   }
@@ -37,7 +41,7 @@ export async function prepareWorkspace(layout: StoreLayout, id: string, opts: Wo
   const kept = dirStat === null ? null : await lstatOrNull(workspace);
   if (kept !== null) {
     if (!kept.isDirectory()) throw new Error(`workspace of ${id} is not a directory`);
-    await mountQuotaWorkspace(dir, workspace, logger);
+    await mountWorkspaceDir(dir, logger);
     if (identity) await chownTreeSafe(workspace, identity.uid, identity.gid);
     return 'kept';
   }

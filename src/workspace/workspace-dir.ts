@@ -6,7 +6,8 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { removeTreeSafe } from './workspace-fs.js';
 import type { WorkspacePool } from './workspace-pool.js';
-import { createQuotaWorkspace, removeQuotaWorkspace } from './workspace-quota.js';
+import { createQuotaWorkspace, mountQuotaWorkspace, removeQuotaWorkspace, unmountQuotaWorkspace } from './workspace-quota.js';
+import { detachImageMount, hasSharedLayout, mountSharedLayout } from './workspace-image.js';
 
 export interface WorkspaceOptions {
   identity: { uid: number; gid: number } | null;
@@ -35,6 +36,20 @@ export async function newWorkspace(dir: string, opts: WorkspaceOptions): Promise
 /** Unmount the quota image (if any) of a dir laid out like a session's (workspace.img, workspace/),
  * a session's, a pool entry or a one-shot's, then remove it without following links. */
 export async function removeWorkspaceDir(dir: string, logger: Logger): Promise<void> {
+  await detachImageMount(dir, logger);
   await removeQuotaWorkspace(dir, path.join(dir, 'workspace'), logger);
   await removeTreeSafe(dir);
+}
+
+/** Mounts the quota image of `dir` again, in either layout (see workspace-image.ts); false when it has none. */
+export async function mountWorkspaceDir(dir: string, logger: Logger): Promise<boolean> {
+  if (!(await hasSharedLayout(dir))) return mountQuotaWorkspace(dir, path.join(dir, 'workspace'), logger);
+  await mountSharedLayout(dir, logger);
+  return true;
+}
+
+/** Unmounts the quota image of `dir` (either layout); the files stay for mountWorkspaceDir. */
+export async function unmountWorkspaceDir(dir: string, logger: Logger): Promise<void> {
+  await detachImageMount(dir, logger);
+  await unmountQuotaWorkspace(path.join(dir, 'workspace'), logger);
 }

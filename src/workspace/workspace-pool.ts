@@ -4,7 +4,8 @@
 // (workspace.img, workspace/ with the image mounted nosuid,nodev on it), owned by the service
 // (0711, image 0600) until claimed, and never visible to a sandbox. Entries are built one at a
 // time, so the pool never takes both cores from executions, and only a completely built entry is
-// in `ready`, so a claim never sees half of one.
+// in `ready`, so a claim never sees half of one. A pool with `shared` builds entries in the
+// shared layout (image at <entry>/image, <entry>/workspace a bind of its workspace/).
 // A build spawns mkfs and mount, and forking the service blocks its event loop for about 12 ms
 // each here: a build waits until the create that claimed an entry has answered (settled), and
 // a moment more without claims, so that it does not land on that create nor on the next ones of
@@ -14,6 +15,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { newWorkspace, removeWorkspaceDir } from './workspace-dir.js';
+import { convertToSharedLayout } from './workspace-image.js';
 
 const QUIET_MS = 5;
 const RETRY_FIRST_MS = 1000;
@@ -26,6 +28,8 @@ export interface WorkspacePoolOptions {
   quotaBytes: number;
   logger: Logger;
   onReadyChanged?: ((ready: number) => void) | undefined;
+  /** Entries in the shared layout (workspace-image.ts), for sessions with a writable root. */
+  shared?: boolean;
 }
 
 export class WorkspacePool {
@@ -113,6 +117,7 @@ export class WorkspacePool {
     const entry = path.join(this.opts.dir, randomBytes(12).toString('hex'));
     try {
       await newWorkspace(entry, { identity: null, quotaBytes: this.opts.quotaBytes, logger: this.opts.logger });
+      if (this.opts.shared === true) await convertToSharedLayout(entry, this.opts.logger);
       this.ready.push(entry);
       this.failures = 0;
       this.changed();

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { PROJECT_ROOT } from '../helpers/host-env.js';
+import { waitUntil } from '../helpers/host-processes.js';
 import { api, runCli, startServer, useWorkspaceDir, type ExecResult } from '../helpers/server-process.js';
 
 const canRun = process.getuid?.() === 0 || process.env.CI === 'true';
@@ -114,6 +115,84 @@ describe.skipIf(!canRun)('rootfs environments', () => {
     expect(mounts).not.toContain(path.join(workspace.path, 'sessions', 'wa'));
   });
 
+  test('writable_root: the root layer and /workspace share one quota, and the layer stays out of the files API', async () => {
+    const server = await startServer({ workspaceDir: workspace.path, env: serverEnv });
+    const check = async (id: string) => {
+      const exec = async (command: string) => (await api<ExecResult>(server.baseUrl, 'POST', `/v1/sessions/${id}/execute`, { command })).body;
+      const tenMiB = 'bs=1M count=10'; // 62.5% of the 16 MiB quota: two of them cannot both fit
+      // The root layer first: then /workspace has less than the quota left.
+      expect((await exec(`dd if=/dev/zero of=/usr/local/big ${tenMiB} 2>&1 && echo root-ok`)).stdout).toContain('root-ok');
+      const ws = await exec(`dd if=/dev/zero of=/workspace/big ${tenMiB}`);
+      expect(ws.exit_code).not.toBe(0);
+      expect(ws.stderr).toMatch(/No space left on device/);
+      expect((await api(server.baseUrl, 'GET', '/healthz')).status).toBe(200);
+      // The files API sees the workspace only: never the upper dir's /usr/local/big.
+      const listing = await api<{ files: { path: string }[] }>(server.baseUrl, 'GET', `/v1/sessions/${id}/files`);
+      expect(listing.body.files.map((f) => f.path)).toEqual(['big']);
+      expect(JSON.stringify(listing.body)).not.toMatch(/usr|upper|local/);
+      expect((await exec('ls -a /workspace')).stdout).toBe('.\n..\nbig\n');
+      expect((await exec('rm /workspace/big /usr/local/big && echo freed')).stdout).toBe('freed\n');
+      // And the other way round: /workspace first, then the root layer runs out.
+      const first = await exec(`dd if=/dev/zero of=/workspace/big ${tenMiB} 2>&1 && echo ws-ok`);
+      expect(first.stdout).toContain('ws-ok');
+      expect(first.files.created).toEqual(['big']);
+      const root = await exec(`dd if=/dev/zero of=/usr/local/big ${tenMiB}`);
+      expect(root.exit_code).not.toBe(0);
+      expect(root.stderr).toMatch(/No space left on device/);
+      expect(root.files.created).toEqual([]);
+      // One image for the session: no second one for the root layer.
+      const dir = path.join(workspace.path, 'sessions', id);
+      expect(fs.existsSync(path.join(dir, 'root-layer'))).toBe(false);
+      expect(fs.statSync(path.join(dir, 'image')).mode & 0o777).toBe(0o700);
+      // The workspace is a bind of the image's workspace/, as nosuid,nodev as the image itself.
+      const wsMount = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === path.join(fs.realpathSync(dir), 'workspace'));
+      expect(wsMount?.split(' ')[3]).toBe('/workspace');
+      expect(wsMount?.split(' ')[5]).toMatch(/nosuid.*nodev|nodev.*nosuid/);
+      expect((await api(server.baseUrl, 'DELETE', `/v1/sessions/${id}`)).status).toBe(204);
+      expect(fs.existsSync(dir)).toBe(false);
+    };
+    // The log line may come a moment after the answer: wait for it.
+    const sourceOf = (id: string) => waitUntil(() => server.jsonLogs().find((l) => l.audit === 'session.created' && l.session_id === id)?.workspace, (w) => w !== undefined, 10_000);
+    // A shared-layout pool entry is ready once its workspace is the bind of the image's workspace/.
+    const poolDir = path.join(fs.realpathSync(workspace.path), 'pool');
+    const sharedEntryReady = () => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' '))
+      .some((f) => f[3] === '/workspace' && f[4]?.startsWith(`${poolDir}/`) === true && f[4].endsWith('/workspace'));
+    // The first writable-root create re-lays a new workspace out; later ones claim pool entries built so.
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'wq', environment: 'mini', writable_root: true })).status).toBe(201);
+    expect(await sourceOf('wq')).toBe('built');
+    await check('wq');
+    await waitUntil(sharedEntryReady, (ready) => ready, 30_000);
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'wq2', environment: 'mini', writable_root: true })).status).toBe(201);
+    expect(await sourceOf('wq2')).toBe('pool');
+    await check('wq2');
+    await server.stop();
+    expect(fs.readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(path.join(workspace.path, 'sessions', 'wq'));
+    expect(fs.readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(path.join(workspace.path, 'pool'));
+  });
+
+  test('writable_root over a kept workspace without one, and with quotas off: the separate root layer', async () => {
+    const server = await startServer({ workspaceDir: workspace.path, env: serverEnv });
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'wk', environment: 'mini' })).status).toBe(201);
+    expect((await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/wk/execute', { command: 'echo kept > /workspace/k' })).body.exit_code).toBe(0);
+    expect((await api(server.baseUrl, 'DELETE', '/v1/sessions/wk?clear_data=false')).status).toBe(204);
+    expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'wk', environment: 'mini', writable_root: true })).status).toBe(201);
+    const r = await api<ExecResult>(server.baseUrl, 'POST', '/v1/sessions/wk/execute', { command: 'echo x > /usr/local/x && cat /workspace/k /usr/local/x' });
+    expect(r.body.stdout).toBe('kept\nx\n');
+    const dir = path.join(workspace.path, 'sessions', 'wk');
+    expect(fs.existsSync(path.join(dir, 'root-layer'))).toBe(true);
+    expect((await api(server.baseUrl, 'DELETE', '/v1/sessions/wk')).status).toBe(204);
+    await server.stop();
+    expect(fs.readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(dir);
+
+    const off = await startServer({ workspaceDir: workspace.path, env: { ...serverEnv, BUBBLE_SANDBOX_WORKSPACE_QUOTA: 'off' } });
+    expect((await api(off.baseUrl, 'POST', '/v1/sessions', { session_id: 'wo', environment: 'mini', writable_root: true })).status).toBe(201);
+    expect((await api<ExecResult>(off.baseUrl, 'POST', '/v1/sessions/wo/execute', { command: 'echo y > /usr/local/y && cat /usr/local/y' })).body.stdout).toBe('y\n');
+    expect((await api<{ files: unknown[] }>(off.baseUrl, 'GET', '/v1/sessions/wo/files')).body.files).toEqual([]);
+    expect((await api(off.baseUrl, 'DELETE', '/v1/sessions/wo')).status).toBe(204);
+    await off.stop();
+    expect(fs.readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(path.join(workspace.path, 'sessions', 'wo'));
+  });
+
   test('writable_root in a venv environment: /usr and the venv take writes, for the session only', async () => {
     const server = await startServer({ workspaceDir: workspace.path, env: serverEnv });
     expect((await api(server.baseUrl, 'POST', '/v1/sessions', { session_id: 'va', environment: 'bare', writable_root: true })).status).toBe(201);
@@ -142,5 +221,7 @@ describe.skipIf(!canRun)('rootfs environments', () => {
     const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8');
     expect(mounts).not.toContain(path.join(workspace.path, 'sessions', 'va'));
     expect(mounts).not.toContain(path.join(workspace.path, 'sessions', 'vb'));
+    // Pool entries (of both layouts) the crash left mounted were removed by the next start.
+    expect(mounts).not.toContain(path.join(workspace.path, 'pool'));
   });
 });

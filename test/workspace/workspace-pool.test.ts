@@ -1,5 +1,6 @@
 // The pool of quota workspaces built ahead, on real loop devices: run as root. Skipped only
 // outside CI when this machine cannot loop-mount; in CI an unavailable quota is a failure.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,7 +8,7 @@ import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { storeLayout } from '../../src/sessions/session-store.js';
 import { prepareWorkspace } from '../../src/sessions/session-workspace.js';
-import { removeWorkspaceDir } from '../../src/workspace/workspace-dir.js';
+import { mountWorkspaceDir, newWorkspace, removeWorkspaceDir, unmountWorkspaceDir } from '../../src/workspace/workspace-dir.js';
 import { WorkspacePool } from '../../src/workspace/workspace-pool.js';
 import { QUOTA_IMAGE_NAME, detectQuotaSupport, unmountQuotaWorkspace } from '../../src/workspace/workspace-quota.js';
 import { waitUntil } from '../helpers/host-processes.js';
@@ -26,8 +27,8 @@ let pools: WorkspacePool[] = [];
 const warnings: string[] = [];
 const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
 
-function makePool(size: number, quotaBytes = 8 * MiB): WorkspacePool {
-  const pool = new WorkspacePool({ dir: poolDir, size, quotaBytes, logger });
+function makePool(size: number, quotaBytes = 8 * MiB, shared = false): WorkspacePool {
+  const pool = new WorkspacePool({ dir: poolDir, size, quotaBytes, logger, shared });
   pools.push(pool);
   return pool;
 }
@@ -115,6 +116,71 @@ describe.skipIf(skip)('workspace pool (loop-mounted ext4 built ahead)', () => {
     expect(mountsUnder(target)).toEqual([]);
     expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([]);
     expect(fs.existsSync(target)).toBe(false);
+  });
+
+  it('a shared-layout entry (writable roots): one image for workspace/ and root/, the workspace a bind, remounted after a restart', async () => {
+    const pool = makePool(1, 8 * MiB, true);
+    pool.start();
+    await waitUntil(() => pool.readyCount, (n) => n === 1, 30_000);
+    const target = path.join(sessionsDir, 'shared');
+    expect(await pool.claim(target, OWNER)).toBe(true);
+    const ws = path.join(target, 'workspace');
+    const image = path.join(target, 'image');
+    const check = () => {
+      expect(mountsUnder(target).map((m) => m.point).sort()).toEqual([image, ws]);
+      for (const m of mountsUnder(target)) {
+        expect(m.fsType).toBe('ext4');
+        expect(m.options).toEqual(expect.arrayContaining(['nosuid', 'nodev']));
+      }
+      expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([path.join(target, QUOTA_IMAGE_NAME)]);
+      const root = fs.lstatSync(ws);
+      expect([root.uid, root.gid, root.mode & 0o7777]).toEqual([OWNER.uid, OWNER.gid, 0o755]);
+      expect(fs.lstatSync(image).mode & 0o7777).toBe(0o700);
+      expect(fs.readdirSync(image).sort()).toEqual(['root', 'workspace']);
+    };
+    check();
+    expect(fs.readdirSync(ws)).toEqual([]);
+    // One budget: 5 MiB in root/ leaves no room for 5 MiB in the workspace (8 MiB image).
+    fs.writeFileSync(path.join(image, 'root', 'layer'), Buffer.alloc(5 * MiB, 1));
+    expect(() => fs.writeFileSync(path.join(ws, 'big'), Buffer.alloc(5 * MiB, 1))).toThrow(/ENOSPC/);
+    expect(fs.readdirSync(ws)).toEqual(['big']);
+    fs.unlinkSync(path.join(ws, 'big'));
+    fs.writeFileSync(path.join(ws, 'kept'), 'k');
+    // As at shutdown and the next start: both mounts go, and come back in the same layout.
+    await unmountWorkspaceDir(target, logger);
+    expect(mountsUnder(target)).toEqual([]);
+    expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([]);
+    expect(await mountWorkspaceDir(target, logger)).toBe(true);
+    check();
+    expect(fs.readdirSync(ws)).toEqual(['kept']);
+    expect(fs.statSync(path.join(image, 'root', 'layer')).size).toBe(5 * MiB);
+    // The pool's refilled shared entry goes at close with both its mounts.
+    await pool.close();
+    expect(mountsUnder(poolDir)).toEqual([]);
+    expect(loopBackingFiles().filter((f) => f.startsWith(poolDir))).toEqual([]);
+    await removeWorkspaceDir(target, logger);
+    expect(fs.existsSync(target)).toBe(false);
+    expect(mountsUnder(target)).toEqual([]);
+    expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([]);
+    expect(warnings).toEqual([]);
+  });
+
+  it('a conversion to the shared layout cut short by a crash is completed at the next mount: root/ never shows in the workspace', async () => {
+    const target = path.join(sessionsDir, 'half');
+    await newWorkspace(target, { identity: OWNER, quotaBytes: 8 * MiB, logger });
+    const ws = path.join(target, 'workspace');
+    const image = path.join(target, 'image');
+    // The first step of convertToSharedLayout only: the image's root bound at image/, still on workspace/ too.
+    fs.mkdirSync(image, { mode: 0o700 });
+    execFileSync('mount', ['--bind', ws, image]);
+    expect(await mountWorkspaceDir(target, logger)).toBe(true);
+    expect(mountsUnder(target).map((m) => m.point).sort()).toEqual([image, ws]);
+    expect(fs.readdirSync(image).sort()).toEqual(['root', 'workspace']);
+    expect(fs.readdirSync(ws)).toEqual([]);
+    expect(fs.lstatSync(image).mode & 0o7777).toBe(0o700);
+    await removeWorkspaceDir(target, logger);
+    expect(mountsUnder(target)).toEqual([]);
+    expect(loopBackingFiles().filter((f) => f.startsWith(target))).toEqual([]);
   });
 
   it('an empty pool claims nothing and leaves the target alone', async () => {
