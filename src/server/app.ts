@@ -12,7 +12,7 @@ import type { Sandbox } from '../sandbox/sandbox.js';
 import type { SessionManager } from '../sessions/session-manager.js';
 import { AppError, UnauthorizedError } from '../errors.js';
 import { mcpRoutes } from '../protocols/mcp/http.js';
-import { clusterRouting, clusterUpgrades, createCluster, replicaRoutes } from './cluster-plugin.js';
+import { clusterRouting, clusterUpgrades, createCluster, mcpForwarding, replicaRoutes } from './cluster-plugin.js';
 import { errorBody } from './error-body.js';
 import type { Metrics } from './metrics.js';
 import { openApiOptions } from './openapi.js';
@@ -198,6 +198,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       if (!hasApiKey(expected, request.raw, false)) throw new UnauthorizedError();
       if (!originAllowed(request.headers, config.allowedOrigins)) throw new AppError(403, 'FORBIDDEN_ORIGIN', 'A request from a browser origin that is not allowed (ALLOWED_ORIGINS)');
     });
+    // Several replicas: a tool call about another replica's session runs there (cluster-plugin.ts).
+    if (cluster !== null) mcp.addHook('preHandler', mcpForwarding(cluster, deps));
     await mcp.register(mcpRoutes, { config, sessions: deps.sessions, sandbox: deps.sandbox, logger: deps.logger });
   });
   return app;

@@ -1,7 +1,9 @@
 // The HTTP side of running as several replicas (src/cluster/ has the rest):
 // - an onRequest hook of /v1, after the API-key check and before any body is read, that pipes a
 //   request for another replica's session to it (or answers 503 NODE_UNAVAILABLE);
-// - the same for WebSocket upgrades, before the pty and ports/ handlers see them;
+// - the same for WebSocket upgrades, before the pty and ports/ handlers see them, for the E2B
+//   routes (the session in the E2b-Sandbox-Id header or the control plane's :id), and for MCP tool
+//   calls that name another replica's session (mcpForwarding);
 // - (cluster-sessions.ts: POST /v1/sessions placed on the replica with the most free capacity,
 //   GET /v1/sessions merged;)
 // - /cluster/v1/*, the replica-to-replica routes (load, "do you hold this session?"), which like
@@ -15,6 +17,7 @@ import { z } from 'zod';
 import { Cluster } from '../cluster/cluster.js';
 import { hasClusterSecret, saysForwarded, secretDigest } from '../cluster/cluster-secret.js';
 import { clusterNodes, isClustered, sessionIdOfUrl } from '../cluster/nodes.js';
+import type { PeerAnswer } from '../cluster/peer-call.js';
 import { AppError, ClusterUnauthorizedError, NodeUnavailableError, SessionNotFoundError } from '../errors.js';
 import type { AppDeps } from './app.js';
 import { errorBody } from './error-body.js';
@@ -148,5 +151,59 @@ export function replicaRoutes(cluster: Cluster, deps: AppDeps): FastifyPluginAsy
       if (!deps.sessions.has(request.params.id)) throw new SessionNotFoundError(request.params.id);
       return { session_id: request.params.id, node_id: cluster.self };
     });
+  };
+}
+
+/** The session a single MCP `tools/call` names in its arguments, or null (other methods, batches, no session). */
+function mcpSessionIdOf(body: unknown): string | null {
+  let message: unknown;
+  try {
+    message = typeof body === 'string' ? JSON.parse(body) : null;
+  } catch {
+    return null; // the MCP route answers its own parse error
+  }
+  if (typeof message !== 'object' || message === null || Array.isArray(message)) return null;
+  const m = message as { method?: unknown; params?: { arguments?: { session_id?: unknown } } };
+  const id = m.method === 'tools/call' ? m.params?.arguments?.session_id : undefined;
+  return typeof id === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(id) ? id : null;
+}
+
+const MCP_HEADERS = ['authorization', 'accept', 'mcp-protocol-version', 'mcp-session-id'];
+
+/**
+ * A preHandler of POST /mcp (its body already read, as text): a tool call about another
+ * replica's session runs on that replica. The MCP route is stateless, so the whole POST can go
+ * there; its answer (one JSON-RPC result, as JSON or one server-sent event) is read whole and
+ * relayed. The owner checks the API key again; a client that goes away does not end the
+ * forwarded call (it runs to its timeout there).
+ */
+export function mcpForwarding(cluster: Cluster, deps: AppDeps) {
+  const retryAfter = deps.config.nodeRetryAfterSeconds;
+  const unavailable = (reply: FastifyReply) => reply.code(503).header('retry-after', String(retryAfter)).send({
+    jsonrpc: '2.0', id: null,
+    error: { code: -32000, message: 'NODE_UNAVAILABLE: The replica that holds this session cannot be reached; retry later', data: { statusCode: 503, code: 'NODE_UNAVAILABLE' } },
+  });
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (request.method !== 'POST' || saysForwarded(request.headers)) return;
+    const id = mcpSessionIdOf(request.body);
+    if (id === null) return;
+    const where = await cluster.locate(id);
+    if (where.at === 'here') return;
+    if (where.at === 'unreachable') return void (await unavailable(reply));
+    const headers: Record<string, string> = { 'x-request-id': String(request.id) };
+    for (const name of MCP_HEADERS) {
+      const v = request.headers[name];
+      if (typeof v === 'string') headers[name] = v;
+    }
+    let answer: PeerAnswer;
+    try {
+      answer = await cluster.call(where.node, 'POST', '/mcp', headers, request.body as string, false);
+    } catch (err) {
+      request.log.warn({ node: where.node, err: { message: (err as Error).message } }, 'replica unreachable');
+      return void (await unavailable(reply));
+    }
+    request.log.info({ session_id: id, node: where.node, statusCode: answer.status }, 'MCP call forwarded');
+    const type = answer.headers['content-type'];
+    await reply.code(answer.status).header('content-type', typeof type === 'string' ? type : 'application/json').send(answer.text);
   };
 }

@@ -12,6 +12,7 @@ import { bwrapUsable, IS_ROOT } from '../helpers/sandbox.js';
 import { call, CLUSTER_SECRET, multipart, restartReplica, roundRobinProxy, startReplicas, type Replica, type RoundRobinProxy } from '../helpers/cluster.js';
 import { killAllServers, makeTempDir, removeTempDir } from '../helpers/server-process.js';
 import { closed, openWs, until } from '../helpers/ws.js';
+import { call as mcpCall, connectHttp, textOf } from '../protocols/mcp/mcp-kit.js';
 
 type Info = { session_id: string; node_id: string };
 type Exec = { status: string; stdout: string; result?: string | null };
@@ -145,6 +146,28 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('three replicas behind a round-robin
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
+    }
+  }, 90_000);
+
+  test('the MCP client through the round-robin proxy: tool calls about a session run on the replica that holds it', async () => {
+    const client = await connectHttp(proxy.baseUrl, null);
+    try {
+      const made = await mcpCall(client, 'create_session', { environment: 'bare' });
+      expect(made.isError ?? false, textOf(made)).toBe(false);
+      const id = /session_id: (\S+)/.exec(textOf(made))?.[1] ?? '';
+      expect(replicas.map((r) => r.node)).toContain(id.split('-')[0]);
+      // Each POST of the client goes to the next replica: state and files are there only if each
+      // call runs where the session lives.
+      for (let i = 0; i < 3; i++) {
+        const r = await mcpCall(client, 'run_code', { session_id: id, code: i === 0 ? 'n = 1' : 'n += 1' });
+        expect(r.isError ?? false, textOf(r)).toBe(false);
+      }
+      expect(textOf(await mcpCall(client, 'run_code', { session_id: id, code: 'n * 7' }))).toContain('21');
+      expect((await mcpCall(client, 'write_file', { session_id: id, path: 'm.txt', text: 'via mcp' })).isError ?? false).toBe(false);
+      for (let i = 0; i < 3; i++) expect(textOf(await mcpCall(client, 'execute', { session_id: id, command: 'cat m.txt' }))).toContain('via mcp');
+      expect((await mcpCall(client, 'delete_session', { session_id: id })).isError ?? false).toBe(false);
+    } finally {
+      await client.close();
     }
   }, 90_000);
 
