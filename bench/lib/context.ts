@@ -18,6 +18,22 @@ export interface BenchSizes {
   manyFiles: number;
   manyFilesReps: number;
   snapshotReps: number;
+  /** The issue-17 phases (warm sandboxes against the raw bwrap floor). */
+  warm: WarmSizes;
+}
+
+export interface WarmSizes {
+  /** Rounds of the interleaved execute / one-shot / raw bwrap series (after `warmup` unrecorded ones). */
+  n: number;
+  warmup: number;
+  /** Rounds of the pandas script (service, then raw bwrap cold); each takes about a second. */
+  pandasN: number;
+  /** Seconds of each half of the 4-client throughput run (two halves per side, alternated). */
+  throughputHalfSeconds: number;
+  /** Sessions held at once for the memory figure. */
+  memorySessions: number;
+  /** run_code against a cold execute in a fresh session: how many fresh sessions. */
+  coldSessions: number;
 }
 
 export interface BenchContext {
@@ -34,6 +50,24 @@ export interface BenchContext {
 }
 
 export const PRINT_X = "print('x')";
+
+/**
+ * Sizes of the issue-17 phases: the defaults keep them together under about 2.5 minutes here;
+ * BENCH_SIZE=small shrinks them for iterating on the bench itself (figures then only indicative).
+ * Each can be set alone: BENCH_WARM_N, BENCH_WARM_PANDAS_N, BENCH_WARM_THROUGHPUT_S,
+ * BENCH_WARM_MEMORY_SESSIONS, BENCH_WARM_COLD_SESSIONS.
+ */
+export function warmSizesFromEnv(): WarmSizes {
+  const small = process.env.BENCH_SIZE === 'small';
+  return {
+    n: intFromEnv('BENCH_WARM_N', small ? 15 : 100),
+    warmup: small ? 3 : 10,
+    pandasN: intFromEnv('BENCH_WARM_PANDAS_N', small ? 3 : 15),
+    throughputHalfSeconds: intFromEnv('BENCH_WARM_THROUGHPUT_S', small ? 1 : 4),
+    memorySessions: intFromEnv('BENCH_WARM_MEMORY_SESSIONS', small ? 8 : 50),
+    coldSessions: intFromEnv('BENCH_WARM_COLD_SESSIONS', small ? 5 : 30),
+  };
+}
 
 export function intFromEnv(name: string, fallback: number): number {
   const raw = process.env[name];
