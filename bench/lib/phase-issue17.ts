@@ -122,7 +122,8 @@ export function issue17Rows(r: Issue17Result, k: RunCodeResult): Row[] {
 
 /** Alone: a service of its own (with the settings the full bench gives it), both floors, then run_code and these phases. */
 async function main(): Promise<void> {
-  const log = (message: string) => process.stderr.write(`[issue17] ${message}\n`);
+  const t0 = Date.now();
+  const log = (message: string) => process.stderr.write(`[issue17 +${((Date.now() - t0) / 1000).toFixed(1)}s] ${message}\n`);
   const tmp = makeTempDir('bubble-bench-17-');
   const dirs = { service: path.join(tmp, 'service'), floor: path.join(tmp, 'floor') };
   for (const d of Object.values(dirs)) fs.mkdirSync(d, { mode: 0o711 });
