@@ -13,6 +13,8 @@ import { PRINT_X, type WarmSizes } from './context.js';
 import { now, ratio, summarize, type Summary } from './stats.js';
 import { addClaims, claimsBetween, newSettleStats, scrape, settleWarmPool, type Claims, type SettleStats } from './warm-probe.js';
 
+const PANDAS_SETTLE_CAP_MS = 10_000;
+
 export const PANDAS_SCRIPT = "import pandas as pd; print(pd.DataFrame({'a':[1,2]}).a.sum())";
 
 /** A service series: all samples, and the hit/miss split when the service counts claims. */
@@ -48,7 +50,7 @@ export interface PandasResult {
 interface WarmInput { client: BenchClient; sizes: WarmSizes; log: (message: string) => void }
 
 /** Collects one service series; `measure` does the request and says whether it answered right. */
-function serviceSeries() {
+function serviceSeries(capMs = 2000) {
   const all: number[] = [];
   const hits: number[] = [];
   const samples: string[] = [];
@@ -56,7 +58,7 @@ function serviceSeries() {
   let total: Claims | null = null;
   return {
     async run(client: BenchClient, stats: SettleStats, record: boolean, measure: () => Promise<string | null>) {
-      const before = await settleWarmPool(client, stats);
+      const before = await settleWarmPool(client, stats, capMs);
       const t0 = now();
       let problem: string | null;
       try {
@@ -88,12 +90,12 @@ function serviceSeries() {
 }
 
 /** Times raw bwrap runs after the same wait as the service's. */
-function rawSeries(floor: Floor, workspace: number) {
+function rawSeries(floor: Floor, workspace: number, capMs = 2000) {
   const times: number[] = [];
   let errors = 0;
   return {
     async run(client: BenchClient, stats: SettleStats, record: boolean, script: string, expected: string) {
-      await settleWarmPool(client, stats);
+      await settleWarmPool(client, stats, capMs);
       const t0 = now();
       let ok = false;
       try {
@@ -166,8 +168,9 @@ export async function measurePandas(input: WarmInput & { pandasFloor: Floor }): 
   const session = 'bench-warm-pandas';
   await createSession(client, session, 'pandas-exec');
   const settle = newSettleStats();
-  const svc = serviceSeries();
-  const raw = rawSeries(pandasFloor, 20);
+  // A pandas-exec refill imports pandas, numpy and matplotlib: well over the default cap on a busy machine.
+  const svc = serviceSeries(PANDAS_SETTLE_CAP_MS);
+  const raw = rawSeries(pandasFloor, 20, PANDAS_SETTLE_CAP_MS);
   const round = async (record: boolean) => {
     await svc.run(client, settle, record, async () => {
       const r = await executeIn(client, session, { script: PANDAS_SCRIPT });
