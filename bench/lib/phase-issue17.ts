@@ -6,6 +6,7 @@
 // Runs inside `npm run bench`, or alone with `npx tsx bench/lib/phase-issue17.ts` (its own
 // service and floors; BENCH_SIZE=small for a quick pass), which prints the rows and the JSON.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { loadConfig } from '../../src/config.js';
@@ -123,6 +124,7 @@ export function issue17Rows(r: Issue17Result, k: RunCodeResult): Row[] {
 /** Alone: a service of its own (with the settings the full bench gives it), both floors, then run_code and these phases. */
 async function main(): Promise<void> {
   const t0 = Date.now();
+  const loadAtStart = os.loadavg().map((v) => Math.round(v * 100) / 100);
   const log = (message: string) => process.stderr.write(`[issue17 +${((Date.now() - t0) / 1000).toFixed(1)}s] ${message}\n`);
   const tmp = makeTempDir('bubble-bench-17-');
   const dirs = { service: path.join(tmp, 'service'), floor: path.join(tmp, 'floor') };
@@ -146,7 +148,9 @@ async function main(): Promise<void> {
     log('run_code: warm interpreter vs execute');
     const runCode = await measureRunCode({ client, sizes: { n: warm.n * 2, warm } });
     const result = await measureIssue17({ client, floor, config, server, log, sizes: { warm }, floorDir: dirs.floor });
-    process.stdout.write(`${renderTable(issue17Rows(result, runCode))}\n${JSON.stringify({ sizes: warm, run_code: runCode, ...result }, null, 2)}\n`);
+    const load = { at_start: loadAtStart, at_end: os.loadavg().map((v) => Math.round(v * 100) / 100), cores: os.availableParallelism() };
+    process.stdout.write(`load average ${load.at_start.join(' ')} at start, ${load.at_end.join(' ')} at end, ${load.cores} cores\n`);
+    process.stdout.write(`${renderTable(issue17Rows(result, runCode))}\n${JSON.stringify({ sizes: warm, load_average: load, run_code: runCode, ...result }, null, 2)}\n`);
   } finally {
     client.close();
     await floor.close();
