@@ -232,6 +232,9 @@ export class PythonKernel {
     }
     const frame = first.kind === 'done' ? first.frame : null;
     if (frame) {
+      // The cell is over (the driver writes its markers before the done frame): what it changed
+      // can be looked at while the rest of the call finishes.
+      options.onCellEnd?.();
       const waits: Promise<void>[] = [];
       if (frame.markers.stdout) waits.push(cuts.stdout.reached);
       if (frame.markers.stderr) waits.push(cuts.stderr.reached);
