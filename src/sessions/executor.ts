@@ -77,22 +77,34 @@ type ExecutorDeps = {
 /**
  * The frame every execution runs in, a program or an interpreter cell: wait for a slot, snapshot
  * the workspace, run, snapshot again, report the changed files and the outcome.
+ *
+ * `run` may call `ended` once the code has stopped touching the workspace while it still has
+ * work of its own to finish (an interpreter cell: reading its cgroup's statistics): the "after"
+ * look starts then, alongside that work, instead of once `run` has resolved. Without the call,
+ * it starts when `run` resolves.
  */
 export async function withChangedFiles<R extends { status: ExecutionResult['status']; duration_ms: number }>(
   deps: Pick<ExecutorDeps, 'limiter' | 'observer' | 'changedFilesBudget'>,
   target: Pick<WorkspaceTarget, 'workspaceDir' | 'changes'>,
   signal: AbortSignal | undefined,
-  run: () => Promise<R>,
+  run: (ended: () => void) => Promise<R>,
 ): Promise<R & Pick<ExecutionResult, 'files' | 'files_truncated'>> {
   const release = await deps.limiter.acquire(signal);
+  const started: { after: Promise<SnapshotDiff> | null } = { after: null };
   try {
     const changes = target.changes ?? scanChanges(target.workspaceDir);
     const before = await changes.before();
-    const result = await run();
-    const { created, modified, deleted, truncated } = await changes.after(before, deps.changedFilesBudget);
+    const look = () => (started.after ??= changes.after(before, deps.changedFilesBudget));
+    const result = await run(() => {
+      // Awaited below; a failure of a run that rejects first is not left unhandled.
+      look().catch(() => undefined);
+    });
+    const { created, modified, deleted, truncated } = await look();
     deps.observer?.onFinished(result);
     return { ...result, files: { created, modified, deleted }, files_truncated: truncated };
   } finally {
+    // A look started by `ended` finishes inside the slot, even when the run failed after it.
+    await started.after?.catch(() => undefined);
     release();
   }
 }

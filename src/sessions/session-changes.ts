@@ -3,8 +3,9 @@
 // Every session keeps the snapshot its last execution left. With the change tracker (fanotify on
 // the session's own quota file system) that snapshot is brought up to date from the names the
 // kernel reported, before the run (uploads, deletes, an interpreter's background threads) and
-// after it, so an execution that touches nothing costs two round trips to the helper instead of
-// two scans of the tree. Without it, the kept snapshot is the next "before" as long as nothing
+// after it, so an execution that touches nothing costs one round trip to the helper instead of
+// two scans of the tree: the one before is skipped while neither the API (workspaceChanged) nor
+// the helper (its unasked "dirty") has said anything changed since the last drain. Without it, the kept snapshot is the next "before" as long as nothing
 // else touched the workspace (the API calls workspaceChanged), and "after" is a scan.
 // Whenever the tracker cannot vouch for a result, the session is scanned.
 import type { Logger } from 'pino';
@@ -24,6 +25,8 @@ export class SessionChanges {
   private readonly watched = new Set<string>();
   /** Sessions the tracker could not watch (a workspace without a file system of its own). */
   private readonly unwatchable = new Set<string>();
+  /** Watched sessions the API changed since their last drain (the helper may not have told yet). */
+  private readonly touched = new Set<string>();
 
   private tracker: ChangeTracker | null = null;
 
@@ -45,6 +48,7 @@ export class SessionChanges {
     for (const id of this.watched) this.kept.delete(id);
     this.watched.clear();
     this.unwatchable.clear();
+    this.touched.clear();
   }
 
   /** Whether the session's changes are tracked (for tests and /readyz). */
@@ -66,11 +70,14 @@ export class SessionChanges {
           // session can be watched now (a new tracker): then a watch and a scan start afresh.
           if (!this.watched.has(id) && !this.canWatch(id)) return kept;
           // Kept while watched: current only with what the tracker collected since (a tracker
-          // that stopped took those changes with it, and the workspace is scanned).
+          // that stopped took those changes with it, and the workspace is scanned). When nothing
+          // was collected, as both the API and the helper tell, there is nothing to ask for.
+          if (this.isTracked(id) && !this.touched.has(id) && this.tracker?.unchangedSinceDrain(id) === true) return kept;
           if (this.isTracked(id) && (await this.catchUp(id, workspaceDir, kept, NO_PATHS)) !== null) return kept;
         }
         await this.startWatching(id, workspaceDir);
         // Collected before the scan, which sees their result anyway.
+        this.touched.delete(id);
         if (this.isTracked(id)) await this.tracker?.drain(id, workspaceDir);
         return this.scan(workspaceDir, { maxEntries: this.maxEntries });
       },
@@ -89,9 +96,14 @@ export class SessionChanges {
     };
   }
 
-  /** The API changed the session's files: a watched session sees it in the next drain. */
+  /**
+   * The API is changing the session's files: a watched session sees it in the next drain, which
+   * the next execution must then not skip (called before the change: a drain already under way
+   * may miss part of it, and the one after it will not).
+   */
   workspaceChanged(id: string): void {
-    if (!this.watched.has(id)) this.kept.delete(id);
+    if (this.watched.has(id)) this.touched.add(id);
+    else this.kept.delete(id);
   }
 
   /**
@@ -101,6 +113,7 @@ export class SessionChanges {
   async forget(id: string, workspaceDir: string): Promise<void> {
     this.kept.delete(id);
     this.unwatchable.delete(id);
+    this.touched.delete(id);
     if (this.watched.delete(id)) await this.tracker?.unwatch(id, workspaceDir);
   }
 
@@ -117,6 +130,8 @@ export class SessionChanges {
 
   /** Applies what the tracker collected to `snapshot`; null when a scan must decide instead. */
   private async catchUp(id: string, workspaceDir: string, snapshot: WorkspaceSnapshot, budget: PathBudget | undefined): Promise<SnapshotDiff | null> {
+    // Whatever the API did until now is in this drain (its events are queued as the calls return).
+    this.touched.delete(id);
     const drained = await this.tracker?.drain(id, workspaceDir);
     if (drained === undefined || drained.rescan) return null;
     if (drained.dirs.length === 0 && drained.inos.length === 0) return { created: [], modified: [], deleted: [], truncated: false };

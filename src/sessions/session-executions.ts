@@ -89,8 +89,9 @@ export class SessionExecutions {
       const workspaceDir = host.workspaceDir(id);
       const network = await host.networkOf(record);
       const target = { environment, workspaceDir, volumes: host.volumeMounts(record.volumes), identity: host.ownerOf(record), netnsPath: network.netnsPath, env: { ...network.env } };
-      return withChangedFiles(host.executorDeps(), { workspaceDir, changes: this.changesOf(id) }, signal, () =>
+      return withChangedFiles(host.executorDeps(), { workspaceDir, changes: this.changesOf(id) }, signal, (ended) =>
         host.kernels.run(id, target, req.code, {
+          onCellEnd: ended,
           timeoutMs: Math.round(req.timeoutSeconds * 1000),
           maxOutputChars: host.config.maxOutputChars,
           graceMs: host.config.kernelInterruptGraceSeconds * 1000,

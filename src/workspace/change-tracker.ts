@@ -24,7 +24,13 @@ export interface ChangeTrackerOptions {
   onFailure?: (reason: string) => void;
 }
 
-interface Pending { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+interface Pending {
+  resolve: (v: Record<string, unknown>) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+  /** Runs as the answer line is read, before any later line (a drain marks its key quiet). */
+  onAnswer?: ((v: Record<string, unknown>) => void) | undefined;
+}
 
 const HOST_PYTHON = '/usr/bin/python3';
 /** The helper's source (change-watcher.py beside this module; the build copies it to dist). */
@@ -42,6 +48,12 @@ export class ChangeTracker {
   private partialLength = 0;
   private broken: string | null = null;
   private closing = false;
+  /**
+   * Keys drained since the helper last said {"dirty":K}: nothing the helper has read since
+   * touched their file system. Updated as lines are read, so a "dirty" right after a drain's
+   * answer is never lost to the order in which promises settle.
+   */
+  private readonly quiet = new Set<string>();
 
   private constructor(
     private readonly child: ChildProcessWithoutNullStreams,
@@ -110,8 +122,20 @@ export class ChangeTracker {
     return this.broken === null;
   }
 
+  /**
+   * Whether nothing changed in `key`'s workspace since its last drain, as far as the helper has
+   * read its events and told the service. A change made by the service itself (an upload) may not
+   * have been told yet: the caller keeps track of those. One made in a sandbox a moment ago may
+   * not have been either, just as it may come after a drain: it is then counted with the next
+   * execution, as anything a background process does while one runs.
+   */
+  unchangedSinceDrain(key: string): boolean {
+    return this.broken === null && this.quiet.has(key);
+  }
+
   /** Starts collecting changes of the file system mounted at `dir`; false when it cannot. */
   async watch(key: string, dir: string): Promise<boolean> {
+    this.quiet.delete(key);
     const r = await this.request({ op: 'watch', key, path: dir }).catch(() => null);
     if (r?.ok === true) return true;
     if (r !== null) this.opts.logger.warn({ key, error: r.error }, 'change tracker: cannot watch this workspace, it is scanned instead');
@@ -120,7 +144,9 @@ export class ChangeTracker {
 
   /** What changed since the last drain (or the watch); rescan when that cannot be told exactly. */
   async drain(key: string, dir: string): Promise<DrainResult> {
-    const r = await this.request({ op: 'drain', key, path: dir }).catch(() => null);
+    const r = await this.request({ op: 'drain', key, path: dir }, (answer) => {
+      if (answer.ok === true) this.quiet.add(key);
+    }).catch(() => null);
     if (r?.ok !== true || r.rescan !== false || !Array.isArray(r.dirs) || !Array.isArray(r.inos)) return RESCAN;
     const inos = r.inos as unknown[];
     if (!inos.every((n): n is number => Number.isSafeInteger(n))) return RESCAN;
@@ -136,6 +162,7 @@ export class ChangeTracker {
   }
 
   async unwatch(key: string, dir: string): Promise<void> {
+    this.quiet.delete(key);
     await this.request({ op: 'unwatch', key, path: dir }).catch(() => undefined);
   }
 
@@ -150,11 +177,11 @@ export class ChangeTracker {
     clearTimeout(timer);
   }
 
-  private async request(req: Record<string, string>): Promise<Record<string, unknown>> {
+  private async request(req: Record<string, string>, onAnswer?: Pending['onAnswer']): Promise<Record<string, unknown>> {
     if (this.broken !== null) throw new Error(this.broken);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => this.fail('helper did not answer in time'), REQUEST_TIMEOUT_MS);
-      this.queue.push({ resolve, reject, timer });
+      this.queue.push({ resolve, reject, timer, onAnswer });
       this.child.stdin.write(`${JSON.stringify(req)}\n`);
     });
   }
@@ -166,14 +193,21 @@ export class ChangeTracker {
       this.partial = [];
       this.partialLength = 0;
       rest = rest.slice(nl + 1);
-      const waiter = this.queue.shift();
-      if (!waiter) return this.fail('helper answered what was not asked');
-      clearTimeout(waiter.timer);
+      let message: Record<string, unknown>;
       try {
-        waiter.resolve(JSON.parse(line) as Record<string, unknown>);
+        message = JSON.parse(line) as Record<string, unknown>;
       } catch {
         return this.fail('helper answer unreadable');
       }
+      if (typeof message.dirty === 'string') {
+        this.quiet.delete(message.dirty);
+        continue;
+      }
+      const waiter = this.queue.shift();
+      if (!waiter) return this.fail('helper answered what was not asked');
+      clearTimeout(waiter.timer);
+      waiter.onAnswer?.(message);
+      waiter.resolve(message);
     }
     if (rest === '') return;
     this.partial.push(rest);
@@ -186,6 +220,7 @@ export class ChangeTracker {
   private fail(reason: string): void {
     if (this.broken !== null) return;
     this.broken = reason;
+    this.quiet.clear();
     if (!this.closing) {
       this.opts.logger.error({ reason }, 'change tracker stopped: workspaces are scanned until it is back');
       this.opts.onFailure?.(reason);

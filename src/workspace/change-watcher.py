@@ -20,6 +20,9 @@
 #                                       | {"ok":true,"rescan":false,"dirs":[[dirB64,[nameB64,...]],...],"inos":[n,...]}
 #   {"op":"unwatch","key":K,"path":P}  -> {"ok":true}
 # First line out: {"ready":true} or {"ready":false,"error":E} (then it exits).
+# Between answers, unasked: {"dirty":K} once a watched workspace has collected something since its
+# last drain (once per drain), as soon as the helper has read the event. The service skips the
+# drain before an execution while it has heard nothing of the kind since the last one.
 
 import base64
 import ctypes
@@ -85,17 +88,24 @@ def say(obj):
         view = view[os.write(1, view):]
 
 
+# Watches that collected something since they were last told of (sent {"dirty":K}) or drained.
+newly_dirty = set()
+
+
 class Watch:
-    def __init__(self, fsid):
+    def __init__(self, fsid, key):
         self.fsid = fsid
+        self.key = key
         self.pairs = {}
         self.inos = set()
         self.count = 0
         self.rescan = False
+        self.told = False
 
     def counted(self):
         self.count += 1
         total[0] += 1
+        newly_dirty.add(self)
         if self.count > MAX_PAIRS or total[0] > MAX_PAIRS_TOTAL:
             self.overflow()
 
@@ -118,11 +128,22 @@ class Watch:
         self.pairs, self.inos, self.rescan = {}, set(), False
         total[0] -= self.count
         self.count = 0
+        self.told = False
         return taken
 
     def overflow(self):
         self.take()
         self.rescan = True
+        newly_dirty.add(self)
+
+
+def tell_dirty():
+    # After the answer to a drain that took them, nothing is left to tell for those watches.
+    for w in newly_dirty:
+        if not w.told and (w.count > 0 or w.rescan) and watches.get(w.key) is w:
+            w.told = True
+            say({'dirty': w.key})
+    newly_dirty.clear()
 
 
 fan = libc.fanotify_init(FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_FID | FAN_REPORT_DIR_FID | FAN_REPORT_NAME
@@ -196,7 +217,7 @@ def watch(key, path):
     finally:
         os.close(fd)
     forget(key)
-    w = Watch(fsid)
+    w = Watch(fsid, key)
     watches[key] = w
     by_fsid[fsid] = w
     return {'ok': True}
@@ -305,6 +326,7 @@ while True:
     for fd, _ev in poller.poll():
         if fd == fan:
             read_events()
+            tell_dirty()
             continue
         chunk = os.read(0, 1 << 16)
         if not chunk:
@@ -313,3 +335,4 @@ while True:
         while b'\n' in pending:
             line, pending = pending.split(b'\n', 1)
             say(answer(line))
+            tell_dirty()

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ChangeTracker } from '../../src/workspace/change-tracker.js';
 import { SessionChanges } from '../../src/sessions/session-changes.js';
 import { diffSnapshots, snapshotWorkspace, type WorkspaceSnapshot } from '../../src/workspace/workspace-fs.js';
@@ -184,6 +184,39 @@ describe.skipIf(skip)('change tracking (fanotify on quota images)', () => {
     changes.workspaceChanged('s4');
     const r = await round(changes, 's4', ws, () => fs.writeFileSync(path.join(ws, 'b.txt'), 'b'));
     expect(r.reported).toEqual({ created: ['b.txt'], modified: [], deleted: [] });
+    expect(counts.scans).toBe(1);
+  });
+
+  it('an execution after a quiet spell asks the helper once (after the run), not before it too', async () => {
+    const ws = await quotaWorkspace();
+    const { changes } = changesWith(tracker);
+    await round(changes, 's10', ws, () => fs.writeFileSync(path.join(ws, 'a.txt'), 'a'));
+    const drain = vi.spyOn(tracker, 'drain');
+    try {
+      const idle = await round(changes, 's10', ws, () => undefined);
+      expect(idle.reported).toEqual({ created: [], modified: [], deleted: [] });
+      const busy = await round(changes, 's10', ws, () => fs.writeFileSync(path.join(ws, 'b.txt'), 'b'));
+      expect(busy.reported).toEqual({ created: ['b.txt'], modified: [], deleted: [] });
+      expect(drain).toHaveBeenCalledTimes(2);
+    } finally {
+      drain.mockRestore();
+    }
+  });
+
+  it('a change between executions that is not the API\'s (a background process) is folded in before the run once the helper told of it', async () => {
+    const ws = await quotaWorkspace();
+    const { changes, counts } = changesWith(tracker);
+    await round(changes, 's11', ws, () => fs.writeFileSync(path.join(ws, 'a.txt'), 'a'));
+    expect(tracker.unchangedSinceDrain('s11')).toBe(true);
+    fs.writeFileSync(path.join(ws, 'background.txt'), 'written while no execution ran'); // no workspaceChanged
+    fs.rmSync(path.join(ws, 'a.txt'));
+    const deadline = Date.now() + 5000;
+    while (tracker.unchangedSinceDrain('s11') && Date.now() < deadline) await sleep(5);
+    expect(tracker.unchangedSinceDrain('s11')).toBe(false);
+    const r = await round(changes, 's11', ws, () => fs.writeFileSync(path.join(ws, 'run.txt'), 'r'));
+    expect(r.reported).toEqual({ created: ['run.txt'], modified: [], deleted: [] });
+    expect(r.reported).toEqual(r.truth);
+    expect(entries(r.before)).toEqual(entries(await snapshotWorkspace(ws)));
     expect(counts.scans).toBe(1);
   });
 

@@ -78,10 +78,16 @@ CTL, REQ = _private_fds(int(sys.argv[1]))
 _ctl_lock = threading.Lock()
 
 
-def send(obj):
+def _frame(obj):
     data = json.dumps(obj, ensure_ascii=True).encode('ascii')
+    return struct.pack('>I', len(data)) + data
+
+
+def send(*objs):
+    # Several frames leave in one write: the service wakes once for all of them.
+    data = b''.join(_frame(obj) for obj in objs)
     with _ctl_lock:
-        _write_all(CTL, struct.pack('>I', len(data)) + data)
+        _write_all(CTL, data)
 
 
 class _State:
@@ -142,21 +148,38 @@ def _reader():
 MAX_ONE_OUTPUT_CHARS = 1000000
 
 
-def _emit(kind, data):
-    if _state.running is None:
-        return  # between cells (a thread of user code): nobody is listening
+def _counted(data):
+    # The output's sync token and sequence number, or None when it is over the budget.
     size = rich.bundle_size(data)
     if size > MAX_ONE_OUTPUT_CHARS or _state.outputs_used + size > _state.outputs_budget:
         _state.outputs_truncated = True
-        return
+        return None
     _state.outputs_used += size
     _state.display_seq += 1
     seq = _state.display_seq
+    return seq, ('%s%d\x1f\x1e' % (_state.sync, seq)).encode('utf-8')
+
+
+def _display_frame(kind, data, seq, sync):
+    return {'type': 'display', 'id': _state.running, 'seq': seq, 'kind': kind, 'data': data,
+            'sync': sync}
+
+
+def _emit(kind, data):
+    if _state.running is None:
+        return  # between cells (a thread of user code): nobody is listening
+    counted = _counted(data)
+    if counted is None:
+        return
+    seq, token = counted
     _flush()
-    token = ('%s%d\x1f\x1e' % (_state.sync, seq)).encode('utf-8')
     sync = {'stdout': _mark(1, token), 'stderr': _mark(2, token)}
-    send({'type': 'display', 'id': _state.running, 'seq': seq, 'kind': kind, 'data': data,
-          'sync': sync})
+    send(_display_frame(kind, data, seq, sync))
+
+
+def _figures_open():
+    plt = sys.modules.get('matplotlib.pyplot')
+    return plt is not None and bool(plt.get_fignums())
 
 
 def _plain(obj):
@@ -338,6 +361,9 @@ def _run(req, user_ns):
     _state.outputs_budget = req.get('max_outputs_chars') or 0
     _state.outputs_truncated = False
     _state.running = cell_id
+    # The final value's output, when nothing can come after it: it leaves with the end of the
+    # cell, its sync token in the same write as the marker and its frame with `done`.
+    last = None
     try:
         _state.armed = True
         if _state.interrupt_id == cell_id:
@@ -351,7 +377,13 @@ def _run(req, user_ns):
             if value is not None:
                 user_ns['_'] = value
                 result = _clip(repr(value), limit)
-                _emit('execute_result', rich.mime_bundle(value, lambda _obj: result))
+                bundle = rich.mime_bundle(value, lambda _obj: result)
+                if _figures_open():
+                    _emit('execute_result', bundle)
+                else:
+                    counted = _counted(bundle)
+                    if counted is not None:
+                        last = ('execute_result', bundle) + counted
         _save_figures()
     except BaseException as exc:
         _state.armed = False
@@ -359,13 +391,21 @@ def _run(req, user_ns):
     finally:
         _state.armed = False
     interrupted = _state.interrupt_id == cell_id
-    _state.running = None
     _flush()
     marker = req['marker'].encode('utf-8')
-    markers = {'stdout': _mark(1, marker), 'stderr': _mark(2, marker)}
-    send({'type': 'done', 'id': cell_id, 'result': result, 'error': error,
-          'interrupted': interrupted, 'outputs_truncated': _state.outputs_truncated,
-          'markers': markers})
+    frames = []
+    if last is not None:
+        kind, bundle, seq, token = last
+        written = {'stdout': _mark(1, token + marker), 'stderr': _mark(2, token + marker)}
+        frames.append(_display_frame(kind, bundle, seq, written))
+        markers = written
+    else:
+        markers = {'stdout': _mark(1, marker), 'stderr': _mark(2, marker)}
+    _state.running = None
+    frames.append({'type': 'done', 'id': cell_id, 'result': result, 'error': error,
+                   'interrupted': interrupted, 'outputs_truncated': _state.outputs_truncated,
+                   'markers': markers})
+    send(*frames)
 
 
 def main():

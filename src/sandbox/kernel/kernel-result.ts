@@ -18,6 +18,11 @@ export interface KernelRunOptions {
   onOutput?: ((stream: 'stdout' | 'stderr', text: string) => void) | undefined;
   /** Each rich output as it is produced, in order with onOutput's text. */
   onDisplay?: ((output: RichOutput) => void) | undefined;
+  /**
+   * Called once the cell has answered and its output is in, before the call's own last steps
+   * (reading the cgroup's statistics): what the cell changed can be looked at from then on.
+   */
+  onCellEnd?: (() => void) | undefined;
 }
 
 export interface KernelError extends PythonError {

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Environment } from '../environments.js';
 import { OutputCapture } from '../output-capture.js';
+import type { CgroupStats } from '../cgroups.js';
 import type { SandboxRunner } from '../runner.js';
 import { baseEnvironment } from '../spawn.js';
 import type { ResourceLimits, VolumeMount } from '../types.js';
@@ -166,8 +167,14 @@ export class PythonKernel {
     this.busy = true;
     try {
       const { proc, restarted } = await this.ensureProcess();
-      const outcome = await this.call(proc, code, options);
-      const stats = await proc.stats();
+      // Read as soon as the cell has answered, alongside the rest of the call; after a kill, once
+      // the interpreter is gone.
+      const atEnd: { stats: Promise<CgroupStats | null> | null } = { stats: null };
+      const outcome = await this.call(proc, code, options, () => {
+        atEnd.stats = proc.stats();
+        atEnd.stats.catch(() => undefined); // awaited below, perhaps after other events
+      });
+      const stats = await (atEnd.stats ?? proc.stats());
       if (outcome.lost) {
         if (this.proc === proc) {
           this.proc = null;
@@ -190,7 +197,7 @@ export class PythonKernel {
     }
   }
 
-  private async call(proc: KernelProcess, code: string, options: KernelRunOptions): Promise<CallOutcome> {
+  private async call(proc: KernelProcess, code: string, options: KernelRunOptions, answered: () => void): Promise<CallOutcome> {
     const id = ++this.seq;
     const tokens = callTokens(randomBytes(16).toString('hex'));
     const stdout = new OutputCapture(options.maxOutputChars, options.onOutput ? (t) => options.onOutput?.('stdout', t) : undefined);
@@ -232,6 +239,10 @@ export class PythonKernel {
     }
     const frame = first.kind === 'done' ? first.frame : null;
     if (frame) {
+      // The cell is over (the driver writes its markers before the done frame): its statistics
+      // and what it changed can be read while the rest of the call finishes.
+      answered();
+      options.onCellEnd?.();
       const waits: Promise<void>[] = [];
       if (frame.markers.stdout) waits.push(cuts.stdout.reached);
       if (frame.markers.stderr) waits.push(cuts.stderr.reached);

@@ -63,8 +63,10 @@ describe('timeouts', () => {
     const s = await started(k);
     await k.run("state = 'old'\nimport subprocess\nchild = subprocess.Popen(['sleep', '300'])", opts);
     const t = performance.now();
-    const r = await k.run("print('before')\nimport signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(100)", { ...opts, timeoutMs: 1000, graceMs: 1000 });
+    let ended = 0;
+    const r = await k.run("print('before')\nimport signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(100)", { ...opts, timeoutMs: 1000, graceMs: 1000, onCellEnd: () => ended++ });
     expect(performance.now() - t).toBeLessThan(1000 + 1000 + 3000);
+    expect(ended).toBe(0); // no answer: the changes are looked at once the kernel is dead
     expect(r).toMatchObject({ status: 'timeout', timed_out: true, exit_code: null, signal: 'SIGKILL', stdout: 'before\n', error: null });
     expect(k.pid).toBeNull();
     expectGone(s);

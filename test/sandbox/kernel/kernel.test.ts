@@ -167,6 +167,20 @@ describe('resources', () => {
   });
 });
 
+describe('the end of a cell', () => {
+  test('onCellEnd comes once, before the call resolves, when what the cell wrote is already there', async () => {
+    const file = path.join(f.workspaceOf(k), 'end-of-cell.txt');
+    const seen: string[] = [];
+    const r = await k.run("import time\nopen('end-of-cell.txt', 'w').write('x' * 1000)\ntime.sleep(0.05)\n'done'", {
+      ...opts,
+      onCellEnd: () => seen.push(fs.existsSync(file) ? `file of ${fs.statSync(file).size} bytes` : 'no file yet'),
+    });
+    seen.push(`resolved ${r.status}`);
+    expect(seen).toEqual(['file of 1000 bytes', 'resolved ok']);
+    expect(r.result).toBe("'done'");
+  });
+});
+
 describe('matplotlib', () => {
   test('open figures are saved as PNG in the workspace; plt.show() saves too; matplotlib is never imported unasked', async () => {
     const ws = f.kernel({ environment: await f.environment('pandas-exec') });
