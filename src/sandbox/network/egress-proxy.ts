@@ -48,12 +48,23 @@ export interface EgressDecision {
   port: number;
   reason: string | null;
 }
-export interface EgressProxy {
-  readonly socketPath: string;
+/**
+ * Passes a connected upstream socket to the session's network helper, which then moves the bytes
+ * between it and the sandbox's connection itself (egress_relay.py); `sent` once the descriptor is
+ * on its way (or could not be sent). 'tunnel': both ways; 'response': the upstream's bytes only.
+ */
+export type HandOver = (upstream: net.Socket, mode: 'tunnel' | 'response', sent: (err: Error | null) => void) => void;
+
+export interface EgressProxy<P extends string | null = string | null> {
+  /** Where it listens, or null when it only takes connections through accept(). */
+  readonly socketPath: P;
+  /** A connection from the session's helper: served like one on socketPath, and with handOver the relay after the decision moves to the helper. */
+  accept(socket: net.Socket, handOver: HandOver | null): void;
   close(): Promise<void>;
 }
-export interface EgressProxyOptions {
-  socketPath: string;
+export interface EgressProxyOptions<P extends string | null = string | null> {
+  /** A unix socket to listen on (tests and the bench reach the proxy there), or null. */
+  socketPath: P;
   owner: { uid: number; gid: number } | null;
   policy: () => EgressPolicy;
   allowPrivate: readonly Cidr[];
@@ -100,6 +111,7 @@ class UpstreamBytes {
   private waiting: Array<[Buffer, Buffer]> = [];
   private inFlight = 0;
   private stopped = false;
+  private handedOver = false;
   readonly onread = { buffer: takeReadBuffer, callback: (n: number, buf: Buffer): boolean => this.received(n, buf) };
 
   consume(consumer: (chunk: Buffer, done: (err?: Error | null) => void) => void): void {
@@ -107,7 +119,14 @@ class UpstreamBytes {
     for (const [chunk, buf] of this.waiting.splice(0)) this.hand(chunk, buf);
   }
 
+  /** Reads no more, for good: the socket is being handed to the helper. What was read has gone to the consumer. */
+  stop(): void {
+    this.handedOver = true;
+    this.socket?.pause(); // readStop on an onread socket
+  }
+
   private received(n: number, buf: Buffer): boolean {
+    if (this.handedOver) return false;
     this.inFlight += 1;
     if (this.consumer === null) this.waiting.push([buf.subarray(0, n), buf]);
     else this.hand(buf.subarray(0, n), buf);
@@ -124,7 +143,7 @@ class UpstreamBytes {
       // After a failed write the buffer is left to the GC rather than reused.
       if (err == null && spareReadBuffers.length < SPARE_READ_BUFFERS) spareReadBuffers.push(buf);
       this.inFlight -= 1;
-      if (this.stopped && this.inFlight < READS_IN_FLIGHT && this.socket !== null && !this.socket.destroyed) {
+      if (this.stopped && !this.handedOver && this.inFlight < READS_IN_FLIGHT && this.socket !== null && !this.socket.destroyed) {
         this.stopped = false;
         this.socket.resume(); // restarts reading on an onread socket
       }
@@ -172,11 +191,12 @@ function transferEncoding(raw: readonly string[]): string | null {
   return values.length === 0 ? null : values.join(', ');
 }
 
-export async function startEgressProxy(opts: EgressProxyOptions): Promise<EgressProxy> {
+export async function startEgressProxy<P extends string | null>(opts: EgressProxyOptions<P>): Promise<EgressProxy<P>> {
   const resolve = opts.resolve ?? defaultResolve;
   const clients = new Set<net.Socket>();
   const upstreams = new Set<net.Socket>();
   let closed = false;
+  const handOvers = new WeakMap<net.Socket, HandOver>();
 
   const record = (kind: 'http' | 'connect', host: string, port: number, reason: string | null) => {
     const decision = reason === null ? 'allowed' : 'denied';
@@ -229,6 +249,45 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     }
     opts.logger.warn({ host, port: t.port, error: lastError }, 'egress connect failed');
     throw new Refusal(502, `could not connect to ${host}:${t.port}${lastError === '' ? '' : ` (${lastError})`}`);
+  }
+
+  /**
+   * After the decision, the relay moves to the session's helper: reading the upstream stops (what
+   * was read is already written to the client), the descriptor goes to the helper, which half-closes
+   * its end once it has it. Until then what the client still sends (tunnel) goes upstream here; then
+   * this process writes the last of it, ends the client and closes its own descriptor of the upstream
+   * (no FIN: the helper's copy holds the connection, and the helper's life bounds it).
+   */
+  function handOff(client: net.Socket, upstream: net.Socket, bytes: UpstreamBytes, mode: 'tunnel' | 'response', handOver: HandOver, first: Buffer): void {
+    bytes.stop();
+    let writing = 0;
+    let ended = false;
+    const finish = () => {
+      if (!ended || writing > 0) return;
+      client.end();
+      upstream.destroy();
+    };
+    const forward = (d: Buffer) => {
+      if (d.length === 0) return;
+      writing += 1;
+      upstream.write(d, () => {
+        writing -= 1;
+        finish();
+      });
+    };
+    forward(first);
+    if (mode === 'tunnel') client.on('data', forward);
+    client.once('end', () => {
+      ended = true;
+      finish();
+    });
+    client.resume();
+    handOver(upstream, mode, (err) => {
+      if (err === null) return;
+      opts.logger.warn({ error: err.message }, 'egress hand-over failed');
+      client.destroy();
+      upstream.destroy();
+    });
   }
 
   // requireHostHeader: false — the absolute URL names the host; the received Host is replaced anyway.
@@ -284,6 +343,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
         upstream.write(`${req.method} ${target.path} HTTP/1.1\r\nHost: ${hostHeader}\r\n${forwarded}${chunked ? 'Transfer-Encoding: chunked\r\n' : ''}Connection: close\r\n\r\n`);
         forwardBody(req, upstream, chunked);
         let ended = false;
+        let handedOff = false;
         let pending: Buffer = Buffer.alloc(0);
         const relay = (chunk: Buffer, done: (err?: Error | null) => void) => void client.write(chunk, done);
         const readHead = (chunk: Buffer, done: () => void) => {
@@ -315,20 +375,29 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
             if (pending.length > 0) client.write(pending);
             pending = Buffer.alloc(0);
             bytes.consume(relay);
+            // The request went out whole: the answer's body can flow helper-side (never a pipelined request).
+            const handOver = handOvers.get(client);
+            if (handOver !== undefined && req.readableEnded && upstream.writableLength === 0 && !client.readableEnded) {
+              handedOff = true;
+              handOff(client, upstream, bytes, 'response', handOver, Buffer.alloc(0));
+            }
             return;
           }
         };
         bytes.consume(readHead);
         upstream.once('end', () => {
           ended = true;
+          if (handedOff) return;
           if (!headSent) answer(502, failed('closed without answering'));
           else client.end();
         });
         upstream.once('close', () => {
+          if (handedOff) return;
           if (!headSent) answer(502, failed('closed without answering'));
           else if (!ended) client.destroy();
         });
         upstream.on('error', (err: NodeJS.ErrnoException) => {
+          if (handedOff) return void client.destroy();
           if (!headSent) answer(502, failed(`failed: ${err.code ?? err.message}`));
           else client.destroy();
         });
@@ -350,13 +419,15 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
       ({ upstream, bytes }) => {
         if (client.destroyed) return void upstream.destroy();
         client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        upstream.on('error', () => client.destroy());
+        client.on('close', () => upstream.destroy());
+        bytes.consume((chunk, done) => void client.write(chunk, done));
+        const handOver = handOvers.get(client);
+        if (handOver !== undefined && !client.readableEnded) return handOff(client, upstream, bytes, 'tunnel', handOver, head);
         if (head.length > 0) upstream.write(head);
         client.setTimeout(IDLE_TIMEOUT_MS, () => client.destroy());
         // The upstream's end (or idle close) ends the client after what is buffered; an error cuts it.
-        upstream.on('error', () => client.destroy());
         upstream.on('close', () => client.end());
-        client.on('close', () => upstream.destroy());
-        bytes.consume((chunk, done) => void client.write(chunk, done));
         client.pipe(upstream);
       },
       (err: unknown) => {
@@ -370,18 +441,25 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     s.end(rawRefusal(400, 'Upgrade through the proxy in absolute form is not supported; use CONNECT'));
   });
 
-  await listenPrivately(server, opts.socketPath);
-  if (opts.owner !== null) await fs.promises.chown(opts.socketPath, opts.owner.uid, opts.owner.gid);
+  if (opts.socketPath !== null) {
+    await listenPrivately(server, opts.socketPath);
+    if (opts.owner !== null) await fs.promises.chown(opts.socketPath, opts.owner.uid, opts.owner.gid);
+  }
+  const socketPath = opts.socketPath;
 
   return {
-    socketPath: opts.socketPath,
+    socketPath,
+    accept(socket, handOver) {
+      if (handOver !== null) handOvers.set(socket, handOver);
+      server.emit('connection', socket);
+    },
     async close() {
       if (closed) return;
       closed = true;
       const done = new Promise<void>((r) => server.close(() => r()));
       for (const s of [...clients, ...upstreams]) s.destroy();
       await done;
-      await fs.promises.rm(opts.socketPath, { force: true });
+      if (socketPath !== null) await fs.promises.rm(socketPath, { force: true });
     },
   };
 }

@@ -2,16 +2,19 @@
 """Per-session network helper. The service starts it as root, already inside the session's
 network namespace (nsenter --net=... -- /usr/bin/python3 -I netns-helper.py ...):
 
-  netns-helper.py UID GID SERVICE_PID PORTS_SOCK [EGRESS_SOCK PROXY_PORT]
+  netns-helper.py UID GID SERVICE_PID PORTS_SOCK [PROXY_PORT IDLE_SECONDS MAX_CONNECTIONS]
 
 While still root it binds PORTS_SOCK (a unix socket on the host file system, root 0600: only the
-service connects) and, with EGRESS_SOCK, 127.0.0.1:PROXY_PORT inside the namespace. Then it drops
+service connects) and, with PROXY_PORT, 127.0.0.1:PROXY_PORT inside the namespace. Then it drops
 to UID/GID for good (no groups, no_new_privs, killed when the service dies) and serves:
 
 - PORTS_SOCK: the service writes "PORT <n>\\n" and reads "OK\\n" or "ERR <errno>\\n"; after OK the
   bytes are relayed both ways to 127.0.0.1:<n> inside the namespace (the host cannot setns).
-- 127.0.0.1:PROXY_PORT: every connection is piped to EGRESS_SOCK, the session's egress proxy on
-  the host. The helper is a dumb pipe to one fixed path; the policy lives in the proxy.
+- 127.0.0.1:PROXY_PORT (allowlist): every connection goes to the session's egress proxy in the
+  service as one end of a socketpair, passed over the service's IPC channel (egress_ipc.py). The
+  proxy decides; when it has connected upstream it may pass that socket back, and from then on
+  this process moves the bytes between the two sockets with splice(2), never through Node
+  (egress_splice.py). The policy lives in the proxy; here are only pipes.
 
 "ready" on stdout once both listen; a reason on stderr and exit 1 if anything fails before.
 Python 3.11 has no os.prctl, hence ctypes for the two prctl calls.
@@ -23,6 +26,10 @@ import os
 import signal
 import socket
 import sys
+
+# -I leaves this directory off sys.path; egress_relay.py lies beside this file (root-owned, like it).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import egress_relay  # noqa: E402
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -57,7 +64,7 @@ async def pipe(reader, writer):
         writer.close()
 
 
-async def splice(r1, w1, r2, w2):
+async def relay(r1, w1, r2, w2):
     await asyncio.gather(pipe(r1, w2), pipe(r2, w1))
     w1.close()
     w2.close()
@@ -79,20 +86,9 @@ async def on_ports(reader, writer):
             writer.close()
             return
         writer.write(b'OK\n')
-        await splice(reader, writer, r2, w2)
+        await relay(reader, writer, r2, w2)
     except (OSError, ValueError, asyncio.TimeoutError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
         writer.close()
-
-
-def egress_handler(egress_sock):
-    async def on_egress(reader, writer):
-        try:
-            r2, w2 = await asyncio.open_unix_connection(egress_sock)
-        except OSError:
-            writer.close()
-            return
-        await splice(reader, writer, r2, w2)
-    return on_egress
 
 
 def bind_ports_socket(path):
@@ -130,24 +126,30 @@ def drop_privileges(uid, gid, service_pid):
 
 
 async def main(argv):
-    if len(argv) not in (4, 6):
-        fail('usage: netns-helper.py UID GID SERVICE_PID PORTS_SOCK [EGRESS_SOCK PROXY_PORT]')
+    if len(argv) not in (4, 7):
+        fail('usage: netns-helper.py UID GID SERVICE_PID PORTS_SOCK [PROXY_PORT IDLE_SECONDS MAX_CONNECTIONS]')
     uid, gid, service_pid, ports_sock = int(argv[0]), int(argv[1]), int(argv[2]), argv[3]
-    egress_sock = argv[4] if len(argv) == 6 else None
+    egress = len(argv) == 7
+    channel = os.environ.get('NODE_CHANNEL_FD', '')
+    if egress and not channel.isdigit():
+        fail('allowlist needs the service\'s IPC channel (NODE_CHANNEL_FD)')
     try:
         ports = bind_ports_socket(ports_sock)
-        proxy = bind_proxy_port(int(argv[5])) if egress_sock else None
+        proxy = bind_proxy_port(int(argv[4])) if egress else None
     except OSError as e:
         fail(f'cannot listen: {e}')
     try:
         drop_privileges(uid, gid, service_pid)
     except OSError as e:
         fail(f'cannot drop privileges: {e}')
-    if egress_sock and not os.access(egress_sock, os.W_OK):
-        fail(f'uid {uid} cannot reach the egress proxy socket {egress_sock}')
     await asyncio.start_unix_server(on_ports, sock=ports)
     if proxy:
-        await asyncio.start_server(egress_handler(egress_sock), sock=proxy)
+        try:
+            relay_ = egress_relay.Relay(int(channel), float(argv[5]), int(argv[6]))
+        except OSError as e:
+            fail(f'cannot use the IPC channel: {e}')
+        await asyncio.get_running_loop().create_server(relay_.connection, sock=proxy)
+        relay_.spawn(relay_.watch_idle())
     sys.stdout.write('ready\n')
     sys.stdout.flush()
     await asyncio.Event().wait()

@@ -1,13 +1,19 @@
 // Host side of the per-session helper (netns-helper.py beside this file): starts it inside the
 // session's network namespace, waits until it listens, and speaks its ports.sock protocol. The
 // helper exists because Node cannot setns: it is the service's only way into the namespace
-// (ports/{port}), and in allowlist mode the sandbox's only way out (127.0.0.1:3128 → egress.sock).
-import { spawn } from 'node:child_process';
+// (ports/{port}), and in allowlist mode the sandbox's only way out (127.0.0.1:3128 → the egress
+// proxy). In allowlist mode it has an IPC channel (Node's own, fd 3): each sandbox connection
+// arrives here as a socket handed over it, and the proxy hands the upstream socket back once it
+// has decided, for the helper to splice (egress_relay.py). Node can pass descriptors only over
+// such a channel, hence this rather than a socket path.
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import net from 'node:net';
 import { constants as osConstants } from 'node:os';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { resolveCommand } from '../spawn.js';
+import type { HandOver } from './egress-proxy.js';
 
 const HELPER_PATH = fileURLToPath(new URL('./netns-helper.py', import.meta.url));
 const READY_TIMEOUT_MS = 10_000;
@@ -39,8 +45,15 @@ export interface NetnsHelperOptions {
   netnsPath: string;
   identity: { uid: number; gid: number };
   portsSocket: string;
-  /** allowlist: relay 127.0.0.1:<port> in the namespace to this unix socket. */
-  egress: { socketPath: string; port: number } | null;
+  /** allowlist: 127.0.0.1:<port> in the namespace leads to `accept` (the session's egress proxy). */
+  egress: {
+    port: number;
+    /** A spliced connection with no byte either way for this long is closed by the helper. */
+    idleSeconds: number;
+    /** Connections the helper holds at once (bridged and spliced); one more is answered 503. */
+    maxConnections: number;
+    accept(socket: net.Socket, handOver: HandOver): void;
+  } | null;
   logger: Pick<Logger, 'warn'>;
 }
 
@@ -48,11 +61,28 @@ export async function startNetnsHelper(opts: NetnsHelperOptions): Promise<NetnsH
   const args = [
     `--net=${opts.netnsPath}`, '--', '/usr/bin/python3', '-I', HELPER_PATH,
     String(opts.identity.uid), String(opts.identity.gid), String(process.pid), opts.portsSocket,
-    ...(opts.egress ? [opts.egress.socketPath, String(opts.egress.port)] : []),
+    ...(opts.egress ? [String(opts.egress.port), String(opts.egress.idleSeconds), String(opts.egress.maxConnections)] : []),
   ];
   // nsenter execs python (no fork for --net), so the child we hold is the helper itself: its
-  // parent-death signal fires when this process dies.
-  const child = spawn(resolveCommand('nsenter'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: {} });
+  // parent-death signal fires when this process dies. The IPC channel is inherited as fd 3.
+  const child = spawn(resolveCommand('nsenter'), args, {
+    stdio: opts.egress ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'], env: {}, serialization: 'json',
+  }) as ChildProcessByStdio<null, Readable, Readable>;
+  const egress = opts.egress;
+  if (egress !== null) {
+    // Failed sends report to their callback; this keeps a closed channel from being an unhandled 'error'.
+    child.on('error', (err) => opts.logger.warn({ err }, 'session network helper channel error'));
+    child.on('message', (msg: unknown, handle: unknown) => {
+      const id = (msg as { egress?: unknown } | null)?.egress;
+      if (!(handle instanceof net.Socket)) return;
+      if (typeof id !== 'number' || !Number.isSafeInteger(id)) return void handle.destroy();
+      egress.accept(handle, (upstream, mode, sent) => {
+        // keepOpen: the proxy closes its descriptor itself, after its last write to it.
+        if (!child.connected) return sent(new Error('the network helper is gone'));
+        child.send({ splice: id, mode }, upstream, { keepOpen: true }, (err) => sent(err ?? null));
+      });
+    });
+  }
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => {
     if (stderr.length < MAX_STDERR_CHARS) stderr += c.toString('utf8');

@@ -1,9 +1,11 @@
 // One network namespace per session (or per one-shot run with a network policy), shared by all of
 // its sandboxes, and everything that lives as long as it: the namespace descriptor, the helper
-// (ports.sock; in allowlist also 127.0.0.1:3128 → the egress proxy), the egress proxy
-// (allowlist), slirp4netns (outbound), and the run dir holding the sockets. The SessionNetwork
-// is their one owner: close() releases all of them, in this order — helper, slirp, proxy, run
-// dir, namespace descriptor — and may be called any number of times.
+// (ports.sock; in allowlist also 127.0.0.1:3128 → the egress proxy, and the connections it
+// splices once the proxy has decided), the egress proxy (allowlist; it takes the helper's
+// connections over the helper's IPC channel and listens on no path), slirp4netns (outbound), and
+// the run dir holding the sockets. The SessionNetwork is their one owner: close() releases all of
+// them, in this order — helper (with it every egress connection), slirp, proxy, run dir,
+// namespace descriptor — and may be called any number of times.
 //
 // In mode none the helper starts at the first connectPort (ports/{port}), not with the namespace: a
 // session that never reaches into its network costs no helper process (~20 MB, ~65 ms), and a
@@ -18,7 +20,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { parseCidrs, type EgressPolicy, type NetworkMode } from './egress-policy.js';
-import { startEgressProxy, type EgressDecision, type EgressProxy } from './egress-proxy.js';
+import { IDLE_TIMEOUT_MS, MAX_CONNECTIONS_PER_PROXY, startEgressProxy, type EgressDecision, type EgressProxy } from './egress-proxy.js';
 import { PortConnectError, startNetnsHelper, type NetnsHelper } from './netns-helper.js';
 import { createNetns, type HeldNetns } from './netns.js';
 import { startOutbound, type Outbound } from './outbound.js';
@@ -87,7 +89,7 @@ export async function createSessionNetwork(opts: SessionNetworkOptions): Promise
       netnsPath,
       identity: owner,
       portsSocket: path.join(opts.runDir, 'ports.sock'),
-      egress: proxy ? { socketPath: proxy.socketPath, port: PROXY_PORT } : null,
+      egress: proxy ? { port: PROXY_PORT, idleSeconds: IDLE_TIMEOUT_MS / 1000, maxConnections: MAX_CONNECTIONS_PER_PROXY, accept: (s, h) => proxy.accept(s, h) } : null,
       logger: log,
     });
 
@@ -129,8 +131,8 @@ export async function createSessionNetwork(opts: SessionNetworkOptions): Promise
     if (opts.mode === 'allowlist') {
       t = performance.now();
       proxy = await startEgressProxy({
-        socketPath: path.join(opts.runDir, 'egress.sock'),
-        owner: identity,
+        socketPath: null,
+        owner: null,
         policy: opts.policy,
         allowPrivate: parseCidrs(opts.allowPrivate),
         ...(opts.onEgressDecision ? { onDecision: opts.onEgressDecision } : {}),

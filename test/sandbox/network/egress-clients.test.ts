@@ -19,7 +19,7 @@ let cert: Cert;
 let echo: Local;
 let tlsServer: Local;
 let relay: Local;
-let proxy: EgressProxy;
+let proxy: EgressProxy<string>;
 let env: NodeJS.ProcessEnv;
 
 beforeAll(async () => {

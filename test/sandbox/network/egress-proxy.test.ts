@@ -30,7 +30,7 @@ let cert: Cert;
 let echo: Local;
 let decoy: Local; // same port on 127.0.0.3: must never be reached
 let tlsServer: Local;
-const proxies: EgressProxy[] = [];
+const proxies: Array<EgressProxy<string>> = [];
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egress-proxy-'));
@@ -47,7 +47,7 @@ afterEach(async () => {
   await Promise.all(proxies.splice(0).map((p) => p.close()));
 });
 
-interface Started { proxy: EgressProxy; decisions: EgressDecision[]; logs: string[]; setPolicy(p: EgressPolicy): void }
+interface Started { proxy: EgressProxy<string>; decisions: EgressDecision[]; logs: string[]; setPolicy(p: EgressPolicy): void }
 let seq = 0;
 async function start(policy: EgressPolicy, allowPrivate = ['127.0.0.1/32'], owner: { uid: number; gid: number } | null = null): Promise<Started> {
   let current = policy;

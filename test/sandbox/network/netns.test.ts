@@ -1,7 +1,7 @@
 // The per-session network namespace through real bwrap: shared by a session's sandboxes, closed
 // to other sessions and to the host, no power over it inside, the helper's port relay and
 // egress pipe, and nothing left behind by close() or by a SIGKILLed owner.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -126,18 +126,14 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('session network namespace', () => {
     }
   });
 
-  test('a helper that cannot reach the egress socket fails the creation with the reason, leaving nothing behind', async () => {
-    // The run dir under a directory the session uid cannot search: the helper, once it has
-    // dropped to that uid, cannot reach egress.sock.
-    const closedParent = path.join(tmp, 'closed');
-    fs.mkdirSync(closedParent, { mode: 0o700 });
-    const runDir = path.join(closedParent, 'net');
-    await expect(createSessionNetwork({
-      key: 'unreachable', mode: 'allowlist', identity, runDir,
-      policy: () => ({ allow: [], deny: [] }), allowPrivate: [], logger,
-    })).rejects.toThrow(/network helper exited.*cannot reach the egress proxy socket/);
-    expect(fs.existsSync(runDir)).toBe(false);
-    expect(processesMentioning(path.join(runDir, 'ports.sock'))).toEqual([]);
+  test('a helper asked for allowlist without the service\'s IPC channel refuses to start, with the reason', () => {
+    // startNetnsHelper always gives it one; this is the helper's own guard (no channel, no way to the proxy).
+    const helper = path.join(PROJECT_ROOT, 'src', 'sandbox', 'network', 'netns-helper.py');
+    const sock = path.join(tmp, 'no-channel.sock');
+    const r = spawnSync('/usr/bin/python3', ['-I', helper, String(TEST_UID), String(TEST_UID), String(process.pid), sock, '3128', '60', '256'], { encoding: 'utf8', env: {} });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/allowlist needs the service's IPC channel/);
+    expect(fs.existsSync(sock)).toBe(false);
   });
 
   test.skipIf(!outboundAvailable().available && !process.env.CI)('outbound: the namespace gets slirp\'s tap0, and close() stops slirp4netns', async () => {
@@ -251,7 +247,8 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('session network namespace', () => {
     expect(status).toMatch(/^CapEff:\s+0+$/m);
     expect(status).toMatch(/^CapPrm:\s+0+$/m);
     expect(status).toMatch(/^NoNewPrivs:\s+1$/m);
-    expect(fs.readdirSync(runDir).sort()).toEqual(['egress.sock', 'ports.sock']);
+    // The proxy listens on no path: the helper reaches it only over its IPC channel.
+    expect(fs.readdirSync(runDir).sort()).toEqual(['ports.sock']);
     expect(fs.statSync(path.join(runDir, 'ports.sock')).mode & 0o777).toBe(0o600);
     expect(fs.statSync(path.join(runDir, 'ports.sock')).uid).toBe(0);
 
