@@ -167,6 +167,10 @@ export const SETTINGS = {
   CLUSTER_SECRET: { schema: z.string().min(16, 'must be at least 16 characters').optional(), default: undefined, doc: 'shared by all replicas: carried by every request one replica sends another (forwarded requests, placement and owner look-ups), and required of any request that says it was forwarded; needed when there are peers' },
   PEER_TIMEOUT_SECONDS: { schema: num(0.05, 600), default: '2', doc: 'how long a replica waits to connect to a peer (and for a placement, owner or listing answer) before it counts the peer as down' },
   NODE_RETRY_AFTER_SECONDS: { schema: int(1, 3600), default: '5', doc: 'Retry-After of a 503 NODE_UNAVAILABLE (a session whose replica is down)' },
+  WARM_SANDBOXES_MAX: { schema: int(0, 10_000), default: '64', doc: 'pre-started ("warm") sandboxes at once, idle or starting: after an execution of a session the next sandbox is built ahead (interpreter started, the environment\'s preload modules imported) and the next execution claims it; each is used once. 0: off, every execution spawns' },
+  WARM_IDLE_SECONDS: { schema: num(1, 86_400), default: '300', doc: 'a warm sandbox nobody claimed for this long is discarded' },
+  WARM_MEMORY_BUDGET_BYTES: { schema: int(0), default: String(4096 * MiB), doc: 'memory the idle warm sandboxes may hold together (their cgroups\' memory); past it the least recently built are discarded. Added to the sandboxes\' parent cgroup limit' },
+  WARM_MIN_AVAILABLE_BYTES: { schema: int(0), default: String(1024 * MiB), doc: 'memory pressure: while the host\'s MemAvailable (/proc/meminfo, checked every second) is below this, idle warm sandboxes are discarded (largest first) and none are started; 0: no check' },
   BWRAP_PATH: { schema: z.string().min(1), default: 'bwrap', doc: 'bubblewrap binary' },
   E2B_DEFAULT_ENVIRONMENT: { schema: z.string().min(1), default: 'pandas-exec', doc: 'E2B compatibility: the environment a sandbox created from the E2B SDKs\' default templates (base, code-interpreter-v1) runs in; any other template names an environment' },
 } as const;

@@ -58,6 +58,11 @@ export interface BwrapPolicy {
   venvWritable?: boolean;
   /** Names of files to place read-only in /sandbox (main.py, launch.py), each read from an fd, never from the workspace. */
   sandboxFiles: readonly string[];
+  /**
+   * A host directory bound read-only at /sandbox instead of sandboxFiles (a warm sandbox's: the
+   * service writes main.py into it once the program is known). Only the service can write it.
+   */
+  sandboxDir?: string | null;
   /** Volumes, mounted at /volumes/<name>; their sources are passed as O_PATH fds. */
   volumes: readonly { name: string; mode: 'ro' | 'rw' }[];
   /** Whether a seccomp program is passed on an fd. */
@@ -132,7 +137,10 @@ export function buildBwrapInvocation(policy: BwrapPolicy): BwrapInvocation {
 
   // The script and its launcher live on a bwrap-made tmpfs outside the workspace: no setup target
   // is ever placed beneath a directory the sandbox can write (bwrap 0.8 follows planted symlinks there).
-  if (policy.sandboxFiles.length > 0) {
+  if (policy.sandboxDir != null) {
+    if (policy.sandboxFiles.length > 0) throw new Error('sandboxDir and sandboxFiles are exclusive');
+    o.push('--ro-bind', policy.sandboxDir, SANDBOX_PATHS.scriptDir);
+  } else if (policy.sandboxFiles.length > 0) {
     o.push('--tmpfs', SANDBOX_PATHS.scriptDir);
     for (const name of policy.sandboxFiles) {
       if (!/^[A-Za-z0-9_-]+\.py$/.test(name)) throw new Error(`not a sandbox file name: ${name}`);

@@ -32,6 +32,8 @@ export interface Environment {
   python: boolean;
   /** A writable-root session of a venv environment: its own overlay over the host's /usr, bound read-write at /usr. */
   writableUsrDir?: string;
+  /** [tool.bubble-sandbox] preload: modules a warm sandbox imports before it is claimed (warm/warm-pool.ts). */
+  preload?: string[];
 }
 
 const VENV_DEFAULTS = { kind: 'venv', rootDir: null, writableRoot: false, python: true } as const;
@@ -49,6 +51,8 @@ export interface ProjectFacts {
   dependencies: string[];
   /** [tool.bubble-sandbox] debian-packages: what provides the dependencies without a package index. */
   debianPackages: string[];
+  /** [tool.bubble-sandbox] preload: importable module names a warm sandbox imports ahead. */
+  preload: string[];
 }
 
 /** A pyproject.toml that is not valid TOML, or whose fields have the wrong type; the message names the file. */
@@ -79,6 +83,7 @@ export function parseProjectTable(toml: string, file = 'pyproject.toml'): Projec
     description,
     dependencies: stringList(project.dependencies, 'project.dependencies', file),
     debianPackages: stringList(tool['debian-packages'], 'tool.bubble-sandbox.debian-packages', file),
+    preload: moduleList(tool.preload, 'tool.bubble-sandbox.preload', file),
   };
 }
 
@@ -100,6 +105,14 @@ function stringList(value: unknown, key: string, file: string): string[] {
   return value.map((v: string) => v.trim()).filter((v) => v.length > 0);
 }
 
+/** Dotted module names only: they are passed to the sandbox's launcher as one comma-separated argument. */
+function moduleList(value: unknown, key: string, file: string): string[] {
+  const list = stringList(value, key, file);
+  const bad = list.find((m) => !/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(m));
+  if (bad !== undefined) throw new PyprojectError(`${file}: ${key} must list module names, not ${JSON.stringify(bad)}`);
+  return list;
+}
+
 async function inspect(dir: string, name: string): Promise<Environment> {
   const base = { name, description: '', dependencies: [] as string[], venvDir: null, usable: false, ...VENV_DEFAULTS };
   let toml: string;
@@ -115,7 +128,7 @@ async function inspect(dir: string, name: string): Promise<Environment> {
     if (err instanceof PyprojectError) return { ...base, reason: err.message };
     throw err;
   }
-  const described = { ...base, description: project.description, dependencies: project.dependencies };
+  const described = { ...base, description: project.description, dependencies: project.dependencies, preload: project.preload };
   const venvDir = path.join(dir, '.venv');
   try {
     const python = await fs.realpath(path.join(venvDir, 'bin', 'python'));

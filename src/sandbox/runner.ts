@@ -12,6 +12,7 @@ import { OutputCapture } from './output-capture.js';
 import { errorFromReport, type PythonError } from './python-error.js';
 import { baseEnvironment, pythonFor, spawnSandbox, type SpawnDeps } from './spawn.js';
 import type { ExecutionStatus, Program, RunRequest, RunResult } from './types.js';
+import { WarmPool, type WarmPoolOptions } from './warm/warm-pool.js';
 
 export { baseEnvironment } from './spawn.js';
 
@@ -21,6 +22,8 @@ export interface SandboxRunnerOptions {
   seccompProgram: Buffer | null;
   cgroups: CgroupManager | null;
   logger?: Logger;
+  /** Pre-started sandboxes (warm/warm-pool.ts); absent or max 0: every run spawns. */
+  warm?: Omit<WarmPoolOptions, 'spawnDeps' | 'nextCgroupName' | 'logger'>;
 }
 
 export interface SandboxRunner {
@@ -29,6 +32,8 @@ export interface SandboxRunner {
   readonly spawnDeps: SpawnDeps;
   /** A cgroup name unique to this process. */
   nextCgroupName(prefix?: string): string;
+  /** Pre-started sandboxes that run() claims when one matches; null when they are off. */
+  readonly warm: WarmPool | null;
 }
 
 /** launch.py beside this module (the build copies it to dist): runs main.py and reports its uncaught exception. */
@@ -86,9 +91,15 @@ export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
   const spawnDeps: SpawnDeps = { bwrapPath: opts.bwrapPath, layout: opts.layout, seccompProgram: opts.seccompProgram, cgroups: opts.cgroups };
   const nextCgroupName = (prefix = 'exec') => `${prefix}-${process.pid}-${++cgroupCounter}`;
 
+  if (opts.warm && opts.warm.max > 0) WarmPool.clearLeftovers(opts.warm.dir, opts.logger);
+  const warm = opts.warm && opts.warm.max > 0 ? new WarmPool({ ...opts.warm, spawnDeps, nextCgroupName, logger: opts.logger }) : null;
+
   async function run(req: RunRequest): Promise<RunResult> {
+    // A warm sandbox is claimed whole (hit) or the run spawns as before (miss); the wall-clock
+    // timeout and duration_ms start once the sandbox is ready, at the claim.
+    const claimed = warm ? await warm.claim(req) : null;
     const started = performance.now();
-    const sandbox = await spawnSandbox(spawnDeps, {
+    const sandbox = claimed ? claimed.sandbox : await spawnSandbox(spawnDeps, {
       environment: req.environment,
       workspaceDir: req.workspaceDir,
       volumes: req.volumes,
@@ -107,7 +118,8 @@ export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
       sandbox.stdout.on('data', (c: Buffer) => stdout.push(c));
       sandbox.stderr.on('data', (c: Buffer) => stderr.push(c));
       sandbox.stdin.end(req.stdin ?? '');
-      const report = readBounded(sandbox.extra[0]?.stream ?? null, MAX_REPORT_BYTES);
+      const report = readBounded(claimed ? claimed.report : (sandbox.extra[0]?.stream ?? null), MAX_REPORT_BYTES);
+      claimed?.start(req.program);
 
       let timedOut = false;
       let aborted = false;
@@ -159,9 +171,10 @@ export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
         error,
       };
     } finally {
-      await sandbox.dispose();
+      if (claimed) claimed.dispose();
+      else await sandbox.dispose();
     }
   }
 
-  return { run, spawnDeps, nextCgroupName };
+  return { run, spawnDeps, nextCgroupName, warm };
 }

@@ -41,6 +41,22 @@ export function limitsFromConfig(config: Config): ResourceLimits {
   };
 }
 
+/** Pids an idle warm sandbox may need (its interpreter and the threads its preloads start), counted into the parent's limit. */
+const WARM_PIDS_EACH = 16;
+
+/** The warm pool's bounds from the settings; the private /sandbox directories live under WORKSPACE_DIR/warm. */
+export function warmPoolSettings(config: Config): NonNullable<Parameters<typeof createSandboxRunner>[0]['warm']> {
+  return {
+    dir: path.join(config.workspaceDir, 'warm'),
+    max: config.warmSandboxesMax,
+    idleMs: config.warmIdleSeconds * 1000,
+    memoryBudgetBytes: config.warmMemoryBudgetBytes,
+    minAvailableBytes: config.warmMinAvailableBytes,
+    // The preload and the longest execution together; the wall-clock timeout still applies from the claim.
+    cpuSeconds: config.maxExecutionTimeoutSeconds + 60,
+  };
+}
+
 export const IS_ROOT = process.getuid?.() === 0;
 
 /** Explain a failed probe from what bwrap printed, without host paths. */
@@ -91,9 +107,11 @@ async function assembleSandbox(config: Config, logger: Logger | undefined, opts:
     // The parent caps the sum of all sandboxes: at most MAX_CONCURRENT_EXECUTIONS executions run
     // at once, and at most MAX_KERNELS interpreters stay alive between calls (their threads may
     // keep running after a call). Its CPU ceiling keeps a core for the service itself.
+    // Idle warm sandboxes live there too: their memory budget and a few pids each come on top.
     const most = config.maxConcurrentExecutions + config.maxKernels;
+    const warm = { memoryBytes: config.warmSandboxesMax > 0 ? config.warmMemoryBudgetBytes : 0, pids: config.warmSandboxesMax * Math.min(config.pidsLimit, WARM_PIDS_EACH) };
     cgroups = await createCgroupManager({
-      globalLimits: { memoryBytes: config.memoryLimitBytes * most, pids: config.pidsLimit * most, cpuCores: config.sandboxesCpuCores },
+      globalLimits: { memoryBytes: config.memoryLimitBytes * most + warm.memoryBytes, pids: config.pidsLimit * most + warm.pids, cpuCores: config.sandboxesCpuCores },
       ...(opts.cgroupParentName !== undefined ? { parentName: opts.cgroupParentName } : {}),
       ...(logger ? { logger } : {}),
     });
@@ -108,6 +126,7 @@ async function assembleSandbox(config: Config, logger: Logger | undefined, opts:
     seccompProgram,
     cgroups: cgroups && cgroups.mode !== 'none' ? cgroups : null,
     ...(logger ? { logger } : {}),
+    warm: warmPoolSettings(config),
   });
   const defaultLimits = limitsFromConfig(config);
 
@@ -156,6 +175,7 @@ async function assembleSandbox(config: Config, logger: Logger | undefined, opts:
     defaultLimits,
     probe,
     close: async () => {
+      await runner.warm?.close();
       await cgroups?.close();
       layout.dispose();
       await uidLock?.release();

@@ -80,6 +80,8 @@ export interface SandboxSpec {
   identity: { uid: number; gid: number } | null;
   /** RLIMIT_CPU of the sandbox, a backstop behind the wall-clock timeout. */
   cpuSeconds: number;
+  /** A host directory bound read-only at /sandbox (a warm sandbox's, see warm/warm-pool.ts); exclusive with sandboxFiles. */
+  sandboxDir?: string | undefined;
   /** Extra pipes that stay open inside (for a kernel's control channel); their fd numbers are returned. */
   extraPipes?: number;
   cgroupName: string;
@@ -143,6 +145,7 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
     rootEntries: spec.environment?.rootDir ? readRootEntries(spec.environment.rootDir, spec.environment.writableRoot) : null,
     ...(spec.environment?.writableRoot ? { insideUid: 0 } : {}),
     sandboxFiles: Object.keys(spec.sandboxFiles ?? {}),
+    sandboxDir: spec.sandboxDir ?? null,
     volumes: spec.volumes.map((v) => ({ name: v.name, mode: v.mode })),
     seccomp: deps.seccompProgram !== null,
     shareNet: spec.netnsPath !== undefined,

@@ -22,6 +22,10 @@ export interface Metrics {
   interpretersLive: Gauge;
   egressRequests: Counter<'decision'>;
   forwardedRequests: Counter<'node' | 'outcome'>;
+  warmSandboxes: Gauge<'state'>;
+  warmClaims: Counter<'result'>;
+  warmDiscarded: Counter<'reason'>;
+  warmMemory: Gauge;
 }
 
 /** Default metrics prom-client exposes as gauges under a counter's *_total name. */
@@ -72,6 +76,15 @@ export function createMetrics(): Metrics {
     }),
     executionsQueued: new Gauge({ name: 'bubble_sandbox_executions_queued', help: 'Executions waiting for a free sandbox slot', registers: [registry] }),
     interpretersLive: new Gauge({ name: 'bubble_sandbox_interpreters_live', help: 'Persistent run_code interpreters alive now', registers: [registry] }),
+    warmSandboxes: new Gauge({ name: 'bubble_sandbox_warm_sandboxes', help: 'Pre-started sandboxes, by state: idle (ready to be claimed) or starting', labelNames: ['state'], registers: [registry] }),
+    warmClaims: new Counter({ name: 'bubble_sandbox_warm_claims_total', help: 'Executions that found a warm sandbox ready for them (hit) or spawned one (miss)', labelNames: ['result'], registers: [registry] }),
+    warmDiscarded: new Counter({
+      name: 'bubble_sandbox_warm_discarded_total',
+      help: 'Warm sandboxes ended unused, by reason (idle, budget, max, memory_pressure, replaced, dropped, shutdown, env, shadowed, died)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    warmMemory: new Gauge({ name: 'bubble_sandbox_warm_memory_bytes', help: 'Memory the idle warm sandboxes hold, from their cgroups', registers: [registry] }),
     egressRequests: new Counter({
       name: 'bubble_sandbox_egress_requests_total',
       help: 'Connections the egress proxy of allowlist sessions let through (allowed) or refused (denied)',
@@ -99,6 +112,17 @@ export function metricsObserver(metrics: Metrics): SessionObserver {
     },
     onEgressDecision(decision: 'allowed' | 'denied'): void {
       metrics.egressRequests.inc({ decision });
+    },
+    onWarmCounts(c: { idle: number; starting: number; memoryBytes: number }): void {
+      metrics.warmSandboxes.set({ state: 'idle' }, c.idle);
+      metrics.warmSandboxes.set({ state: 'starting' }, c.starting);
+      metrics.warmMemory.set(c.memoryBytes);
+    },
+    onWarmClaim(result: 'hit' | 'miss'): void {
+      metrics.warmClaims.inc({ result });
+    },
+    onWarmDiscarded(reason: string): void {
+      metrics.warmDiscarded.inc({ reason });
     },
   };
 }

@@ -12,6 +12,7 @@ import type { SerialQueues } from './limiter.js';
 import type { SessionChanges } from './session-changes.js';
 import type { SessionKernels } from './session-kernels.js';
 import type { SessionRecord } from './session-store.js';
+import type { WarmTarget } from '../sandbox/warm/warm-pool.js';
 
 export type { RichOutput } from '../sandbox/kernel/kernel.js';
 
@@ -46,6 +47,8 @@ export interface ExecutionHost {
   executorDeps(): Parameters<typeof executeInWorkspace>[0];
   /** The session's network namespace, made at first use. */
   networkOf(record: SessionRecord): Promise<NetworkJoin>;
+  /** Build the session's next sandbox ahead (warm), after its turn and off the answer's path. */
+  prewarm(id: string, target: WarmTarget): void;
 }
 
 export class SessionExecutions {
@@ -69,14 +72,16 @@ export class SessionExecutions {
   async execute(id: string, req: ExecutionRequest): Promise<ExecutionResult> {
     return this.inTurn(id, req.signal, async (record, environment, signal) => {
       const network = await this.host.networkOf(record);
-      return executeInWorkspace(
-        this.host.executorDeps(),
-        {
-          environment, workspaceDir: this.host.workspaceDir(id), volumes: this.host.volumeMounts(record.volumes), identity: this.host.ownerOf(record),
-          changes: this.changesOf(id), netnsPath: network.netnsPath,
-        },
-        { ...req, env: withNetworkEnv(req.env, network), signal },
-      );
+      const target = {
+        environment, workspaceDir: this.host.workspaceDir(id), volumes: this.host.volumeMounts(record.volumes), identity: this.host.ownerOf(record),
+        netnsPath: network.netnsPath,
+      };
+      try {
+        return await executeInWorkspace(this.host.executorDeps(), { ...target, changes: this.changesOf(id) }, { ...req, env: withNetworkEnv(req.env, network), signal });
+      } finally {
+        // The next execution of this session most likely looks like this one.
+        this.host.prewarm(id, { ...target, limits: req.limits, env: network.env });
+      }
     });
   }
 

@@ -42,6 +42,7 @@ import { UidSlots } from './uid-slots.js';
 import { SessionRoots, writableRootRefusal } from './session-root.js';
 import { IS_ROOT } from '../sandbox/sandbox.js';
 import { WorkspacePool } from '../workspace/workspace-pool.js';
+import type { WarmDiscardReason, WarmTarget } from '../sandbox/warm/warm-pool.js';
 import { detectQuotaSupport } from '../workspace/workspace-quota.js';
 
 export interface SessionInfo {
@@ -86,6 +87,10 @@ export interface SessionObserver extends ExecutionObserver {
   onWorkspacePoolChanged(ready: number): void;
   /** The egress proxy of an allowlist session (or one-shot run) let a connection through or refused it. */
   onEgressDecision?(decision: EgressDecision['decision']): void;
+  /** Warm sandboxes (sandbox/warm/warm-pool.ts): how many are idle or starting, and the memory the idle ones hold. */
+  onWarmCounts?(counts: { idle: number; starting: number; memoryBytes: number }): void;
+  onWarmClaim?(result: 'hit' | 'miss'): void;
+  onWarmDiscarded?(reason: WarmDiscardReason): void;
 }
 
 export interface SessionManagerDeps {
@@ -140,7 +145,10 @@ export class SessionManager {
     this.networks = new SessionNetworks({
       root: this.layout.net, allowPrivate: deps.config.egressAllowPrivateCidrs, logger: deps.logger,
       onEgressDecision: (d) => deps.observer?.onEgressDecision?.(d.decision),
-      onReplacing: (id) => this.kernels.discard(id),
+      onReplacing: async (id) => {
+        await this.dropWarm(id);
+        await this.kernels.discard(id);
+      },
     });
     this.limiter = new ExecutionLimiter(deps.config.maxConcurrentExecutions, deps.config.maxQueuedExecutions);
     this.now = deps.now ?? Date.now;
@@ -167,6 +175,12 @@ export class SessionManager {
       volumeMounts: (volumes) => this.volumeMounts(volumes),
       executorDeps: () => this.executorDeps(),
       networkOf: (record) => this.joinNetwork(record),
+      prewarm: (id, target) => this.prewarm(id, target),
+    });
+    deps.sandbox.runner.warm?.observe({
+      onCounts: (c) => deps.observer?.onWarmCounts?.(c),
+      onClaim: (r) => deps.observer?.onWarmClaim?.(r),
+      onDiscarded: (r) => deps.observer?.onWarmDiscarded?.(r),
     });
   }
 
@@ -394,6 +408,7 @@ export class SessionManager {
         record.network = before;
         throw err;
       }
+      await this.dropWarm(id);
       this.deps.logger.info({ audit: 'session.network_updated', session_id: id, allow: record.network.allow?.length, deny: record.network.deny?.length }, 'session network policy updated');
       return this.info(record);
     });
@@ -534,6 +549,7 @@ export class SessionManager {
     await this.closeProcesses(id);
     await this.kernels.stop(id);
     await this.serial.run(id, async () => {
+      await this.dropWarm(id);
       await this.networks.close(id);
       await this.changes.forget(id, workspaceOf(this.layout, id));
       if (clearData) await this.removeSessionData(id);
@@ -702,6 +718,7 @@ export class SessionManager {
       this.dirty.delete(record.session_id);
       await this.closeProcesses(record.session_id);
       await this.kernels.stop(record.session_id);
+      await this.dropWarm(record.session_id);
       await this.networks.close(record.session_id);
       await this.changes.forget(record.session_id, workspaceOf(this.layout, record.session_id));
       await this.removeSessionData(record.session_id);
@@ -723,6 +740,8 @@ export class SessionManager {
     while (this.executions.runningCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.executions.abortAll();
     while (this.executions.runningCount > 0) await new Promise((r) => setTimeout(r, 20));
+    // Warm sandboxes bind the workspaces unmounted below: all of them end first.
+    await this.deps.sandbox.runner.warm?.close();
     await Promise.all([...this.processes.keys()].map((id) => this.closeProcesses(id)));
     await this.kernels.closeAll();
     await this.networks.closeAll();
@@ -736,6 +755,23 @@ export class SessionManager {
       await unmountWorkspaceDir(sessionDir(this.layout, id), this.deps.logger);
     }
     await unmountVolumes(this.layout, this.deps.logger);
+  }
+
+  /**
+   * The session's next sandbox, built ahead after its execution (never on the request path: on
+   * the next turn of the event loop, after the answer is on its way; it holds no execution slot).
+   */
+  private prewarm(id: string, target: WarmTarget): void {
+    const warm = this.deps.sandbox.runner.warm;
+    if (!warm?.enabled) return;
+    setImmediate(() => {
+      if (!this.closing && this.sessions.has(id)) warm.prestart(warmOwner(id), target);
+    });
+  }
+
+  /** Ends the session's warm sandbox (its configuration changed, or it is going) and waits until it is gone. */
+  private async dropWarm(id: string): Promise<void> {
+    await this.deps.sandbox.runner.warm?.dropOwner(warmOwner(id));
   }
 
   /** Background work close() waits for. */
@@ -773,6 +809,9 @@ export class SessionManager {
     this.deps.observer?.onSessionCountChanged(this.sessions.size);
   }
 }
+
+/** The warm pool's owner key of a session's warm sandbox. */
+export const warmOwner = (id: string): string => `session:${id}`;
 
 function isSessionNetwork(join: NetworkJoin): join is SessionNetwork {
   return join.netnsPath !== undefined && 'close' in join;

@@ -17,7 +17,7 @@ function env(name: string, toml: string | null, python: string | null) {
 describe('environments', () => {
   test('parses the [project] table', () => {
     expect(parseProjectTable('[project]\nname = "x"\ndescription = "Some \\"thing\\""\ndependencies = [\n  "pandas>=2",\n  \'numpy\',\n]\n[tool.x]\ndescription = "no"\n')).toEqual({
-      name: 'x', description: 'Some "thing"', dependencies: ['pandas>=2', 'numpy'], debianPackages: [],
+      name: 'x', description: 'Some "thing"', dependencies: ['pandas>=2', 'numpy'], debianPackages: [], preload: [],
     });
   });
 
@@ -44,7 +44,14 @@ describe('environments', () => {
       description: 'Data [tools] = "quoted"',
       dependencies: ['pandas[excel]>=2', 'tomli>=1.1; python_version < "3.11"', 'requests [socks] ==2.*'],
       debianPackages: ['python3-pandas', 'python3-requests'],
+      preload: [],
     });
+  });
+
+  test('[tool.bubble-sandbox] preload lists module names for warm sandboxes; anything else is an error', () => {
+    expect(parseProjectTable('[tool.bubble-sandbox]\npreload = ["pandas", "matplotlib.pyplot", " numpy "]\n').preload).toEqual(['pandas', 'matplotlib.pyplot', 'numpy']);
+    expect(() => parseProjectTable('[tool.bubble-sandbox]\npreload = ["a,b"]\n', 'my/pyproject.toml')).toThrow(/my\/pyproject\.toml: tool\.bubble-sandbox\.preload must list module names/);
+    expect(() => parseProjectTable('[tool.bubble-sandbox]\npreload = "pandas"\n')).toThrow(PyprojectError);
   });
 
   test('a table like [project.urls] after [project] does not end the project table', () => {

@@ -1,0 +1,489 @@
+// Pre-started ("warm") sandboxes: a sandbox built ahead for a known target (workspace, environment,
+// volumes, identity, limits, network namespace), its interpreter started and the environment's
+// preload modules imported, waiting on a private control pipe for the one program it will run.
+// An execution whose target matches claims it (a hit) instead of spawning (a miss); it is used
+// once and disposed of like a cold sandbox, so every execution still starts from fresh process
+// state, a fresh /tmp and a fresh PID namespace.
+//
+// Bounds: at most `max` warm sandboxes (idle or starting), each idle at most `idleMs`, the idle
+// ones together holding at most `memoryBudgetBytes` (their cgroups' memory), and none kept while
+// the host's MemAvailable is under `minAvailableBytes` (checked every CHECK_INTERVAL_MS; idle warm
+// sandboxes are the first thing given back). Every warm sandbox has an owner key (a session, or a
+// one-shot environment): dropOwner() ends it when the owner's configuration changes or it goes.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { SANDBOX_PATHS } from '../bwrap-args.js';
+import type { Environment } from '../environments.js';
+import { baseEnvironment, pythonFor, spawnSandbox, type SpawnDeps, type SpawnedSandbox } from '../spawn.js';
+import type { Program, ResourceLimits, RunRequest, VolumeMount } from '../types.js';
+
+const LAUNCHER_NAME = 'warm-launch.py';
+/** warm-launch.py beside this module (the build copies it to dist). */
+const LAUNCHER_SOURCE = fs.readFileSync(new URL(`./${LAUNCHER_NAME}`, import.meta.url), 'utf8');
+const CHECK_INTERVAL_MS = 1000;
+/** The ready line is a JSON object naming the preloaded modules: bounded, anything longer is not one. */
+const MAX_READY_BYTES = 256 * 1024;
+
+/** Everything that shapes a sandbox when it is built, so a warm one is only used where a cold one would be the same. */
+export interface WarmTarget {
+  environment: Environment | null;
+  workspaceDir: string;
+  volumes: VolumeMount[];
+  limits: ResourceLimits;
+  identity: { uid: number; gid: number } | null;
+  netnsPath?: string | undefined;
+  /** Variables over the environment's base ones the sandbox starts with (a session's network variables). */
+  env?: Record<string, string> | undefined;
+}
+
+export type WarmDiscardReason = 'idle' | 'budget' | 'max' | 'memory_pressure' | 'replaced' | 'dropped' | 'shutdown' | 'env' | 'shadowed' | 'died' | 'mismatch';
+
+export interface WarmObserver {
+  onCounts?(counts: { idle: number; starting: number; memoryBytes: number }): void;
+  onClaim?(result: 'hit' | 'miss'): void;
+  onDiscarded?(reason: WarmDiscardReason): void;
+}
+
+export interface WarmPoolOptions {
+  /** Where each warm sandbox's private /sandbox directory is made (<dir>/<pid>-<n>); must be traversable by sandbox uids. */
+  dir: string;
+  /** Most warm sandboxes at once, idle or starting; 0 turns warm sandboxes off. */
+  max: number;
+  idleMs: number;
+  memoryBudgetBytes: number;
+  /** Below this much MemAvailable, idle warm sandboxes are discarded and none are started; 0: no check. */
+  minAvailableBytes: number;
+  /** RLIMIT_CPU of a warm sandbox (the preload and the execution together). */
+  cpuSeconds: number;
+  spawnDeps: SpawnDeps;
+  nextCgroupName: (prefix?: string) => string;
+  logger?: Logger | undefined;
+  /** The host's available memory in bytes (MemAvailable of /proc/meminfo by default); null when unknown. */
+  readMemAvailable?: () => number | null;
+}
+
+interface ReadyInfo {
+  modules: string[];
+  rssBytes: number | null;
+}
+
+interface WarmEntry {
+  id: number;
+  owner: string;
+  key: string;
+  target: WarmTarget;
+  /** The variables the sandbox was started with. */
+  env: Record<string, string>;
+  dir: string;
+  state: 'starting' | 'idle';
+  sandbox: Promise<SpawnedSandbox>;
+  ready: Promise<ReadyInfo | null>;
+  readyAt: number;
+  memoryBytes: number;
+}
+
+/** A claimed warm sandbox: the caller starts its program with start() and disposes of it with dispose(). */
+export interface WarmClaim {
+  sandbox: SpawnedSandbox;
+  /** The report pipe of a script (as a cold run's extra pipe 0). */
+  report: SpawnedSandbox['extra'][number]['stream'];
+  /** Sends the program; for a script, main.py is written into the sandbox's /sandbox first. */
+  start(program: Program): void;
+  /**
+   * Disposes of the sandbox's cgroup and its private /sandbox directory after the answer: the
+   * sandbox has exited (its PID namespace, so all it started, is gone); close() and settled() wait.
+   */
+  dispose(): void;
+}
+
+/** MemAvailable of /proc/meminfo in bytes; null where there is none. */
+export function readMemAvailable(): number | null {
+  try {
+    const m = /^MemAvailable:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a variable is read by the interpreter at start-up (a script with it changed must start cold). */
+const STARTUP_VARIABLE = /^(PYTHON|LC_|LANG$|LANGUAGE$|MPLBACKEND$|OPENBLAS|OMP_|MKL_)/;
+
+export function targetKey(t: WarmTarget): string {
+  const e = t.environment;
+  return JSON.stringify([
+    e === null ? null : [e.name, e.kind, e.venvDir, e.rootDir, e.writableRoot, e.writableUsrDir ?? null, e.preload ?? []],
+    t.workspaceDir,
+    t.volumes.map((v) => [v.name, v.hostDir, v.mode]),
+    t.limits,
+    t.identity,
+    t.netnsPath ?? null,
+  ]);
+}
+
+function sameEnv(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
+}
+
+let entryCounter = 0;
+
+export class WarmPool {
+  private readonly entries = new Map<number, WarmEntry>();
+  private observer: WarmObserver = {};
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private readonly disposing = new Set<Promise<void>>();
+  private readonly readMem: () => number | null;
+  private dirReady = false;
+
+  constructor(private readonly opts: WarmPoolOptions) {
+    this.readMem = opts.readMemAvailable ?? readMemAvailable;
+    if (opts.max > 0) {
+      this.timer = setInterval(() => void this.check(), CHECK_INTERVAL_MS);
+      this.timer.unref();
+    }
+  }
+
+  get enabled(): boolean {
+    return this.opts.max > 0 && !this.closed;
+  }
+
+  observe(observer: WarmObserver): void {
+    this.observer = observer;
+    this.report();
+  }
+
+  /** Idle and starting warm sandboxes, and the memory the idle ones hold. */
+  counts(): { idle: number; starting: number; memoryBytes: number } {
+    let idle = 0;
+    let starting = 0;
+    let memoryBytes = 0;
+    for (const e of this.entries.values()) {
+      if (e.state === 'idle') {
+        idle++;
+        memoryBytes += e.memoryBytes;
+      } else starting++;
+    }
+    return { idle, starting, memoryBytes };
+  }
+
+  /** The owners that have a warm sandbox now (for tests and operators). */
+  owners(): string[] {
+    return [...this.entries.values()].map((e) => e.owner);
+  }
+
+  /**
+   * Build a warm sandbox for `owner` (replacing one it has for another target). Never throws: a
+   * warm sandbox that cannot be built only costs the speed-up.
+   */
+  prestart(owner: string, target: WarmTarget): void {
+    if (!this.enabled) return;
+    const key = targetKey(target);
+    const env = { ...baseEnvironment(target.environment), ...target.env };
+    for (const e of this.entries.values()) {
+      if (e.owner !== owner) continue;
+      if (e.key === key && sameEnv(e.env, env)) return;
+      void this.discard(e, 'replaced');
+    }
+    if (target.environment !== null && !target.environment.python) return;
+    const available = this.opts.minAvailableBytes > 0 ? this.readMem() : null;
+    if (available !== null && available < this.opts.minAvailableBytes) return;
+    while (this.entries.size >= this.opts.max) {
+      const oldest = this.oldestIdle();
+      if (oldest === null) return; // all are starting: no room now
+      void this.discard(oldest, 'max');
+    }
+    this.start(owner, key, target, env);
+  }
+
+  /** Discard the owner's warm sandbox (its configuration changed, or it is going); resolves once it is gone. */
+  async dropOwner(owner: string, reason: WarmDiscardReason = 'dropped'): Promise<void> {
+    const gone: Promise<void>[] = [];
+    for (const e of this.entries.values()) if (e.owner === owner) gone.push(this.discard(e, reason));
+    await Promise.all(gone);
+  }
+
+  /**
+   * A warm sandbox for this request, ready to start its program, or null (the caller spawns cold).
+   * Counts a hit or a miss.
+   */
+  async claim(req: RunRequest): Promise<WarmClaim | null> {
+    if (!this.enabled) return null;
+    const claim = await this.tryClaim(req).catch((err: unknown) => {
+      this.opts.logger?.warn({ err }, 'warm sandbox claim failed; running cold');
+      return null;
+    });
+    this.observer.onClaim?.(claim ? 'hit' : 'miss');
+    return claim;
+  }
+
+  private async tryClaim(req: RunRequest): Promise<WarmClaim | null> {
+    const key = targetKey(req);
+    let entry: WarmEntry | null = null;
+    for (const e of this.entries.values()) {
+      if (e.key === key && (entry === null || (e.state === 'idle' && entry.state !== 'idle'))) entry = e;
+    }
+    if (entry === null) return null;
+    this.entries.delete(entry.id); // it is this request's now, whatever follows
+    this.report();
+    const preloads = req.environment?.preload ?? [];
+    const wanted = { ...baseEnvironment(req.environment), ...req.env };
+    let envToSend: Record<string, string> | null = null;
+    if (!sameEnv(wanted, entry.env)) {
+      // A command or argv is exec()ed with the request's variables; a script runs in the
+      // interpreter that already started (and imported its preloads) with the others.
+      const changed = [...new Set([...Object.keys(wanted), ...Object.keys(entry.env)])].filter((k) => wanted[k] !== entry.env[k]);
+      if (req.program.kind === 'script' && (preloads.length > 0 || changed.some((k) => STARTUP_VARIABLE.test(k)))) {
+        void this.discard(entry, 'env');
+        return null;
+      }
+      envToSend = wanted;
+    }
+    // A starting one is waited for: it is further along than a new spawn would be.
+    const timeout = new Promise<null>((resolve) => {
+      const t = setTimeout(() => resolve(null), req.timeoutMs);
+      t.unref();
+    });
+    const ready = await Promise.race([entry.ready, timeout]);
+    if (ready === null) {
+      void this.discard(entry, 'died');
+      return null;
+    }
+    if (req.program.kind === 'script' && ready.modules.length > 0 && this.shadowed(req.workspaceDir, ready.modules)) {
+      void this.discard(entry, 'shadowed');
+      return null;
+    }
+    const sandbox = await entry.sandbox;
+    const control = sandbox.extra[0]?.stream;
+    const report = sandbox.extra[1]?.stream;
+    if (control === undefined || report === undefined) throw new Error('warm sandbox without its pipes');
+    const claimed = entry;
+    return {
+      sandbox,
+      report,
+      start: (program) => {
+        if (program.kind === 'script') fs.writeFileSync(path.join(claimed.dir, 'main.py'), program.source, { mode: 0o644 });
+        const request = program.kind === 'script' ? { kind: 'script', env: envToSend }
+          : program.kind === 'command' ? { kind: 'command', command: program.command, env: envToSend }
+            : { kind: 'argv', argv: program.argv, env: envToSend };
+        const body = Buffer.from(JSON.stringify(request), 'utf8');
+        const head = Buffer.alloc(4);
+        head.writeUInt32BE(body.length);
+        control.end(Buffer.concat([head, body]));
+      },
+      dispose: () => {
+        this.track(sandbox.dispose().catch((err: unknown) => {
+          this.opts.logger?.warn({ err }, 'could not dispose of a warm sandbox');
+        }).finally(() => fs.rmSync(claimed.dir, { recursive: true, force: true })));
+      },
+    };
+  }
+
+  /** Whether a top-level workspace entry would shadow a preloaded module in a cold run (/workspace is on sys.path). */
+  private shadowed(workspaceDir: string, modules: string[]): boolean {
+    const names = new Set(modules);
+    let entries: string[];
+    try {
+      entries = fs.readdirSync(workspaceDir);
+    } catch {
+      return true; // cannot tell: run cold
+    }
+    return entries.some((n) => names.has(n.split('.', 1)[0] ?? n));
+  }
+
+  private start(owner: string, key: string, target: WarmTarget, env: Record<string, string>): void {
+    const id = ++entryCounter;
+    if (!this.dirReady) {
+      fs.mkdirSync(this.opts.dir, { recursive: true, mode: 0o711 });
+      fs.chmodSync(this.opts.dir, 0o711);
+      this.dirReady = true;
+    }
+    const dir = path.join(this.opts.dir, `${process.pid}-${id}`);
+    fs.mkdirSync(dir, { mode: 0o755 });
+    fs.writeFileSync(path.join(dir, LAUNCHER_NAME), LAUNCHER_SOURCE, { mode: 0o644 });
+    const preloads = target.environment?.preload ?? [];
+    const sandbox = spawnSandbox(this.opts.spawnDeps, {
+      environment: target.environment,
+      workspaceDir: target.workspaceDir,
+      volumes: target.volumes,
+      command: ([control, report]) => [pythonFor(target.environment), `${SANDBOX_PATHS.scriptDir}/${LAUNCHER_NAME}`, String(control), String(report), preloads.join(',')],
+      sandboxDir: dir,
+      extraPipes: 2,
+      env,
+      limits: target.limits,
+      identity: target.identity,
+      cpuSeconds: this.opts.cpuSeconds,
+      cgroupName: this.opts.nextCgroupName('warm'),
+      netnsPath: target.netnsPath,
+    });
+    const entry: WarmEntry = {
+      id, owner, key, target, env, dir, state: 'starting', sandbox, ready: Promise.resolve(null), readyAt: 0, memoryBytes: 0,
+    };
+    entry.ready = sandbox.then((s) => this.awaitReady(s)).catch((err: unknown) => {
+      this.opts.logger?.warn({ err }, 'warm sandbox did not start');
+      return null;
+    });
+    this.entries.set(id, entry);
+    this.report();
+    void entry.ready.then(async (ready) => {
+      if (this.entries.get(id) !== entry) return;
+      if (ready === null) {
+        void this.discard(entry, 'died');
+        return;
+      }
+      const s = await sandbox;
+      const stats = await s.stats().catch(() => null);
+      if (this.entries.get(id) !== entry) return;
+      entry.state = 'idle';
+      entry.readyAt = Date.now();
+      entry.memoryBytes = stats?.memoryPeakBytes ?? ready.rssBytes ?? 0;
+      void s.exited.then(() => {
+        if (this.entries.get(id) === entry) void this.discard(entry, 'died');
+      });
+      this.enforceBudget(entry);
+      this.report();
+    });
+  }
+
+  /** The launcher's ready line, or null when it exits (or says something else) first. */
+  private awaitReady(s: SpawnedSandbox): Promise<ReadyInfo | null> {
+    const control = s.extra[0]?.stream;
+    if (control === undefined) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      let buf = '';
+      const onData = (c: Buffer) => {
+        buf += c.toString('utf8');
+        const nl = buf.indexOf('\n');
+        if (nl < 0) {
+          if (buf.length > MAX_READY_BYTES) finish(null);
+          return;
+        }
+        try {
+          const parsed = JSON.parse(buf.slice(0, nl)) as { ready?: unknown; modules?: unknown; rss_bytes?: unknown };
+          const modules = Array.isArray(parsed.modules) ? parsed.modules.filter((m): m is string => typeof m === 'string') : [];
+          finish(parsed.ready === true ? { modules, rssBytes: typeof parsed.rss_bytes === 'number' ? parsed.rss_bytes : null } : null);
+        } catch {
+          finish(null);
+        }
+      };
+      const finish = (r: ReadyInfo | null) => {
+        control.off('data', onData);
+        control.off('close', onClose);
+        resolve(r);
+      };
+      const onClose = () => finish(null);
+      control.on('data', onData);
+      control.once('close', onClose);
+    });
+  }
+
+  private oldestIdle(except?: WarmEntry): WarmEntry | null {
+    let oldest: WarmEntry | null = null;
+    for (const e of this.entries.values()) {
+      if (e.state === 'idle' && e !== except && (oldest === null || e.readyAt < oldest.readyAt)) oldest = e;
+    }
+    return oldest;
+  }
+
+  private enforceBudget(fresh: WarmEntry): void {
+    while (this.counts().memoryBytes > this.opts.memoryBudgetBytes) {
+      const victim = this.oldestIdle(fresh) ?? fresh;
+      void this.discard(victim, 'budget');
+      if (victim === fresh) return;
+    }
+  }
+
+  /**
+   * The periodic check: idle ones past the idle time go, their memory is measured again, and under
+   * memory pressure idle ones are discarded, the largest first, until enough would be free.
+   */
+  async check(): Promise<void> {
+    const now = Date.now();
+    for (const e of this.entries.values()) {
+      if (e.state === 'idle' && now - e.readyAt > this.opts.idleMs) void this.discard(e, 'idle');
+    }
+    for (const e of [...this.entries.values()]) {
+      if (e.state !== 'idle') continue;
+      const stats = await (await e.sandbox).stats().catch(() => null);
+      if (stats?.memoryPeakBytes != null) e.memoryBytes = stats.memoryPeakBytes;
+    }
+    if (this.opts.minAvailableBytes > 0) {
+      let available = this.readMem();
+      if (available !== null && available < this.opts.minAvailableBytes) {
+        const idle = [...this.entries.values()].filter((e) => e.state === 'idle').sort((a, b) => b.memoryBytes - a.memoryBytes);
+        for (const e of idle) {
+          if (available >= this.opts.minAvailableBytes) break;
+          void this.discard(e, 'memory_pressure');
+          available += e.memoryBytes;
+        }
+        // Starting ones would only add to it.
+        for (const e of this.entries.values()) if (e.state === 'starting') void this.discard(e, 'memory_pressure');
+      }
+    }
+    this.report();
+  }
+
+  private discard(e: WarmEntry, reason: WarmDiscardReason): Promise<void> {
+    if (this.entries.get(e.id) === e) this.entries.delete(e.id);
+    this.observer.onDiscarded?.(reason);
+    this.report();
+    const work = e.sandbox.then(async (s) => {
+      s.kill();
+      await s.exited.catch(() => undefined);
+      await s.dispose();
+    }).catch(() => undefined).finally(() => fs.rmSync(e.dir, { recursive: true, force: true }));
+    this.track(work);
+    return work;
+  }
+
+  private track(work: Promise<void>): void {
+    this.disposing.add(work);
+    void work.finally(() => this.disposing.delete(work));
+  }
+
+  /** Resolves once every warm sandbox discarded or used so far is gone with its cgroup. */
+  async settled(): Promise<void> {
+    while (this.disposing.size > 0) await Promise.all([...this.disposing]);
+  }
+
+  private report(): void {
+    this.observer.onCounts?.(this.counts());
+  }
+
+  /** Discard every warm sandbox and wait until they are gone; no new ones start. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    for (const e of [...this.entries.values()]) void this.discard(e, 'shutdown');
+    await this.settled();
+  }
+
+  /** Remove private /sandbox directories that a process no longer running left behind (a crash). */
+  static clearLeftovers(dir: string, logger?: Logger): void {
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const pid = Number(/^(\d+)-\d+$/.exec(name)?.[1] ?? NaN);
+      if (Number.isSafeInteger(pid) && pid !== process.pid && processAlive(pid)) continue;
+      if (Number.isSafeInteger(pid) && pid === process.pid) continue;
+      fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+      logger?.info({ dir: name }, 'removed a warm sandbox directory left by an earlier run');
+    }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,349 @@
+// Warm (pre-started) sandboxes through the real sandbox (bwrap, cgroups): a claimed warm sandbox
+// answers like a cold one, nothing of one execution reaches the next, limits and timeouts hold,
+// and the pool's bounds (count, memory budget, memory pressure) are kept.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { findEnvironment, type Environment } from '../../src/sandbox/environments.js';
+import { createSandbox, type Sandbox } from '../../src/sandbox/sandbox.js';
+import type { Program, RunRequest, RunResult } from '../../src/sandbox/types.js';
+import { WarmPool, type WarmDiscardReason, type WarmTarget } from '../../src/sandbox/warm/warm-pool.js';
+import { ENVIRONMENTS_DIR } from '../helpers/host-env.js';
+import { hostProcessesMatching, stillRunning, waitUntil } from '../helpers/host-processes.js';
+import { createSandboxFixture, makeWorkspace } from '../helpers/sandbox.js';
+
+let sandbox: Sandbox;
+let pandas: Environment;
+let workDir: string;
+const workspaces: string[] = [];
+const claims: ('hit' | 'miss')[] = [];
+const discarded: WarmDiscardReason[] = [];
+
+beforeAll(async () => {
+  workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-warm-'));
+  fs.chmodSync(workDir, 0o711);
+  const config = loadConfig({
+    BUBBLE_SANDBOX_LOG_LEVEL: 'silent', BUBBLE_SANDBOX_WORKSPACE_DIR: workDir, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR,
+    BUBBLE_SANDBOX_WARM_MIN_AVAILABLE_BYTES: '0',
+  });
+  sandbox = await createSandbox(config);
+  const env = await findEnvironment(config.environmentsDir, 'pandas-exec');
+  if (!env?.usable) throw new Error('pandas-exec is not built (npm run setup)');
+  pandas = env;
+  sandbox.runner.warm?.observe({ onClaim: (r) => claims.push(r), onDiscarded: (r) => discarded.push(r) });
+});
+afterAll(async () => {
+  await sandbox.close();
+  for (const ws of workspaces) fs.rmSync(path.dirname(ws), { recursive: true, force: true });
+  fs.rmSync(workDir, { recursive: true, force: true });
+});
+
+function newTarget(environment: Environment | null, slot: number): WarmTarget {
+  const identity = sandbox.identityFor(slot);
+  const ws = makeWorkspace(identity?.uid);
+  workspaces.push(ws);
+  return { environment, workspaceDir: ws, volumes: [], limits: sandbox.defaultLimits, identity };
+}
+
+function pool(): WarmPool {
+  const warm = sandbox.runner.warm;
+  if (!warm) throw new Error('warm sandboxes are off');
+  return warm;
+}
+
+/** Pre-start for `owner` and wait until it is idle. */
+async function prestarted(owner: string, target: WarmTarget): Promise<void> {
+  pool().prestart(owner, target);
+  await waitUntil(() => pool().counts(), (c) => c.starting === 0, 30_000);
+  expect(pool().owners()).toContain(owner);
+}
+
+/** One run, with whether it claimed a warm sandbox. */
+async function run(target: WarmTarget, program: Program, extra: Partial<RunRequest> = {}): Promise<RunResult & { claim: 'hit' | 'miss' | undefined }> {
+  const n = claims.length;
+  const r = await sandbox.runner.run({ ...target, program, timeoutMs: 20_000, maxOutputChars: 100_000, ...extra });
+  return { ...r, claim: claims[n] };
+}
+
+const py = (source: string): Program => ({ kind: 'script', source });
+
+describe('a warm hit answers like a cold run', () => {
+  test('script, command and argv', async () => {
+    const t = newTarget(null, 11);
+    await prestarted('a', t);
+    const script = await run(t, py('import sys\nprint("x", __name__, __file__, sys.argv)\n'));
+    expect(script).toMatchObject({ claim: 'hit', status: 'ok', stdout: "x __main__ /sandbox/main.py ['/sandbox/main.py']\n", stderr: '' });
+    await prestarted('a', t);
+    const cmd = await run(t, { kind: 'command', command: 'echo $((6*7)); exit 3' });
+    expect(cmd).toMatchObject({ claim: 'hit', status: 'error', exit_code: 3, stdout: '42\n' });
+    await prestarted('a', t);
+    const argv = await run(t, { kind: 'argv', argv: ['echo', '$HOME', '*'] }, { env: { EXTRA: '1' } });
+    expect(argv).toMatchObject({ claim: 'hit', status: 'ok', stdout: '$HOME *\n' });
+    await prestarted('a', t);
+    const missing = await run(t, { kind: 'argv', argv: ['no-such-program'] });
+    const cold = await run(t, { kind: 'argv', argv: ['no-such-program'] });
+    expect(missing.claim).toBe('hit');
+    expect(cold.claim).toBe('miss');
+    expect({ exit: missing.exit_code, stderr: missing.stderr }).toEqual({ exit: cold.exit_code, stderr: cold.stderr });
+  });
+
+  test('an uncaught exception is reported as in a cold run (type, line, traceback)', async () => {
+    const t = newTarget(null, 12);
+    const source = 'def f(d):\n    return d["k"]\n\nf({})\n';
+    const cold = await run(t, py(source));
+    await prestarted('b', t);
+    const warm = await run(t, py(source));
+    expect(warm.claim).toBe('hit');
+    expect(cold.claim).toBe('miss');
+    expect(warm.error).toEqual(cold.error);
+    expect(warm.stderr).toBe(cold.stderr);
+    expect(warm.exit_code).toBe(1);
+  });
+
+  test('a file uploaded between the pre-start and the claim is seen, and imports as a module', async () => {
+    const t = newTarget(null, 13);
+    await prestarted('c', t);
+    fs.writeFileSync(path.join(t.workspaceDir, 'helper_mod.py'), 'VALUE = 41 + 1\n');
+    fs.writeFileSync(path.join(t.workspaceDir, 'data.txt'), 'uploaded\n');
+    const r = await run(t, py('import helper_mod\nprint(helper_mod.VALUE, open("data.txt").read().strip())\n'));
+    expect(r).toMatchObject({ claim: 'hit', stdout: '42 uploaded\n' });
+  });
+
+  test('request variables reach a warm command; a script in a preloading environment with variables runs cold', async () => {
+    const t = newTarget(pandas, 14);
+    await prestarted('d', t);
+    const cmd = await run(t, { kind: 'command', command: 'echo "$GREETING"' }, { env: { GREETING: 'hello' } });
+    expect(cmd).toMatchObject({ claim: 'hit', stdout: 'hello\n' });
+    await prestarted('d', t);
+    const script = await run(t, py('import os\nprint(os.environ["GREETING"])\n'), { env: { GREETING: 'hi' } });
+    expect(script).toMatchObject({ claim: 'miss', stdout: 'hi\n' });
+    expect(discarded).toContain('env');
+  }, 60_000);
+});
+
+describe('freshness: nothing of one execution reaches the next', () => {
+  test('a module global, a file in /tmp and a background process', async () => {
+    const t = newTarget(null, 15);
+    await prestarted('e', t);
+    const first = await run(t, py([
+      'import sys, subprocess, os',
+      'sys.warm_marker = 1',
+      'open("/tmp/left-behind", "w").write("x")',
+      'subprocess.Popen(["sleep", "4242"], start_new_session=True)',
+      'print("set")',
+    ].join('\n')));
+    expect(first).toMatchObject({ claim: 'hit', stdout: 'set\n' });
+    await prestarted('e', t);
+    const second = await run(t, py([
+      'import sys, os',
+      'print(hasattr(sys, "warm_marker"), os.path.exists("/tmp/left-behind"))',
+      'print(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))',
+      'print(os.getpid())',
+    ].join('\n')));
+    expect(second.claim).toBe('hit');
+    const [flags, pids, me] = second.stdout.trim().split('\n');
+    expect(flags).toBe('False False');
+    // Only bwrap's init (1) and the program itself: the sleeper died with the first PID namespace.
+    expect(pids).toBe(`[1, ${me}]`);
+    expect(hostProcessesMatching('sleep 4242')).toEqual([]);
+  });
+
+  test('a preloaded module behaves as a fresh import: a mutation of pandas is gone in the next execution', async () => {
+    const t = newTarget(pandas, 16);
+    await prestarted('f', t);
+    const first = await run(t, py('import pandas\npandas.warm_marker = 1\npandas.DataFrame.warm_attr = 2\nprint(pandas.DataFrame({"a": [1, 2]})["a"].sum())\n'));
+    expect(first).toMatchObject({ claim: 'hit', status: 'ok', stdout: '3\n' });
+    await prestarted('f', t);
+    const second = await run(t, py('import pandas, sys\nprint(hasattr(pandas, "warm_marker"), hasattr(pandas.DataFrame, "warm_attr"), "pandas" in sys.modules)\n'));
+    expect(second).toMatchObject({ claim: 'hit', stdout: 'False False True\n' });
+  }, 60_000);
+
+  test('a workspace pandas.py shadows the preloaded pandas, as in a cold run', async () => {
+    const t = newTarget(pandas, 17);
+    await prestarted('g', t);
+    fs.writeFileSync(path.join(t.workspaceDir, 'pandas.py'), 'WHO = "the workspace"\n');
+    const source = 'import pandas\nprint(pandas.WHO)\n';
+    const warmTry = await run(t, py(source));
+    const cold = await run(t, py(source));
+    expect(warmTry.stdout).toBe('the workspace\n');
+    expect(warmTry.stdout).toBe(cold.stdout);
+    expect(discarded).toContain('shadowed');
+  }, 60_000);
+});
+
+describe('limits hold on a warm sandbox', () => {
+  test('the timeout kills the whole tree', async () => {
+    const t = newTarget(null, 18);
+    await prestarted('h', t);
+    const r = await run(t, py('import subprocess, time\nsubprocess.Popen(["sleep", "4343"])\nprint("started", flush=True)\ntime.sleep(60)\n'), { timeoutMs: 1500 });
+    expect(r).toMatchObject({ claim: 'hit', status: 'timeout', timed_out: true, stdout: 'started\n' });
+    expect(r.duration_ms).toBeLessThan(10_000);
+    await waitUntil(() => hostProcessesMatching('sleep 4343'), (p) => p.length === 0, 5000);
+    expect(hostProcessesMatching('sleep 4343')).toEqual([]);
+  });
+
+  test('the memory limit ends a warm execution as oom', async () => {
+    expect(sandbox.cgroupMode).not.toBe('none');
+    const t = { ...newTarget(null, 19), limits: { ...sandbox.defaultLimits, memoryBytes: 64 * 1024 * 1024 } };
+    await prestarted('i', t);
+    const r = await run(t, py('x = bytearray(256 * 1024 * 1024)\nprint(len(x))\n'));
+    expect(r).toMatchObject({ claim: 'hit', status: 'oom' });
+  });
+
+  test('resource figures are of the same kind warm and cold', async () => {
+    const t = newTarget(null, 20);
+    const source = 'x = bytearray(48 * 1024 * 1024)\nsum(range(2_000_000))\nprint("done")\n';
+    const cold = await run(t, py(source));
+    await prestarted('j', t);
+    const warm = await run(t, py(source));
+    expect(cold.claim).toBe('miss');
+    expect(warm.claim).toBe('hit');
+    for (const r of [cold, warm]) {
+      expect(r.resources.memory_peak_bytes).toBeGreaterThan(48 * 1024 * 1024);
+      expect(r.resources.cpu_ms).toBeGreaterThan(0);
+    }
+    // Both count the whole sandbox from the interpreter's start: within a factor of each other.
+    const ratio = (warm.resources.memory_peak_bytes ?? 0) / (cold.resources.memory_peak_bytes ?? 1);
+    expect(ratio).toBeGreaterThan(0.7);
+    expect(ratio).toBeLessThan(1.4);
+  });
+});
+
+describe('the pool', () => {
+  test('a changed target misses and the old warm sandbox is replaced', async () => {
+    const t = newTarget(null, 21);
+    await prestarted('k', t);
+    const n = discarded.length;
+    const other = { ...t, limits: { ...t.limits, pids: t.limits.pids - 1 } };
+    const r = await run(other, py('print(1)'));
+    expect(r.claim).toBe('miss');
+    pool().prestart('k', other);
+    expect(discarded.slice(n)).toContain('replaced');
+    await pool().dropOwner('k');
+  });
+
+  test('dropping an owner ends its sandbox: no process, no /sandbox directory', async () => {
+    const t = newTarget(null, 22);
+    await prestarted('l', t);
+    const dirs = () => fs.readdirSync(path.join(workDir, 'warm'));
+    expect(dirs().length).toBeGreaterThan(0);
+    const launchers = hostProcessesMatching('/sandbox/warm-launch.py').filter((p) => p.uid === (t.identity?.uid ?? process.getuid?.()));
+    expect(launchers.length).toBeGreaterThan(0); // bwrap, its init, the launcher
+    await pool().dropOwner('l');
+    await pool().settled();
+    expect(pool().owners()).not.toContain('l');
+    expect(dirs()).toEqual([]);
+    expect(stillRunning(launchers)).toEqual([]);
+  });
+
+  test('leftover /sandbox directories of a process that is gone are removed; a live one\'s stay', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-warm-left-'));
+    try {
+      fs.mkdirSync(path.join(dir, '999999999-1'));
+      fs.mkdirSync(path.join(dir, `${process.ppid}-1`));
+      WarmPool.clearLeftovers(dir);
+      expect(fs.readdirSync(dir)).toEqual([`${process.ppid}-1`]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('bounds: count, memory budget, memory pressure', () => {
+  const bounded = (warm: { max?: number; memoryBudgetBytes?: number; minAvailableBytes?: number; idleMs?: number }, mem: { available: number }) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-warm-pool-'));
+    fs.chmodSync(dir, 0o711);
+    const f = createSandboxFixture({
+      warm: { dir, max: 4, idleMs: 60_000, memoryBudgetBytes: 1024 ** 3, minAvailableBytes: 0, cpuSeconds: 60, readMemAvailable: () => mem.available, ...warm },
+    });
+    const reasons: WarmDiscardReason[] = [];
+    const p = f.runner.warm;
+    if (!p) throw new Error('no pool');
+    p.observe({ onDiscarded: (r) => reasons.push(r) });
+    return {
+      p, reasons, workspace: f.workspace,
+      close: async () => {
+        await p.close();
+        f.dispose();
+        fs.rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  };
+  const idle = async (p: WarmPool, n: number) => waitUntil(() => p.counts(), (c) => c.starting === 0 && c.idle === n, 30_000);
+  const target = (workspace: string): WarmTarget => ({
+    environment: null, workspaceDir: workspace, volumes: [], limits: sandbox.defaultLimits, identity: process.getuid?.() === 0 ? { uid: 201000, gid: 201000 } : null,
+  });
+
+  test('memory pressure discards idle warm sandboxes and starts none', async () => {
+    const mem = { available: 8 * 1024 ** 3 };
+    const b = bounded({ minAvailableBytes: 1024 ** 3 }, mem);
+    try {
+      b.p.prestart('x', target(b.workspace));
+      b.p.prestart('y', target(b.workspace));
+      await idle(b.p, 2);
+      expect(b.p.counts().memoryBytes).toBeGreaterThan(0);
+      mem.available = 100 * 1024 * 1024;
+      await b.p.check();
+      expect(b.p.counts().idle).toBe(0);
+      expect(b.reasons.filter((r) => r === 'memory_pressure')).toHaveLength(2);
+      b.p.prestart('z', target(b.workspace));
+      expect(b.p.counts()).toMatchObject({ idle: 0, starting: 0 });
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('the memory budget and the count are kept: the least recently built go first', async () => {
+    const mem = { available: 8 * 1024 ** 3 };
+    const one = bounded({}, mem);
+    let each: number;
+    try {
+      one.p.prestart('x', target(one.workspace));
+      await idle(one.p, 1);
+      each = one.p.counts().memoryBytes;
+    } finally {
+      await one.close();
+    }
+    expect(each).toBeGreaterThan(0);
+    const b = bounded({ memoryBudgetBytes: Math.round(each * 2.5), max: 3 }, mem);
+    try {
+      for (const owner of ['p', 'q', 'r']) {
+        b.p.prestart(owner, target(b.workspace));
+        await idle(b.p, Math.min(2, ['p', 'q', 'r'].indexOf(owner) + 1));
+      }
+      expect(b.p.counts().idle).toBe(2);
+      expect(b.p.counts().memoryBytes).toBeLessThanOrEqual(Math.round(each * 2.5));
+      expect(b.p.owners().sort()).toEqual(['q', 'r']);
+      expect(b.reasons).toContain('budget');
+    } finally {
+      await b.close();
+    }
+    const c = bounded({ max: 1 }, mem);
+    try {
+      c.p.prestart('s', target(c.workspace));
+      await idle(c.p, 1);
+      c.p.prestart('t', target(c.workspace));
+      await idle(c.p, 1);
+      expect(c.p.owners()).toEqual(['t']);
+      expect(c.reasons).toEqual(['max']);
+    } finally {
+      await c.close();
+    }
+  });
+
+  test('an idle warm sandbox past the idle time is discarded', async () => {
+    const b = bounded({ idleMs: 200 }, { available: 8 * 1024 ** 3 });
+    try {
+      b.p.prestart('x', target(b.workspace));
+      await idle(b.p, 1);
+      await new Promise((r) => setTimeout(r, 400));
+      await b.p.check();
+      expect(b.p.counts().idle).toBe(0);
+      expect(b.reasons).toEqual(['idle']);
+    } finally {
+      await b.close();
+    }
+  });
+});

@@ -1,0 +1,98 @@
+// Warm sandboxes of sessions through the HTTP routes: the next execution of a session claims the
+// sandbox built after the previous one (counted in /metrics), a change of the session's
+// configuration and its delete end it, and nothing of it is left afterwards.
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { useTestApp } from '../helpers/app.js';
+import { hostProcessesMatching, stillRunning, waitUntil } from '../helpers/host-processes.js';
+import { createSession, execute } from '../helpers/http.js';
+import { warmOwner } from '../../src/sessions/session-manager.js';
+
+const t = useTestApp({ EXECUTION_TIMEOUT_SECONDS: '20', WARM_MIN_AVAILABLE_BYTES: '0' });
+
+async function metric(name: string, labels: string): Promise<number> {
+  const text = (await t.app.inject({ method: 'GET', url: '/metrics' })).body;
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
+  return line === undefined ? 0 : Number(line.split(' ').pop());
+}
+
+const hits = () => metric('bubble_sandbox_warm_claims_total', 'result="hit"');
+
+/** Waits until the session's warm sandbox is built and idle. */
+async function warmFor(id: string): Promise<void> {
+  const warm = t.sandbox.runner.warm;
+  if (!warm) throw new Error('warm sandboxes are off');
+  await waitUntil(() => ({ owners: warm.owners(), counts: warm.counts() }), (s) => s.owners.includes(warmOwner(id)) && s.counts.starting === 0, 30_000);
+  expect(warm.owners()).toContain(warmOwner(id));
+}
+
+/** Our warm sandboxes' cgroups (named warm-<our pid>-<n>) that exist now. */
+function warmCgroups(): string[] {
+  try {
+    return execFileSync('find', ['/sys/fs/cgroup', '-maxdepth', '6', '-type', 'd', '-name', `warm-${process.pid}-*`], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+describe('warm sandboxes of a session', () => {
+  it('the next execution claims the sandbox built after the previous one', async () => {
+    await createSession(t.app, { session_id: 'w1' });
+    const first = await execute(t.app, 'w1', { script: 'print("one")' });
+    expect(first).toMatchObject({ status: 'ok', stdout: 'one\n' });
+    await warmFor('w1');
+    const before = await hits();
+    const second = await execute(t.app, 'w1', { script: 'import os\nprint("two", os.getcwd())' });
+    expect(second).toMatchObject({ status: 'ok', stdout: 'two /workspace\n', files: { created: [] } });
+    expect(await hits()).toBe(before + 1);
+    await warmFor('w1');
+    const third = await execute(t.app, 'w1', { command: 'echo three > out.txt; cat out.txt' });
+    expect(third).toMatchObject({ status: 'ok', stdout: 'three\n', files: { created: ['out.txt'] } });
+    expect(await hits()).toBe(before + 2);
+    expect(await metric('bubble_sandbox_warm_sandboxes', 'state="idle"')).toBeGreaterThanOrEqual(0);
+  });
+
+  it('other limits miss and replace the warm sandbox', async () => {
+    await createSession(t.app, { session_id: 'w2' });
+    await execute(t.app, 'w2', { script: 'print(1)' });
+    await warmFor('w2');
+    const before = await hits();
+    const replacedBefore = await metric('bubble_sandbox_warm_discarded_total', 'reason="replaced"');
+    const r = await execute(t.app, 'w2', { script: 'print(2)', limits: { pids: 50 } });
+    expect(r).toMatchObject({ status: 'ok', stdout: '2\n' });
+    expect(await hits()).toBe(before);
+    // The replacement is built after the answer.
+    for (let i = 0; i < 100 && (await metric('bubble_sandbox_warm_discarded_total', 'reason="replaced"')) === replacedBefore; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await metric('bubble_sandbox_warm_discarded_total', 'reason="replaced"')).toBe(replacedBefore + 1);
+  });
+
+  it('a change of the network policy drops the warm sandbox', async () => {
+    expect(t.sessions.networks.available.unavailable.allowlist).toBeUndefined();
+    await createSession(t.app, { session_id: 'w3', network: { mode: 'allowlist', allow: ['example.com'] } });
+    await execute(t.app, 'w3', { script: 'print(1)' });
+    await warmFor('w3');
+    const patched = await t.app.inject({ method: 'PATCH', url: '/v1/sessions/w3/network', payload: { allow: ['example.org'] } });
+    expect(patched.statusCode).toBe(200);
+    expect(t.sandbox.runner.warm?.owners()).not.toContain(warmOwner('w3'));
+    const before = await hits();
+    await execute(t.app, 'w3', { script: 'print(2)' });
+    expect(await hits()).toBe(before);
+  }, 60_000);
+
+  it('delete ends the warm sandbox: no process, no cgroup left', async () => {
+    await createSession(t.app, { session_id: 'w4' });
+    await execute(t.app, 'w4', { script: 'print(1)' });
+    await warmFor('w4');
+    const launchers = hostProcessesMatching('/sandbox/warm-launch.py');
+    expect(launchers.length).toBeGreaterThan(0);
+    expect(warmCgroups().length).toBeGreaterThan(0);
+    const others = new Set(t.sandbox.runner.warm?.owners().filter((o) => o !== warmOwner('w4')));
+    for (const id of ['w1', 'w2', 'w3']) if (others.has(warmOwner(id))) await t.app.inject({ method: 'DELETE', url: `/v1/sessions/${id}` });
+    const res = await t.app.inject({ method: 'DELETE', url: '/v1/sessions/w4' });
+    expect(res.statusCode).toBe(204);
+    expect(t.sandbox.runner.warm?.owners()).toEqual([]);
+    await t.sandbox.runner.warm?.settled();
+    expect(stillRunning(launchers)).toEqual([]);
+    expect(warmCgroups()).toEqual([]);
+  });
+});
