@@ -12,7 +12,7 @@
 # then NODE_IMAGE=node:20.19-bookworm-slim@sha256:...). Debian packages come from the bookworm
 # suite of the build date (set DEBIAN_SNAPSHOT to a snapshot.debian.org date to freeze them too).
 #
-# Root, and why: as root the service gives each session its own unprivileged host uid (setpriv),
+# Root, and why: as root the service gives each session its own unprivileged host uid (build/bubble-sandbox-exec),
 # writes cgroup limits, loop-mounts the per-session quota images, watches them with fanotify and
 # builds per-session network namespaces; the sandboxed code itself never runs as root (see the
 # README's Security model and "Running on many machines" for the securityContext). Run it as a
@@ -24,6 +24,12 @@ FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --ignore-scripts
+# The exec helper (the step between the service and bwrap) is C, linked statically, so the final
+# image needs no compiler.
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+COPY src/sandbox/exec-helper ./src/sandbox/exec-helper
+COPY scripts/build-exec-helper.sh ./scripts/build-exec-helper.sh
+RUN bash scripts/build-exec-helper.sh
 COPY tsconfig.json tsconfig.build.json ./
 COPY scripts ./scripts
 COPY src ./src
@@ -50,6 +56,7 @@ WORKDIR /opt/bubble-sandbox
 COPY --from=build /app/package.json /app/package-lock.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/build ./build
 COPY bin ./bin
 COPY scripts ./scripts
 COPY environments ./environments

@@ -72,6 +72,9 @@ command -v bwrap >/dev/null || need+=(bubblewrap)
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v setpriv >/dev/null || need+=(util-linux)
+# gcc + libc6-dev: build/bubble-sandbox-exec, the compiled step between the service and bwrap.
+command -v gcc >/dev/null || need+=(gcc)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || [ -f /usr/lib/libc.a ] || need+=(libc6-dev)
 # pyflakes checks the project's Python in npm test.
 /usr/bin/python3 -c 'import pyflakes' >/dev/null 2>&1 || need+=(python3-pyflakes)
 # Workspace quotas: loop-mounted ext4 images (optional; without them the service runs unquota'd).
@@ -126,6 +129,8 @@ else
   $SUDO env PATH="$PATH" bash scripts/build-environments.sh
 fi
 npm run build --silent
+# The exec helper every sandbox starts through; the service refuses to start without it.
+bash scripts/build-exec-helper.sh
 # promtool (from Debian's prometheus package, the binary only) for the metrics test of npm test.
 [ "$SUDO" = none ] || bash scripts/install-promtool.sh || echo "promtool could not be installed: the metrics format test will be skipped" >&2
 [ -f .env ] || cp .env.example .env

@@ -38,7 +38,7 @@ async function importCommand(config: Config, name: string, archive: string): Pro
   try {
     const limits = { ...limitsFromConfig(config), fileSizeBytes: 64 * 1024 ** 3, tmpSizeBytes: 16 * 1024 * 1024 };
     const r = await importRootfs({
-      deps: { bwrapPath: config.bwrapPath, layout: hostLayout, seccompProgram: arch ? buildSeccompProgram(arch) : null, cgroups: null },
+      deps: { bwrapPath: config.bwrapPath, execHelperPath: config.execHelperPath, layout: hostLayout, seccompProgram: arch ? buildSeccompProgram(arch) : null, cgroups: null },
       layout, name, archive,
       owner: IS_ROOT ? { uid: config.rootfsUid, gid: config.rootfsUid } : null,
       limits,

@@ -135,6 +135,7 @@ export const SETTINGS = {
   MAX_VOLUMES: { schema: int(0, 100_000), default: '64', doc: 'most shared volumes that may exist (each a quota image and a loop device); a session naming a new one past it gets 429 MAX_VOLUMES' },
   MAX_OPEN_FILES: { schema: int(16, 1_048_576), default: '1024', doc: 'RLIMIT_NOFILE inside the sandbox' },
   CGROUPS: { schema: z.enum(['auto', 'off']), default: 'auto', doc: 'auto: use cgroup v2 or v1 when writable; off: rlimits only' },
+  CGROUP_POOL_SIZE: { schema: int(0, 10_000), default: '16', doc: 'execution cgroups kept idle for reuse, for one-shot executions and in each session\'s group: a finished execution\'s cgroup is emptied, its counters reset and its limits written again instead of removing it and making another (cgroup v1; v2 reuses only where its kernel can reset memory.peak); 0: a new cgroup per execution' },
   SANDBOX_UID_BASE: { schema: int(1000, 2 ** 31 - 70_000), default: '200000', doc: 'when running as root: first host uid/gid given to sandboxes (one per session)' },
   SANDBOX_UID_COUNT: { schema: int(1, 65_536), default: '4096', doc: 'size of the host uid range for sandboxes' },
   ROOTFS_UID: { schema: int(1000, 2 ** 31 - 2), default: '199999', doc: 'when running as root: host uid/gid that unpacks imported root filesystems (inside a sandbox) and owns their files; outside SANDBOX_UID_BASE..+SANDBOX_UID_COUNT, so no session can write them' },
@@ -172,6 +173,7 @@ export const SETTINGS = {
   WARM_MEMORY_BUDGET_BYTES: { schema: int(0), default: String(4096 * MiB), doc: 'memory the idle warm sandboxes may hold together (their cgroups\' memory); past it the least recently built are discarded. Added to the sandboxes\' parent cgroup limit' },
   WARM_MIN_AVAILABLE_BYTES: { schema: int(0), default: String(1024 * MiB), doc: 'memory pressure: while the host\'s MemAvailable (/proc/meminfo, checked every second) is below this, idle warm sandboxes are discarded (largest first) and none are started; 0: no check' },
   BWRAP_PATH: { schema: z.string().min(1), default: 'bwrap', doc: 'bubblewrap binary' },
+  EXEC_HELPER_PATH: { schema: z.string().min(1), default: 'build/bubble-sandbox-exec', doc: 'the compiled step between the service and bwrap (rlimits, cgroup and netns join, drop to the sandbox uid, no_new_privs, empty environment), built by scripts/build-exec-helper.sh; relative: to the package directory. The service refuses to start without it' },
   E2B_DEFAULT_ENVIRONMENT: { schema: z.string().min(1), default: 'pandas-exec', doc: 'E2B compatibility: the environment a sandbox created from the E2B SDKs\' default templates (base, code-interpreter-v1) runs in; any other template names an environment' },
 } as const;
 
@@ -232,6 +234,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   Object.assign(out, clusterSettings(cfg, env));
   out.environmentsDir = path.resolve(env[`${ENV_PREFIX}ENVIRONMENTS_DIR`] === undefined ? packageRoot : cwd, cfg.environmentsDir);
   out.workspaceDir = path.resolve(cwd, cfg.workspaceDir);
+  out.execHelperPath = path.resolve(env[`${ENV_PREFIX}EXEC_HELPER_PATH`] === undefined ? packageRoot : cwd, cfg.execHelperPath);
   return Object.freeze(out) as Config;
 }
 

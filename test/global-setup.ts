@@ -3,6 +3,8 @@
 import { execFileSync } from 'node:child_process';
 
 export default function setup(): void {
+  // The exec helper every sandbox starts through (a no-op when it is up to date).
+  execFileSync('bash', [new URL('../scripts/build-exec-helper.sh', import.meta.url).pathname], { stdio: 'inherit' });
   let usable = true;
   let reason = '';
   try {

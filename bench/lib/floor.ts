@@ -1,10 +1,10 @@
 // The floors the service is compared with, all run from the bench process itself:
-//   - "floor": the project's own hardened chain, createSandbox(config).runner.run(...) (sh
-//     wrapper with ulimits + cgroup join → setpriv → bwrap with --args/--seccomp/O_PATH fds);
+//   - "floor": the project's own hardened chain, createSandbox(config).runner.run(...) (the exec
+//     helper: rlimits, cgroup join, uid drop → bwrap with --args/--seccomp/O_PATH fds);
 //   - "floor without cgroup": the same chain with cgroups off, to split the chain's cost;
 //   - "raw": bwrap spawned directly with the same option set (same namespaces, mounts, seccomp
-//     program, script and workspace fds, same uid via spawn's uid/gid), but no wrapper, no
-//     setpriv, no cgroup: what the chain around bwrap costs;
+//     program, script and workspace fds, same uid via spawn's uid/gid), but no exec helper and
+//     no cgroup: what the chain around bwrap costs;
 //   - "bare": python3 -c outside any sandbox, for scale.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -26,7 +26,7 @@ export interface Floor {
   environment: Environment;
   /** The hardened chain through the project's runner, in workspace `i` (own dir and uid). */
   runFloor(i: number, script: string): Promise<RunResult>;
-  /** The same with BUBBLE_SANDBOX_CGROUPS=off: wrapper and setpriv, no cgroup (rlimits only). */
+  /** The same with BUBBLE_SANDBOX_CGROUPS=off: the exec helper, no cgroup (rlimits only). */
   runFloorNoCgroup(i: number, script: string): Promise<RunResult>;
   /** bwrap with the same options, spawned directly; resolves with stdout. */
   runRaw(i: number, script: string): Promise<string>;

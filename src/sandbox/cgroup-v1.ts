@@ -4,6 +4,7 @@
 // is one directory per distinct hierarchy and the wrapper joins each of them.
 import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import path from 'node:path';
+import { createCgroupPool, type RecyclableCgroup } from './cgroup-pool.js';
 import type { ActiveCgroupManager, CgroupGroup, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
   belongsToAnotherOwner, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, exists, groupHandle, killUntilEmpty, listChildDirs, registerManager,
@@ -112,6 +113,8 @@ interface V1Options {
   logger: CgroupLogger;
   hierarchies: V1Hierarchies;
   degraded: string | null;
+  /** Idle execution cgroups kept for reuse, per pool (the manager's and each group's); 0 (default): none. */
+  poolSize?: number;
 }
 
 export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupManager> {
@@ -171,6 +174,23 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
   await removeAllChildren();
   let closed = false;
 
+  /** Memory, pids and (not for a group) CPU limits of the cgroup at rel; again on each reuse. */
+  async function applyLimits(rel: string, limits: CgroupLimits, group: boolean): Promise<void> {
+    const mem = path.join(h.memory, parentName, rel);
+    await setMemoryLimit(mem, limits.memoryBytes);
+    await writeOptional(path.join(mem, 'memory.swappiness'), '0').catch(() => false);
+    await writeText(path.join(h.pids, parentName, rel, 'pids.max'), String(limits.pids));
+    const cpu = under(h.cpu, rel);
+    if (cpu && !group) {
+      // Never above an ancestor's quota (v1 refuses it); read, not remembered, because another
+      // bubble-sandbox process sharing the parent may have set a lower ceiling since.
+      const ceiling = await ceilingFrom(path.dirname(cpu), path.join(h.cpu ?? '', parentName));
+      const quota = ceiling === null ? cpuQuotaUs(limits.cpuCores) : Math.min(cpuQuotaUs(limits.cpuCores), ceiling);
+      await writeText(path.join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
+      await writeText(path.join(cpu, 'cpu.cfs_quota_us'), String(quota));
+    }
+  }
+
   /** One directory per hierarchy at rel, with memory, pids and (not for a group) CPU limits. */
   async function makeCgroup(rel: string, limits: CgroupLimits, group: boolean): Promise<string[]> {
     if (closed) throw new CgroupError('cgroup manager is closed');
@@ -183,19 +203,7 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
         });
         dirs.push(dir);
       }
-      const mem = path.join(h.memory, parentName, rel);
-      await setMemoryLimit(mem, limits.memoryBytes);
-      await writeOptional(path.join(mem, 'memory.swappiness'), '0').catch(() => false);
-      await writeText(path.join(h.pids, parentName, rel, 'pids.max'), String(limits.pids));
-      const cpu = under(h.cpu, rel);
-      if (cpu && !group) {
-        // Never above an ancestor's quota (v1 refuses it); read, not remembered, because another
-        // bubble-sandbox process sharing the parent may have set a lower ceiling since.
-        const ceiling = await ceilingFrom(path.dirname(cpu), path.join(h.cpu ?? '', parentName));
-        const quota = ceiling === null ? cpuQuotaUs(limits.cpuCores) : Math.min(cpuQuotaUs(limits.cpuCores), ceiling);
-        await writeText(path.join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
-        await writeText(path.join(cpu, 'cpu.cfs_quota_us'), String(quota));
-      }
+      await applyLimits(rel, limits, group);
     } catch (err) {
       for (const dir of dirs) await rmdir(dir).catch(() => undefined);
       throw err;
@@ -203,11 +211,12 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
     return dirs;
   }
 
-  async function createExecution(rel: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
+  async function createExecution(rel: string, limits: CgroupLimits): Promise<RecyclableCgroup> {
     const dirs = await makeCgroup(rel, limits, false);
     const files = { memDir: path.join(h.memory, parentName, rel), pidsDir: path.join(h.pids, parentName, rel), cpuacctDir: under(h.cpuacct, rel) };
-    return v1Execution(rel, dirs, files, removeChild, logger);
+    return v1Execution(rel, dirs, files, { removeChild, applyLimits: (l) => applyLimits(rel, l, false) }, logger);
   }
+  const pool = createCgroupPool(opts.poolSize ?? 0, createExecution);
 
   return {
     mode: 'v1',
@@ -215,21 +224,24 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
     async create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
       validateCgroupName(name);
       validateLimits(limits);
-      return createExecution(name, limits);
+      return pool.create(name, limits);
     },
     async createGroup(groupName: string, groupLimits: CgroupLimits): Promise<CgroupGroup> {
       validateCgroupName(groupName);
       validateLimits(groupLimits);
       await makeCgroup(groupName, groupLimits, true);
+      const groupPool = createCgroupPool(opts.poolSize ?? 0, (name, limits) => createExecution(path.join(groupName, name), limits));
       return groupHandle(
         groupName,
-        (name, limits) => createExecution(path.join(groupName, name), limits),
-        () => removeChild(groupName),
+        (name, limits) => groupPool.create(name, limits),
+        // Idle cgroups go with the group's directory.
+        () => groupPool.close().then(() => removeChild(groupName)),
         (err) => logger.warn({ cgroup: groupName, err: errMessage(err) }, 'cannot remove cgroup'),
       );
     },
     async close(): Promise<void> {
       closed = true;
+      await pool.close();
       try {
         await removeAllChildren();
       } catch (err) {
@@ -242,46 +254,77 @@ export async function createV1Manager(opts: V1Options): Promise<ActiveCgroupMana
   };
 }
 
+interface V1Ops {
+  removeChild(rel: string): Promise<void>;
+  applyLimits(limits: CgroupLimits): Promise<void>;
+}
+
 function v1Execution(
   name: string, dirs: string[], { memDir, pidsDir, cpuacctDir }: { memDir: string; pidsDir: string; cpuacctDir: string | null },
-  removeChild: (name: string) => Promise<void>, logger: CgroupLogger,
-): ExecutionCgroup {
+  ops: V1Ops, logger: CgroupLogger,
+): RecyclableCgroup {
   const procsFiles = dirs.map((d) => path.join(d, 'cgroup.procs'));
-  let destroyed: Promise<void> | null = null;
+  // Counters v1 cannot reset (oom_kill) and cpuacct.usage should its reset fail: the value at the
+  // last reuse, subtracted from what stats() reads.
+  let oomKillBase = 0;
+  let cpuNsBase = 0;
+  let removed: Promise<void> | null = null;
+  const emptyOut = async (): Promise<boolean> => {
+    // pids.max=0 first: nothing can fork while we collect pids.
+    await writeOptional(path.join(pidsDir, 'pids.max'), '0').catch(() => false);
+    return killUntilEmpty(procsFiles);
+  };
   const killAll = async (): Promise<void> => {
     try {
-      // pids.max=0 first: nothing can fork while we collect pids, and the cgroup is finished anyway.
-      await writeOptional(path.join(pidsDir, 'pids.max'), '0').catch(() => false);
-      if (!(await killUntilEmpty(procsFiles))) logger.warn({ cgroup: name }, 'processes survived SIGKILL');
+      if (!(await emptyOut())) logger.warn({ cgroup: name }, 'processes survived SIGKILL');
     } catch (err) {
       // Already removed (the manager closed it at shutdown): nothing is left to kill.
       if (errCode(err) === 'ENODEV' || errCode(err) === 'ENOENT') return;
       logger.warn({ cgroup: name, err: errMessage(err) }, 'cgroup killAll failed');
     }
   };
+  const readOomKills = async () => parseKeyed(await readText(path.join(memDir, 'memory.oom_control'))).get('oom_kill') ?? 0;
+  const readCpuNs = async () => (cpuacctDir ? parseIntOrNull(await readText(path.join(cpuacctDir, 'cpuacct.usage'))) : null);
   return {
     procsFiles,
     async stats(): Promise<CgroupStats> {
       try {
-        const [peak, oom, usage] = await Promise.all([
-          readText(path.join(memDir, 'memory.max_usage_in_bytes')),
-          readText(path.join(memDir, 'memory.oom_control')),
-          cpuacctDir ? readText(path.join(cpuacctDir, 'cpuacct.usage')) : null,
-        ]);
-        const ns = parseIntOrNull(usage);
+        const [peak, oomKills, ns] = await Promise.all([readText(path.join(memDir, 'memory.max_usage_in_bytes')), readOomKills(), readCpuNs()]);
         // memory.failcnt counts hits of the limit (reclaim), not kills: only oom_kill means a kill.
-        return { memoryPeakBytes: parseIntOrNull(peak), cpuMs: ns === null ? null : Math.round(ns / 1e6), oomKilled: (parseKeyed(oom).get('oom_kill') ?? 0) > 0 };
+        return {
+          memoryPeakBytes: parseIntOrNull(peak),
+          cpuMs: ns === null ? null : Math.round(Math.max(0, ns - cpuNsBase) / 1e6),
+          oomKilled: oomKills > oomKillBase,
+        };
       } catch (err) {
         logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot read cgroup stats');
         return { memoryPeakBytes: null, cpuMs: null, oomKilled: false };
       }
     },
     killAll,
-    destroy(): Promise<void> {
-      destroyed ??= killAll().then(() => removeChild(name)).catch((err) => {
+    async recycle(limits: CgroupLimits): Promise<boolean> {
+      try {
+        if (!(await emptyOut())) return false;
+        // Give back what the last execution left charged (page cache of workspace files), so the
+        // next peak starts from nothing; then the high-water mark restarts at the current usage.
+        await writeOptional(path.join(memDir, 'memory.force_empty'), '0');
+        await writeText(path.join(memDir, 'memory.max_usage_in_bytes'), '0');
+        await writeOptional(path.join(memDir, 'memory.failcnt'), '0');
+        if (cpuacctDir) await writeOptional(path.join(cpuacctDir, 'cpuacct.usage'), '0');
+        oomKillBase = await readOomKills();
+        cpuNsBase = (await readCpuNs()) ?? 0;
+        await ops.applyLimits(limits);
+        return true;
+      } catch (err) {
+        logger.warn({ cgroup: name, err: errMessage(err) }, 'cgroup not reusable: removing it');
+        return false;
+      }
+    },
+    remove(): Promise<void> {
+      removed ??= killAll().then(() => ops.removeChild(name)).catch((err) => {
         logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot remove cgroup');
       });
-      return destroyed;
+      return removed;
     },
   };
 }

@@ -10,8 +10,9 @@
 //     <own>/<parent>-service and the parent becomes <own>/<parent>, as systemd's delegation
 //     docs recommend.
 // Anything else fails with every attempt in the reason and the manager degrades to 'none'.
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, open, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { createCgroupPool, type RecyclableCgroup } from './cgroup-pool.js';
 import type { ActiveCgroupManager, CgroupGroup, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
   belongsToAnotherOwner, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, groupHandle, killUntilEmpty, listChildDirs, parseIntOrNull,
@@ -116,24 +117,53 @@ async function killV2(dir: string): Promise<void> {
 }
 
 export function openV2Execution(dir: string, logger: CgroupLogger): ExecutionCgroup {
-  let destroyed: Promise<void> | null = null;
+  const cg = v2Execution(dir, logger, null);
+  return { procsFiles: cg.procsFiles, stats: () => cg.stats(), killAll: () => cg.killAll(), destroy: () => cg.remove() };
+}
+
+/**
+ * What a reused cgroup's counters stood at when it was handed out again. v2 cannot reset
+ * cpu.stat or memory.events, so those are subtracted; memory.peak (Linux 6.12+) restarts for the
+ * descriptor that writes to it, so that descriptor is kept and read.
+ */
+interface V2Baseline { usageUsec: number; oomKills: number; peak: FileHandle }
+
+async function readPeak(dir: string, base: V2Baseline | null): Promise<string | null> {
+  if (!base) return readText(path.join(dir, 'memory.peak')); // memory.peak needs Linux 5.19
+  const buf = Buffer.alloc(64);
+  const { bytesRead } = await base.peak.read(buf, 0, buf.length, 0);
+  return buf.subarray(0, bytesRead).toString('utf8');
+}
+
+/** applyLimits null: never reused (recycle says no). */
+function v2Execution(dir: string, logger: CgroupLogger, applyLimits: ((limits: CgroupLimits) => Promise<void>) | null): RecyclableCgroup {
+  let removed: Promise<void> | null = null;
+  let base: V2Baseline | null = null;
   const killAll = async (): Promise<void> => {
     await killV2(dir).catch((err) => {
       // Already removed (the manager closed it at shutdown): nothing is left to kill.
       if (errCode(err) !== 'ENODEV' && errCode(err) !== 'ENOENT') logger.warn({ cgroup: dir, err: errMessage(err) }, 'cgroup killAll failed');
     });
   };
+  const counters = async () => {
+    const [events, cpu] = await Promise.all(['memory.events', 'cpu.stat'].map((f) => readText(path.join(dir, f))));
+    const ev = parseKeyed(events ?? null);
+    return { usageUsec: parseKeyed(cpu ?? null).get('usage_usec'), oomKills: (ev.get('oom_kill') ?? 0) + (ev.get('oom_group_kill') ?? 0) };
+  };
+  const dropBaseline = async () => {
+    const old = base;
+    base = null;
+    await old?.peak.close().catch(() => undefined);
+  };
   return {
     procsFiles: [path.join(dir, 'cgroup.procs')],
     async stats(): Promise<CgroupStats> {
       try {
-        const [peak, events, cpu] = await Promise.all(['memory.peak', 'memory.events', 'cpu.stat'].map((f) => readText(path.join(dir, f))));
-        const ev = parseKeyed(events ?? null);
-        const usec = parseKeyed(cpu ?? null).get('usage_usec');
+        const [peak, c] = await Promise.all([readPeak(dir, base), counters()]);
         return {
-          memoryPeakBytes: parseIntOrNull(peak ?? null), // memory.peak needs Linux 5.19
-          cpuMs: usec === undefined ? null : Math.round(usec / 1000),
-          oomKilled: (ev.get('oom_kill') ?? 0) > 0 || (ev.get('oom_group_kill') ?? 0) > 0,
+          memoryPeakBytes: parseIntOrNull(peak),
+          cpuMs: c.usageUsec === undefined ? null : Math.round(Math.max(0, c.usageUsec - (base?.usageUsec ?? 0)) / 1000),
+          oomKilled: c.oomKills > (base?.oomKills ?? 0),
         };
       } catch (err) {
         logger.warn({ cgroup: dir, err: errMessage(err) }, 'cannot read cgroup stats');
@@ -141,11 +171,34 @@ export function openV2Execution(dir: string, logger: CgroupLogger): ExecutionCgr
       }
     },
     killAll,
-    destroy(): Promise<void> {
-      destroyed ??= killAll().then(() => removeCgroupDir(dir)).catch((err) => {
+    async recycle(limits: CgroupLimits): Promise<boolean> {
+      if (!applyLimits) return false;
+      let peak: FileHandle | null = null;
+      try {
+        await killV2(dir);
+        // Page cache the last execution left charged goes, so the next peak starts from nothing
+        // (EAGAIN when not all of it could be reclaimed: fine).
+        await writeOptional(path.join(dir, 'memory.reclaim'), String(limits.memoryBytes)).catch(() => false);
+        // Before 6.12 memory.peak is read-only (or missing): the open fails and the cgroup goes.
+        peak = await open(path.join(dir, 'memory.peak'), 'r+');
+        await peak.write('reset\n');
+        const c = await counters();
+        await dropBaseline();
+        base = { usageUsec: c.usageUsec ?? 0, oomKills: c.oomKills, peak };
+        peak = null;
+        await applyLimits(limits);
+        return true;
+      } catch (err) {
+        await peak?.close().catch(() => undefined);
+        logger.warn({ cgroup: dir, err: errMessage(err) }, 'cgroup not reusable: removing it');
+        return false;
+      }
+    },
+    remove(): Promise<void> {
+      removed ??= killAll().then(() => removeCgroupDir(dir)).catch((err) => {
         logger.warn({ cgroup: dir, err: errMessage(err) }, 'cannot remove cgroup');
-      });
-      return destroyed;
+      }).finally(dropBaseline);
+      return removed;
     },
   };
 }
@@ -157,6 +210,8 @@ export interface V2Options {
   parentName: string;
   globalLimits: GlobalLimits;
   logger: CgroupLogger;
+  /** Idle execution cgroups kept for reuse, per pool (the manager's and each group's); 0 (default): none. */
+  poolSize?: number;
 }
 
 export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupManager & { readonly parentDir: string; readonly layout: string }> {
@@ -194,23 +249,28 @@ export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupMana
     });
     return dir;
   };
-  const createExecution = async (base: string, name: string, limits: CgroupLimits): Promise<ExecutionCgroup> => {
+  /** An execution's limits; again on each reuse (killV2 may have set pids.max to 0). */
+  const applyLimits = async (dir: string, limits: CgroupLimits) => {
+    await writeText(path.join(dir, 'memory.max'), String(limits.memoryBytes));
+    if (!(await writeOptional(path.join(dir, 'memory.swap.max'), '0')) && !warnedSwap) {
+      warnedSwap = true;
+      logger.warn({ cgroup: dir }, 'memory.swap.max missing: swap usage is not limited');
+    }
+    await writeOptional(path.join(dir, 'memory.oom.group'), '1'); // one OOM kill takes the whole sandbox
+    await writeText(path.join(dir, 'pids.max'), String(limits.pids));
+    if (cpu) await writeText(path.join(dir, 'cpu.max'), `${cpuQuotaUs(limits.cpuCores)} ${CPU_PERIOD_US}`);
+  };
+  const createExecution = async (base: string, name: string, limits: CgroupLimits): Promise<RecyclableCgroup> => {
     const dir = await makeDir(base, name);
     try {
-      await writeText(path.join(dir, 'memory.max'), String(limits.memoryBytes));
-      if (!(await writeOptional(path.join(dir, 'memory.swap.max'), '0')) && !warnedSwap) {
-        warnedSwap = true;
-        logger.warn({ cgroup: dir }, 'memory.swap.max missing: swap usage is not limited');
-      }
-      await writeOptional(path.join(dir, 'memory.oom.group'), '1'); // one OOM kill takes the whole sandbox
-      await writeText(path.join(dir, 'pids.max'), String(limits.pids));
-      if (cpu) await writeText(path.join(dir, 'cpu.max'), `${cpuQuotaUs(limits.cpuCores)} ${CPU_PERIOD_US}`);
+      await applyLimits(dir, limits);
     } catch (err) {
       await removeCgroupDir(dir).catch(() => undefined);
       throw err;
     }
-    return openV2Execution(dir, logger);
+    return v2Execution(dir, logger, (l) => applyLimits(dir, l));
   };
+  const pool = createCgroupPool(opts.poolSize ?? 0, (name, limits) => createExecution(parentDir, name, limits));
 
   return {
     mode: 'v2',
@@ -220,7 +280,7 @@ export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupMana
     async create(name: string, limits: CgroupLimits): Promise<ExecutionCgroup> {
       validateCgroupName(name);
       validateLimits(limits);
-      return createExecution(parentDir, name, limits);
+      return pool.create(name, limits);
     },
     async createGroup(groupName: string, groupLimits: CgroupLimits): Promise<CgroupGroup> {
       validateCgroupName(groupName);
@@ -236,15 +296,17 @@ export async function createV2Manager(opts: V2Options): Promise<ActiveCgroupMana
         await removeCgroupDir(groupDir).catch(() => undefined);
         throw err;
       }
+      const groupPool = createCgroupPool(opts.poolSize ?? 0, (name, limits) => createExecution(groupDir, name, limits));
       return groupHandle(
         groupName,
-        (name, limits) => createExecution(groupDir, name, limits),
-        () => removeChild(groupName),
+        (name, limits) => groupPool.create(name, limits),
+        () => groupPool.close().then(() => removeChild(groupName)),
         (err) => logger.warn({ cgroup: groupDir, err: errMessage(err) }, 'cannot remove cgroup'),
       );
     },
     async close(): Promise<void> {
       closed = true;
+      await pool.close();
       await removeAllChildren().catch((err) => logger.warn({ err: errMessage(err) }, 'cgroup cleanup failed'));
       release();
       // The parent stays: another bubble-sandbox process (the service beside a CLI run) may be

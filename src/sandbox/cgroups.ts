@@ -15,7 +15,7 @@ import { createV2Manager, probeV2, readSelfCgroupV2 } from './cgroup-v2.js';
 export interface CgroupLimits { memoryBytes: number; pids: number; cpuCores: number }
 export interface CgroupStats { memoryPeakBytes: number | null; cpuMs: number | null; oomKilled: boolean }
 export interface ExecutionCgroup {
-  /** Files the sandbox wrapper must write its own pid into (`echo $$ > file`) before it execs bwrap, so it is limited from its first instruction. */
+  /** Files the exec helper writes its own pid into before it execs bwrap, so the sandbox is limited from its first instruction. */
   readonly procsFiles: readonly string[];
   /** Read usage after the process ended (peak memory, cpu time, whether the OOM killer fired). Never rejects. */
   stats(): Promise<CgroupStats>;
@@ -97,6 +97,11 @@ export interface CgroupManagerOptions {
   root?: string;
   globalLimits?: GlobalLimits;
   logger?: CgroupLogger;
+  /**
+   * Execution cgroups kept idle for reuse (cgroup-pool.ts), in the manager and in each session
+   * group: destroy() then empties, resets and keeps one instead of removing it. 0 (default): none.
+   */
+  poolSize?: number;
 }
 /** Caps on the parent: the sum of every sandbox's memory, processes and CPU (cores, a CFS quota). */
 export interface GlobalLimits { memoryBytes?: number; pids?: number; cpuCores?: number }
@@ -335,7 +340,7 @@ export async function createCgroupManager(opts: CgroupManagerOptions = {}): Prom
   }
   const detected = await detectCgroupMode(root);
   if (detected.mode === 'none') return fail(detected.reason ?? 'no usable cgroup hierarchy');
-  const common = { root, parentName, globalLimits: opts.globalLimits ?? {}, logger };
+  const common = { root, parentName, globalLimits: opts.globalLimits ?? {}, logger, poolSize: opts.poolSize ?? 0 };
   try {
     let mgr: CgroupManager;
     if (detected.mode === 'v2') {

@@ -18,6 +18,7 @@ export { baseEnvironment } from './spawn.js';
 
 export interface SandboxRunnerOptions {
   bwrapPath: string;
+  execHelperPath: string;
   layout: HostLayout;
   seccompProgram: Buffer | null;
   cgroups: CgroupManager | null;
@@ -88,7 +89,7 @@ let cgroupCounter = 0;
 
 export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
   closeInheritedDescriptors();
-  const spawnDeps: SpawnDeps = { bwrapPath: opts.bwrapPath, layout: opts.layout, seccompProgram: opts.seccompProgram, cgroups: opts.cgroups };
+  const spawnDeps: SpawnDeps = { bwrapPath: opts.bwrapPath, execHelperPath: opts.execHelperPath, layout: opts.layout, seccompProgram: opts.seccompProgram, cgroups: opts.cgroups };
   const nextCgroupName = (prefix = 'exec') => `${prefix}-${process.pid}-${++cgroupCounter}`;
 
   if (opts.warm && opts.warm.max > 0) WarmPool.clearLeftovers(opts.warm.dir, opts.logger);
@@ -150,7 +151,7 @@ export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
       else if (stats?.oomKilled) status = 'oom';
       else if (sig !== null || aborted) status = 'killed';
       else status = exitCode === 0 ? 'ok' : 'error';
-      if (code === 125 && !timedOut) opts.logger?.error({ stderr_chars: err.totalChars }, 'sandbox wrapper failed before bwrap started');
+      if (code === 125 && !timedOut) opts.logger?.error({ stderr_chars: err.totalChars }, 'sandbox exec helper failed before bwrap started');
 
       let error: PythonError | null = null;
       if (req.program.kind === 'script' && status !== 'ok') {

@@ -9,6 +9,7 @@ import { createCgroupManager, type CgroupManager } from './cgroups.js';
 import { createHostLayout, type HostLayout } from './host-layout.js';
 import { createSandboxRunner, type SandboxRunner } from './runner.js';
 import { buildSeccompProgram, hostSeccompArch } from './seccomp.js';
+import { checkExecHelper } from './spawn.js';
 import type { ResourceLimits } from './types.js';
 import { lockUidRange, type UidRangeLock } from './uid-range-lock.js';
 
@@ -62,7 +63,6 @@ export const IS_ROOT = process.getuid?.() === 0;
 /** Explain a failed probe from what bwrap printed, without host paths. */
 export function explainProbeFailure(exitCode: number | null, stderr: string): string {
   if (exitCode === 127 || /bwrap: (?:not found|No such file)/.test(stderr)) return 'bwrap (bubblewrap) is not installed or not in PATH';
-  if (/setpriv: (?:not found|No such file)/.test(stderr)) return 'setpriv (util-linux) is not installed';
   if (/No permissions to creat|setting up uid map|Creating new (?:user )?namespace failed|unshare .*Operation not permitted|user namespace/i.test(stderr)) {
     return 'user namespaces are not permitted for this user (check kernel.unprivileged_userns_clone, user.max_user_namespaces, or the container seccomp/AppArmor profile)';
   }
@@ -97,6 +97,7 @@ export async function createSandbox(config: Config, logger?: Logger, opts: Creat
 }
 
 async function assembleSandbox(config: Config, logger: Logger | undefined, opts: CreateSandboxOptions, uidLock: UidRangeLock | null): Promise<Sandbox> {
+  checkExecHelper(config.execHelperPath);
   const layout: HostLayout = createHostLayout();
   const arch = hostSeccompArch();
   const seccompProgram = arch ? buildSeccompProgram(arch) : null;
@@ -112,6 +113,7 @@ async function assembleSandbox(config: Config, logger: Logger | undefined, opts:
     const warm = { memoryBytes: config.warmSandboxesMax > 0 ? config.warmMemoryBudgetBytes : 0, pids: config.warmSandboxesMax * Math.min(config.pidsLimit, WARM_PIDS_EACH) };
     cgroups = await createCgroupManager({
       globalLimits: { memoryBytes: config.memoryLimitBytes * most + warm.memoryBytes, pids: config.pidsLimit * most + warm.pids, cpuCores: config.sandboxesCpuCores },
+      poolSize: config.cgroupPoolSize,
       ...(opts.cgroupParentName !== undefined ? { parentName: opts.cgroupParentName } : {}),
       ...(logger ? { logger } : {}),
     });
@@ -122,6 +124,7 @@ async function assembleSandbox(config: Config, logger: Logger | undefined, opts:
   }
   const runner: SandboxRunner = createSandboxRunner({
     bwrapPath: config.bwrapPath,
+    execHelperPath: config.execHelperPath,
     layout,
     seccompProgram,
     cgroups: cgroups && cgroups.mode !== 'none' ? cgroups : null,

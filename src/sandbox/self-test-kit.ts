@@ -66,7 +66,7 @@ export function describeRun(r: RunResult): string {
   const how = r.signal ? `signal ${r.signal}` : `exit ${String(r.exit_code)}`;
   const lines = r.stderr.split('\n').filter((l) => l.trim().length > 0);
   let why = 'no error output';
-  if (lines.some((l) => /^(?:bwrap|setpriv|bubble-sandbox-wrapper):/.test(l)) || r.exit_code === 125 || r.exit_code === 127) {
+  if (lines.some((l) => /^(?:bwrap|bubble-sandbox-exec):/.test(l)) || r.exit_code === 125 || r.exit_code === 127) {
     why = explainProbeFailure(r.exit_code, r.stderr);
   } else if (lines.length > 0) why = clip(lines[lines.length - 1] ?? '');
   return `the sandbox run ended '${r.status}' (${how}): ${why}`;

@@ -1,10 +1,11 @@
 // Starts one sandbox process and hands it back alive: the layer under both one-shot runs
 // (runner.ts) and long-lived interpreters (kernel).
 //
-// The chain is: Node → /bin/sh wrapper (joins the cgroups, sets rlimits) → env -i (drops every
-// variable) → [nsenter --net (joins the session's network namespace, while still root)] → setpriv
-// (drops to the sandbox's host uid when we are root) → bwrap → program. Each step execs the next,
-// so the child Node sees is bwrap itself and --die-with-parent ties the sandbox to this process.
+// The chain is: Node → bubble-sandbox-exec (src/sandbox/exec-helper: sets the rlimits, joins the
+// cgroups and the session's network namespace, drops to the sandbox's host uid with no groups,
+// sets no_new_privs, execs bwrap with an empty environment) → bwrap → program. One exec between
+// the service and bwrap, so the child Node sees is bwrap itself and --die-with-parent ties the
+// sandbox to this process.
 // node:child_process is used instead of execa here: the hot path needs raw extra descriptors
 // (args, seccomp, script, O_PATH bind sources) at fixed numbers and nothing else on top.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -21,23 +22,10 @@ import type { ResourceLimits, VolumeMount } from './types.js';
 const O_PATH = 0o10000000;
 const DIR_FD_FLAGS = O_PATH | fs.constants.O_NOFOLLOW | fs.constants.O_DIRECTORY;
 
-// $1 nofile, $2 fsize in 512-byte blocks, $3 cpu seconds, then cgroup procs files up to "--".
-// The shell exports variables of its own (dash sets PWD to the service's working directory, bash
-// also SHLVL and _), and setpriv and bwrap would inherit them: bwrap is pid 1 inside, so its
-// /proc/1/environ is readable by the sandbox. `env -i` hands the rest of the chain an empty
-// environment; bwrap then sets only the sandbox's variables (--clearenv, --setenv) for the program.
-const WRAPPER = [
-  'ulimit -c 0 && ulimit -n "$1" && ulimit -f "$2" && ulimit -t "$3" || exit 125',
-  'shift 3',
-  'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done',
-  'shift',
-  'exec env -i "$@"',
-].join('\n');
-
 /**
- * With no PATH left after `env -i`, setpriv and bwrap are named by absolute path. They are looked
- * up where the wrapper shell (started with an empty environment) used to find them: its default
- * search path. A name not found is passed as is, so the run fails with exit 127 as before.
+ * bwrap (and the host tools of src/sandbox/network) are named by absolute path: the exec helper
+ * gives bwrap an empty environment and does no lookup. They are looked up in a shell's default
+ * search path; a name not found is passed as is, so the run fails with exit 127.
  */
 const COMMAND_SEARCH_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 const resolvedCommands = new Map<string, string>();
@@ -62,6 +50,8 @@ export function resolveCommand(name: string): string {
 
 export interface SpawnDeps {
   bwrapPath: string;
+  /** The compiled exec helper (BUBBLE_SANDBOX_EXEC_HELPER_PATH), checked by checkExecHelper at start-up. */
+  execHelperPath: string;
   layout: HostLayout;
   seccompProgram: Buffer | null;
   cgroups: CgroupManager | null;
@@ -186,21 +176,15 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
       stdio.push('pipe');
     }
 
-    const fsizeBlocks = Math.max(1, Math.floor(spec.limits.fileSizeBytes / 512));
-    const identity = spec.identity
-      ? [resolveCommand('setpriv'), `--reuid=${spec.identity.uid}`, `--regid=${spec.identity.gid}`, '--clear-groups', '--no-new-privs', '--']
-      : [];
-    // nsenter opens the path, setns()es and closes the descriptor before it execs (no nsfs fd
-    // reaches the sandbox); it must run before setpriv gives up root.
-    const joinNetns = spec.netnsPath !== undefined ? [resolveCommand('nsenter'), `--net=${spec.netnsPath}`, '--'] : [];
-    const argv = [
-      '-c', WRAPPER, 'bubble-sandbox-wrapper',
-      String(spec.limits.openFiles), String(fsizeBlocks), String(Math.max(1, Math.ceil(spec.cpuSeconds))),
-      ...(cgroup?.procsFiles ?? []), '--',
-      ...joinNetns, ...identity, resolveCommand(deps.bwrapPath), ...invocation.argv,
-    ];
-
-    const child = spawn('/bin/sh', argv, { stdio, env: {}, windowsHide: true });
+    const argv = execHelperArgs(spec, cgroup?.procsFiles ?? [], [resolveCommand(deps.bwrapPath), ...invocation.argv]);
+    const child = spawn(deps.execHelperPath, argv, { stdio, env: {}, windowsHide: true });
+    // The helper joins the cgroup itself: until it is gone it could still do so, and a cgroup
+    // given back to the pool (cgroup-pool.ts) must never receive a process of the last execution.
+    const helperGone = new Promise<void>((resolve) => {
+      if (child.pid === undefined) resolve();
+      child.once('exit', () => resolve());
+      child.once('error', () => resolve());
+    });
     for (const fd of openedFds.splice(0)) fs.closeSync(fd);
     for (const [fdNumber, payload] of payloads) {
       const stream = child.stdio[fdNumber] as Writable | null | undefined;
@@ -230,8 +214,10 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
       },
       exited,
       stats: async () => (cgroup ? cgroup.stats() : null),
-      // destroy() kills what is left before it removes the cgroup.
+      // destroy() kills what is left before it removes the cgroup (or empties it for reuse).
       dispose: async () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        await helperGone;
         await cgroup?.destroy();
       },
     };
@@ -239,5 +225,47 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
     for (const fd of openedFds) fs.closeSync(fd);
     await cgroup?.destroy();
     throw err;
+  }
+}
+
+/**
+ * The exec helper's options: rlimits (RLIMIT_FSIZE in whole 512-byte blocks, as `ulimit -f` set
+ * it), the cgroups to join, the netns to join, the identity to drop to. no_new_privs goes with the
+ * identity: that is when the helper starts as root and gives it up.
+ */
+export function execHelperArgs(spec: Pick<SandboxSpec, 'limits' | 'cpuSeconds' | 'identity' | 'netnsPath'>, procsFiles: readonly string[], program: string[]): string[] {
+  const fsizeBytes = Math.max(1, Math.floor(spec.limits.fileSizeBytes / 512)) * 512;
+  return [
+    '--nofile', String(spec.limits.openFiles),
+    '--fsize', String(fsizeBytes),
+    '--cpu', String(Math.max(1, Math.ceil(spec.cpuSeconds))),
+    ...procsFiles.flatMap((f) => ['--cgroup-procs', f]),
+    ...(spec.netnsPath !== undefined ? ['--netns', spec.netnsPath] : []),
+    ...(spec.identity ? ['--uid', String(spec.identity.uid), '--gid', String(spec.identity.gid), '--no-new-privs'] : []),
+    '--', ...program,
+  ];
+}
+
+/**
+ * Throws unless the exec helper is there, executable, and cannot be replaced by anyone but its
+ * owner (root or us): it runs as root for every sandbox. Called when the sandbox is assembled, so
+ * a missing helper stops the start-up instead of failing every execution later.
+ */
+export function checkExecHelper(helperPath: string): void {
+  const fix = 'run scripts/build-exec-helper.sh (setup.sh does), or set BUBBLE_SANDBOX_EXEC_HELPER_PATH';
+  let st: fs.Stats;
+  try {
+    fs.accessSync(helperPath, fs.constants.X_OK);
+    st = fs.statSync(helperPath);
+  } catch (err) {
+    throw new Error(`the sandbox exec helper ${helperPath} is missing or not executable (${(err as NodeJS.ErrnoException).code ?? String(err)}): ${fix}`);
+  }
+  if (!st.isFile()) throw new Error(`the sandbox exec helper ${helperPath} is not a regular file: ${fix}`);
+  const me = process.getuid?.() ?? 0;
+  for (const p of [helperPath, path.dirname(helperPath)]) {
+    const s = fs.statSync(p);
+    if ((s.uid !== 0 && s.uid !== me) || (s.mode & 0o022) !== 0) {
+      throw new Error(`the sandbox exec helper ${p} may be changed by another user (owner ${s.uid}, mode ${(s.mode & 0o7777).toString(8)}); it runs as root for every sandbox`);
+    }
   }
 }

@@ -3,12 +3,15 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { loadConfig } from '../../src/config.js';
 import { createHostLayout, type HostLayout } from '../../src/sandbox/host-layout.js';
 import { createSandboxRunner, type SandboxRunner } from '../../src/sandbox/runner.js';
 import type { ResourceLimits, RunRequest, RunResult } from '../../src/sandbox/types.js';
 
 export const IS_ROOT = process.getuid?.() === 0;
 export const TEST_UID = 201000;
+/** The exec helper where the default configuration finds it (test/global-setup.ts builds it). */
+export const EXEC_HELPER_PATH = loadConfig({}).execHelperPath;
 
 export const DEFAULT_LIMITS: ResourceLimits = {
   memoryBytes: 512 * 1024 * 1024,
@@ -42,7 +45,7 @@ export function makeWorkspace(uid = TEST_UID): string {
 
 export function createSandboxFixture(opts: Partial<Parameters<typeof createSandboxRunner>[0]> = {}): SandboxFixture {
   const layout = opts.layout ?? createHostLayout();
-  const runner = createSandboxRunner({ bwrapPath: 'bwrap', layout, seccompProgram: null, cgroups: null, ...opts });
+  const runner = createSandboxRunner({ bwrapPath: 'bwrap', execHelperPath: EXEC_HELPER_PATH, layout, seccompProgram: null, cgroups: null, ...opts });
   const workspace = makeWorkspace();
   return {
     runner,

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createHostLayout } from '../../src/sandbox/host-layout.js';
 import { createSandboxRunner } from '../../src/sandbox/runner.js';
+import { EXEC_HELPER_PATH } from '../helpers/sandbox.js';
 import { createSandbox, IS_ROOT, type Sandbox } from '../../src/sandbox/sandbox.js';
 import { runSelfTest, SELF_TEST_PROBES, type SelfTestReport } from '../../src/sandbox/self-test.js';
 
@@ -62,7 +63,7 @@ describe('runSelfTest', () => {
       // without cgroups (while still claiming them, so the memory and pids probes really run and
       // must see no limit).
       const unmasked = { ...layout, procMasks: [] };
-      const unfiltered: Sandbox = { ...sandbox, runner: createSandboxRunner({ bwrapPath: 'bwrap', layout: unmasked, seccompProgram: null, cgroups: null }) };
+      const unfiltered: Sandbox = { ...sandbox, runner: createSandboxRunner({ bwrapPath: 'bwrap', execHelperPath: EXEC_HELPER_PATH, layout: unmasked, seccompProgram: null, cgroups: null }) };
       const r1 = await runSelfTest(unfiltered);
       expect(r1.passed).toBe(false);
       const failed1 = ids(r1, false);

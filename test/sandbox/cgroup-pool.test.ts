@@ -1,0 +1,192 @@
+// Reused execution cgroups (cgroup-pool.ts) against this host's real cgroups (v1 here, as root):
+// a cgroup given back is handed out again with the same limits, and nothing of execution N
+// (memory peak, CPU time, an OOM kill, a leftover process, a late killAll by its old owner)
+// reaches execution N+1 in the same directory.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createV2Manager } from '../../src/sandbox/cgroup-v2.js';
+import { createCgroupManager, detectCgroupMode, type CgroupLimits, type CgroupManager, type ExecutionCgroup } from '../../src/sandbox/cgroups.js';
+import { execHelperArgs } from '../../src/sandbox/spawn.js';
+import { DEFAULT_LIMITS, EXEC_HELPER_PATH, IS_ROOT } from '../helpers/sandbox.js';
+
+const MiB = 1024 * 1024;
+const REAL = IS_ROOT ? await detectCgroupMode() : { mode: 'none' as const, reason: 'not root' };
+const PARENT = `bubble-sandbox-pool-test-${process.pid}`;
+const LIMITS: CgroupLimits = { memoryBytes: 128 * MiB, pids: 64, cpuCores: 1 };
+let counter = 0;
+const nextName = () => `exec-${process.pid}-${++counter}`;
+
+/** python3 in the cgroup, started the way the service starts bwrap: through the exec helper. */
+function runIn(cg: ExecutionCgroup, script: string): Promise<{ code: number | null; stdout: string }> {
+  const args = execHelperArgs({ limits: DEFAULT_LIMITS, cpuSeconds: 30, identity: null, netnsPath: undefined }, cg.procsFiles, ['/usr/bin/python3', '-c', script]);
+  const child = spawn(EXEC_HELPER_PATH, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout })));
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+};
+const ALLOCATE = (mib: number) => `b = bytearray(${mib} * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\n`;
+const SPIN = 'import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n';
+
+describe.skipIf(REAL.mode === 'none' && !process.env.CI)(`reused execution cgroups (${REAL.mode})`, () => {
+  let mgr: CgroupManager;
+  beforeAll(async () => {
+    mgr = await createCgroupManager({ parentName: PARENT, poolSize: 4 });
+    expect(mgr.mode).not.toBe('none');
+  });
+  afterAll(async () => {
+    await mgr.close();
+    // The managers leave their (empty) parents, as the service's does; the test's own go here.
+    for (const hier of fs.readdirSync('/sys/fs/cgroup')) {
+      for (const p of [PARENT, `${PARENT}-b`, `${PARENT}-c`]) {
+        try {
+          fs.rmdirSync(path.join('/sys/fs/cgroup', hier, p));
+        } catch {
+          // not in this hierarchy
+        }
+      }
+    }
+  });
+  const make = async (limits = LIMITS) => {
+    const cg = await mgr.create(nextName(), limits);
+    if (!cg) throw new Error('no cgroup');
+    return cg;
+  };
+
+  test('the same cgroup comes back, with the memory peak and CPU time of the new execution only', async () => {
+    const first = await make();
+    expect((await runIn(first, ALLOCATE(80) + SPIN)).code).toBe(0);
+    const s1 = await first.stats();
+    expect(s1.memoryPeakBytes).toBeGreaterThan(80 * MiB);
+    expect(s1.cpuMs).toBeGreaterThanOrEqual(350);
+    await first.destroy();
+
+    const second = await make();
+    expect(second.procsFiles).toEqual(first.procsFiles); // reused, not made anew
+    expect((await runIn(second, 'pass')).code).toBe(0);
+    const s2 = await second.stats();
+    expect(s2.memoryPeakBytes).toBeLessThan(40 * MiB);
+    expect(s2.cpuMs).toBeLessThan(300);
+    expect(s2.oomKilled).toBe(false);
+    // killAll wrote pids.max=0; reuse writes the limit again.
+    const pidsMax = second.procsFiles.map((f) => path.join(path.dirname(f), 'pids.max')).find((f) => fs.existsSync(f));
+    expect(fs.readFileSync(pidsMax ?? '', 'utf8').trim()).toBe(String(LIMITS.pids));
+    await second.destroy();
+  });
+
+  test('an OOM kill is reported for its own execution only, and again for a later one', async () => {
+    const a = await make();
+    expect((await runIn(a, ALLOCATE(400))).code).not.toBe(0);
+    expect((await a.stats()).oomKilled).toBe(true);
+    await a.destroy();
+    const b = await make();
+    expect(b.procsFiles).toEqual(a.procsFiles);
+    expect((await runIn(b, 'pass')).code).toBe(0);
+    expect((await b.stats()).oomKilled).toBe(false);
+    await b.destroy();
+    const c = await make();
+    expect(c.procsFiles).toEqual(a.procsFiles);
+    expect((await runIn(c, ALLOCATE(400))).code).not.toBe(0);
+    expect((await c.stats()).oomKilled).toBe(true);
+    await c.destroy();
+  });
+
+  test('a process left behind by execution N is killed before N+1 gets the cgroup, and N\'s late killAll spares N+1', async () => {
+    const n = await make();
+    const r = await runIn(n, 'import subprocess\np = subprocess.Popen(["/bin/sleep", "60"], start_new_session=True)\nprint(p.pid)');
+    const leftover = Number(r.stdout.trim());
+    expect(alive(leftover)).toBe(true);
+    await n.destroy();
+    expect(alive(leftover)).toBe(false);
+
+    const next = await make();
+    expect(next.procsFiles).toEqual(n.procsFiles);
+    const pidsNow = next.procsFiles.flatMap((f) => fs.readFileSync(f, 'utf8').split('\n').filter(Boolean));
+    expect(pidsNow).toEqual([]);
+    const r2 = await runIn(next, 'import subprocess\np = subprocess.Popen(["/bin/sleep", "60"], start_new_session=True)\nprint(p.pid)');
+    const mine = Number(r2.stdout.trim());
+    await n.killAll(); // the old owner's handle is inert
+    expect(alive(mine)).toBe(true);
+    expect(await n.stats()).toEqual({ memoryPeakBytes: null, cpuMs: null, oomKilled: false });
+    await next.destroy();
+    expect(alive(mine)).toBe(false);
+  });
+
+  test('other limits get another cgroup; close removes the idle ones', async () => {
+    const a = await make();
+    const other = await make({ ...LIMITS, pids: 32 });
+    expect(other.procsFiles).not.toEqual(a.procsFiles);
+    await a.destroy();
+    await other.destroy();
+    const dirs = [...a.procsFiles, ...other.procsFiles].map((f) => path.dirname(f));
+    expect(dirs.every((d) => fs.existsSync(d))).toBe(true); // idle, kept
+    const second = await createCgroupManager({ parentName: `${PARENT}-b`, poolSize: 4 });
+    const x = await second.create(nextName(), LIMITS);
+    await x?.destroy();
+    await second.close();
+    expect(x?.procsFiles.every((f) => !fs.existsSync(path.dirname(f)))).toBe(true);
+  });
+
+  test('poolSize 0 removes the cgroup at destroy, as before pooling', async () => {
+    const plain = await createCgroupManager({ parentName: `${PARENT}-c` });
+    const cg = await plain.create(nextName(), LIMITS);
+    await cg?.destroy();
+    expect(cg?.procsFiles.every((f) => !fs.existsSync(path.dirname(f)))).toBe(true);
+    await plain.close();
+  });
+});
+
+// cgroup v2 is not mounted with controllers on this host: its reuse is checked against a fake
+// tree (regular files stand in for the interface files), for the file handling only.
+describe('reused execution cgroups on a fake cgroup v2 tree', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-pool-v2-'));
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  const put = (file: string, text: string) => {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, text);
+  };
+  const events = (oomKills: number) => `low 0\nhigh 0\nmax 0\noom 0\noom_kill ${oomKills}\noom_group_kill 0\n`;
+
+  test('counters are read against the baseline taken at reuse, memory.peak through the descriptor that reset it; no resettable memory.peak: no reuse', async () => {
+    const root = path.join(tmp, 'v2');
+    put(path.join(root, 'cgroup.controllers'), 'cpu memory pids\n');
+    put(path.join(root, 'cgroup.subtree_control'), '');
+    put(path.join(root, 'p', 'cgroup.controllers'), 'cpu memory pids\n');
+    put(path.join(root, 'p', 'cgroup.subtree_control'), '');
+    const mgr = await createV2Manager({ root, selfCgroup: '/', parentName: 'p', globalLimits: {}, logger: { warn: () => undefined }, poolSize: 2 });
+    const first = await mgr.create('e1', LIMITS);
+    const dir = path.join(root, 'p', 'e1');
+    put(path.join(dir, 'memory.peak'), `${90 * MiB}\n`);
+    put(path.join(dir, 'memory.events'), events(1));
+    put(path.join(dir, 'cpu.stat'), 'usage_usec 5000000\n');
+    expect(await first.stats()).toEqual({ memoryPeakBytes: 90 * MiB, cpuMs: 5000, oomKilled: true });
+    await first.destroy();
+
+    const second = await mgr.create('e2', LIMITS); // waits for the reset after destroy()
+    expect(second.procsFiles).toEqual(first.procsFiles);
+    expect(fs.readFileSync(path.join(dir, 'memory.peak'), 'utf8')).toMatch(/^reset\n/); // written to reset it
+    expect(fs.readFileSync(path.join(dir, 'pids.max'), 'utf8')).toBe(String(LIMITS.pids)); // limits written again
+    put(path.join(dir, 'memory.peak'), `${3 * MiB}\n`);
+    put(path.join(dir, 'cpu.stat'), 'usage_usec 5250000\n');
+    expect(await second.stats()).toEqual({ memoryPeakBytes: 3 * MiB, cpuMs: 250, oomKilled: false });
+    put(path.join(dir, 'memory.events'), events(2));
+    expect((await second.stats()).oomKilled).toBe(true);
+
+    fs.rmSync(path.join(dir, 'memory.peak')); // a kernel without memory.peak (or before 6.12: read-only)
+    await second.destroy();
+    const third = await mgr.create('e3', LIMITS);
+    expect(third.procsFiles).toEqual([path.join(root, 'p', 'e3', 'cgroup.procs')]);
+    await mgr.close();
+  });
+});
