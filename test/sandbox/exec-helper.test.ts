@@ -7,8 +7,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, test } from 'vitest';
+import { loadConfig } from '../../src/config.js';
 import { createCgroupManager, type ActiveCgroupManager } from '../../src/sandbox/cgroups.js';
 import { createNetns } from '../../src/sandbox/network/netns.js';
+import { createSandbox } from '../../src/sandbox/sandbox.js';
 import { checkExecHelper, execHelperArgs } from '../../src/sandbox/spawn.js';
 import { makeTempDir } from '../helpers/host-env.js';
 import { DEFAULT_LIMITS, EXEC_HELPER_PATH, IS_ROOT, TEST_UID } from '../helpers/sandbox.js';
@@ -117,5 +119,10 @@ describe('checkExecHelper', () => {
     expect(() => checkExecHelper(copy)).toThrow(/may be changed by another user/);
     fs.chmodSync(copy, 0o755);
     expect(() => checkExecHelper(copy)).not.toThrow();
+  });
+
+  test('the sandbox (service, check, CLI) does not start without the helper', async () => {
+    const config = { ...loadConfig({}), cgroups: 'off' as const, execHelperPath: path.join(dir, 'missing') };
+    await expect(createSandbox(config)).rejects.toThrow(/exec helper .*missing or not executable/);
   });
 });
