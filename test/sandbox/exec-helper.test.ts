@@ -100,6 +100,7 @@ describe('bubble-sandbox-exec', () => {
     expect((await fail(['--nofile', '-1', '--fsize', '1024', '--cpu', '5', '--', '/bin/true']))?.code).toBe(125);
     expect((await fail(['--nofile', '64', '--', '/bin/true']))?.code).toBe(125);
     expect((await fail([...base, '--uid', '5', '--', '/bin/true']))?.code).toBe(125);
+    expect((await fail([...base, '--uid', '0', '--gid', '0', '--', '/bin/true']))?.code).toBe(125);
     expect((await fail([...base, '--', 'true']))?.code).toBe(125);
     expect((await fail([...base, '--', '/nonexistent/bwrap']))?.code).toBe(127);
   });
