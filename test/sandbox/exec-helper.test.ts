@@ -87,6 +87,14 @@ describe('bubble-sandbox-exec', () => {
       ns.close();
       await cg.destroy();
       await mgr.close();
+      // The manager leaves its (empty) parent, as the service's does; the test's own goes here.
+      for (const hier of fs.readdirSync('/sys/fs/cgroup')) {
+        try {
+          fs.rmdirSync(path.join('/sys/fs/cgroup', hier, `bs-test-exec-${process.pid}`));
+        } catch {
+          // not in this hierarchy
+        }
+      }
     }
   });
 
