@@ -9,8 +9,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createV2Manager } from '../../src/sandbox/cgroup-v2.js';
 import { createCgroupManager, detectCgroupMode, type CgroupLimits, type CgroupManager, type ExecutionCgroup } from '../../src/sandbox/cgroups.js';
-import { execHelperArgs } from '../../src/sandbox/spawn.js';
-import { DEFAULT_LIMITS, EXEC_HELPER_PATH, IS_ROOT } from '../helpers/sandbox.js';
+import { execHelperArgs, spawnSandbox } from '../../src/sandbox/spawn.js';
+import { createSandboxFixture, DEFAULT_LIMITS, EXEC_HELPER_PATH, IS_ROOT, TEST_UID } from '../helpers/sandbox.js';
 
 const MiB = 1024 * 1024;
 const REAL = IS_ROOT ? await detectCgroupMode() : { mode: 'none' as const, reason: 'not root' };
@@ -121,6 +121,26 @@ describe.skipIf(REAL.mode === 'none' && !process.env.CI)(`reused execution cgrou
     expect(await n.stats()).toEqual({ memoryPeakBytes: null, cpuMs: null, oomKilled: false });
     await next.destroy();
     expect(alive(mine)).toBe(false);
+  });
+
+  test('a sandbox disposed while it starts is gone before its cgroup is given back (its helper can no longer join it)', async () => {
+    const fx = createSandboxFixture({ cgroups: mgr });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const sb = await spawnSandbox(fx.runner.spawnDeps, {
+          environment: null, workspaceDir: fx.workspace, volumes: [], command: ['/bin/sleep', '30'], env: {},
+          limits: DEFAULT_LIMITS, identity: IS_ROOT ? { uid: TEST_UID, gid: TEST_UID } : null, cpuSeconds: 30, cgroupName: nextName(),
+        });
+        await sb.dispose(); // at once: the helper may not have joined the cgroup yet
+        expect(sb.child.exitCode !== null || sb.child.signalCode !== null).toBe(true);
+      }
+      const next = await make({ ...LIMITS, memoryBytes: DEFAULT_LIMITS.memoryBytes, pids: DEFAULT_LIMITS.pids, cpuCores: DEFAULT_LIMITS.cpuCores });
+      await new Promise((r) => setTimeout(r, 200)); // a straggler would have joined by now
+      expect(next.procsFiles.flatMap((f) => fs.readFileSync(f, 'utf8').split('\n').filter(Boolean))).toEqual([]);
+      await next.destroy();
+    } finally {
+      fx.dispose();
+    }
   });
 
   test('other limits get another cgroup; close removes the idle ones', async () => {

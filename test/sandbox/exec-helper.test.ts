@@ -7,8 +7,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, test } from 'vitest';
+import { loadConfig } from '../../src/config.js';
 import { createCgroupManager, type ActiveCgroupManager } from '../../src/sandbox/cgroups.js';
 import { createNetns } from '../../src/sandbox/network/netns.js';
+import { createSandbox } from '../../src/sandbox/sandbox.js';
 import { checkExecHelper, execHelperArgs } from '../../src/sandbox/spawn.js';
 import { makeTempDir } from '../helpers/host-env.js';
 import { DEFAULT_LIMITS, EXEC_HELPER_PATH, IS_ROOT, TEST_UID } from '../helpers/sandbox.js';
@@ -85,6 +87,14 @@ describe('bubble-sandbox-exec', () => {
       ns.close();
       await cg.destroy();
       await mgr.close();
+      // The manager leaves its (empty) parent, as the service's does; the test's own goes here.
+      for (const hier of fs.readdirSync('/sys/fs/cgroup')) {
+        try {
+          fs.rmdirSync(path.join('/sys/fs/cgroup', hier, `bs-test-exec-${process.pid}`));
+        } catch {
+          // not in this hierarchy
+        }
+      }
     }
   });
 
@@ -98,6 +108,7 @@ describe('bubble-sandbox-exec', () => {
     expect((await fail(['--nofile', '-1', '--fsize', '1024', '--cpu', '5', '--', '/bin/true']))?.code).toBe(125);
     expect((await fail(['--nofile', '64', '--', '/bin/true']))?.code).toBe(125);
     expect((await fail([...base, '--uid', '5', '--', '/bin/true']))?.code).toBe(125);
+    expect((await fail([...base, '--uid', '0', '--gid', '0', '--', '/bin/true']))?.code).toBe(125);
     expect((await fail([...base, '--', 'true']))?.code).toBe(125);
     expect((await fail([...base, '--', '/nonexistent/bwrap']))?.code).toBe(127);
   });
@@ -117,5 +128,10 @@ describe('checkExecHelper', () => {
     expect(() => checkExecHelper(copy)).toThrow(/may be changed by another user/);
     fs.chmodSync(copy, 0o755);
     expect(() => checkExecHelper(copy)).not.toThrow();
+  });
+
+  test('the sandbox (service, check, CLI) does not start without the helper', async () => {
+    const config = { ...loadConfig({}), cgroups: 'off' as const, execHelperPath: path.join(dir, 'missing') };
+    await expect(createSandbox(config)).rejects.toThrow(/exec helper .*missing or not executable/);
   });
 });

@@ -90,7 +90,7 @@ static void drop_identity(uid_t uid, gid_t gid) {
     if (getresuid(&r, &e, &s) != 0 || r != uid || e != uid || s != uid) die("uid did not change", NULL, 0);
     if (getresgid(&rg, &eg, &sg) != 0 || rg != gid || eg != gid || sg != gid) die("gid did not change", NULL, 0);
     if (getgroups(0, NULL) != 0) die("supplementary groups remain", NULL, 0);
-    if (uid != 0 && setuid(0) == 0) die("root could be taken back", NULL, 0);
+    if (setuid(0) == 0) die("root could be taken back", NULL, 0);
 }
 
 int main(int argc, char **argv) {
@@ -120,6 +120,8 @@ int main(int argc, char **argv) {
     }
     if (nofile < 0 || fsize < 0 || cpu < 0) die("--nofile, --fsize and --cpu are required", NULL, 0);
     if ((uid < 0) != (gid < 0)) die("--uid and --gid go together", NULL, 0);
+    /* Dropping "to" root would be no drop at all: the settings never allow it, so never do it. */
+    if (uid == 0 || gid == 0) die("refusing to run the sandbox as uid or gid 0", NULL, 0);
     if (i >= argc || argv[i][0] != '/') die("the program must follow -- as an absolute path", NULL, 0);
 
     limit(RLIMIT_CORE, "core", 0);
