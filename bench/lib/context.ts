@@ -60,10 +60,10 @@ export const PRINT_X = "print('x')";
 export function warmSizesFromEnv(): WarmSizes {
   const small = process.env.BENCH_SIZE === 'small';
   return {
-    n: intFromEnv('BENCH_WARM_N', small ? 15 : 100),
+    n: intFromEnv('BENCH_WARM_N', small ? 15 : 80),
     warmup: small ? 3 : 10,
-    pandasN: intFromEnv('BENCH_WARM_PANDAS_N', small ? 3 : 15),
-    throughputHalfSeconds: intFromEnv('BENCH_WARM_THROUGHPUT_S', small ? 1 : 4),
+    pandasN: intFromEnv('BENCH_WARM_PANDAS_N', small ? 3 : 10),
+    throughputHalfSeconds: intFromEnv('BENCH_WARM_THROUGHPUT_S', small ? 1 : 3),
     memorySessions: intFromEnv('BENCH_WARM_MEMORY_SESSIONS', small ? 8 : 50),
     coldSessions: intFromEnv('BENCH_WARM_COLD_SESSIONS', small ? 5 : 30),
   };

@@ -17,6 +17,7 @@ import { measureRunCode, type RunCodeResult } from './phase-run-code.js';
 import { measurePandas, measureWarmLatency, type PandasResult, type ServiceSeries, type WarmLatencyResult } from './phase-warm-latency.js';
 import { measureWarmMemory, type WarmMemoryResult } from './phase-warm-memory.js';
 import { measureWarmThroughput, type WarmThroughputResult } from './phase-warm-throughput.js';
+import { notMeasuredRow } from './phase-kit.js';
 import { fmt, renderTable, verdict, type Row } from './report.js';
 import { cleanEnv, ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, startService } from './server.js';
 
@@ -32,12 +33,27 @@ export const ISSUE17_TARGETS = {
 /** What the service needs for these phases beyond its defaults: 50 sessions on top of the bench's own. */
 export const ISSUE17_SERVICE_ENV = { BUBBLE_SANDBOX_MAX_SESSIONS: '100' } as const;
 
+/** A phase's figures, or why it could not measure (a FAIL row; the other phases still run). */
+export type Measured<T> = T | { error: string };
+
 export interface Issue17Result {
-  latency: WarmLatencyResult;
-  throughput: WarmThroughputResult;
-  pandas: PandasResult;
-  memory: WarmMemoryResult;
+  latency: Measured<WarmLatencyResult>;
+  throughput: Measured<WarmThroughputResult>;
+  pandas: Measured<PandasResult>;
+  memory: Measured<WarmMemoryResult>;
 }
+
+async function attempt<T>(log: (m: string) => void, what: string, fn: () => Promise<T>): Promise<Measured<T>> {
+  try {
+    return await fn();
+  } catch (err) {
+    const error = err instanceof Error ? err.message : String(err);
+    log(`issue 17: ${what} not measured: ${error}`);
+    return { error };
+  }
+}
+
+const failed = <T extends object>(m: Measured<T>): m is { error: string } => 'error' in m;
 
 type Issue17Context = Pick<BenchContext, 'client' | 'floor' | 'config' | 'server' | 'log'> & { sizes: Pick<BenchContext['sizes'], 'warm'>; floorDir: string };
 
@@ -45,22 +61,23 @@ export async function measureIssue17(ctx: Issue17Context): Promise<Issue17Result
   const { client, floor, log } = ctx;
   const sizes = ctx.sizes.warm;
   log(`issue 17: execute and one-shot vs raw bwrap, ${sizes.n} rounds`);
-  const latency = await measureWarmLatency({ client, floor, sizes, log });
+  const latency = await attempt(log, 'execute/one-shot', () => measureWarmLatency({ client, floor, sizes, log }));
   log(`issue 17: throughput, 4 clients, 2 x ${sizes.throughputHalfSeconds} s per side`);
-  const throughput = await measureWarmThroughput({ client, floor, sizes, log });
+  const throughput = await attempt(log, 'throughput', () => measureWarmThroughput({ client, floor, sizes, log }));
   log(`issue 17: pandas script vs raw bwrap cold, ${sizes.pandasN} rounds`);
   // Raw bwrap needs no cgroup: this floor makes none (the main floor's manager stays the only one).
-  const pandasDir = path.join(ctx.floorDir, 'pandas');
-  fs.mkdirSync(pandasDir, { recursive: true, mode: 0o711 });
-  const pandasFloor = await createFloor({ ...ctx.config, cgroups: 'off' }, pandasDir, 'pandas-exec');
-  let pandas: PandasResult;
-  try {
-    pandas = await measurePandas({ client, pandasFloor, sizes, log });
-  } finally {
-    await pandasFloor.close();
-  }
+  const pandas = await attempt(log, 'pandas', async () => {
+    const pandasDir = path.join(ctx.floorDir, 'pandas');
+    fs.mkdirSync(pandasDir, { recursive: true, mode: 0o711 });
+    const pandasFloor = await createFloor({ ...ctx.config, cgroups: 'off' }, pandasDir, 'pandas-exec');
+    try {
+      return await measurePandas({ client, pandasFloor, sizes, log });
+    } finally {
+      await pandasFloor.close();
+    }
+  });
   log(`issue 17: memory with ${sizes.memorySessions} sessions`);
-  const memory = await measureWarmMemory({ client, servicePid: ctx.server.pid, sizes, log });
+  const memory = await attempt(log, 'memory', () => measureWarmMemory({ client, servicePid: ctx.server.pid, sizes, log }));
   return { latency, throughput, pandas, memory };
 }
 
@@ -71,54 +88,80 @@ export function issue17Rows(r: Issue17Result, k: RunCodeResult): Row[] {
   const T = ISSUE17_TARGETS;
   const { latency: l, throughput: t, pandas: p, memory: m } = r;
   const rows: Row[] = [];
-  rows.push({
-    metric: `#17 execute print('x') p50 ms, session vs raw bwrap (${hitText(l.execute)})`, service: fmt(l.execute.all.p50), baseline: fmt(l.raw_bwrap.p50),
-    ratio: fmt(l.execute_over_raw_p50), target: `<= ${T.executeOverRaw.toFixed(2)}`, result: verdict(l.execute_over_raw_p50 <= T.executeOverRaw && l.execute.errors === 0),
-  });
-  rows.push({
-    metric: `#17 one-shot POST /v1/execute p50 ms vs raw bwrap (${hitText(l.one_shot)})`, service: fmt(l.one_shot.all.p50), baseline: fmt(l.raw_bwrap.p50),
-    ratio: fmt(l.one_shot_over_raw_p50), target: `<= ${T.oneShotOverRaw.toFixed(2)}`, result: verdict(l.one_shot_over_raw_p50 <= T.oneShotOverRaw && l.one_shot.errors === 0),
-  });
-  rows.push(info('#17   execute / one-shot p90 ms (raw bwrap p90)', `${fmt(l.execute.all.p90)} / ${fmt(l.one_shot.all.p90)}`, fmt(l.raw_bwrap.p90)));
-  const tpClaims = t.claims ? `, hits ${t.claims.hit}/${t.claims.hit + t.claims.miss}` : '';
-  rows.push({
-    metric: `#17 throughput ${t.clients} clients exec/s, sessions vs raw bwrap (429: ${t.service.http_429}, err: ${t.service.errors}/${t.raw_bwrap.errors}${tpClaims})`,
-    service: fmt(t.service.per_s, 1), baseline: fmt(t.raw_bwrap.per_s, 1), ratio: fmt(t.ratio),
-    target: `>= ${T.throughputOverRaw.toFixed(2)}, no non-429 error`, result: verdict(t.ratio >= T.throughputOverRaw && t.service.errors === 0),
-  });
-  rows.push({
-    metric: `#17 pandas script p50 ms, pandas-exec session vs raw bwrap cold (${hitText(p.service)})`, service: fmt(p.service.all.p50), baseline: fmt(p.raw_cold.p50),
-    ratio: fmt(p.service_over_raw_p50), target: `<= ${T.pandasOverCold.toFixed(2)}`, result: verdict(p.service_over_raw_p50 <= T.pandasOverCold && p.service.errors === 0),
-  });
-  rows.push({
-    metric: '#17 run_code 1+1 warm p50 ms, HTTP round trip', service: fmt(k.warm_round_trip.p50), baseline: '-', ratio: '-',
-    target: `<= ${T.runCodeRoundTripMs} ms`, result: verdict(k.warm_round_trip.p50 <= T.runCodeRoundTripMs && k.errors === 0),
-  });
-  const freshHits = k.fresh_session_claims ? `, hits ${k.fresh_session_claims.hit}` : '';
-  rows.push({
-    metric: `#17 run_code warm vs cold execute (fresh session${freshHits}) p50 ms`, service: fmt(k.warm_round_trip.p50), baseline: fmt(k.fresh_session_execute.p50),
-    ratio: `${fmt(k.speedup_vs_fresh_p50, 1)}x`, target: `>= ${T.runCodeUnderColdExecute}x faster`,
-    result: verdict(k.speedup_vs_fresh_p50 >= T.runCodeUnderColdExecute && k.errors === 0 && (k.fresh_session_claims?.hit ?? 0) === 0),
-  });
-  rows.push(info('#17   run_code warm vs execute in a session that executed before', fmt(k.warm_round_trip.p50), fmt(k.cold_execute.p50), `${fmt(k.speedup_p50, 1)}x`));
-  const mib = (kib: number) => fmt(kib / 1024, 1);
-  rows.push(info(
-    `#17 memory, ${m.sessions} sessions each executed once: service RSS + descendants' PSS MiB (before the sessions)`,
-    `${mib(m.after.service_rss_kib)} + ${mib(m.after.tree.pss_kib)} = ${fmt(m.total_mib, 1)}`,
-    `${mib(m.before.service_rss_kib)} + ${mib(m.before.tree.pss_kib)}`, `+${fmt(m.added_per_session_mib)}/session`,
-  ));
-  rows.push(info(
-    `#17   descendants: processes, summed RSS MiB; warm metric MiB (idle)${m.settle_capped ? '; pool did not settle' : ''}`,
-    `${m.after.tree.processes}, ${mib(m.after.tree.rss_kib)}; ${m.after.warm_memory_bytes === null ? 'no metric' : `${fmt(m.after.warm_memory_bytes / 1024 / 1024, 1)} (${fmt(m.after.warm_idle ?? Number.NaN, 0)})`}`,
-    `${m.before.tree.processes}, ${mib(m.before.tree.rss_kib)}`,
-  ));
-  const waits = [l.settle, t.settle, p.settle];
+  if (failed(l)) {
+    rows.push(notMeasuredRow('#17 execute print(\'x\') and one-shot vs raw bwrap', `<= ${T.executeOverRaw.toFixed(2)} / <= ${T.oneShotOverRaw.toFixed(2)}`, l.error));
+  } else {
+    rows.push({
+      metric: `#17 execute print('x') p50 ms, session vs raw bwrap (${hitText(l.execute)})`, service: fmt(l.execute.all.p50), baseline: fmt(l.raw_bwrap.p50),
+      ratio: fmt(l.execute_over_raw_p50), target: `<= ${T.executeOverRaw.toFixed(2)}`, result: verdict(l.execute_over_raw_p50 <= T.executeOverRaw && l.execute.errors === 0),
+    });
+    rows.push({
+      metric: `#17 one-shot POST /v1/execute p50 ms vs raw bwrap (${hitText(l.one_shot)})`, service: fmt(l.one_shot.all.p50), baseline: fmt(l.raw_bwrap.p50),
+      ratio: fmt(l.one_shot_over_raw_p50), target: `<= ${T.oneShotOverRaw.toFixed(2)}`, result: verdict(l.one_shot_over_raw_p50 <= T.oneShotOverRaw && l.one_shot.errors === 0),
+    });
+    rows.push(info('#17   execute / one-shot p90 ms (raw bwrap p90)', `${fmt(l.execute.all.p90)} / ${fmt(l.one_shot.all.p90)}`, fmt(l.raw_bwrap.p90)));
+  }
+  if (failed(t)) {
+    rows.push(notMeasuredRow('#17 throughput 4 clients', `>= ${T.throughputOverRaw.toFixed(2)}`, t.error));
+  } else {
+    const tpClaims = t.claims ? `, hits ${t.claims.hit}/${t.claims.hit + t.claims.miss}` : '';
+    rows.push({
+      metric: `#17 throughput ${t.clients} clients exec/s, sessions vs raw bwrap (429: ${t.service.http_429}, err: ${t.service.errors}/${t.raw_bwrap.errors}${tpClaims})`,
+      service: fmt(t.service.per_s, 1), baseline: fmt(t.raw_bwrap.per_s, 1), ratio: fmt(t.ratio),
+      target: `>= ${T.throughputOverRaw.toFixed(2)}, no non-429 error`, result: verdict(t.ratio >= T.throughputOverRaw && t.service.errors === 0),
+    });
+  }
+  if (failed(p)) {
+    rows.push(notMeasuredRow('#17 pandas script vs raw bwrap cold', `<= ${T.pandasOverCold.toFixed(2)}`, p.error));
+  } else {
+    rows.push({
+      metric: `#17 pandas script p50 ms, pandas-exec session vs raw bwrap cold (${hitText(p.service)})`, service: fmt(p.service.all.p50), baseline: fmt(p.raw_cold.p50),
+      ratio: fmt(p.service_over_raw_p50), target: `<= ${T.pandasOverCold.toFixed(2)}`, result: verdict(p.service_over_raw_p50 <= T.pandasOverCold && p.service.errors === 0),
+    });
+  }
+  rows.push(...runCodeRows(k));
+  if (failed(m)) rows.push(notMeasuredRow('#17 memory', '-', m.error));
+  else rows.push(...memoryRows(m));
+  const waits = [l, t, p].flatMap((x) => (failed(x) ? [] : [x.settle]));
   const present = waits.some((s) => s.metric_present);
   const n = waits.reduce((a, s) => a + s.waits, 0);
   const ms = waits.reduce((a, s) => a + s.waited_ms, 0);
   const capped = waits.reduce((a, s) => a + s.capped, 0);
   rows.push(info('#17   waits for warm refills before measured requests (mean ms, capped)', present ? `${n}: ${fmt(ms / Math.max(1, n))} ms, ${capped} capped` : 'no starting metric: none'));
   return rows;
+}
+
+function runCodeRows(k: RunCodeResult): Row[] {
+  const T = ISSUE17_TARGETS;
+  const freshHits = k.fresh_session_claims ? `, hits ${k.fresh_session_claims.hit}` : '';
+  return [
+    {
+      metric: '#17 run_code 1+1 warm p50 ms, HTTP round trip', service: fmt(k.warm_round_trip.p50), baseline: '-', ratio: '-',
+      target: `<= ${T.runCodeRoundTripMs} ms`, result: verdict(k.warm_round_trip.p50 <= T.runCodeRoundTripMs && k.errors === 0),
+    },
+    {
+      metric: `#17 run_code warm vs cold execute (fresh session${freshHits}) p50 ms`, service: fmt(k.warm_round_trip.p50), baseline: fmt(k.fresh_session_execute.p50),
+      ratio: `${fmt(k.speedup_vs_fresh_p50, 1)}x`, target: `>= ${T.runCodeUnderColdExecute}x faster`,
+      result: verdict(k.speedup_vs_fresh_p50 >= T.runCodeUnderColdExecute && k.errors === 0 && (k.fresh_session_claims?.hit ?? 0) === 0),
+    },
+    info('#17   run_code warm vs execute in a session that executed before', fmt(k.warm_round_trip.p50), fmt(k.cold_execute.p50), `${fmt(k.speedup_p50, 1)}x`),
+  ];
+}
+
+function memoryRows(m: WarmMemoryResult): Row[] {
+  const mib = (kib: number) => fmt(kib / 1024, 1);
+  const warm = m.after.warm_memory_bytes === null ? 'no metric' : `${fmt(m.after.warm_memory_bytes / 1024 / 1024, 1)} (${fmt(m.after.warm_idle ?? Number.NaN, 0)})`;
+  return [
+    info(
+      `#17 memory, ${m.sessions} sessions each executed once${m.executions_failed > 0 ? ` (${m.executions_failed} failed)` : ''}: service RSS + descendants' PSS MiB (before the sessions)`,
+      `${mib(m.after.service_rss_kib)} + ${mib(m.after.tree.pss_kib)} = ${fmt(m.total_mib, 1)}`,
+      `${mib(m.before.service_rss_kib)} + ${mib(m.before.tree.pss_kib)}`, `+${fmt(m.added_per_session_mib)}/session`,
+    ),
+    info(
+      `#17   descendants: processes, summed RSS MiB; warm metric MiB (idle)${m.settle_capped ? '; pool did not settle' : ''}`,
+      `${m.after.tree.processes}, ${mib(m.after.tree.rss_kib)}; ${warm}`, `${m.before.tree.processes}, ${mib(m.before.tree.rss_kib)}`,
+    ),
+  ];
 }
 
 /** Alone: a service of its own (with the settings the full bench gives it), both floors, then run_code and these phases. */

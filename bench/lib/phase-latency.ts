@@ -1,9 +1,13 @@
 // Execute latency of print('x') through HTTP against the floors, interleaved run by run
-// (service, floor, floor without cgroup, raw bwrap, bare python3, service, ...).
+// (service, floor, floor without cgroup, raw bwrap, bare python3, service, ...). With warm
+// sandboxes (issue 17) the phase waits after the service's run until its refill has finished, so
+// the floors do not share the machine with it; one /metrics scrape per round, which the service's
+// CPU figure then includes (none without the metric).
 import { executeIn, createSession } from './http.js';
 import { PRINT_X, type BenchContext } from './context.js';
 import { processCpuMs } from './server.js';
 import { now, percentile, ratio, round, summarize, type Summary } from './stats.js';
+import { newSettleStats, sample, scrape, settleWarmPool, WARM_METRICS, type SettleStats } from './warm-probe.js';
 
 export interface LatencyResult {
   service: Summary;
@@ -18,6 +22,8 @@ export interface LatencyResult {
   /** user+system CPU of the bench process during its floor runs (same work minus HTTP, sessions, snapshots). */
   floor_cpu_ms_per_execution: number;
   errors: Record<SeriesKey, number>;
+  /** Waits for a warm refill before the floors' runs (issue 17); none while the service has no warm sandboxes. */
+  warm_refill_waits: SettleStats;
   ratios: {
     service_over_floor_p50: number; service_over_floor_p90: number; service_over_floor_p99: number; floor_over_raw_p50: number;
     floor_over_floor_no_cgroup_p50: number; floor_no_cgroup_over_raw_p50: number; raw_over_bare_p50: number; service_over_raw_p50: number;
@@ -35,8 +41,11 @@ export async function measureLatency(ctx: BenchContext): Promise<LatencyResult> 
   const errors = Object.fromEntries(keys.map((k) => [k, 0])) as Record<SeriesKey, number>;
   const reported: number[] = [];
   let floorCpuUs = 0;
+  const settle = newSettleStats();
+  const warmPool = sample(await scrape(client), WARM_METRICS.sandboxes) !== undefined;
 
   const timed = async (key: SeriesKey, record: boolean, fn: () => Promise<boolean>) => {
+    if (key === 'floor' && warmPool) await settleWarmPool(client, settle);
     const cpu0 = process.cpuUsage();
     const t0 = now();
     let ok = false;
@@ -98,6 +107,7 @@ export async function measureLatency(ctx: BenchContext): Promise<LatencyResult> 
     service_cpu_ms_per_execution: round(cpuMs / Math.max(1, series.service.length)),
     floor_cpu_ms_per_execution: round(floorCpuUs / 1000 / Math.max(1, series.floor.length)),
     errors,
+    warm_refill_waits: settle,
     ratios: {
       service_over_floor_p50: ratio(s.p50, f.p50),
       service_over_floor_p90: ratio(s.p90, f.p90),

@@ -1,10 +1,12 @@
 // Throughput with 1, 4 and 16 concurrent clients (one session each: a session runs one
 // execution at a time) against the floor with the same number of concurrent runner.run calls.
 // Each side runs in two halves, alternated (service, floor, service, floor), so drift in the
-// machine's load hits both.
+// machine's load hits both. Before each floor half the phase waits until no warm sandbox is
+// being started (issue 17), so the service's background refills do not slow the floor.
 import { createSession, deleteSession, executeIn } from './http.js';
 import { PRINT_X, type BenchContext } from './context.js';
 import { now, ratio, round, sleep } from './stats.js';
+import { newSettleStats, settleWarmPool } from './warm-probe.js';
 
 export interface PoolOutcome {
   completed: number;
@@ -87,11 +89,15 @@ export async function measureThroughput(ctx: BenchContext): Promise<ThroughputLe
     };
     // A short warm-up at this parallelism for both, then the alternated halves.
     await runPool(clients, clients, serviceAttempt);
+    await settleWarmPool(client, newSettleStats(), 5000);
     await runPool(clients, clients, floorAttempt);
     const half = Math.ceil(sizes.throughputN / 2);
+    const settle = newSettleStats();
     const s1 = await runPool(clients, half, serviceAttempt);
+    await settleWarmPool(client, settle, 5000);
     const f1 = await runPool(clients, half, floorAttempt);
     const s2 = await runPool(clients, sizes.throughputN - half, serviceAttempt);
+    await settleWarmPool(client, settle, 5000);
     const f2 = await runPool(clients, sizes.throughputN - half, floorAttempt);
     const service = merge([s1, s2]);
     const floorOutcome = merge([f1, f2]);
