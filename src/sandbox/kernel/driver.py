@@ -4,8 +4,11 @@
 # to dist beside the compiled TypeScript.
 #
 # Channels: requests arrive length-prefixed (4-byte big-endian) JSON on stdin, which the driver
-# moves to a private descriptor (fd 0 becomes /dev/null); frames leave only on the control pipe,
-# also moved to a close-on-exec descriptor. User code keeps fd 1 and 2 for its output, so nothing
+# moves to a private descriptor (fd 0 becomes /dev/null): `run` there, read by the main thread
+# itself (no hand-over between threads before a cell starts); `interrupt` and `ping` on a second
+# pipe (its number is the second argument), read by a thread of their own so they get through
+# while a cell runs. Frames leave only on the control pipe; all three are moved to close-on-exec
+# descriptors. User code keeps fd 1 and 2 for its output, so nothing
 # it prints can be read as a frame. After each cell the driver writes the per-call marker the
 # service chose to fd 1 and fd 2, so the service knows where the cell's output ends.
 #
@@ -29,7 +32,6 @@ import builtins
 import json
 import linecache
 import os
-import queue
 import signal
 import struct
 import sys
@@ -60,21 +62,27 @@ def _read_exact(fd, n):
     return bytes(buf)
 
 
-def _private_fds(ctl_number):
+def _private(number):
+    fd = os.dup(number)
+    os.set_inheritable(fd, False)
+    os.close(number)
+    return fd
+
+
+def _private_fds(ctl_number, side_number):
     # os.dup gives a non-inheritable (close-on-exec) descriptor: children of user code get
-    # neither the control pipe nor the request stream.
-    ctl = os.dup(ctl_number)
-    os.set_inheritable(ctl, False)
-    os.close(ctl_number)
+    # neither the control pipe nor the request streams.
+    ctl = _private(ctl_number)
+    side = _private(side_number)
     req = os.dup(0)
     os.set_inheritable(req, False)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    return ctl, req
+    return ctl, req, side
 
 
-CTL, REQ = _private_fds(int(sys.argv[1]))
+CTL, REQ, SIDE = _private_fds(int(sys.argv[1]), int(sys.argv[2]))
 _ctl_lock = threading.Lock()
 
 
@@ -103,7 +111,6 @@ class _State:
 
 
 _state = _State()
-_runs = queue.Queue()
 _MAIN_ID = threading.main_thread().ident
 
 
@@ -120,26 +127,35 @@ def _request_interrupt(cell_id):
         signal.pthread_kill(_MAIN_ID, signal.SIGINT)
 
 
-def _reader():
+def _read_request(fd):
+    # The next request on fd, None at its end; a request that is not JSON is logged and skipped.
     while True:
-        head = _read_exact(REQ, 4)
+        head = _read_exact(fd, 4)
         if head is None:
-            break
-        body = _read_exact(REQ, struct.unpack('>I', head)[0])
+            return None
+        body = _read_exact(fd, struct.unpack('>I', head)[0])
         if body is None:
-            break
+            return None
         try:
             msg = json.loads(body)
-            kind = msg.get('type')
-            if kind == 'run':
-                _runs.put(msg)
-            elif kind == 'interrupt':
-                _request_interrupt(msg.get('id'))
-            elif kind == 'ping':
-                send({'type': 'pong'})
+            if isinstance(msg, dict):
+                return msg
+            raise ValueError('not an object')
         except Exception as exc:
             send({'type': 'log', 'message': 'bad request: %r' % (exc,)})
-    os._exit(0)  # the service closed our stdin: nobody is left to answer
+
+
+def _side_requests():
+    while True:
+        msg = _read_request(SIDE)
+        if msg is None:
+            break
+        kind = msg.get('type')
+        if kind == 'interrupt':
+            _request_interrupt(msg.get('id'))
+        elif kind == 'ping':
+            send({'type': 'pong'})
+    os._exit(0)  # the service closed its end (it is gone, even mid-cell): nobody is left to answer
 
 
 # --- rich outputs ---------------------------------------------------------------------------
@@ -419,10 +435,14 @@ def main():
     builtins.display = display
     sys.meta_path.insert(0, _ImportHook())
     signal.signal(signal.SIGINT, _on_sigint)
-    threading.Thread(target=_reader, name='kernel-requests', daemon=True).start()
+    threading.Thread(target=_side_requests, name='kernel-interrupts', daemon=True).start()
     send({'type': 'ready', 'pid': os.getpid(), 'python': sys.version.split()[0]})
     while True:
-        req = _runs.get()
+        req = _read_request(REQ)
+        if req is None:
+            os._exit(0)  # the service closed our stdin: nobody is left to answer
+        if req.get('type') != 'run':
+            continue
         try:
             _run(req, user_module.__dict__)
         except BaseException as exc:

@@ -1,6 +1,7 @@
 // One running kernel: the sandbox with the driver in it, its request stream (stdin), its
 // control pipe (frames), and its stdout/stderr handed to whichever call is listening.
 import fs from 'node:fs';
+import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { SANDBOX_PATHS } from '../bwrap-args.js';
 import type { CgroupStats } from '../cgroups.js';
@@ -87,6 +88,8 @@ export class KernelProcess {
   private pongs: (() => void)[] = [];
   private ready: (() => void) | null = null;
   private disposed: Promise<void> | null = null;
+  /** Interrupts and pings go here, so a cell that runs does not hold them up. */
+  private side: Writable | null = null;
 
   private constructor(private readonly sandbox: SpawnedSandbox, private readonly logger: Logger | undefined) {
     this.exited = sandbox.exited.catch(() => ({ code: null, signal: null })).then((status) => {
@@ -100,13 +103,14 @@ export class KernelProcess {
       environment: spec.environment,
       workspaceDir: spec.workspaceDir,
       volumes: spec.volumes,
-      command: ([ctlFd]) => [pythonFor(spec.environment), SANDBOX_PATHS.script, String(ctlFd)],
+      command: ([ctlFd, sideFd]) => [pythonFor(spec.environment), SANDBOX_PATHS.script, String(ctlFd), String(sideFd)],
       sandboxFiles: { 'main.py': DRIVER_SOURCE, '_bubble_rich.py': RICH_SOURCE },
       env: spec.env,
       limits: spec.limits,
       identity: spec.identity,
       cpuSeconds: spec.cpuSeconds,
-      extraPipes: 1,
+      // The control pipe (frames out), and the pipe for interrupts and pings (see driver.py).
+      extraPipes: 2,
       cgroupName: spec.cgroupName,
       netnsPath: spec.netnsPath,
     });
@@ -118,7 +122,10 @@ export class KernelProcess {
     sandbox.stderr.on('data', collect);
     try {
       const ctl = sandbox.extra[0];
-      if (ctl === undefined) throw new KernelStartError('no control pipe');
+      const side = sandbox.extra[1];
+      if (ctl === undefined || side === undefined) throw new KernelStartError('no control pipe');
+      side.stream.on('error', () => undefined); // a dead kernel shows through `exited`
+      proc.side = side.stream;
       proc.wire(ctl.stream);
       let timer: NodeJS.Timeout | undefined;
       const outcome = await Promise.race([
@@ -198,7 +205,8 @@ export class KernelProcess {
   }
 
   send(message: Record<string, unknown>): void {
-    if (this.alive) this.sandbox.stdin.write(encodeFrame(message));
+    if (!this.alive) return;
+    (message.type === 'run' || this.side === null ? this.sandbox.stdin : this.side).write(encodeFrame(message));
   }
 
   /** The done frame of call `id`; never settles if the process dies first (race it with exited). */

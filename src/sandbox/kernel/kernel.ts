@@ -244,9 +244,10 @@ export class PythonKernel {
       answered();
       options.onCellEnd?.();
       const waits: Promise<void>[] = [];
-      if (frame.markers.stdout) waits.push(cuts.stdout.reached);
-      if (frame.markers.stderr) waits.push(cuts.stderr.reached);
-      await raceCall(Promise.all(waits).then(() => frame), proc.exited, MARKER_WAIT_MS, undefined);
+      if (frame.markers.stdout && !cuts.stdout.found) waits.push(cuts.stdout.reached);
+      if (frame.markers.stderr && !cuts.stderr.found) waits.push(cuts.stderr.reached);
+      // Usually both markers came in with the frame: no timer, no race.
+      if (waits.length > 0) await raceCall(Promise.all(waits).then(() => frame), proc.exited, MARKER_WAIT_MS, undefined);
     } else {
       // Out of time after the interrupt, or dead: kill, and read what it wrote up to its end.
       await proc.terminate();
