@@ -37,7 +37,7 @@ export interface SessionNetworkOptions {
   /** Session id (or one-shot id): names the run dir in logs. */
   key: string;
   mode: NetworkMode;
-  /** The session's sandbox uid: the helper drops to it, and it owns egress.sock. */
+  /** The session's sandbox uid: the helper drops to it. */
   identity: { uid: number; gid: number } | null;
   /** e.g. <workspace_dir>/run/net/<key>: emptied and made (0711) here, removed by close(). Its parents must be searchable by identity. */
   runDir: string;
