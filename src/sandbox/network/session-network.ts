@@ -46,6 +46,8 @@ export interface SessionNetworkOptions {
   allowPrivate: readonly string[];
   logger: Logger;
   onEgressDecision?: (d: EgressDecision) => void;
+  /** allowlist: the helper's limits for the connections it holds (tests shorten them); default the proxy's own. */
+  egressLimits?: { idleSeconds: number; maxConnections: number };
 }
 
 export interface SessionNetwork {
@@ -89,7 +91,7 @@ export async function createSessionNetwork(opts: SessionNetworkOptions): Promise
       netnsPath,
       identity: owner,
       portsSocket: path.join(opts.runDir, 'ports.sock'),
-      egress: proxy ? { port: PROXY_PORT, idleSeconds: IDLE_TIMEOUT_MS / 1000, maxConnections: MAX_CONNECTIONS_PER_PROXY, accept: (s, h) => proxy.accept(s, h) } : null,
+      egress: proxy ? { port: PROXY_PORT, ...(opts.egressLimits ?? { idleSeconds: IDLE_TIMEOUT_MS / 1000, maxConnections: MAX_CONNECTIONS_PER_PROXY }), accept: (s, h) => proxy.accept(s, h) } : null,
       logger: log,
     });
 
