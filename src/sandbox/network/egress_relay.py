@@ -257,7 +257,8 @@ class Spliced:
                     n -= os.splice(r, dst.fileno(), n, flags=os.SPLICE_F_MOVE)
             dst.shutdown(socket.SHUT_WR)
             if dst is self.socks[0] and src is self.socks[1]:
-                # The answer is complete; in mode response this also wakes the thread that drops.
+                # The upstream is done: the sandbox's side ends too (as in the proxy's own relay),
+                # which also wakes the thread that reads it.
                 self._shutdown(self.socks[0], socket.SHUT_RD)
         except OSError:
             self.cut()

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Per-session network helper. The service starts it as root, already inside the session's
-network namespace (nsenter --net=... -- /usr/bin/python3 -I netns-helper.py ...):
+network namespace (nsenter --net=... -- /usr/bin/python3 -I -B netns-helper.py ...; -B: no
+bytecode written beside it, as root, for egress_relay.py):
 
   netns-helper.py UID GID SERVICE_PID PORTS_SOCK [PROXY_PORT IDLE_SECONDS MAX_CONNECTIONS]
 

@@ -59,7 +59,7 @@ export interface NetnsHelperOptions {
 
 export async function startNetnsHelper(opts: NetnsHelperOptions): Promise<NetnsHelper> {
   const args = [
-    `--net=${opts.netnsPath}`, '--', '/usr/bin/python3', '-I', HELPER_PATH,
+    `--net=${opts.netnsPath}`, '--', '/usr/bin/python3', '-I', '-B', HELPER_PATH,
     String(opts.identity.uid), String(opts.identity.gid), String(process.pid), opts.portsSocket,
     ...(opts.egress ? [String(opts.egress.port), String(opts.egress.idleSeconds), String(opts.egress.maxConnections)] : []),
   ];

@@ -37,7 +37,7 @@ export interface SessionNetworkOptions {
   /** Session id (or one-shot id): names the run dir in logs. */
   key: string;
   mode: NetworkMode;
-  /** The session's sandbox uid: the helper drops to it, and it owns egress.sock. */
+  /** The session's sandbox uid: the helper drops to it. */
   identity: { uid: number; gid: number } | null;
   /** e.g. <workspace_dir>/run/net/<key>: emptied and made (0711) here, removed by close(). Its parents must be searchable by identity. */
   runDir: string;
@@ -46,6 +46,8 @@ export interface SessionNetworkOptions {
   allowPrivate: readonly string[];
   logger: Logger;
   onEgressDecision?: (d: EgressDecision) => void;
+  /** allowlist: the helper's limits for the connections it holds (tests shorten them); default the proxy's own. */
+  egressLimits?: { idleSeconds: number; maxConnections: number };
 }
 
 export interface SessionNetwork {
@@ -89,7 +91,7 @@ export async function createSessionNetwork(opts: SessionNetworkOptions): Promise
       netnsPath,
       identity: owner,
       portsSocket: path.join(opts.runDir, 'ports.sock'),
-      egress: proxy ? { port: PROXY_PORT, idleSeconds: IDLE_TIMEOUT_MS / 1000, maxConnections: MAX_CONNECTIONS_PER_PROXY, accept: (s, h) => proxy.accept(s, h) } : null,
+      egress: proxy ? { port: PROXY_PORT, ...(opts.egressLimits ?? { idleSeconds: IDLE_TIMEOUT_MS / 1000, maxConnections: MAX_CONNECTIONS_PER_PROXY }), accept: (s, h) => proxy.accept(s, h) } : null,
       logger: log,
     });
 

@@ -130,7 +130,7 @@ describe.skipIf(!IS_ROOT || !bwrapUsable())('session network namespace', () => {
     // startNetnsHelper always gives it one; this is the helper's own guard (no channel, no way to the proxy).
     const helper = path.join(PROJECT_ROOT, 'src', 'sandbox', 'network', 'netns-helper.py');
     const sock = path.join(tmp, 'no-channel.sock');
-    const r = spawnSync('/usr/bin/python3', ['-I', helper, String(TEST_UID), String(TEST_UID), String(process.pid), sock, '3128', '60', '256'], { encoding: 'utf8', env: {} });
+    const r = spawnSync('/usr/bin/python3', ['-I', '-B', helper, String(TEST_UID), String(TEST_UID), String(process.pid), sock, '3128', '60', '256'], { encoding: 'utf8', env: {} });
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/allowlist needs the service's IPC channel/);
     expect(fs.existsSync(sock)).toBe(false);
