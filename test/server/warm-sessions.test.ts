@@ -96,3 +96,27 @@ describe('warm sandboxes of a session', () => {
     expect(warmCgroups()).toEqual([]);
   });
 });
+
+describe('warm sandboxes of one-shot executions', () => {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  const oneShot = async (payload: Record<string, unknown>) => {
+    const res = await t.app.inject({ method: 'POST', url: '/v1/execute', payload });
+    expect(res.statusCode, res.body).toBe(200);
+    return res.json<{ status: string; stdout: string; files: { created: string[]; outputs: { path: string; content_base64: string }[] } }>();
+  };
+
+  it('the next one-shot run of an environment takes the prepared workspace and claims its warm sandbox', async () => {
+    await oneShot({ script: 'print(1)' });
+    await waitUntil(() => t.sessions.oneShotWarm.preparedEnvironments(), (e) => e.includes('bare'), 10_000);
+    const owner = t.sandbox.runner.warm?.owners().find((o) => o.startsWith('oneshot:'));
+    expect(owner).toBeDefined();
+    await waitUntil(() => t.sandbox.runner.warm?.counts().starting, (n) => n === 0, 30_000);
+    const before = await hits();
+    const r = await oneShot({ files: [{ path: 'in.txt', content_base64: b64('input') }], script: 'open("out.txt", "w").write(open("in.txt").read().upper())\nprint("done")' });
+    expect(r).toMatchObject({ status: 'ok', stdout: 'done\n', files: { created: ['out.txt'] } });
+    expect(r.files.outputs).toEqual([expect.objectContaining({ path: 'out.txt', content_base64: b64('INPUT') })]);
+    expect(await hits()).toBe(before + 1);
+    // The one it used is gone; a new one is prepared for the next run.
+    expect(t.sandbox.runner.warm?.owners()).not.toContain(owner);
+  });
+});
