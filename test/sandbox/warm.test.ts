@@ -171,6 +171,20 @@ describe('freshness: nothing of one execution reaches the next', () => {
     expect(warmTry.stdout).toBe(cold.stdout);
     expect(discarded).toContain('shadowed');
   }, 60_000);
+
+  test('a workspace module named like one the launcher itself imports (json.py) wins as in a cold run; data files do not count', async () => {
+    const t = newTarget(null, 23);
+    fs.writeFileSync(path.join(t.workspaceDir, 'json.txt'), 'not a module\n');
+    await prestarted('m', t);
+    const plain = await run(t, py('import json\nprint(json.dumps([1]))\n'));
+    expect(plain).toMatchObject({ claim: 'hit', stdout: '[1]\n' });
+    fs.writeFileSync(path.join(t.workspaceDir, 'json.py'), 'def dumps(x):\n    return "mine"\n');
+    await prestarted('m', t);
+    const n = discarded.length;
+    const shadowed = await run(t, py('import json\nprint(json.dumps([1]))\n'));
+    expect(shadowed).toMatchObject({ claim: 'miss', stdout: 'mine\n' });
+    expect(discarded.slice(n)).toContain('shadowed');
+  });
 });
 
 describe('limits hold on a warm sandbox', () => {

@@ -290,7 +290,7 @@ export class WarmPool {
     } catch {
       return true; // cannot tell: run cold
     }
-    return entries.some((n) => names.has(n.split('.', 1)[0] ?? n));
+    return entries.some((n) => names.has(moduleNameOf(n)));
   }
 
   private start(owner: string, key: string, target: WarmTarget, env: Record<string, string>): void {
@@ -477,6 +477,14 @@ export class WarmPool {
       logger?.info({ dir: name }, 'removed a warm sandbox directory left by an earlier run');
     }
   }
+}
+
+/** The top-level module a workspace entry would provide on sys.path (a package or namespace directory keeps its name). */
+function moduleNameOf(entry: string): string {
+  if (entry.endsWith('.py')) return entry.slice(0, -3);
+  if (entry.endsWith('.pyc')) return entry.slice(0, -4);
+  if (entry.endsWith('.so')) return entry.split('.', 1)[0] ?? entry;
+  return entry;
 }
 
 function processAlive(pid: number): boolean {
