@@ -37,7 +37,7 @@ export interface WarmTarget {
   env?: Record<string, string> | undefined;
 }
 
-export type WarmDiscardReason = 'idle' | 'budget' | 'max' | 'memory_pressure' | 'replaced' | 'dropped' | 'shutdown' | 'env' | 'shadowed' | 'died' | 'mismatch';
+export type WarmDiscardReason = 'idle' | 'budget' | 'max' | 'memory_pressure' | 'replaced' | 'dropped' | 'shutdown' | 'env' | 'shadowed' | 'died';
 
 export interface WarmObserver {
   onCounts?(counts: { idle: number; starting: number; memoryBytes: number }): void;
