@@ -14,9 +14,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { SANDBOX_PATHS } from '../bwrap-args.js';
-import type { Environment } from '../environments.js';
 import { baseEnvironment, pythonFor, spawnSandbox, type SpawnDeps, type SpawnedSandbox } from '../spawn.js';
-import type { Program, ResourceLimits, RunRequest, VolumeMount } from '../types.js';
+import type { Program, RunRequest } from '../types.js';
+import {
+  STARTUP_VARIABLE, clearWarmLeftovers, readMemAvailable, sameEnv, shadowsImported, targetKey, type WarmTarget,
+} from './warm-rules.js';
+
+export { readMemAvailable, targetKey, type WarmTarget } from './warm-rules.js';
 
 const LAUNCHER_NAME = 'warm-launch.py';
 /** warm-launch.py beside this module (the build copies it to dist). */
@@ -24,18 +28,6 @@ const LAUNCHER_SOURCE = fs.readFileSync(new URL(`./${LAUNCHER_NAME}`, import.met
 const CHECK_INTERVAL_MS = 1000;
 /** The ready line is a JSON object naming the preloaded modules: bounded, anything longer is not one. */
 const MAX_READY_BYTES = 256 * 1024;
-
-/** Everything that shapes a sandbox when it is built, so a warm one is only used where a cold one would be the same. */
-export interface WarmTarget {
-  environment: Environment | null;
-  workspaceDir: string;
-  volumes: VolumeMount[];
-  limits: ResourceLimits;
-  identity: { uid: number; gid: number } | null;
-  netnsPath?: string | undefined;
-  /** Variables over the environment's base ones the sandbox starts with (a session's network variables). */
-  env?: Record<string, string> | undefined;
-}
 
 export type WarmDiscardReason = 'idle' | 'budget' | 'max' | 'memory_pressure' | 'replaced' | 'dropped' | 'shutdown' | 'env' | 'shadowed' | 'died';
 
@@ -95,36 +87,6 @@ export interface WarmClaim {
    * sandbox has exited (its PID namespace, so all it started, is gone); close() and settled() wait.
    */
   dispose(): void;
-}
-
-/** MemAvailable of /proc/meminfo in bytes; null where there is none. */
-export function readMemAvailable(): number | null {
-  try {
-    const m = /^MemAvailable:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
-    return m ? Number(m[1]) * 1024 : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Whether a variable is read by the interpreter at start-up (a script with it changed must start cold). */
-const STARTUP_VARIABLE = /^(PYTHON|LC_|LANG$|LANGUAGE$|MPLBACKEND$|OPENBLAS|OMP_|MKL_)/;
-
-export function targetKey(t: WarmTarget): string {
-  const e = t.environment;
-  return JSON.stringify([
-    e === null ? null : [e.name, e.kind, e.venvDir, e.rootDir, e.writableRoot, e.writableUsrDir ?? null, e.preload ?? []],
-    t.workspaceDir,
-    t.volumes.map((v) => [v.name, v.hostDir, v.mode]),
-    t.limits,
-    t.identity,
-    t.netnsPath ?? null,
-  ]);
-}
-
-function sameEnv(a: Record<string, string>, b: Record<string, string>): boolean {
-  const ka = Object.keys(a);
-  return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
 }
 
 let entryCounter = 0;
@@ -251,7 +213,7 @@ export class WarmPool {
       void this.discard(entry, 'died');
       return null;
     }
-    if (req.program.kind === 'script' && ready.modules.length > 0 && this.shadowed(req.workspaceDir, ready.modules)) {
+    if (req.program.kind === 'script' && ready.modules.length > 0 && shadowsImported(req.workspaceDir, ready.modules)) {
       void this.discard(entry, 'shadowed');
       return null;
     }
@@ -279,18 +241,6 @@ export class WarmPool {
         }).finally(() => fs.rmSync(claimed.dir, { recursive: true, force: true })));
       },
     };
-  }
-
-  /** Whether a top-level workspace entry would shadow a preloaded module in a cold run (/workspace is on sys.path). */
-  private shadowed(workspaceDir: string, modules: string[]): boolean {
-    const names = new Set(modules);
-    let entries: string[];
-    try {
-      entries = fs.readdirSync(workspaceDir);
-    } catch {
-      return true; // cannot tell: run cold
-    }
-    return entries.some((n) => names.has(moduleNameOf(n)));
   }
 
   private start(owner: string, key: string, target: WarmTarget, env: Record<string, string>): void {
@@ -463,35 +413,6 @@ export class WarmPool {
 
   /** Remove private /sandbox directories that a process no longer running left behind (a crash). */
   static clearLeftovers(dir: string, logger?: Logger): void {
-    let names: string[];
-    try {
-      names = fs.readdirSync(dir);
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      const pid = Number(/^(\d+)-\d+$/.exec(name)?.[1] ?? NaN);
-      if (Number.isSafeInteger(pid) && pid !== process.pid && processAlive(pid)) continue;
-      if (Number.isSafeInteger(pid) && pid === process.pid) continue;
-      fs.rmSync(path.join(dir, name), { recursive: true, force: true });
-      logger?.info({ dir: name }, 'removed a warm sandbox directory left by an earlier run');
-    }
-  }
-}
-
-/** The top-level module a workspace entry would provide on sys.path (a package or namespace directory keeps its name). */
-function moduleNameOf(entry: string): string {
-  if (entry.endsWith('.py')) return entry.slice(0, -3);
-  if (entry.endsWith('.pyc')) return entry.slice(0, -4);
-  if (entry.endsWith('.so')) return entry.split('.', 1)[0] ?? entry;
-  return entry;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    clearWarmLeftovers(dir, logger);
   }
 }
