@@ -93,7 +93,8 @@ def preload(names):
     # the script's collections nor the interpreter's exit walk it (that exit took 100-200 ms with
     # pandas, numpy and matplotlib loaded; 20 ms frozen). Objects the script makes are collected
     # and finalized as in a cold run.
-    gc.freeze()
+    if hasattr(gc, 'freeze'):  # Python 3.7+; a root filesystem may have an older one
+        gc.freeze()
     return tops, failed
 
 

@@ -203,12 +203,20 @@ export class WarmPool {
       }
       envToSend = wanted;
     }
-    // A starting one is waited for: it is further along than a new spawn would be.
-    const timeout = new Promise<null>((resolve) => {
-      const t = setTimeout(() => resolve(null), req.timeoutMs);
-      t.unref();
+    // A starting one is waited for: it is further along than a new spawn would be (but no
+    // longer than the request's timeout, nor past its cancellation).
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const giveUp = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), req.timeoutMs);
+      onAbort = () => resolve(null);
+      if (req.signal?.aborted) resolve(null);
+      req.signal?.addEventListener('abort', onAbort, { once: true });
     });
-    const ready = await Promise.race([entry.ready, timeout]);
+    const ready = await Promise.race([entry.ready, giveUp]).finally(() => {
+      clearTimeout(timer);
+      if (onAbort) req.signal?.removeEventListener('abort', onAbort);
+    });
     if (ready === null) {
       void this.discard(entry, 'died');
       return null;
