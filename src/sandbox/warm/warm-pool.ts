@@ -70,6 +70,8 @@ interface WarmEntry {
   dir: string;
   state: 'starting' | 'idle';
   sandbox: Promise<SpawnedSandbox>;
+  /** bwrap's host pid, once spawned. */
+  pid?: number | undefined;
   ready: Promise<ReadyInfo | null>;
   readyAt: number;
   memoryBytes: number;
@@ -132,6 +134,11 @@ export class WarmPool {
   }
 
   /** The owners that have a warm sandbox now (for tests and operators). */
+  /** The host pids (bwrap) of the warm sandboxes spawned so far, by owner (for tests and operators). */
+  pids(): { owner: string; pid: number }[] {
+    return [...this.entries.values()].flatMap((e) => (e.pid === undefined ? [] : [{ owner: e.owner, pid: e.pid }]));
+  }
+
   owners(): string[] {
     return [...this.entries.values()].map((e) => e.owner);
   }
@@ -279,7 +286,10 @@ export class WarmPool {
     const entry: WarmEntry = {
       id, owner, key, target, env, dir, state: 'starting', sandbox, ready: Promise.resolve(null), readyAt: 0, memoryBytes: 0,
     };
-    entry.ready = sandbox.then((s) => this.awaitReady(s)).catch((err: unknown) => {
+    entry.ready = sandbox.then((s) => {
+      entry.pid = s.child.pid;
+      return this.awaitReady(s);
+    }).catch((err: unknown) => {
       this.opts.logger?.warn({ err }, 'warm sandbox did not start');
       return null;
     });
