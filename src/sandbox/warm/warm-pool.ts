@@ -251,6 +251,8 @@ export class WarmPool {
         control.end(Buffer.concat([head, body]));
       },
       dispose: () => {
+        // Still waiting (its program was never sent: start() failed): it ends here too.
+        if (sandbox.child.exitCode === null && sandbox.child.signalCode === null) sandbox.kill();
         this.track(sandbox.dispose().catch((err: unknown) => {
           this.opts.logger?.warn({ err }, 'could not dispose of a warm sandbox');
         }).finally(() => fs.rmSync(claimed.dir, { recursive: true, force: true })));
