@@ -1,13 +1,14 @@
 // POST /v1/execute: one execution in a throw-away workspace (from the workspace pool when one is
 // ready). Input files are written in, changed files come back inline (bounded), and the
 // workspace is gone before the answer.
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Config } from '../config.js';
 import type { ExecutionRequest, ExecutionResult } from './executor.js';
 import { executeInWorkspace } from './executor.js';
 import type { NetworkInput, SessionManager } from './session-manager.js';
 import { withNetworkEnv } from './session-executions.js';
+import { newOneShotPlace } from './one-shot-warm.js';
+import { BusyError } from '../errors.js';
 import { readUpTo } from '../workspace/exact-length-read.js';
 import { readFileSafe, writeFileSafe } from '../workspace/workspace-fs.js';
 
@@ -28,15 +29,17 @@ export async function runOneShot(
 ): Promise<OneShotResult> {
   const network = manager.checkOneShotNetwork(input.network);
   const environment = await manager.resolveEnvironment(input.environment);
-  const slot = manager.reserveTemporarySlot();
-  const runId = randomBytes(12).toString('hex');
-  const dir = path.join(manager.layout.oneshot, runId);
-  const workspace = path.join(dir, 'workspace');
+  // Without a network, a place prepared after the previous run of this environment (a workspace,
+  // its uid slot and a warm sandbox waiting in it, see one-shot-warm.ts) is taken whole.
+  const prepared = network.mode === 'none' ? manager.oneShotWarm.take(environment) : null;
+  const slot = prepared?.slot ?? await reserveSlot(manager);
+  const { dir, workspace } = prepared ?? newOneShotPlace(manager.layout.oneshot);
+  const runId = path.basename(dir);
   // Mode none keeps bwrap's own private loopback-only namespace: nothing to share with.
   const networkKey = network.mode === 'none' ? null : `oneshot-${runId}`;
   try {
-    const identity = manager.identityForSlot(slot);
-    await manager.newOneShotWorkspace(dir, identity);
+    const identity = prepared ? prepared.identity : manager.identityForSlot(slot);
+    if (!prepared) await manager.newOneShotWorkspace(dir, identity);
     for (const f of input.files) {
       await writeFileSafe(workspace, f.path, f.content, { owner: identity ?? undefined, mkdirs: true });
     }
@@ -73,5 +76,17 @@ export async function runOneShot(
     if (networkKey !== null) await manager.closeOneShotNetwork(networkKey);
     manager.releaseTemporarySlot(slot);
     await manager.removeOneShotWorkspace(dir);
+    // The next run of this environment most likely looks like this one; prepared after the answer.
+    if (network.mode === 'none') setImmediate(() => manager.oneShotWarm.prepare(environment, input.request.limits));
+  }
+}
+
+/** A uid slot for the run; when all are taken, a prepared place gives its slot back first. */
+async function reserveSlot(manager: SessionManager): Promise<number> {
+  try {
+    return manager.reserveTemporarySlot();
+  } catch (err) {
+    if (err instanceof BusyError && await manager.oneShotWarm.releaseOne()) return manager.reserveTemporarySlot();
+    throw err;
   }
 }

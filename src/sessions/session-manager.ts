@@ -43,6 +43,7 @@ import { SessionRoots, writableRootRefusal } from './session-root.js';
 import { IS_ROOT } from '../sandbox/sandbox.js';
 import { WorkspacePool } from '../workspace/workspace-pool.js';
 import type { WarmDiscardReason, WarmTarget } from '../sandbox/warm/warm-pool.js';
+import { OneShotWarm } from './one-shot-warm.js';
 import { detectQuotaSupport } from '../workspace/workspace-quota.js';
 
 export interface SessionInfo {
@@ -126,6 +127,8 @@ export class SessionManager {
 
   readonly kernels: SessionKernels;
   readonly changes: SessionChanges;
+  /** Per environment, a one-shot workspace with a warm sandbox waiting in it (one-shot-warm.ts). */
+  readonly oneShotWarm: OneShotWarm;
   readonly networks: SessionNetworks;
   /** The long-running processes of each session that started one (see session-processes.ts). */
   private readonly processes = new Map<string, SessionProcesses>();
@@ -176,6 +179,15 @@ export class SessionManager {
       executorDeps: () => this.executorDeps(),
       networkOf: (record) => this.joinNetwork(record),
       prewarm: (id, target) => this.prewarm(id, target),
+    });
+    this.oneShotWarm = new OneShotWarm({
+      warm: deps.sandbox.runner.warm, root: this.layout.oneshot, logger: deps.logger,
+      reserveSlot: () => this.reserveTemporarySlot(),
+      releaseSlot: (slot) => this.releaseTemporarySlot(slot),
+      identityForSlot: (slot) => this.identityForSlot(slot),
+      newWorkspace: (dir, identity) => this.newOneShotWorkspace(dir, identity),
+      removeWorkspace: (dir) => this.removeOneShotWorkspace(dir),
+      isClosing: () => this.closing,
     });
     deps.sandbox.runner.warm?.observe({
       onCounts: (c) => deps.observer?.onWarmCounts?.(c),
@@ -741,6 +753,7 @@ export class SessionManager {
     this.executions.abortAll();
     while (this.executions.runningCount > 0) await new Promise((r) => setTimeout(r, 20));
     // Warm sandboxes bind the workspaces unmounted below: all of them end first.
+    await this.oneShotWarm.close();
     await this.deps.sandbox.runner.warm?.close();
     await Promise.all([...this.processes.keys()].map((id) => this.closeProcesses(id)));
     await this.kernels.closeAll();

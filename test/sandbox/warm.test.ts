@@ -127,21 +127,26 @@ describe('freshness: nothing of one execution reaches the next', () => {
   test('a module global, a file in /tmp and a background process', async () => {
     const t = newTarget(null, 15);
     await prestarted('e', t);
+    const probe = [
+      'import sys, os',
+      'print(hasattr(sys, "warm_marker"), os.path.exists("/tmp/left-behind"))',
+      'print(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))',
+      'print(os.getpid())',
+    ];
     const first = await run(t, py([
       'import sys, subprocess, os',
       'sys.warm_marker = 1',
       'open("/tmp/left-behind", "w").write("x")',
       'subprocess.Popen(["sleep", "4242"], start_new_session=True)',
-      'print("set")',
+      ...probe,
     ].join('\n')));
-    expect(first).toMatchObject({ claim: 'hit', stdout: 'set\n' });
+    // The probe sees the state where it was made: it would see it in the next execution too.
+    expect(first.claim).toBe('hit');
+    const [setFlags, setPids] = first.stdout.trim().split('\n');
+    expect(setFlags).toBe('True True');
+    expect((JSON.parse(setPids ?? '[]') as number[]).length).toBeGreaterThan(2);
     await prestarted('e', t);
-    const second = await run(t, py([
-      'import sys, os',
-      'print(hasattr(sys, "warm_marker"), os.path.exists("/tmp/left-behind"))',
-      'print(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))',
-      'print(os.getpid())',
-    ].join('\n')));
+    const second = await run(t, py(probe.join('\n')));
     expect(second.claim).toBe('hit');
     const [flags, pids, me] = second.stdout.trim().split('\n');
     expect(flags).toBe('False False');
@@ -171,6 +176,20 @@ describe('freshness: nothing of one execution reaches the next', () => {
     expect(warmTry.stdout).toBe(cold.stdout);
     expect(discarded).toContain('shadowed');
   }, 60_000);
+
+  test('a workspace module named like one the launcher itself imports (json.py) wins as in a cold run; data files do not count', async () => {
+    const t = newTarget(null, 23);
+    fs.writeFileSync(path.join(t.workspaceDir, 'json.txt'), 'not a module\n');
+    await prestarted('m', t);
+    const plain = await run(t, py('import json\nprint(json.dumps([1]))\n'));
+    expect(plain).toMatchObject({ claim: 'hit', stdout: '[1]\n' });
+    fs.writeFileSync(path.join(t.workspaceDir, 'json.py'), 'def dumps(x):\n    return "mine"\n');
+    await prestarted('m', t);
+    const n = discarded.length;
+    const shadowed = await run(t, py('import json\nprint(json.dumps([1]))\n'));
+    expect(shadowed).toMatchObject({ claim: 'miss', stdout: 'mine\n' });
+    expect(discarded.slice(n)).toContain('shadowed');
+  });
 });
 
 describe('limits hold on a warm sandbox', () => {

@@ -3,8 +3,8 @@
 // configuration and its delete end it, and nothing of it is left afterwards.
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { useTestApp } from '../helpers/app.js';
-import { hostProcessesMatching, stillRunning, waitUntil } from '../helpers/host-processes.js';
+import { createTestApp, useTestApp } from '../helpers/app.js';
+import { hostProcessesMatching, readHostProcess, stillRunning, waitUntil, type HostProcess } from '../helpers/host-processes.js';
 import { createSession, execute } from '../helpers/http.js';
 import { warmOwner } from '../../src/sessions/session-manager.js';
 
@@ -94,5 +94,67 @@ describe('warm sandboxes of a session', () => {
     await t.sandbox.runner.warm?.settled();
     expect(stillRunning(launchers)).toEqual([]);
     expect(warmCgroups()).toEqual([]);
+  });
+});
+
+describe('warm sandboxes of one-shot executions', () => {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  const oneShot = async (payload: Record<string, unknown>) => {
+    const res = await t.app.inject({ method: 'POST', url: '/v1/execute', payload });
+    expect(res.statusCode, res.body).toBe(200);
+    return res.json<{ status: string; stdout: string; files: { created: string[]; outputs: { path: string; content_base64: string }[] } }>();
+  };
+
+  it('the next one-shot run of an environment takes the prepared workspace and claims its warm sandbox', async () => {
+    await oneShot({ script: 'print(1)' });
+    await waitUntil(() => t.sessions.oneShotWarm.preparedEnvironments(), (e) => e.includes('bare'), 10_000);
+    const owner = t.sandbox.runner.warm?.owners().find((o) => o.startsWith('oneshot:'));
+    expect(owner).toBeDefined();
+    await waitUntil(() => t.sandbox.runner.warm?.counts().starting, (n) => n === 0, 30_000);
+    const before = await hits();
+    const r = await oneShot({ files: [{ path: 'in.txt', content_base64: b64('input') }], script: 'open("out.txt", "w").write(open("in.txt").read().upper())\nprint("done")' });
+    expect(r).toMatchObject({ status: 'ok', stdout: 'done\n', files: { created: ['out.txt'] } });
+    expect(r.files.outputs).toEqual([expect.objectContaining({ path: 'out.txt', content_base64: b64('INPUT') })]);
+    expect(await hits()).toBe(before + 1);
+    // The one it used is gone; a new one is prepared for the next run.
+    expect(t.sandbox.runner.warm?.owners()).not.toContain(owner);
+  });
+});
+
+describe('expiry and shutdown end warm sandboxes', () => {
+  it('an expired session\'s warm sandbox goes with it; shutdown ends the rest', async () => {
+    let now = Date.now();
+    const app = await createTestApp({ WARM_MIN_AVAILABLE_BYTES: '0', SESSION_IDLE_TIMEOUT_SECONDS: '60' }, { now: () => now });
+    let closed = false;
+    try {
+      const warm = app.sandbox.runner.warm;
+      if (!warm) throw new Error('warm sandboxes are off');
+      const ready = async (id: string) => {
+        await waitUntil(() => ({ owners: warm.owners(), counts: warm.counts() }), (s) => s.owners.includes(warmOwner(id)) && s.counts.starting === 0, 30_000);
+        expect(warm.owners()).toContain(warmOwner(id));
+      };
+      await createSession(app.app, { session_id: 'old' });
+      await execute(app.app, 'old', { script: 'print(1)' });
+      await ready('old');
+      now += 120_000;
+      await createSession(app.app, { session_id: 'new' });
+      await execute(app.app, 'new', { script: 'print(1)' });
+      await ready('new');
+      const processes = () => warm.pids().map((p) => ({ ...p, proc: readHostProcess(p.pid) }));
+      const before = processes();
+      expect(before.map((p) => p.owner).sort()).toEqual([warmOwner('new'), warmOwner('old')]);
+      expect(before.every((p) => p.proc !== null)).toBe(true);
+      const old = before.filter((p) => p.owner === warmOwner('old')).map((p) => p.proc as HostProcess);
+      const rest = before.filter((p) => p.owner !== warmOwner('old')).map((p) => p.proc as HostProcess);
+      expect(await app.sessions.sweep()).toEqual(['old']);
+      expect(stillRunning(old)).toEqual([]);
+      expect(warm.owners()).toEqual([warmOwner('new')]);
+      closed = true;
+      await app.close();
+      expect(warm.owners()).toEqual([]);
+      expect(stillRunning(rest)).toEqual([]);
+    } finally {
+      if (!closed) await app.close();
+    }
   });
 });

@@ -15,17 +15,26 @@
 # {"kind": "script"|"command"|"argv", "command": str, "argv": [str], "env": {..}|null}. The pipe
 # is closed before the program runs, so the program never holds it.
 #
-# Preloading never sees the workspace: /workspace, '' and /sandbox leave sys.path while the
-# modules import (a workspace file cannot be preloaded), and the service refuses a warm sandbox
-# whose preloaded names a workspace entry would shadow (it runs cold instead), so user files win
-# as in a cold run.
-import gc
-import importlib
-import json
-import os
+# Preloading never sees the workspace: /workspace, '' and /sandbox are off sys.path until the
+# program runs (a workspace file cannot be preloaded), and the service refuses a warm sandbox
+# when a workspace entry would shadow a module imported here (it runs cold instead), so user
+# files win as in a cold run.
 import sys
-import traceback
-import types
+
+# Modules the interpreter loaded at start (a cold launch.py finds them loaded too); everything
+# imported from here on, by this launcher or the preload, is named to the service, which runs
+# cold instead when a workspace entry would shadow one of them. The workspace is off sys.path
+# until the program runs, so nothing of it runs before the claim.
+AT_START = set(sys.modules)
+STARTUP_PATH = list(sys.path)
+sys.path[:] = [p for p in sys.path if p not in ('', '/workspace', '/sandbox')]
+
+import gc  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import traceback  # noqa: E402
+import types  # noqa: E402
 
 SCRIPT = '/sandbox/main.py'
 MAX_MESSAGE_CHARS = 2000
@@ -55,9 +64,6 @@ def rss_bytes():
 
 def preload(names):
     """Import the preload modules with the workspace off sys.path and their output discarded."""
-    before = set(sys.modules)
-    saved_path = list(sys.path)
-    sys.path[:] = [p for p in sys.path if p not in ('', '/workspace', '/sandbox')]
     # Warnings printed while importing belong to no execution: fd 1 and 2 point at /dev/null meanwhile.
     sys.stdout.flush()
     sys.stderr.flush()
@@ -80,13 +86,15 @@ def preload(names):
         os.dup2(saved_fds[1], 2)
         os.close(saved_fds[0])
         os.close(saved_fds[1])
-        sys.path[:] = saved_path
-    tops = sorted({m.split('.', 1)[0] for m in set(sys.modules) - before})
+        sys.path[:] = STARTUP_PATH
+    # sitecustomize and usercustomize are looked for on sys.path (the workspace too) at start.
+    tops = sorted({m.split('.', 1)[0] for m in set(sys.modules) - AT_START} | {'sitecustomize', 'usercustomize'})
     # What the preload made lives as long as the process: out of the collector's way, so neither
     # the script's collections nor the interpreter's exit walk it (that exit took 100-200 ms with
     # pandas, numpy and matplotlib loaded; 20 ms frozen). Objects the script makes are collected
     # and finalized as in a cold run.
-    gc.freeze()
+    if hasattr(gc, 'freeze'):  # Python 3.7+; a root filesystem may have an older one
+        gc.freeze()
     return tops, failed
 
 

@@ -14,9 +14,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { SANDBOX_PATHS } from '../bwrap-args.js';
-import type { Environment } from '../environments.js';
 import { baseEnvironment, pythonFor, spawnSandbox, type SpawnDeps, type SpawnedSandbox } from '../spawn.js';
-import type { Program, ResourceLimits, RunRequest, VolumeMount } from '../types.js';
+import type { Program, RunRequest } from '../types.js';
+import {
+  STARTUP_VARIABLE, clearWarmLeftovers, readMemAvailable, sameEnv, shadowsImported, targetKey, type WarmTarget,
+} from './warm-rules.js';
+
+export { readMemAvailable, targetKey, type WarmTarget } from './warm-rules.js';
 
 const LAUNCHER_NAME = 'warm-launch.py';
 /** warm-launch.py beside this module (the build copies it to dist). */
@@ -25,19 +29,7 @@ const CHECK_INTERVAL_MS = 1000;
 /** The ready line is a JSON object naming the preloaded modules: bounded, anything longer is not one. */
 const MAX_READY_BYTES = 256 * 1024;
 
-/** Everything that shapes a sandbox when it is built, so a warm one is only used where a cold one would be the same. */
-export interface WarmTarget {
-  environment: Environment | null;
-  workspaceDir: string;
-  volumes: VolumeMount[];
-  limits: ResourceLimits;
-  identity: { uid: number; gid: number } | null;
-  netnsPath?: string | undefined;
-  /** Variables over the environment's base ones the sandbox starts with (a session's network variables). */
-  env?: Record<string, string> | undefined;
-}
-
-export type WarmDiscardReason = 'idle' | 'budget' | 'max' | 'memory_pressure' | 'replaced' | 'dropped' | 'shutdown' | 'env' | 'shadowed' | 'died' | 'mismatch';
+export type WarmDiscardReason = 'idle' | 'budget' | 'max' | 'memory_pressure' | 'replaced' | 'dropped' | 'shutdown' | 'env' | 'shadowed' | 'died';
 
 export interface WarmObserver {
   onCounts?(counts: { idle: number; starting: number; memoryBytes: number }): void;
@@ -78,6 +70,8 @@ interface WarmEntry {
   dir: string;
   state: 'starting' | 'idle';
   sandbox: Promise<SpawnedSandbox>;
+  /** bwrap's host pid, once spawned. */
+  pid?: number | undefined;
   ready: Promise<ReadyInfo | null>;
   readyAt: number;
   memoryBytes: number;
@@ -95,36 +89,6 @@ export interface WarmClaim {
    * sandbox has exited (its PID namespace, so all it started, is gone); close() and settled() wait.
    */
   dispose(): void;
-}
-
-/** MemAvailable of /proc/meminfo in bytes; null where there is none. */
-export function readMemAvailable(): number | null {
-  try {
-    const m = /^MemAvailable:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
-    return m ? Number(m[1]) * 1024 : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Whether a variable is read by the interpreter at start-up (a script with it changed must start cold). */
-const STARTUP_VARIABLE = /^(PYTHON|LC_|LANG$|LANGUAGE$|MPLBACKEND$|OPENBLAS|OMP_|MKL_)/;
-
-export function targetKey(t: WarmTarget): string {
-  const e = t.environment;
-  return JSON.stringify([
-    e === null ? null : [e.name, e.kind, e.venvDir, e.rootDir, e.writableRoot, e.writableUsrDir ?? null, e.preload ?? []],
-    t.workspaceDir,
-    t.volumes.map((v) => [v.name, v.hostDir, v.mode]),
-    t.limits,
-    t.identity,
-    t.netnsPath ?? null,
-  ]);
-}
-
-function sameEnv(a: Record<string, string>, b: Record<string, string>): boolean {
-  const ka = Object.keys(a);
-  return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
 }
 
 let entryCounter = 0;
@@ -170,6 +134,11 @@ export class WarmPool {
   }
 
   /** The owners that have a warm sandbox now (for tests and operators). */
+  /** The host pids (bwrap) of the warm sandboxes spawned so far, by owner (for tests and operators). */
+  pids(): { owner: string; pid: number }[] {
+    return [...this.entries.values()].flatMap((e) => (e.pid === undefined ? [] : [{ owner: e.owner, pid: e.pid }]));
+  }
+
   owners(): string[] {
     return [...this.entries.values()].map((e) => e.owner);
   }
@@ -241,17 +210,25 @@ export class WarmPool {
       }
       envToSend = wanted;
     }
-    // A starting one is waited for: it is further along than a new spawn would be.
-    const timeout = new Promise<null>((resolve) => {
-      const t = setTimeout(() => resolve(null), req.timeoutMs);
-      t.unref();
+    // A starting one is waited for: it is further along than a new spawn would be (but no
+    // longer than the request's timeout, nor past its cancellation).
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const giveUp = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), req.timeoutMs);
+      onAbort = () => resolve(null);
+      if (req.signal?.aborted) resolve(null);
+      req.signal?.addEventListener('abort', onAbort, { once: true });
     });
-    const ready = await Promise.race([entry.ready, timeout]);
+    const ready = await Promise.race([entry.ready, giveUp]).finally(() => {
+      clearTimeout(timer);
+      if (onAbort) req.signal?.removeEventListener('abort', onAbort);
+    });
     if (ready === null) {
       void this.discard(entry, 'died');
       return null;
     }
-    if (req.program.kind === 'script' && ready.modules.length > 0 && this.shadowed(req.workspaceDir, ready.modules)) {
+    if (req.program.kind === 'script' && ready.modules.length > 0 && shadowsImported(req.workspaceDir, ready.modules)) {
       void this.discard(entry, 'shadowed');
       return null;
     }
@@ -274,23 +251,13 @@ export class WarmPool {
         control.end(Buffer.concat([head, body]));
       },
       dispose: () => {
+        // Still waiting (its program was never sent: start() failed): it ends here too.
+        if (sandbox.child.exitCode === null && sandbox.child.signalCode === null) sandbox.kill();
         this.track(sandbox.dispose().catch((err: unknown) => {
           this.opts.logger?.warn({ err }, 'could not dispose of a warm sandbox');
         }).finally(() => fs.rmSync(claimed.dir, { recursive: true, force: true })));
       },
     };
-  }
-
-  /** Whether a top-level workspace entry would shadow a preloaded module in a cold run (/workspace is on sys.path). */
-  private shadowed(workspaceDir: string, modules: string[]): boolean {
-    const names = new Set(modules);
-    let entries: string[];
-    try {
-      entries = fs.readdirSync(workspaceDir);
-    } catch {
-      return true; // cannot tell: run cold
-    }
-    return entries.some((n) => names.has(n.split('.', 1)[0] ?? n));
   }
 
   private start(owner: string, key: string, target: WarmTarget, env: Record<string, string>): void {
@@ -321,7 +288,10 @@ export class WarmPool {
     const entry: WarmEntry = {
       id, owner, key, target, env, dir, state: 'starting', sandbox, ready: Promise.resolve(null), readyAt: 0, memoryBytes: 0,
     };
-    entry.ready = sandbox.then((s) => this.awaitReady(s)).catch((err: unknown) => {
+    entry.ready = sandbox.then((s) => {
+      entry.pid = s.child.pid;
+      return this.awaitReady(s);
+    }).catch((err: unknown) => {
       this.opts.logger?.warn({ err }, 'warm sandbox did not start');
       return null;
     });
@@ -463,27 +433,6 @@ export class WarmPool {
 
   /** Remove private /sandbox directories that a process no longer running left behind (a crash). */
   static clearLeftovers(dir: string, logger?: Logger): void {
-    let names: string[];
-    try {
-      names = fs.readdirSync(dir);
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      const pid = Number(/^(\d+)-\d+$/.exec(name)?.[1] ?? NaN);
-      if (Number.isSafeInteger(pid) && pid !== process.pid && processAlive(pid)) continue;
-      if (Number.isSafeInteger(pid) && pid === process.pid) continue;
-      fs.rmSync(path.join(dir, name), { recursive: true, force: true });
-      logger?.info({ dir: name }, 'removed a warm sandbox directory left by an earlier run');
-    }
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    clearWarmLeftovers(dir, logger);
   }
 }
