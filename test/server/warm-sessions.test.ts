@@ -1,7 +1,8 @@
 // Warm sandboxes of sessions through the HTTP routes: the next execution of a session claims the
 // sandbox built after the previous one (counted in /metrics), a change of the session's
 // configuration and its delete end it, and nothing of it is left afterwards.
-import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createTestApp, useTestApp } from '../helpers/app.js';
 import { hostProcessesMatching, readHostProcess, stillRunning, waitUntil, type HostProcess } from '../helpers/host-processes.js';
@@ -26,10 +27,29 @@ async function warmFor(id: string): Promise<void> {
   expect(warm.owners()).toContain(warmOwner(id));
 }
 
-/** Our warm sandboxes' cgroups (named warm-<our pid>-<n>) that exist now. */
-function warmCgroups(): string[] {
+/**
+ * The memory cgroup a host process is in (cgroup v1: the memory hierarchy; v2: the unified one).
+ * Execution cgroups are recycled (cgroup-pool.ts), so a warm sandbox's cgroup may outlive it,
+ * empty: what must not be left is a process in it.
+ */
+function memoryCgroupOf(pid: number): string | null {
+  let text: string;
   try {
-    return execFileSync('find', ['/sys/fs/cgroup', '-maxdepth', '6', '-type', 'd', '-name', `warm-${process.pid}-*`], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    text = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+  } catch {
+    return null;
+  }
+  const lines = text.split('\n').filter(Boolean).map((l) => l.split(':'));
+  const v1 = lines.find(([, controllers]) => controllers?.split(',').includes('memory'));
+  if (v1) return path.join('/sys/fs/cgroup/memory', v1.slice(2).join(':'));
+  const v2 = lines.find(([id, controllers]) => id === '0' && controllers === '');
+  return v2 ? path.join('/sys/fs/cgroup', v2.slice(2).join(':')) : null;
+}
+
+/** Processes still in a cgroup directory ([] when the directory is gone). */
+function processesIn(dir: string): number[] {
+  try {
+    return fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
   } catch {
     return [];
   }
@@ -85,7 +105,14 @@ describe('warm sandboxes of a session', () => {
     await warmFor('w4');
     const launchers = hostProcessesMatching('/sandbox/warm-launch.py');
     expect(launchers.length).toBeGreaterThan(0);
-    expect(warmCgroups().length).toBeGreaterThan(0);
+    const cgroups = launchers.map((p) => memoryCgroupOf(p.pid));
+    // The launchers run in execution cgroups of this service, not in the service's own.
+    const own = memoryCgroupOf(process.pid);
+    for (const dir of cgroups) {
+      expect(dir).not.toBeNull();
+      expect(dir).not.toBe(own);
+      expect(processesIn(dir as string).length).toBeGreaterThan(0);
+    }
     const others = new Set(t.sandbox.runner.warm?.owners().filter((o) => o !== warmOwner('w4')));
     for (const id of ['w1', 'w2', 'w3']) if (others.has(warmOwner(id))) await t.app.inject({ method: 'DELETE', url: `/v1/sessions/${id}` });
     const res = await t.app.inject({ method: 'DELETE', url: '/v1/sessions/w4' });
@@ -93,7 +120,7 @@ describe('warm sandboxes of a session', () => {
     expect(t.sandbox.runner.warm?.owners()).toEqual([]);
     await t.sandbox.runner.warm?.settled();
     expect(stillRunning(launchers)).toEqual([]);
-    expect(warmCgroups()).toEqual([]);
+    for (const dir of cgroups) expect(processesIn(dir as string)).toEqual([]);
   });
 });
 
