@@ -1,5 +1,5 @@
 // A client that goes away mid-execution must not leave its sandbox running on the host.
-import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { waitForNoProcess, waitForSleep } from '../helpers/host-processes.js';
@@ -51,16 +51,30 @@ describe('client disconnect', () => {
   }, 60_000);
 
   test('aborting a one-shot execution kills its sandbox and removes its workspace', async () => {
+    // The run leaves a file of its own in its workspace, so its workspace can be told from the
+    // one prepared (with a warm sandbox) for the next one-shot run, which rightly stays.
     const marker = '30.654';
-    const err = await abortWhenRunning('/v1/execute', { command: `sleep ${marker}`, timeout_seconds: 60 }, marker);
+    const file = 'abort-30654.mark';
+    const oneshot = path.join(workspaceDir.path, 'oneshot');
+    const holding = () => execFileSync('find', [oneshot, '-maxdepth', '4', '-name', file], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    const ac = new AbortController();
+    const pending = fetch(`${server.baseUrl}/v1/execute`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ command: `touch ${file}; sleep ${marker}`, timeout_seconds: 60 }),
+      signal: ac.signal,
+    }).then(() => null, (e: unknown) => e);
+    await waitForSleep(marker);
+    expect(holding().length).toBe(1); // the run's workspace, as seen from the host
+    ac.abort();
+    const err = await pending;
     expect((err as Error | null)?.name).toBe('AbortError');
     expect(await waitForNoProcess(`sleep ${marker}`, 2000)).toEqual([]);
 
-    const oneshot = path.join(workspaceDir.path, 'oneshot');
-    let left = fs.readdirSync(oneshot);
+    let left = holding();
     for (let i = 0; i < 40 && left.length > 0; i++) {
       await sleep(50);
-      left = fs.readdirSync(oneshot);
+      left = holding();
     }
     expect(left).toEqual([]);
   }, 60_000);
