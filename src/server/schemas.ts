@@ -30,6 +30,7 @@ export const EnvironmentSchema = z.object({
   dependencies: z.array(z.string()),
   kind: z.enum(['venv', 'rootfs']).meta({ description: 'venv: the host\'s /usr plus a Python virtual environment; rootfs: an imported root filesystem is `/` (bubble-sandbox rootfs import)' }),
   python: z.boolean().meta({ description: 'whether python3 is there: script, run_code and processes need it (a rootfs may have none; command and argv work in any)' }),
+  preload: z.array(z.string()).meta({ description: 'modules a warm (pre-started) sandbox of this environment imports before an execution claims it ([tool.bubble-sandbox] preload)' }),
 });
 export const EnvironmentListSchema = z.object({ environments: z.array(EnvironmentSchema) }).meta({ id: 'EnvironmentList' });
 

@@ -263,7 +263,7 @@ describe('GET /v1/environments', () => {
     const { environments } = res.json<{ environments: { name: string; description: string; dependencies: string[] }[] }>();
     const names = environments.map((e) => e.name);
     expect(names).toEqual([...names].sort());
-    expect(environments.find((e) => e.name === 'bare')).toEqual({ name: 'bare', description: 'Python standard library only', dependencies: [], kind: 'venv', python: true });
-    expect(environments.find((e) => e.name === 'pandas-exec')?.dependencies).toEqual(['pandas', 'matplotlib']);
+    expect(environments.find((e) => e.name === 'bare')).toEqual({ name: 'bare', description: 'Python standard library only', dependencies: [], kind: 'venv', python: true, preload: [] });
+    expect(environments.find((e) => e.name === 'pandas-exec')).toMatchObject({ dependencies: ['pandas', 'matplotlib'], preload: ['pandas', 'numpy', 'matplotlib'] });
   });
 });

@@ -515,6 +515,8 @@ export interface components {
                 kind: "venv" | "rootfs";
                 /** @description whether python3 is there: script, run_code and processes need it (a rootfs may have none; command and argv work in any) */
                 python: boolean;
+                /** @description modules a warm (pre-started) sandbox of this environment imports before an execution claims it ([tool.bubble-sandbox] preload) */
+                preload: string[];
             }[];
         };
         /** @description Every error answer: Fastify's shape with a stable code */

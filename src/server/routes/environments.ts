@@ -7,7 +7,7 @@ export const environmentRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get('/environments', { schema: { tags: ['environments'], operationId: 'listEnvironments', summary: 'List the usable environments', response: { 200: EnvironmentListSchema, 401: ErrorSchema } } }, async () => {
     const envs = await discoverEnvironments(app.deps.config.environmentsDir, app.deps.config.workspaceDir);
     return {
-      environments: envs.filter((e) => e.usable).map(({ name, description, dependencies, kind, python }) => ({ name, description, dependencies, kind, python })),
+      environments: envs.filter((e) => e.usable).map(({ name, description, dependencies, kind, python, preload }) => ({ name, description, dependencies, kind, python, preload: preload ?? [] })),
     };
   });
 };
