@@ -1,5 +1,6 @@
-// One running kernel: the sandbox with the driver in it, its request stream (stdin), its
-// control pipe (frames), and its stdout/stderr handed to whichever call is listening.
+// One running kernel: the sandbox with the driver in it, its request streams (stdin for cells,
+// a side pipe for interrupts and pings), its control pipe (frames), and its stdout/stderr handed
+// to whichever call is listening.
 import fs from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
