@@ -94,9 +94,11 @@ export function buildRows(res: BenchResults): Row[] {
     metric: 'run_code 1+1 warm p50 ms (server-side duration_ms)', service: fmt(k.warm_reported.p50), baseline: '-', ratio: '-',
     target: `<= ${TARGETS.runCodeWarmP50Ms} ms`, result: verdict(k.warm_reported.p50 <= TARGETS.runCodeWarmP50Ms && k.errors === 0),
   });
+  // Cold: the first execute of a fresh session (no warm sandbox yet); an execute in a session
+  // that executed before claims a warm sandbox, shown below for scale.
   rows.push({
-    metric: 'run_code warm vs cold execute p50 ms (round trip)', service: fmt(k.warm_round_trip.p50), baseline: fmt(k.cold_execute.p50), ratio: `${fmt(k.speedup_p50, 1)}x`,
-    target: `>= ${TARGETS.runCodeSpeedup}x faster`, result: verdict(k.speedup_p50 >= TARGETS.runCodeSpeedup && k.errors === 0),
+    metric: 'run_code warm vs cold execute (fresh session) p50 ms (round trip)', service: fmt(k.warm_round_trip.p50), baseline: fmt(k.fresh_session_execute.p50), ratio: `${fmt(k.speedup_vs_fresh_p50, 1)}x`,
+    target: `>= ${TARGETS.runCodeSpeedup}x faster`, result: verdict(k.speedup_vs_fresh_p50 >= TARGETS.runCodeSpeedup && k.errors === 0),
   });
   return rows;
 }

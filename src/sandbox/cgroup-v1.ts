@@ -8,7 +8,7 @@ import { createCgroupPool, type RecyclableCgroup } from './cgroup-pool.js';
 import type { ActiveCgroupManager, CgroupGroup, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
   belongsToAnotherOwner, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, exists, groupHandle, killUntilEmpty, listChildDirs, registerManager,
-  parseIntOrNull, parseKeyed, procsFilesUnder, readText, removeCgroupDir, validateCgroupName, validateLimits, writeOptional, writeText,
+  parseIntOrNull, parseKeyed, procsFilesUnder, readText, readTextSync, removeCgroupDir, validateCgroupName, validateLimits, writeOptional, writeText,
 } from './cgroups.js';
 
 export interface V1Hierarchies { memory: string; pids: string; cpu: string | null; cpuacct: string | null }
@@ -289,7 +289,9 @@ function v1Execution(
     procsFiles,
     async stats(): Promise<CgroupStats> {
       try {
-        const [peak, oomKills, ns] = await Promise.all([readText(path.join(memDir, 'memory.max_usage_in_bytes')), readOomKills(), readCpuNs()]);
+        const peak = readTextSync(path.join(memDir, 'memory.max_usage_in_bytes'));
+        const oomKills = parseKeyed(readTextSync(path.join(memDir, 'memory.oom_control'))).get('oom_kill') ?? 0;
+        const ns = cpuacctDir ? parseIntOrNull(readTextSync(path.join(cpuacctDir, 'cpuacct.usage'))) : null;
         // memory.failcnt counts hits of the limit (reclaim), not kills: only oom_kill means a kill.
         return {
           memoryPeakBytes: parseIntOrNull(peak),

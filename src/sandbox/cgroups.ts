@@ -8,6 +8,7 @@
 // cgroup-v2.ts (parent at the root, as a sibling of our own cgroup, or beside a leaf we move
 // ourselves into). This file holds the public API and the file helpers both use.
 import { access, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createV1Manager, findV1Hierarchies } from './cgroup-v1.js';
 import { createV2Manager, probeV2, readSelfCgroupV2 } from './cgroup-v2.js';
@@ -188,6 +189,20 @@ export async function exists(file: string): Promise<boolean> {
 export async function readText(file: string): Promise<string | null> {
   try {
     return await readFile(file, 'utf8');
+  } catch (err) {
+    if (errCode(err) === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/**
+ * readText without the thread pool: for the few small cgroup files an execution's statistics
+ * read on the request path. cgroupfs answers from memory (about 10 µs a file here), while a
+ * round trip through libuv's pool cost 0.3 ms per set of reads, a tenth of a run_code call.
+ */
+export function readTextSync(file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8');
   } catch (err) {
     if (errCode(err) === 'ENOENT') return null;
     throw err;

@@ -74,8 +74,9 @@ export async function runOneShot(
     return { ...result, files: { ...result.files, outputs, outputs_omitted: omitted } };
   } finally {
     if (networkKey !== null) await manager.closeOneShotNetwork(networkKey);
-    manager.releaseTemporarySlot(slot);
-    await manager.removeOneShotWorkspace(dir);
+    // The answer does not wait while the workspace goes (unmounting its quota image takes tens of
+    // milliseconds); its uid slot stays taken until it is gone, and shutdown waits for it.
+    manager.removeOneShotWorkspaceThenRelease(dir, slot);
     // The next run of this environment most likely looks like this one; prepared after the answer.
     if (network.mode === 'none') setImmediate(() => manager.oneShotWarm.prepare(environment, input.request.limits));
   }

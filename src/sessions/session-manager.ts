@@ -113,6 +113,8 @@ export class SessionManager {
   private readonly dirty = new Set<string>();
   /** fsyncs of new sessions' records, run after the create has answered (see writeRecord). */
   private readonly flushing = new Set<Promise<void>>();
+  /** One-shot workspaces being removed after their run's answer (removeOneShotWorkspaceThenRelease). */
+  private readonly removing = new Set<Promise<void>>();
   private readonly slots: UidSlots;
   private readonly environments: EnvironmentCache;
   private readonly roots: SessionRoots;
@@ -752,6 +754,7 @@ export class SessionManager {
     while (this.executions.runningCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.executions.abortAll();
     while (this.executions.runningCount > 0) await new Promise((r) => setTimeout(r, 20));
+    await Promise.all(this.removing);
     // Warm sandboxes bind the workspaces unmounted below: all of them end first.
     await this.oneShotWarm.close();
     await this.deps.sandbox.runner.warm?.close();
@@ -807,6 +810,24 @@ export class SessionManager {
 
   async removeOneShotWorkspace(dir: string): Promise<void> {
     await removeWorkspaceDir(dir, this.deps.logger);
+  }
+
+  /**
+   * A finished one-shot run's workspace is removed after its answer; the run's uid slot is given
+   * back only once it is gone (no later run gets that uid while the old files exist). close()
+   * waits for these; a crash meanwhile leaves the directory to the next start's clean-up.
+   */
+  removeOneShotWorkspaceThenRelease(dir: string, slot: number): void {
+    const work = this.removeOneShotWorkspace(dir)
+      .catch((err: unknown) => this.deps.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'one-shot workspace removal failed'))
+      .finally(() => this.releaseTemporarySlot(slot));
+    this.removing.add(work);
+    void work.finally(() => this.removing.delete(work));
+  }
+
+  /** Resolves once every one-shot workspace whose removal has begun is gone. */
+  async oneShotRemovalsSettled(): Promise<void> {
+    await Promise.all(this.removing);
   }
 
   /** Quota workspaces kept ready for new sessions: the target (0 without quotas) and how many are. */

@@ -275,6 +275,7 @@ describe('POST /v1/execute (one-shot)', () => {
   const b64 = (s: string) => Buffer.from(s).toString('base64');
   // Less the places prepared for the next run (a workspace with a warm sandbox, see one-shot-warm.ts).
   const oneshotEntries = async () => {
+    await t.sessions.oneShotRemovalsSettled(); // removed after the answer
     const prepared = await t.sessions.oneShotWarm.preparedDirs();
     return fs.readdirSync(path.join(t.workspaceDir, 'oneshot')).filter((e) => !prepared.includes(e));
   };
