@@ -117,7 +117,7 @@ async function main(): Promise<void> {
   const changedFiles = await measureChangedFiles(ctx);
   log('run_code: warm interpreter vs cold execute');
   const runCode = await measureRunCode(ctx);
-  const issue17 = await measureIssue17({ ...ctx, floorDir });
+  const issue17 = await measureIssue17({ ...ctx, floorDir, serviceEnv: env });
   log('PTY keystroke to echo through the WebSocket');
   const pty = await measurePty({ client, server, n: sizes.n, warmup: sizes.warmup, log });
   log('ports/ proxy vs connectPort to the same server');
