@@ -52,8 +52,9 @@ def send(fd, exc):
         pass
 
 
-def main():
-    fd = report_fd()
+def run(fd):
+    """Runs /sandbox/main.py as __main__; its uncaught exception is reported on `fd`. Also used by
+    warm-launch.py (a pre-started sandbox), so both paths run a script the same way."""
     with open(SCRIPT, 'rb') as f:
         source = f.read()
     module = types.ModuleType('__main__')
@@ -76,4 +77,5 @@ def main():
         sys.exit(1)
 
 
-main()
+if __name__ == '__main__':
+    run(report_fd())

@@ -1,9 +1,10 @@
 # A pre-started ("warm") sandbox's program: it starts the interpreter, imports the environment's
 # preload modules, then waits for the one program it will ever run, sent by the service on a
 # private control pipe. It runs that program exactly once:
-#   - a script: as launch.py does (/sandbox/main.py, written by the service into this sandbox's
-#     read-only /sandbox just before the request, run as __main__, its uncaught exception reported
-#     on the report pipe, the same traceback and exit status);
+#   - a script: through launch.py's own run(), loaded beside this file, so exactly as a cold run
+#     (/sandbox/main.py, written by the service into this sandbox's read-only /sandbox just before
+#     the request, run as __main__, its uncaught exception reported on the report pipe, the same
+#     traceback and exit status);
 #   - a command or an argv: by execve, so nothing of this interpreter stays (not even the
 #     preloaded modules), with the request's environment.
 #
@@ -31,13 +32,11 @@ sys.path[:] = [p for p in sys.path if p not in ('', '/workspace', '/sandbox')]
 
 import gc  # noqa: E402
 import importlib  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import traceback  # noqa: E402
-import types  # noqa: E402
 
-SCRIPT = '/sandbox/main.py'
-MAX_MESSAGE_CHARS = 2000
+LAUNCH = '/sandbox/launch.py'
 
 
 def read_exact(fd, n):
@@ -98,53 +97,19 @@ def preload(names):
     return tops, failed
 
 
-def deepest_script_line(exc):
-    if isinstance(exc, SyntaxError) and exc.filename == SCRIPT:
-        return exc.lineno
-    line = None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == SCRIPT:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
+def load_cold_launcher():
+    """launch.py (written beside this file by the service), loaded under a private name that
+    sys.modules never holds: a script runs through the very code a cold run uses."""
+    spec = importlib.util.spec_from_file_location('_bubble_launch', LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def send_report(fd, exc):
-    report = {
-        'type': type(exc).__name__,
-        'message': str(exc)[:MAX_MESSAGE_CHARS],
-        'line': deepest_script_line(exc),
-    }
-    try:
-        os.write(fd, json.dumps(report).encode('utf-8'))
-        os.close(fd)
-    except OSError:
-        pass
-
-
-def run_script(report):
+def run_script(launcher, report):
     # The finders cached directory listings while preloading: files uploaded since must be found.
     importlib.invalidate_caches()
-    with open(SCRIPT, 'rb') as f:
-        source = f.read()
-    module = types.ModuleType('__main__')
-    module.__file__ = SCRIPT
-    module.__builtins__ = __builtins__
-    sys.modules['__main__'] = module
-    sys.argv = [SCRIPT]
-    sys.path[0] = os.path.dirname(SCRIPT)
-    try:
-        code = compile(source, SCRIPT, 'exec')
-        exec(code, module.__dict__)
-    except SystemExit:
-        raise
-    except BaseException as exc:
-        send_report(report, exc)
-        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
-        traceback.print_exception(type(exc), exc, tb)
-        sys.stderr.flush()
-        sys.exit(1)
+    launcher.run(report)
 
 
 def exec_program(argv, env, search):
@@ -164,6 +129,7 @@ def main():
     os.set_inheritable(report, False)  # programs the script starts do not get it
     os.set_inheritable(control, False)
     names = [n for n in sys.argv[3].split(',') if n] if len(sys.argv) > 3 else []
+    launcher = load_cold_launcher()
     tops, failed = preload(names)
     ready = {'ready': True, 'modules': tops, 'failed': failed, 'rss_bytes': rss_bytes()}
     os.write(control, (json.dumps(ready) + '\n').encode('utf-8'))
@@ -183,7 +149,7 @@ def main():
         if env is not None:
             os.environ.clear()
             os.environ.update(env)
-        run_script(report)
+        run_script(launcher, report)
 
 
 main()

@@ -25,6 +25,8 @@ export { readMemAvailable, targetKey, type WarmTarget } from './warm-rules.js';
 const LAUNCHER_NAME = 'warm-launch.py';
 /** warm-launch.py beside this module (the build copies it to dist). */
 const LAUNCHER_SOURCE = fs.readFileSync(new URL(`./${LAUNCHER_NAME}`, import.meta.url), 'utf8');
+/** The cold path's launch.py: the warm launcher runs a script through its run(), so both run it alike. */
+const COLD_LAUNCHER_SOURCE = fs.readFileSync(new URL('../launch.py', import.meta.url), 'utf8');
 const CHECK_INTERVAL_MS = 1000;
 /** The ready line is a JSON object naming the preloaded modules: bounded, anything longer is not one. */
 const MAX_READY_BYTES = 256 * 1024;
@@ -270,6 +272,7 @@ export class WarmPool {
     const dir = path.join(this.opts.dir, `${process.pid}-${id}`);
     fs.mkdirSync(dir, { mode: 0o755 });
     fs.writeFileSync(path.join(dir, LAUNCHER_NAME), LAUNCHER_SOURCE, { mode: 0o644 });
+    fs.writeFileSync(path.join(dir, 'launch.py'), COLD_LAUNCHER_SOURCE, { mode: 0o644 });
     const preloads = target.environment?.preload ?? [];
     const sandbox = spawnSandbox(this.opts.spawnDeps, {
       environment: target.environment,
