@@ -42,7 +42,7 @@ import { UidSlots } from './uid-slots.js';
 import { SessionRoots, writableRootRefusal } from './session-root.js';
 import { IS_ROOT } from '../sandbox/sandbox.js';
 import { WorkspacePool } from '../workspace/workspace-pool.js';
-import type { WarmDiscardReason, WarmTarget } from '../sandbox/warm/warm-pool.js';
+import type { WarmObserver, WarmTarget } from '../sandbox/warm/warm-pool.js';
 import { OneShotWarm } from './one-shot-warm.js';
 import { detectQuotaSupport } from '../workspace/workspace-quota.js';
 
@@ -89,9 +89,9 @@ export interface SessionObserver extends ExecutionObserver {
   /** The egress proxy of an allowlist session (or one-shot run) let a connection through or refused it. */
   onEgressDecision?(decision: EgressDecision['decision']): void;
   /** Warm sandboxes (sandbox/warm/warm-pool.ts): how many are idle or starting, and the memory the idle ones hold. */
-  onWarmCounts?(counts: { idle: number; starting: number; memoryBytes: number }): void;
-  onWarmClaim?(result: 'hit' | 'miss'): void;
-  onWarmDiscarded?(reason: WarmDiscardReason): void;
+  onWarmCounts?: WarmObserver['onCounts'];
+  onWarmClaim?: WarmObserver['onClaim'];
+  onWarmDiscarded?: WarmObserver['onDiscarded'];
 }
 
 export interface SessionManagerDeps {
