@@ -146,7 +146,10 @@ export function issue17Rows(r: Issue17Result, k: RunCodeResult): Row[] {
       metric: `#17 throughput ${ta.clients} clients exec/s, sessions vs raw bwrap, both on every core (429: ${ta.service.http_429}, err: ${ta.service.errors}/${ta.raw_bwrap.errors}${taClaims})`,
       service: fmt(ta.service.per_s, 1), baseline: fmt(ta.raw_bwrap.per_s, 1), ratio: fmt(ta.ratio),
       target: `>= ${T.throughputOverRaw.toFixed(2)}, no non-429 error`, result: verdict(ta.ratio >= T.throughputOverRaw && ta.service.errors === 0),
-    });
+    });    if (ta.cpu_ms_per_execution !== null) {
+      const c = ta.cpu_ms_per_execution;
+      rows.push(info('#17   machine CPU ms per execution (all processes, user+sys), sessions vs raw bwrap, both on every core', fmt(c.service, 1), fmt(c.raw_bwrap, 1), fmt(c.raw_bwrap / c.service)));
+    }
   }
   if (failed(p)) {
     rows.push(notMeasuredRow('#17 pandas script vs raw bwrap cold', `<= ${T.pandasOverCold.toFixed(2)}`, p.error));

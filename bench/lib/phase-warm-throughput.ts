@@ -3,6 +3,13 @@
 // (floor.runRaw, each in its own workspace and uid). Each side runs twice, alternated (service,
 // raw, service, raw), and before each half the phase waits until no warm sandbox is being
 // started, so a refill left over from the service's half does not slow the floor's.
+//
+// Both sides are bound by the CPU on this machine kind, so the phase also counts the machine's
+// CPU time (user + system + interrupts, every process, from /proc/stat) per completed execution:
+// a half's count runs from its start until the service's warm refills after it have settled (and
+// 200 ms more for the kernel's deferred teardown on both sides), so the work an execution leaves
+// behind is charged to it. The throughput ratio can be no better than the inverse ratio of these.
+import fs from 'node:fs';
 import type { Floor } from './floor.js';
 import { createSession, deleteSession, executeIn, type BenchClient } from './http.js';
 import { PRINT_X, type WarmSizes } from './context.js';
@@ -28,6 +35,22 @@ export interface WarmThroughputResult {
   ratio: number;
   claims: Claims | null;
   settle: SettleStats;
+  /** Machine CPU ms (all processes, user + system + interrupts) per completed execution; null where /proc/stat is unreadable. */
+  cpu_ms_per_execution: { service: number; raw_bwrap: number } | null;
+}
+
+const TICK_MS = 10; // /proc/stat counts in USER_HZ (100 on Linux)
+
+/** Busy CPU time of the whole machine in ms (user, nice, system, irq, softirq, steal), or null. */
+export function machineBusyCpuMs(): number | null {
+  try {
+    const line = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const busy = [0, 1, 2, 5, 6, 7].reduce((a, i) => a + (f[i] ?? NaN), 0);
+    return Number.isFinite(busy) ? busy * TICK_MS : null;
+  } catch {
+    return null;
+  }
 }
 
 type Outcome = 'ok' | { retryAfterMs: number } | { error: string };
@@ -90,17 +113,32 @@ export async function measureWarmThroughput(input: { client: BenchClient; floor:
     const s: Awaited<ReturnType<typeof runFor>>[] = [];
     const f: Awaited<ReturnType<typeof runFor>>[] = [];
     let claims: Claims | null = null;
+    const cpu = { service: 0, raw: 0, ok: true };
+    const counted = (c0: number | null) => {
+      const c1 = machineBusyCpuMs();
+      if (c0 === null || c1 === null) cpu.ok = false;
+      return c0 === null || c1 === null ? 0 : c1 - c0;
+    };
+    let before = await settleWarmPool(client, settle, 5000);
     for (let half = 0; half < 2; half++) {
-      const before = await settleWarmPool(client, settle, 5000);
+      let c0 = machineBusyCpuMs();
       s.push(await runFor(sizes.throughputHalfSeconds, service));
       claims = addClaims(claims, claimsBetween(before, await scrape(client)));
       await settleWarmPool(client, settle, 5000);
+      await sleep(200);
+      cpu.service += counted(c0);
+      c0 = machineBusyCpuMs();
       f.push(await runFor(sizes.throughputHalfSeconds, raw));
+      await sleep(200);
+      cpu.raw += counted(c0);
+      before = await settleWarmPool(client, settle, 5000);
     }
     const svc = merge(s);
     const rawPool = merge(f);
-    log(`warm throughput ${CLIENTS} clients: service ${svc.per_s}/s, raw bwrap ${rawPool.per_s}/s`);
-    return { clients: CLIENTS, service: svc, raw_bwrap: rawPool, ratio: ratio(svc.per_s, rawPool.per_s), claims, settle };
+    const cpuPerExecution = cpu.ok && svc.completed > 0 && rawPool.completed > 0
+      ? { service: round(cpu.service / svc.completed, 1), raw_bwrap: round(cpu.raw / rawPool.completed, 1) } : null;
+    log(`warm throughput ${CLIENTS} clients: service ${svc.per_s}/s, raw bwrap ${rawPool.per_s}/s; machine CPU ms per execution ${cpuPerExecution ? `${cpuPerExecution.service} / ${cpuPerExecution.raw_bwrap}` : 'unknown'}`);
+    return { clients: CLIENTS, service: svc, raw_bwrap: rawPool, ratio: ratio(svc.per_s, rawPool.per_s), claims, settle, cpu_ms_per_execution: cpuPerExecution };
   } finally {
     for (const id of ids) await deleteSession(client, id);
   }
