@@ -12,10 +12,10 @@ to UID/GID for good (no groups, no_new_privs, killed when the service dies) and 
 - PORTS_SOCK: the service writes "PORT <n>\\n" and reads "OK\\n" or "ERR <errno>\\n"; after OK the
   bytes are relayed both ways to 127.0.0.1:<n> inside the namespace (the host cannot setns).
 - 127.0.0.1:PROXY_PORT (allowlist): every connection goes to the session's egress proxy in the
-  service as one end of a socketpair, passed over the service's IPC channel (egress_ipc.py). The
-  proxy decides; when it has connected upstream it may pass that socket back, and from then on
-  this process moves the bytes between the two sockets with splice(2), never through Node
-  (egress_splice.py). The policy lives in the proxy; here are only pipes.
+  service as one end of a socketpair, passed over the service's IPC channel. The proxy decides;
+  when it has connected upstream it may pass that socket back, and from then on this process
+  moves the bytes between the two sockets, never through Node (egress_relay.py). The policy
+  lives in the proxy; here are only pipes.
 
 "ready" on stdout once both listen; a reason on stderr and exit 1 if anything fails before.
 Python 3.11 has no os.prctl, hence ctypes for the two prctl calls.

@@ -4,7 +4,7 @@
 // (ports/{port}), and in allowlist mode the sandbox's only way out (127.0.0.1:3128 → the egress
 // proxy). In allowlist mode it has an IPC channel (Node's own, fd 3): each sandbox connection
 // arrives here as a socket handed over it, and the proxy hands the upstream socket back once it
-// has decided, for the helper to splice (egress_relay.py). Node can pass descriptors only over
+// has decided, for the helper to relay (egress_relay.py). Node can pass descriptors only over
 // such a channel, hence this rather than a socket path.
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import net from 'node:net';

@@ -1,7 +1,7 @@
 // One network namespace per session (or per one-shot run with a network policy), shared by all of
 // its sandboxes, and everything that lives as long as it: the namespace descriptor, the helper
 // (ports.sock; in allowlist also 127.0.0.1:3128 → the egress proxy, and the connections it
-// splices once the proxy has decided), the egress proxy (allowlist; it takes the helper's
+// relays once the proxy has decided), the egress proxy (allowlist; it takes the helper's
 // connections over the helper's IPC channel and listens on no path), slirp4netns (outbound), and
 // the run dir holding the sockets. The SessionNetwork is their one owner: close() releases all of
 // them, in this order — helper (with it every egress connection), slirp, proxy, run dir,

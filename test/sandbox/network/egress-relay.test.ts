@@ -1,8 +1,9 @@
 // The helper's own limits on the egress connections it holds (egress_relay.py), with a real
 // session network in allowlist mode: a CONNECT tunnel keeps working after the proxy handed the
-// upstream over, and the helper closes it once no byte moved for its idle time; connections over
-// its cap are answered 503. Reached from the host through the helper's ports.sock (connectPort to
+// upstream over (8 MB each way intact, half-closes passed on), and the helper closes it once no
+// byte moved for its idle time; connections over its cap are answered 503. Reached from the host through the helper's ports.sock (connectPort to
 // 127.0.0.1:3128 in the namespace); the upstream is an echo server of this test on 127.0.0.1.
+import crypto from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import fs from 'node:fs';
@@ -89,6 +90,33 @@ describe.skipIf(!IS_ROOT)('the helper\'s egress connections', () => {
     const after = await Promise.race([closed, new Promise<number>((resolve) => setTimeout(() => resolve(-1), 6_000))]);
     expect(after).toBeGreaterThanOrEqual(900);
     expect(after).toBeLessThan(6_000);
+  });
+
+  test('a tunnel carries 8 MB each way intact after the hand-over, and a half-close goes through both ways', async () => {
+    const n = await makeNetwork('bulk', { idleSeconds: 60, maxConnections: 8 });
+    const s = await connect(n);
+    s.write(`CONNECT 127.0.0.1:${echoPort} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const head = await readUntil(s, (t) => t.includes('\r\n\r\n'));
+    expect(head).toMatch(/^HTTP\/1\.1 200 /);
+    expect(head.endsWith('\r\n\r\n')).toBe(true);
+    // Random bytes, many times the helper's 1 MiB buffer: any lost, repeated or reordered chunk shows.
+    const sent = crypto.randomBytes(8 * 1024 * 1024);
+    const back: Buffer[] = [];
+    // The echo server ends its side only after our end reached it: EOF here means ours went through
+    // the helper, and the echo's came back through it.
+    const ended = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no EOF; ${back.reduce((a, b) => a + b.length, 0)} bytes back`)), 20_000);
+      s.on('data', (d: Buffer) => back.push(d));
+      s.once('end', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    s.end(sent);
+    await ended;
+    const got = Buffer.concat(back);
+    expect(got.length).toBe(sent.length);
+    expect(got.equals(sent)).toBe(true);
   });
 
   test('over its cap of connections the helper answers 503 and closes', async () => {
