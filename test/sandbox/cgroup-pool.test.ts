@@ -85,6 +85,29 @@ describe.skipIf(REAL.mode === 'none' && !process.env.CI)(`reused execution cgrou
     await second.destroy();
   });
 
+  test.skipIf(REAL.mode !== 'v1')('a reuse writes only limits that are not in place: a CPU quota changed by someone else is put back, the rest stays right', async () => {
+    const first = await make();
+    const dirOf = (cg: ExecutionCgroup, hier: string) => {
+      const f = cg.procsFiles.find((p) => fs.existsSync(path.join(path.dirname(p), hier)));
+      return path.dirname(f ?? '');
+    };
+    const cpuDir = dirOf(first, 'cpu.cfs_quota_us');
+    const memDir = dirOf(first, 'memory.limit_in_bytes');
+    // What another bubble-sandbox process's lower CPU ceiling does to an existing execution.
+    fs.writeFileSync(path.join(cpuDir, 'cpu.cfs_quota_us'), '20000');
+    await first.destroy();
+    const second = await make();
+    expect(second.procsFiles).toEqual(first.procsFiles);
+    expect(fs.readFileSync(path.join(cpuDir, 'cpu.cfs_quota_us'), 'utf8').trim()).toBe(String(LIMITS.cpuCores * 100_000));
+    expect(fs.readFileSync(path.join(cpuDir, 'cpu.cfs_period_us'), 'utf8').trim()).toBe('100000');
+    expect(Number(fs.readFileSync(path.join(memDir, 'memory.limit_in_bytes'), 'utf8'))).toBe(LIMITS.memoryBytes);
+    if (fs.existsSync(path.join(memDir, 'memory.memsw.limit_in_bytes'))) {
+      expect(Number(fs.readFileSync(path.join(memDir, 'memory.memsw.limit_in_bytes'), 'utf8'))).toBe(LIMITS.memoryBytes);
+    }
+    expect(fs.readFileSync(path.join(memDir, 'memory.swappiness'), 'utf8').trim()).toBe('0');
+    await second.destroy();
+  });
+
   test('an OOM kill is reported for its own execution only, and again for a later one', async () => {
     const a = await make();
     expect((await runIn(a, ALLOCATE(400))).code).not.toBe(0);
