@@ -253,9 +253,41 @@ describe('the pool', () => {
     await pool().dropOwner('l');
     await pool().settled();
     expect(pool().owners()).not.toContain('l');
-    expect(dirs()).toEqual([]);
+    // Only the pool's own launcher directory stays (until it closes).
+    const launcherDir = pool().launcherFiles().dir;
+    expect(launcherDir).not.toBeNull();
+    expect(dirs()).toEqual([path.basename(launcherDir ?? '')]);
     expect(stillRunning(launchers)).toEqual([]);
   });
+
+  test('launcher files are read-only hard links to one copy per pool, with a .pyc of each loaded module valid for the sandbox\'s interpreter', async () => {
+    for (const owner of pool().owners()) await pool().dropOwner(owner); // room for this one whatever ran before
+    const t = newTarget(null, 24);
+    await prestarted('p', t);
+    await waitUntil(() => pool().launcherFiles().precompiled.length, (n) => n === 2, 30_000);
+    await pool().dropOwner('p');
+    await prestarted('p', t); // started with the compiled files in place
+    const { dir: launchers } = pool().launcherFiles();
+    const shared = fs.statSync(path.join(launchers ?? '', 'warm-body.py'));
+    expect(shared.mode & 0o777).toBe(0o444);
+    const sandboxDirs = fs.readdirSync(path.join(workDir, 'warm')).map((d) => path.join(workDir, 'warm', d)).filter((d) => d !== launchers);
+    expect(sandboxDirs.length).toBeGreaterThan(0);
+    for (const d of sandboxDirs) {
+      for (const f of ['warm-launch.py', 'warm-body.py', 'launch.py']) {
+        expect(fs.statSync(path.join(d, f)).ino).toBe(fs.statSync(path.join(launchers ?? '', f)).ino);
+      }
+    }
+    const check = [
+      'import importlib.util, os',
+      "for name in ('warm-body.py', 'launch.py'):",
+      "    src = '/sandbox/' + name",
+      "    data = open(importlib.util.cache_from_source(src), 'rb').read()",
+      "    valid = data[:4] == importlib.util.MAGIC_NUMBER and data[4:8] == (3).to_bytes(4, 'little') and data[8:16] == importlib.util.source_hash(open(src, 'rb').read())",
+      '    print(name, valid, os.access(src, os.W_OK))',
+    ].join('\n');
+    const r = await run(t, py(check));
+    expect(r).toMatchObject({ claim: 'hit', stdout: 'warm-body.py True False\nlaunch.py True False\n', exit_code: 0 });
+  }, 60_000);
 
   test('leftover /sandbox directories of a process that is gone are removed; a live one\'s stay', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-warm-left-'));

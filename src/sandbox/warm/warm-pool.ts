@@ -10,6 +10,7 @@
 // the host's MemAvailable is under `minAvailableBytes` (checked every CHECK_INTERVAL_MS; idle warm
 // sandboxes are the first thing given back). Every warm sandbox has an owner key (a session, or a
 // one-shot environment): dropOwner() ends it when the owner's configuration changes or it goes.
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -23,10 +24,20 @@ import {
 export { readMemAvailable, targetKey, type WarmTarget } from './warm-rules.js';
 
 const LAUNCHER_NAME = 'warm-launch.py';
-/** warm-launch.py beside this module (the build copies it to dist). */
-const LAUNCHER_SOURCE = fs.readFileSync(new URL(`./${LAUNCHER_NAME}`, import.meta.url), 'utf8');
-/** The cold path's launch.py: the warm launcher runs a script through its run(), so both run it alike. */
-const COLD_LAUNCHER_SOURCE = fs.readFileSync(new URL('../launch.py', import.meta.url), 'utf8');
+/**
+ * The files every warm sandbox's /sandbox starts with: warm-launch.py (its __main__, kept tiny),
+ * warm-body.py (the launcher's code) and the cold path's launch.py (a script runs through its
+ * run(), so both paths run it alike), all beside this module in dist/ (the build copies them).
+ */
+const LAUNCHER_FILES: readonly { name: string; source: string }[] = [
+  { name: LAUNCHER_NAME, source: fs.readFileSync(new URL(`./${LAUNCHER_NAME}`, import.meta.url), 'utf8') },
+  { name: 'warm-body.py', source: fs.readFileSync(new URL('./warm-body.py', import.meta.url), 'utf8') },
+  { name: 'launch.py', source: fs.readFileSync(new URL('../launch.py', import.meta.url), 'utf8') },
+];
+/** Modules of LAUNCHER_FILES the launcher loads (not the __main__ script, which Python always compiles): precompiled once per pool. */
+const PRECOMPILED = ['warm-body.py', 'launch.py'];
+/** The interpreter a sandbox runs unless its environment has its own (spawn.ts pythonFor): what compiles the __pycache__. */
+const SYSTEM_PYTHON = '/usr/bin/python3';
 const CHECK_INTERVAL_MS = 1000;
 /** The ready line is a JSON object naming the preloaded modules: bounded, anything longer is not one. */
 const MAX_READY_BYTES = 256 * 1024;
@@ -102,7 +113,14 @@ export class WarmPool {
   private closed = false;
   private readonly disposing = new Set<Promise<void>>();
   private readonly readMem: () => number | null;
-  private dirReady = false;
+  /**
+   * This pool's copy of LAUNCHER_FILES (<dir>/<pid>-<n>, so clearLeftovers removes it after a
+   * crash), made at the first start: root-owned, read-only files hard-linked into each warm
+   * sandbox's /sandbox instead of written there again. null until made.
+   */
+  private launchers: string | null = null;
+  /** Names under launchers/__pycache__ once compiled (empty until then, or when compiling failed). */
+  private pycache: string[] = [];
 
   constructor(private readonly opts: WarmPoolOptions) {
     this.readMem = opts.readMemAvailable ?? readMemAvailable;
@@ -139,6 +157,11 @@ export class WarmPool {
   /** The host pids (bwrap) of the warm sandboxes spawned so far, by owner (for tests and operators). */
   pids(): { owner: string; pid: number }[] {
     return [...this.entries.values()].flatMap((e) => (e.pid === undefined ? [] : [{ owner: e.owner, pid: e.pid }]));
+  }
+
+  /** The pool's launcher directory (hard-linked into each warm sandbox's /sandbox) and the .pyc files compiled there so far (for tests and operators). */
+  launcherFiles(): { dir: string | null; precompiled: readonly string[] } {
+    return { dir: this.launchers, precompiled: this.pycache };
   }
 
   owners(): string[] {
@@ -263,16 +286,11 @@ export class WarmPool {
   }
 
   private start(owner: string, key: string, target: WarmTarget, env: Record<string, string>): void {
+    const launchers = this.launchers ?? this.makeLaunchers();
     const id = ++entryCounter;
-    if (!this.dirReady) {
-      fs.mkdirSync(this.opts.dir, { recursive: true, mode: 0o711 });
-      fs.chmodSync(this.opts.dir, 0o711);
-      this.dirReady = true;
-    }
     const dir = path.join(this.opts.dir, `${process.pid}-${id}`);
     fs.mkdirSync(dir, { mode: 0o755 });
-    fs.writeFileSync(path.join(dir, LAUNCHER_NAME), LAUNCHER_SOURCE, { mode: 0o644 });
-    fs.writeFileSync(path.join(dir, 'launch.py'), COLD_LAUNCHER_SOURCE, { mode: 0o644 });
+    this.placeLaunchers(launchers, dir);
     const preloads = target.environment?.preload ?? [];
     const sandbox = spawnSandbox(this.opts.spawnDeps, {
       environment: target.environment,
@@ -318,6 +336,54 @@ export class WarmPool {
       this.enforceBudget(entry);
       this.report();
     });
+  }
+
+  /** The pool's launcher directory (see `launchers`), its __pycache__ compiled in the background. */
+  private makeLaunchers(): string {
+    fs.mkdirSync(this.opts.dir, { recursive: true, mode: 0o711 });
+    fs.chmodSync(this.opts.dir, 0o711);
+    const dir = path.join(this.opts.dir, `${process.pid}-${++entryCounter}`);
+    fs.mkdirSync(dir, { mode: 0o755 });
+    for (const f of LAUNCHER_FILES) fs.writeFileSync(path.join(dir, f.name), f.source, { mode: 0o444 });
+    this.launchers = dir;
+    // Hash-checked .pyc files (PEP 552): valid whatever the hard links' times, and an interpreter
+    // whose version differs looks for another cache tag and compiles in memory as before. Until
+    // this is done (a few tens of ms, once), warm sandboxes start without them.
+    const compile = 'import py_compile, sys\nfor f in sys.argv[1:]: py_compile.compile(f, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)';
+    // -I: no PYTHON* variable of the service's (PYTHONPYCACHEPREFIX would put the files elsewhere).
+    execFile(SYSTEM_PYTHON, ['-I', '-c', compile, ...PRECOMPILED.map((n) => path.join(dir, n))], { timeout: 30_000 }, (err) => {
+      if (this.launchers !== dir) return; // closed meanwhile: the directory is gone
+      if (err) {
+        this.opts.logger?.warn({ err: err.message }, 'warm launcher not precompiled: warm sandboxes compile it on start');
+        return;
+      }
+      try {
+        const cache = path.join(dir, '__pycache__');
+        const names = fs.readdirSync(cache).filter((n) => n.endsWith('.pyc'));
+        for (const n of names) fs.chmodSync(path.join(cache, n), 0o444);
+        fs.chmodSync(cache, 0o755);
+        this.pycache = names;
+      } catch (e) {
+        this.opts.logger?.warn({ err: e instanceof Error ? e.message : String(e) }, 'warm launcher not precompiled: warm sandboxes compile it on start');
+      }
+    });
+    return dir;
+  }
+
+  /** Hard links to the pool's launcher files in a warm sandbox's /sandbox (same filesystem); a copy where linking fails. */
+  private placeLaunchers(from: string, dir: string): void {
+    const place = (rel: string, source: () => string | Buffer) => {
+      try {
+        fs.linkSync(path.join(from, rel), path.join(dir, rel));
+      } catch {
+        fs.writeFileSync(path.join(dir, rel), source(), { mode: 0o444 });
+      }
+    };
+    for (const f of LAUNCHER_FILES) place(f.name, () => f.source);
+    if (this.pycache.length > 0) {
+      fs.mkdirSync(path.join(dir, '__pycache__'), { mode: 0o755 });
+      for (const n of this.pycache) place(path.join('__pycache__', n), () => fs.readFileSync(path.join(from, '__pycache__', n)));
+    }
   }
 
   /** The launcher's ready line, or null when it exits (or says something else) first. */
@@ -432,6 +498,8 @@ export class WarmPool {
     this.timer = null;
     for (const e of [...this.entries.values()]) void this.discard(e, 'shutdown');
     await this.settled();
+    if (this.launchers !== null) fs.rmSync(this.launchers, { recursive: true, force: true });
+    this.launchers = null;
   }
 
   /** Remove private /sandbox directories that a process no longer running left behind (a crash). */
