@@ -1,6 +1,7 @@
 // Warm (pre-started) sandboxes through the real sandbox (bwrap, cgroups): a claimed warm sandbox
 // answers like a cold one, nothing of one execution reaches the next, limits and timeouts hold,
 // and the pool's bounds (count, memory budget, memory pressure) are kept.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -190,6 +191,18 @@ describe('freshness: nothing of one execution reaches the next', () => {
     expect(shadowed).toMatchObject({ claim: 'miss', stdout: 'mine\n' });
     expect(discarded.slice(n)).toContain('shadowed');
   });
+  test('an extension module named like one the launcher imported, with the sandbox interpreter\'s own ending, shadows it: the run goes cold', async () => {
+    const t = newTarget(null, 25);
+    // The ending the launcher reports, e.g. .cpython-311-x86_64-linux-gnu.so (not among the defaults).
+    const ending = execFileSync('/usr/bin/python3', ['-I', '-c', 'import _imp; print(_imp.extension_suffixes()[0])'], { encoding: 'utf8' }).trim();
+    expect(ending).toMatch(/^\.cpython-/);
+    fs.writeFileSync(path.join(t.workspaceDir, `json${ending}`), 'not an ELF file\n');
+    await prestarted('s', t);
+    const n = discarded.length;
+    const r = await run(t, py('print("ran")\n'));
+    expect(r.claim).toBe('miss');
+    expect(discarded.slice(n)).toContain('shadowed');
+  }, 60_000);
 });
 
 describe('limits hold on a warm sandbox', () => {

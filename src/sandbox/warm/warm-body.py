@@ -2,6 +2,7 @@
 # of its own so that it is not compiled on every warm start: the __main__ script always is, while a
 # module loaded from a file uses the service's precompiled __pycache__ beside it when the
 # interpreter's version matches (and compiles it in memory, as before, when it does not).
+import _imp
 import gc
 import importlib
 import importlib.util
@@ -105,7 +106,10 @@ def main(at_start, startup_path):
     names = [n for n in sys.argv[3].split(',') if n] if len(sys.argv) > 3 else []
     launcher = load_cold_launcher()
     tops, failed = preload(names, at_start, startup_path)
-    ready = {'ready': True, 'modules': tops, 'failed': failed, 'rss_bytes': rss_bytes()}
+    # The endings a module file has for this interpreter (what importlib's path finder looks for),
+    # so the service can tell exactly which workspace names would shadow an imported module.
+    suffixes = ['.py', '.pyc'] + list(_imp.extension_suffixes())
+    ready = {'ready': True, 'modules': tops, 'failed': failed, 'rss_bytes': rss_bytes(), 'suffixes': suffixes}
     os.write(control, (json.dumps(ready) + '\n').encode('utf-8'))
     try:
         size = int.from_bytes(read_exact(control, 4), 'big')

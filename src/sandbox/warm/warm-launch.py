@@ -12,7 +12,8 @@
 #
 # Control protocol (the pipe is a socket pair, both ways): this side writes one line, a JSON
 # object {"ready": true, "modules": [top-level names imported by the preload], "failed": [...],
-# "rss_bytes": n}, then reads one request: a 4-byte big-endian length, then a JSON object
+# "rss_bytes": n, "suffixes": [module file endings of this interpreter]}, then reads one
+# request: a 4-byte big-endian length, then a JSON object
 # {"kind": "script"|"command"|"argv", "command": str, "argv": [str], "env": {..}|null}. The pipe
 # is closed before the program runs, so the program never holds it.
 #

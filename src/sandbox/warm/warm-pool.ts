@@ -71,6 +71,8 @@ export interface WarmPoolOptions {
 interface ReadyInfo {
   modules: string[];
   rssBytes: number | null;
+  /** The sandbox interpreter's module file endings (.py, .pyc, its extension-module ones); null: the defaults. */
+  suffixes: string[] | null;
 }
 
 interface WarmEntry {
@@ -253,7 +255,7 @@ export class WarmPool {
       void this.discard(entry, 'died');
       return null;
     }
-    if (req.program.kind === 'script' && ready.modules.length > 0 && shadowsImported(req.workspaceDir, ready.modules)) {
+    if (req.program.kind === 'script' && ready.modules.length > 0 && shadowsImported(req.workspaceDir, ready.modules, ready.suffixes ?? undefined)) {
       void this.discard(entry, 'shadowed');
       return null;
     }
@@ -400,9 +402,12 @@ export class WarmPool {
           return;
         }
         try {
-          const parsed = JSON.parse(buf.slice(0, nl)) as { ready?: unknown; modules?: unknown; rss_bytes?: unknown };
+          const parsed = JSON.parse(buf.slice(0, nl)) as { ready?: unknown; modules?: unknown; rss_bytes?: unknown; suffixes?: unknown };
           const modules = Array.isArray(parsed.modules) ? parsed.modules.filter((m): m is string => typeof m === 'string') : [];
-          finish(parsed.ready === true ? { modules, rssBytes: typeof parsed.rss_bytes === 'number' ? parsed.rss_bytes : null } : null);
+          // Endings as an interpreter has them (a dot, no separator); anything else: the defaults.
+          const suffixes = Array.isArray(parsed.suffixes) && parsed.suffixes.length <= 32
+            && parsed.suffixes.every((x) => typeof x === 'string' && /^\.[A-Za-z0-9_.-]{1,80}$/.test(x)) ? parsed.suffixes as string[] : null;
+          finish(parsed.ready === true ? { modules, suffixes, rssBytes: typeof parsed.rss_bytes === 'number' ? parsed.rss_bytes : null } : null);
         } catch {
           finish(null);
         }

@@ -50,16 +50,58 @@ export function sameEnv(a: Record<string, string>, b: Record<string, string>): b
   return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
 }
 
-/** Whether a top-level workspace entry would shadow a module the warm launcher imported, in a cold run (/workspace is on sys.path). */
-export function shadowsImported(workspaceDir: string, modules: string[]): boolean {
-  const names = new Set(modules);
-  let entries: string[];
+/**
+ * The file name endings a module is found by on a sys.path directory when the launcher does not say
+ * (it reports its interpreter's own: source, bytecode and extension-module endings, such as
+ * .cpython-311-x86_64-linux-gnu.so).
+ */
+export const DEFAULT_MODULE_SUFFIXES: readonly string[] = ['.py', '.pyc', '.abi3.so', '.so'];
+
+/**
+ * Whether a top-level workspace entry would shadow a module the warm launcher imported, in a cold
+ * run (/workspace is on sys.path): an entry named like the module (a package, a namespace
+ * directory, or any file of that name, to be safe) or the module's name followed by one of the
+ * interpreter's module `suffixes`. Bounded whatever the workspace holds: the directory is listed
+ * only while it has no more entries than there are candidate names; a larger one is asked about
+ * each candidate (lstat) instead, so a workspace of tens of thousands of entries costs no more
+ * than a small one.
+ */
+export function shadowsImported(workspaceDir: string, modules: readonly string[], suffixes: readonly string[] = DEFAULT_MODULE_SUFFIXES): boolean {
+  const endings = ['', ...suffixes];
+  // A name that cannot be a directory entry (empty, '.', '..', with a '/') matches none.
+  const candidates = new Set(modules.flatMap((m) => endings.map((s) => m + s)).filter((n) => n !== '' && n !== '.' && n !== '..' && !n.includes('/') && !n.includes('\0')));
+  let dir: fs.Dir;
   try {
-    entries = fs.readdirSync(workspaceDir);
+    dir = fs.opendirSync(workspaceDir);
   } catch {
     return true; // cannot tell: run cold
   }
-  return entries.some((n) => names.has(moduleNameOf(n)));
+  let listed = 0;
+  try {
+    for (let e = dir.readSync(); e !== null; e = dir.readSync()) {
+      if (candidates.has(e.name)) return true;
+      if (++listed >= candidates.size) return candidates.size > 0 && someExists(workspaceDir, candidates);
+    }
+    return false;
+  } catch {
+    return true;
+  } finally {
+    dir.closeSync();
+  }
+}
+
+/** Whether any of the names is an entry of dir (lstat: a dangling link counts too); an error other than "no such entry" counts as one. */
+function someExists(dir: string, names: Iterable<string>): boolean {
+  for (const name of names) {
+    try {
+      fs.lstatSync(path.join(dir, name));
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') return true;
+    }
+  }
+  return false;
 }
 
 /** Remove private /sandbox directories that a process no longer running left behind (a crash). */
@@ -76,14 +118,6 @@ export function clearWarmLeftovers(dir: string, logger?: Logger): void {
     fs.rmSync(path.join(dir, name), { recursive: true, force: true });
     logger?.info({ dir: name }, 'removed a warm sandbox directory left by an earlier run');
   }
-}
-
-/** The top-level module a workspace entry would provide on sys.path (a package or namespace directory keeps its name). */
-function moduleNameOf(entry: string): string {
-  if (entry.endsWith('.py')) return entry.slice(0, -3);
-  if (entry.endsWith('.pyc')) return entry.slice(0, -4);
-  if (entry.endsWith('.so')) return entry.split('.', 1)[0] ?? entry;
-  return entry;
 }
 
 function processAlive(pid: number): boolean {
