@@ -7,12 +7,14 @@
 // Layout decisions live in cgroup-v1.ts (parent at the root of each v1 hierarchy) and
 // cgroup-v2.ts (parent at the root, as a sibling of our own cgroup, or beside a leaf we move
 // ourselves into). This file holds the public API and the file helpers both use.
-// Every file operation here is synchronous on purpose: cgroupfs files are made by the kernel in
-// memory on each access and never wait for a disk (about 10 µs an open/read/close here), while
+// Every file operation here is synchronous on purpose (but see writeOptional's offThread): cgroupfs
+// files are made by the kernel in memory on each access and never wait for a disk (about 10 µs an
+// open/read/close here), while
 // the same call through fs.promises costs a hop to libuv's thread pool and back plus its promise
 // and FileHandle objects, several times the syscalls' own cost on the service's main thread. The
 // functions keep their async signatures (errors still reject) so callers need not change.
 import { accessSync, closeSync, openSync, readdirSync, readSync, rmdirSync, writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createV1Manager, findV1Hierarchies } from './cgroup-v1.js';
 import { createV2Manager, probeV2, readSelfCgroupV2 } from './cgroup-v2.js';
@@ -247,8 +249,17 @@ export function writeOptionalSync(file: string, value: string): boolean {
   }
 }
 
-export async function writeOptional(file: string, value: string): Promise<boolean> {
-  return writeOptionalSync(file, value);
+/** offThread: through libuv's thread pool, for the writes the kernel may take long over (memory.force_empty). */
+export async function writeOptional(file: string, value: string, opts: { offThread?: boolean } = {}): Promise<boolean> {
+  if (!opts.offThread) return writeOptionalSync(file, value);
+  try {
+    await writeFile(file, value);
+    return true;
+  } catch (err) {
+    const code = errCode(err);
+    if (code === 'ENOENT' || code === 'EACCES') return false;
+    throw new CgroupError(`cannot write ${JSON.stringify(value)} to ${file}: ${errMessage(err)}`, code);
+  }
 }
 
 /** `key value` lines (memory.events, cpu.stat, memory.oom_control, pids.events). */

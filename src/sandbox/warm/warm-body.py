@@ -1,17 +1,13 @@
 # The warm launcher's code (warm-launch.py is its entry point and says what it does). A module
-# of its own so that it is not compiled on every warm start: the __main__ script always is, while a
-# module loaded from a file uses the service's precompiled __pycache__ beside it when the
-# interpreter's version matches (and compiles it in memory, as before, when it does not).
+# of its own so that it is not compiled on every warm start: the __main__ script always is, while
+# this module is loaded from the .pyc the service compiled beside it when the interpreter's
+# version matches (and compiled in memory, as before, when it does not).
 import _imp
 import gc
 import importlib
-import importlib.util
 import json
 import os
 import sys
-
-LAUNCH = '/sandbox/launch.py'
-
 
 def read_exact(fd, n):
     chunks = []
@@ -71,15 +67,6 @@ def preload(names, at_start, startup_path):
     return tops, failed
 
 
-def load_cold_launcher():
-    """launch.py (written beside this file by the service), loaded under a private name that
-    sys.modules never holds: a script runs through the very code a cold run uses."""
-    spec = importlib.util.spec_from_file_location('_bubble_launch', LAUNCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_script(launcher, report):
     # The finders cached directory listings while preloading: files uploaded since must be found.
     importlib.invalidate_caches()
@@ -97,14 +84,14 @@ def exec_program(argv, env, search):
         os._exit(1)
 
 
-def main(at_start, startup_path):
-    """at_start: the modules the interpreter had loaded before the launcher; startup_path: sys.path then."""
+def main(at_start, startup_path, launcher):
+    """at_start: the modules the interpreter had loaded before the launcher; startup_path: sys.path
+    then; launcher: launch.py's module, whose run() runs a script as a cold run does."""
     control = int(sys.argv[1])
     report = int(sys.argv[2])
     os.set_inheritable(report, False)  # programs the script starts do not get it
     os.set_inheritable(control, False)
     names = [n for n in sys.argv[3].split(',') if n] if len(sys.argv) > 3 else []
-    launcher = load_cold_launcher()
     tops, failed = preload(names, at_start, startup_path)
     # The endings a module file has for this interpreter (what importlib's path finder looks for),
     # so the service can tell exactly which workspace names would shadow an imported module.

@@ -33,10 +33,23 @@ sys.path[:] = [p for p in sys.path if p not in ('', '/workspace', '/sandbox')]
 
 import importlib.util  # noqa: E402
 
-# The launcher itself is warm-body.py beside this file, loaded under a private name that
-# sys.modules never holds; kept out of this script because the __main__ script is compiled on
-# every start and a loaded module can come precompiled.
-_spec = importlib.util.spec_from_file_location('_bubble_warm', '/sandbox/warm-body.py')
-_body = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_body)
-_body.main(AT_START, STARTUP_PATH)
+
+def load(name, source):
+    """The module at `source`, loaded under a private name that sys.modules never holds: from the
+    .pyc the service compiled beside it (the __main__ script, this file, is compiled on every start;
+    a module need not be), or from the source when there is none or it was made for another
+    interpreter version (bad magic number: nothing of it ran)."""
+    for path in (source + 'c', source):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            return module
+        except (ImportError, OSError, EOFError, ValueError):
+            if path == source:
+                raise
+
+
+# The launcher's code (warm-body.py), and the cold path's launch.py, through whose run() a script
+# runs exactly as in a cold run.
+load('_bubble_warm', '/sandbox/warm-body.py').main(AT_START, STARTUP_PATH, load('_bubble_launch', '/sandbox/launch.py'))
