@@ -58,36 +58,32 @@ export function sameEnv(a: Record<string, string>, b: Record<string, string>): b
 export const DEFAULT_MODULE_SUFFIXES: readonly string[] = ['.py', '.pyc', '.abi3.so', '.so'];
 
 /**
+ * Largest workspace directory (st_size) listed whole. A directory's size grows with its entries
+ * on the usual filesystems (ext4: at least 12 bytes an entry, so at most ~1,400 entries here; tmpfs
+ * 20; xfs and btrfs about the names' length), and listing a small one (about 10 µs) is cheaper than
+ * asking about each candidate name.
+ */
+const LIST_MAX_DIR_BYTES = 16 * 1024;
+
+/**
  * Whether a top-level workspace entry would shadow a module the warm launcher imported, in a cold
  * run (/workspace is on sys.path): an entry named like the module (a package, a namespace
  * directory, or any file of that name, to be safe) or the module's name followed by one of the
- * interpreter's module `suffixes`. Bounded whatever the workspace holds: the directory is listed
- * only while it has no more entries than there are candidate names; a larger one is asked about
- * each candidate (lstat) instead, so a workspace of tens of thousands of entries costs no more
- * than a small one.
+ * interpreter's module `suffixes`. Bounded whatever the workspace holds: a small directory is
+ * listed, a larger one is asked about each candidate name (lstat), so a workspace of tens of
+ * thousands of entries costs no more than the candidates.
  */
 export function shadowsImported(workspaceDir: string, modules: readonly string[], suffixes: readonly string[] = DEFAULT_MODULE_SUFFIXES): boolean {
-  const endings = ['', ...suffixes];
-  // A name that cannot be a directory entry (empty, '.', '..', with a '/') matches none.
-  const candidates = new Set(modules.flatMap((m) => endings.map((s) => m + s)).filter((n) => n !== '' && n !== '.' && n !== '..' && !n.includes('/') && !n.includes('\0')));
-  let dir: fs.Dir;
+  const names = new Set(modules);
+  const shadows = (entry: string) => names.has(entry) || suffixes.some((s) => entry.endsWith(s) && names.has(entry.slice(0, -s.length)));
   try {
-    dir = fs.opendirSync(workspaceDir);
+    if (fs.statSync(workspaceDir).size <= LIST_MAX_DIR_BYTES) return fs.readdirSync(workspaceDir).some(shadows);
   } catch {
     return true; // cannot tell: run cold
   }
-  let listed = 0;
-  try {
-    for (let e = dir.readSync(); e !== null; e = dir.readSync()) {
-      if (candidates.has(e.name)) return true;
-      if (++listed >= candidates.size) return candidates.size > 0 && someExists(workspaceDir, candidates);
-    }
-    return false;
-  } catch {
-    return true;
-  } finally {
-    dir.closeSync();
-  }
+  // A name that cannot be a directory entry (empty, '.', '..', with a '/') matches none.
+  const candidates = modules.flatMap((m) => ['', ...suffixes].map((s) => m + s)).filter((n) => n !== '' && n !== '.' && n !== '..' && !n.includes('/') && !n.includes('\0'));
+  return someExists(workspaceDir, candidates);
 }
 
 /** Whether any of the names is an entry of dir (lstat: a dangling link counts too); an error other than "no such entry" counts as one. */
