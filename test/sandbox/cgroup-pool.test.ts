@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createCgroupPool, type RecyclableCgroup } from '../../src/sandbox/cgroup-pool.js';
 import { createV2Manager } from '../../src/sandbox/cgroup-v2.js';
 import { createCgroupManager, detectCgroupMode, type CgroupLimits, type CgroupManager, type ExecutionCgroup } from '../../src/sandbox/cgroups.js';
 import { execHelperArgs, spawnSandbox } from '../../src/sandbox/spawn.js';
@@ -231,5 +232,39 @@ describe('reused execution cgroups on a fake cgroup v2 tree', () => {
     const third = await mgr.create('e3', LIMITS);
     expect(third.procsFiles).toEqual([path.join(root, 'p', 'e3', 'cgroup.procs')]);
     await mgr.close();
+  });
+});
+
+describe('the pool and its owners\' calls (a cgroup whose kill the test controls)', () => {
+  test('a killAll still running when the cgroup is given back finishes before the cgroup is handed out again', async () => {
+    const events: string[] = [];
+    let finishKill: () => void = () => undefined;
+    const fake: RecyclableCgroup = {
+      procsFiles: ['/fake/cgroup.procs'],
+      stats: () => Promise.resolve({ memoryPeakBytes: null, cpuMs: null, oomKilled: false }),
+      // The owner's first killAll: its processes take a while to die, so it is still looping.
+      killAll: () => {
+        events.push('kill');
+        return events.length === 1 ? new Promise<void>((r) => (finishKill = () => { events.push('first kill done'); r(); })) : Promise.resolve();
+      },
+      recycle: () => {
+        events.push('recycle');
+        return Promise.resolve(true);
+      },
+      remove: () => Promise.resolve(),
+    };
+    const pool = createCgroupPool(2, () => Promise.resolve(fake));
+    const first = await pool.create('exec-1', LIMITS);
+    const running = first.killAll(); // e.g. a timeout's kill, its processes still dying
+    const given = first.destroy();
+    const next = pool.create('exec-2', LIMITS);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(events).not.toContain('recycle');
+    finishKill();
+    await Promise.all([running, given]);
+    const second = await next;
+    expect(second.procsFiles).toEqual(fake.procsFiles);
+    expect(events.indexOf('first kill done')).toBeLessThan(events.indexOf('recycle'));
+    await pool.close();
   });
 });
