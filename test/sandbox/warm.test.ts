@@ -380,6 +380,28 @@ describe('bounds: count, memory budget, memory pressure', () => {
     }
   });
 
+  test('pre-starts in quick succession read the available memory once; the periodic check reads it afresh', async () => {
+    let reads = 0;
+    const mem = {
+      get available() {
+        reads++;
+        return 8 * 1024 ** 3;
+      },
+    };
+    const b = bounded({ minAvailableBytes: 1024 ** 3 }, mem);
+    try {
+      b.p.prestart('x', target(b.workspace));
+      b.p.prestart('y', target(b.workspace));
+      b.p.prestart('z', target(b.workspace));
+      expect(b.p.counts().starting).toBe(3);
+      expect(reads).toBe(1);
+      await b.p.check();
+      expect(reads).toBe(2);
+    } finally {
+      await b.close();
+    }
+  });
+
   test('the memory budget and the count are kept: the least recently built go first', async () => {
     const mem = { available: 8 * 1024 ** 3 };
     const one = bounded({}, mem);

@@ -39,6 +39,13 @@ const PRECOMPILED = ['warm-body.py', 'launch.py'];
 /** The interpreter a sandbox runs unless its environment has its own (spawn.ts pythonFor): what compiles the .pyc files. */
 const SYSTEM_PYTHON = '/usr/bin/python3';
 const CHECK_INTERVAL_MS = 1000;
+/**
+ * A pre-start reuses a MemAvailable reading this young: /proc/meminfo costs about 0.15 ms to read
+ * (the kernel sums its counters), once per execution otherwise. The periodic check reads afresh, so
+ * pressure is still seen within CHECK_INTERVAL_MS; at worst one more warm sandbox starts meanwhile,
+ * within the count and memory budget.
+ */
+const PRESTART_MEM_MAX_AGE_MS = 250;
 /** The ready line is a JSON object naming the preloaded modules: bounded, anything longer is not one. */
 const MAX_READY_BYTES = 256 * 1024;
 
@@ -122,6 +129,8 @@ export class WarmPool {
   private closed = false;
   private readonly disposing = new Set<Promise<void>>();
   private readonly readMem: () => number | null;
+  /** MemAvailable as last read, and when (performance.now()). */
+  private memSample: { at: number; bytes: number | null } | null = null;
   /**
    * This pool's copy of LAUNCHER_FILES (<dir>/<pid>-<n>, so clearLeftovers removes it after a
    * crash), made at the first start: root-owned, read-only files hard-linked into each warm
@@ -191,7 +200,7 @@ export class WarmPool {
       void this.discard(e, 'replaced');
     }
     if (target.environment !== null && !target.environment.python) return;
-    const available = this.opts.minAvailableBytes > 0 ? this.readMem() : null;
+    const available = this.opts.minAvailableBytes > 0 ? this.availableMemory(PRESTART_MEM_MAX_AGE_MS) : null;
     if (available !== null && available < this.opts.minAvailableBytes) return;
     while (this.entries.size >= this.opts.max) {
       const oldest = this.oldestIdle();
@@ -347,6 +356,13 @@ export class WarmPool {
     });
   }
 
+  /** The host's available memory, read again when the last reading is older than maxAgeMs (0: always). */
+  private availableMemory(maxAgeMs: number): number | null {
+    const now = performance.now();
+    if (this.memSample === null || maxAgeMs <= 0 || now - this.memSample.at > maxAgeMs) this.memSample = { at: now, bytes: this.readMem() };
+    return this.memSample.bytes;
+  }
+
   /** The pool's launcher directory (see `launchers`), its .pyc files compiled in the background. */
   private makeLaunchers(): string {
     fs.mkdirSync(this.opts.dir, { recursive: true, mode: 0o711 });
@@ -457,7 +473,7 @@ export class WarmPool {
       if (stats?.memoryPeakBytes != null) e.memoryBytes = stats.memoryPeakBytes;
     }
     if (this.opts.minAvailableBytes > 0) {
-      let available = this.readMem();
+      let available = this.availableMemory(0);
       if (available !== null && available < this.opts.minAvailableBytes) {
         const idle = [...this.entries.values()].filter((e) => e.state === 'idle').sort((a, b) => b.memoryBytes - a.memoryBytes);
         for (const e of idle) {
