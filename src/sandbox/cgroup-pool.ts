@@ -67,13 +67,23 @@ export function createCgroupPool(size: number, make: (name: string, limits: Cgro
   const handle = (cg: RecyclableCgroup, limits: CgroupLimits): ExecutionCgroup => {
     let released = false;
     let destroyed: Promise<void> | null = null;
+    // The owner's killAll calls still running: one that loops while the last processes die would
+    // read the procs files again after the cgroup was handed out, and kill the next execution's
+    // processes. destroy() gives the cgroup back only once they are done.
+    const killing = new Set<Promise<void>>();
     return {
       procsFiles: cg.procsFiles,
       stats: () => (released ? Promise.resolve(NO_STATS) : cg.stats()),
-      killAll: () => (released ? Promise.resolve() : cg.killAll()),
+      killAll(): Promise<void> {
+        if (released) return Promise.resolve();
+        const k: Promise<void> = cg.killAll().finally(() => killing.delete(k));
+        killing.add(k);
+        return k;
+      },
       destroy(): Promise<void> {
         released = true;
         destroyed ??= (async () => {
+          await Promise.all([...killing].map((k) => k.catch(() => undefined)));
           // Not to be kept: removed before destroy() resolves, as without a pool.
           if (closed || size === 0 || idleCount + recyclingCount() >= size) return cg.remove();
           await cg.killAll();

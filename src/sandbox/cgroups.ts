@@ -7,8 +7,14 @@
 // Layout decisions live in cgroup-v1.ts (parent at the root of each v1 hierarchy) and
 // cgroup-v2.ts (parent at the root, as a sibling of our own cgroup, or beside a leaf we move
 // ourselves into). This file holds the public API and the file helpers both use.
-import { access, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+// Every file operation here is synchronous on purpose (but see writeOptional's offThread): cgroupfs
+// files are made by the kernel in memory on each access and never wait for a disk (about 10 µs an
+// open/read/close here), while
+// the same call through fs.promises costs a hop to libuv's thread pool and back plus its promise
+// and FileHandle objects, several times the syscalls' own cost on the service's main thread. The
+// functions keep their async signatures (errors still reject) so callers need not change.
+import { accessSync, closeSync, openSync, readdirSync, readSync, rmdirSync, writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createV1Manager, findV1Hierarchies } from './cgroup-v1.js';
 import { createV2Manager, probeV2, readSelfCgroupV2 } from './cgroup-v2.js';
@@ -179,7 +185,7 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 export async function exists(file: string): Promise<boolean> {
   try {
-    await access(file);
+    accessSync(file);
     return true;
   } catch {
     return false;
@@ -187,38 +193,65 @@ export async function exists(file: string): Promise<boolean> {
 }
 
 export async function readText(file: string): Promise<string | null> {
-  try {
-    return await readFile(file, 'utf8');
-  } catch (err) {
-    if (errCode(err) === 'ENOENT') return null;
-    throw err;
-  }
+  return readTextSync(file);
 }
 
+/** One buffer for every read: cgroup files are small, and reading in a loop handles the rare large one (cgroup.procs). */
+const readBuffer = Buffer.allocUnsafe(16 * 1024);
+
 /**
- * readText without the thread pool: for the few small cgroup files an execution's statistics
- * read on the request path. cgroupfs answers from memory (about 10 µs a file here), while a
+ * A cgroup file's text, null when it does not exist: open, read until end of file, close (no
+ * fstat, no per-call buffer). cgroupfs answers from memory (about 10 µs a file here), while a
  * round trip through libuv's pool cost 0.3 ms per set of reads, a tenth of a run_code call.
  */
 export function readTextSync(file: string): string | null {
+  let fd: number;
   try {
-    return readFileSync(file, 'utf8');
+    fd = openSync(file, 'r');
   } catch (err) {
     if (errCode(err) === 'ENOENT') return null;
     throw err;
   }
+  try {
+    const chunks: Buffer[] = [];
+    for (;;) {
+      const n = readSync(fd, readBuffer, 0, readBuffer.length, null);
+      if (n === 0) return Buffer.concat(chunks).toString('utf8');
+      chunks.push(Buffer.from(readBuffer.subarray(0, n)));
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
-export async function writeText(file: string, value: string): Promise<void> {
+/** Write a cgroup interface file; CgroupError (with the errno code: EBUSY, EINVAL, ESRCH...) when the kernel refuses. */
+export function writeTextSync(file: string, value: string): void {
   try {
-    await writeFile(file, value);
+    writeFileSync(file, value);
   } catch (err) {
     throw new CgroupError(`cannot write ${JSON.stringify(value)} to ${file}: ${errMessage(err)}`, errCode(err));
   }
 }
 
+export async function writeText(file: string, value: string): Promise<void> {
+  writeTextSync(file, value);
+}
+
 /** For interface files a kernel may lack: cgroupfs answers EACCES to creating a missing file. */
-export async function writeOptional(file: string, value: string): Promise<boolean> {
+export function writeOptionalSync(file: string, value: string): boolean {
+  try {
+    writeFileSync(file, value);
+    return true;
+  } catch (err) {
+    const code = errCode(err);
+    if (code === 'ENOENT' || code === 'EACCES') return false;
+    throw new CgroupError(`cannot write ${JSON.stringify(value)} to ${file}: ${errMessage(err)}`, code);
+  }
+}
+
+/** offThread: through libuv's thread pool, for the writes the kernel may take long over (memory.force_empty). */
+export async function writeOptional(file: string, value: string, opts: { offThread?: boolean } = {}): Promise<boolean> {
+  if (!opts.offThread) return writeOptionalSync(file, value);
   try {
     await writeFile(file, value);
     return true;
@@ -244,16 +277,20 @@ export function parseIntOrNull(text: string | null): number | null {
   return t && /^\d+$/.test(t) ? Number(t) : null;
 }
 
-export async function readPids(procsFile: string): Promise<number[]> {
-  const text = await readText(procsFile);
+export function readPidsSync(procsFile: string): number[] {
+  const text = readTextSync(procsFile);
   return (text ?? '').split('\n').filter((s) => /^\d+$/.test(s)).map(Number);
+}
+
+export async function readPids(procsFile: string): Promise<number[]> {
+  return readPidsSync(procsFile);
 }
 
 /** SIGKILL every pid listed until all files are empty; v1's OOM killer and fork races need the loop. */
 export async function killUntilEmpty(procsFiles: readonly string[], timeoutMs = 5000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const pids = new Set((await Promise.all(procsFiles.map(readPids))).flat());
+    const pids = new Set(procsFiles.flatMap(readPidsSync));
     if (pids.size === 0) return true;
     if (Date.now() > deadline) return false;
     for (const pid of pids) {
@@ -277,7 +314,7 @@ export async function procsFilesUnder(dir: string): Promise<string[]> {
 export async function removeCgroupDir(dir: string, timeoutMs = 2000): Promise<void> {
   let entries;
   try {
-    entries = await readdir(dir, { withFileTypes: true });
+    entries = readdirSync(dir, { withFileTypes: true });
   } catch (err) {
     if (errCode(err) === 'ENOENT') return;
     throw err;
@@ -286,7 +323,7 @@ export async function removeCgroupDir(dir: string, timeoutMs = 2000): Promise<vo
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      await rmdir(dir);
+      rmdirSync(dir);
       return;
     } catch (err) {
       const code = errCode(err);
@@ -299,7 +336,7 @@ export async function removeCgroupDir(dir: string, timeoutMs = 2000): Promise<vo
 
 export async function listChildDirs(dir: string): Promise<string[]> {
   try {
-    return (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+    return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
   } catch (err) {
     if (errCode(err) === 'ENOENT') return [];
     throw err;

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createCgroupPool, type RecyclableCgroup } from '../../src/sandbox/cgroup-pool.js';
 import { createV2Manager } from '../../src/sandbox/cgroup-v2.js';
 import { createCgroupManager, detectCgroupMode, type CgroupLimits, type CgroupManager, type ExecutionCgroup } from '../../src/sandbox/cgroups.js';
 import { execHelperArgs, spawnSandbox } from '../../src/sandbox/spawn.js';
@@ -82,6 +83,29 @@ describe.skipIf(REAL.mode === 'none' && !process.env.CI)(`reused execution cgrou
     // killAll wrote pids.max=0; reuse writes the limit again.
     const pidsMax = second.procsFiles.map((f) => path.join(path.dirname(f), 'pids.max')).find((f) => fs.existsSync(f));
     expect(fs.readFileSync(pidsMax ?? '', 'utf8').trim()).toBe(String(LIMITS.pids));
+    await second.destroy();
+  });
+
+  test.skipIf(REAL.mode !== 'v1')('a reuse writes only limits that are not in place: a CPU quota changed by someone else is put back, the rest stays right', async () => {
+    const first = await make();
+    const dirOf = (cg: ExecutionCgroup, hier: string) => {
+      const f = cg.procsFiles.find((p) => fs.existsSync(path.join(path.dirname(p), hier)));
+      return path.dirname(f ?? '');
+    };
+    const cpuDir = dirOf(first, 'cpu.cfs_quota_us');
+    const memDir = dirOf(first, 'memory.limit_in_bytes');
+    // What another bubble-sandbox process's lower CPU ceiling does to an existing execution.
+    fs.writeFileSync(path.join(cpuDir, 'cpu.cfs_quota_us'), '20000');
+    await first.destroy();
+    const second = await make();
+    expect(second.procsFiles).toEqual(first.procsFiles);
+    expect(fs.readFileSync(path.join(cpuDir, 'cpu.cfs_quota_us'), 'utf8').trim()).toBe(String(LIMITS.cpuCores * 100_000));
+    expect(fs.readFileSync(path.join(cpuDir, 'cpu.cfs_period_us'), 'utf8').trim()).toBe('100000');
+    expect(Number(fs.readFileSync(path.join(memDir, 'memory.limit_in_bytes'), 'utf8'))).toBe(LIMITS.memoryBytes);
+    if (fs.existsSync(path.join(memDir, 'memory.memsw.limit_in_bytes'))) {
+      expect(Number(fs.readFileSync(path.join(memDir, 'memory.memsw.limit_in_bytes'), 'utf8'))).toBe(LIMITS.memoryBytes);
+    }
+    expect(fs.readFileSync(path.join(memDir, 'memory.swappiness'), 'utf8').trim()).toBe('0');
     await second.destroy();
   });
 
@@ -208,5 +232,39 @@ describe('reused execution cgroups on a fake cgroup v2 tree', () => {
     const third = await mgr.create('e3', LIMITS);
     expect(third.procsFiles).toEqual([path.join(root, 'p', 'e3', 'cgroup.procs')]);
     await mgr.close();
+  });
+});
+
+describe('the pool and its owners\' calls (a cgroup whose kill the test controls)', () => {
+  test('a killAll still running when the cgroup is given back finishes before the cgroup is handed out again', async () => {
+    const events: string[] = [];
+    let finishKill: () => void = () => undefined;
+    const fake: RecyclableCgroup = {
+      procsFiles: ['/fake/cgroup.procs'],
+      stats: () => Promise.resolve({ memoryPeakBytes: null, cpuMs: null, oomKilled: false }),
+      // The owner's first killAll: its processes take a while to die, so it is still looping.
+      killAll: () => {
+        events.push('kill');
+        return events.length === 1 ? new Promise<void>((r) => (finishKill = () => { events.push('first kill done'); r(); })) : Promise.resolve();
+      },
+      recycle: () => {
+        events.push('recycle');
+        return Promise.resolve(true);
+      },
+      remove: () => Promise.resolve(),
+    };
+    const pool = createCgroupPool(2, () => Promise.resolve(fake));
+    const first = await pool.create('exec-1', LIMITS);
+    const running = first.killAll(); // e.g. a timeout's kill, its processes still dying
+    const given = first.destroy();
+    const next = pool.create('exec-2', LIMITS);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(events).not.toContain('recycle');
+    finishKill();
+    await Promise.all([running, given]);
+    const second = await next;
+    expect(second.procsFiles).toEqual(fake.procsFiles);
+    expect(events.indexOf('first kill done')).toBeLessThan(events.indexOf('recycle'));
+    await pool.close();
   });
 });

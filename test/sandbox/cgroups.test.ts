@@ -10,7 +10,7 @@ import { createV1Manager, findV1Hierarchies } from '../../src/sandbox/cgroup-v1.
 import { createV2Manager, openV2Execution, readSelfCgroupV2 } from '../../src/sandbox/cgroup-v2.js';
 import {
   CgroupError, createCgroupManager, detectCgroupMode, validateCgroupName,
-  type CgroupLimits, type CgroupManager, type ExecutionCgroup,
+  type CgroupLimits, type CgroupManager, type ExecutionCgroup, readTextSync,
 } from '../../src/sandbox/cgroups.js';
 
 const MiB = 1024 * 1024;
@@ -411,5 +411,20 @@ describe.runIf(IS_ROOT && fs.existsSync(path.join(UNIFIED, 'cgroup.procs')))('re
       await cg.destroy();
     }
     expect(fs.existsSync(dir)).toBe(false);
+  });
+});
+
+describe('synchronous cgroup file reads', () => {
+  test('a file larger than the shared read buffer (a long cgroup.procs) is read whole; a missing one is null', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-read-'));
+    try {
+      const text = Array.from({ length: 9000 }, (_, i) => String(100000 + i)).join('\n') + '\n';
+      fs.writeFileSync(path.join(dir, 'cgroup.procs'), text);
+      expect(text.length).toBeGreaterThan(3 * 16 * 1024);
+      expect(readTextSync(path.join(dir, 'cgroup.procs'))).toBe(text);
+      expect(readTextSync(path.join(dir, 'missing'))).toBeNull();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,7 @@
 // Warm (pre-started) sandboxes through the real sandbox (bwrap, cgroups): a claimed warm sandbox
 // answers like a cold one, nothing of one execution reaches the next, limits and timeouts hold,
 // and the pool's bounds (count, memory budget, memory pressure) are kept.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -190,6 +191,18 @@ describe('freshness: nothing of one execution reaches the next', () => {
     expect(shadowed).toMatchObject({ claim: 'miss', stdout: 'mine\n' });
     expect(discarded.slice(n)).toContain('shadowed');
   });
+  test('an extension module named like one the launcher imported, with the sandbox interpreter\'s own ending, shadows it: the run goes cold', async () => {
+    const t = newTarget(null, 25);
+    // The ending the launcher reports, e.g. .cpython-311-x86_64-linux-gnu.so (not among the defaults).
+    const ending = execFileSync('/usr/bin/python3', ['-I', '-c', 'import _imp; print(_imp.extension_suffixes()[0])'], { encoding: 'utf8' }).trim();
+    expect(ending).toMatch(/^\.cpython-/);
+    fs.writeFileSync(path.join(t.workspaceDir, `json${ending}`), 'not an ELF file\n');
+    await prestarted('s', t);
+    const n = discarded.length;
+    const r = await run(t, py('print("ran")\n'));
+    expect(r.claim).toBe('miss');
+    expect(discarded.slice(n)).toContain('shadowed');
+  }, 60_000);
 });
 
 describe('limits hold on a warm sandbox', () => {
@@ -253,9 +266,62 @@ describe('the pool', () => {
     await pool().dropOwner('l');
     await pool().settled();
     expect(pool().owners()).not.toContain('l');
-    expect(dirs()).toEqual([]);
+    // Only the pool's own launcher directory stays (until it closes).
+    const launcherDir = pool().launcherFiles().dir;
+    expect(launcherDir).not.toBeNull();
+    expect(dirs()).toEqual([path.basename(launcherDir ?? '')]);
     expect(stillRunning(launchers)).toEqual([]);
   });
+
+  test('launcher files are read-only hard links to one copy per pool, with a .pyc of each loaded module made for the sandbox\'s interpreter', async () => {
+    for (const owner of pool().owners()) await pool().dropOwner(owner); // room for this one whatever ran before
+    const t = newTarget(null, 24);
+    await prestarted('p', t);
+    await waitUntil(() => pool().launcherFiles().precompiled.length, (n) => n === 2, 30_000);
+    await pool().dropOwner('p');
+    await prestarted('p', t); // started with the compiled files in place
+    const { dir: launchers } = pool().launcherFiles();
+    const files = ['warm-launch.py', 'warm-body.py', 'launch.py', 'warm-body.pyc', 'launch.pyc'];
+    for (const f of files) expect(fs.statSync(path.join(launchers ?? '', f)).mode & 0o777).toBe(0o444);
+    const sandboxDirs = fs.readdirSync(path.join(workDir, 'warm')).map((d) => path.join(workDir, 'warm', d)).filter((d) => d !== launchers);
+    expect(sandboxDirs.length).toBeGreaterThan(0);
+    for (const d of sandboxDirs) {
+      for (const f of files) expect(fs.statSync(path.join(d, f)).ino).toBe(fs.statSync(path.join(launchers ?? '', f)).ino);
+    }
+    const check = [
+      'import importlib.util, os',
+      "for name in ('warm-body.pyc', 'launch.pyc'):",
+      "    with open('/sandbox/' + name, 'rb') as f:",
+      '        print(name, f.read(4) == importlib.util.MAGIC_NUMBER, os.access(\'/sandbox/\' + name, os.W_OK))',
+    ].join('\n');
+    const r = await run(t, py(check));
+    expect(r).toMatchObject({ claim: 'hit', stdout: 'warm-body.pyc True False\nlaunch.pyc True False\n', exit_code: 0 });
+  }, 60_000);
+
+  test('a .pyc made for another interpreter is passed over: the launcher compiles the source as before', async () => {
+    for (const owner of pool().owners()) await pool().dropOwner(owner);
+    const t = newTarget(null, 26);
+    await prestarted('q', t);
+    const { dir: launchers, precompiled } = pool().launcherFiles();
+    expect(precompiled.length).toBe(2);
+    // What a root filesystem with another Python version finds: a magic number that is not its own.
+    const originals = precompiled.map((n) => ({ file: path.join(launchers ?? '', n), data: fs.readFileSync(path.join(launchers ?? '', n)) }));
+    for (const { file, data } of originals) {
+      const other = Buffer.from(data);
+      other.writeUInt16LE(data.readUInt16LE(0) ^ 0x5555, 0);
+      fs.writeFileSync(file, other); // root: the read-only mode does not stop it
+    }
+    try {
+      await pool().dropOwner('q');
+      await prestarted('q', t);
+      const r = await run(t, py('import sys\nprint("ran", sys.argv[0])\nraise ValueError("boom")\n'));
+      expect(r).toMatchObject({ claim: 'hit', stdout: 'ran /sandbox/main.py\n' });
+      expect(r.error).toMatchObject({ type: 'ValueError', line: 3 });
+    } finally {
+      // The pool's own files again, for whatever runs next.
+      for (const { file, data } of originals) fs.writeFileSync(file, data);
+    }
+  }, 60_000);
 
   test('leftover /sandbox directories of a process that is gone are removed; a live one\'s stay', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-warm-left-'));
@@ -309,6 +375,28 @@ describe('bounds: count, memory budget, memory pressure', () => {
       expect(b.reasons.filter((r) => r === 'memory_pressure')).toHaveLength(2);
       b.p.prestart('z', target(b.workspace));
       expect(b.p.counts()).toMatchObject({ idle: 0, starting: 0 });
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('pre-starts in quick succession read the available memory once; the periodic check reads it afresh', async () => {
+    let reads = 0;
+    const mem = {
+      get available() {
+        reads++;
+        return 8 * 1024 ** 3;
+      },
+    };
+    const b = bounded({ minAvailableBytes: 1024 ** 3 }, mem);
+    try {
+      b.p.prestart('x', target(b.workspace));
+      b.p.prestart('y', target(b.workspace));
+      b.p.prestart('z', target(b.workspace));
+      expect(b.p.counts().starting).toBe(3);
+      expect(reads).toBe(1);
+      await b.p.check();
+      expect(reads).toBe(2);
     } finally {
       await b.close();
     }

@@ -12,7 +12,8 @@
 #
 # Control protocol (the pipe is a socket pair, both ways): this side writes one line, a JSON
 # object {"ready": true, "modules": [top-level names imported by the preload], "failed": [...],
-# "rss_bytes": n}, then reads one request: a 4-byte big-endian length, then a JSON object
+# "rss_bytes": n, "suffixes": [module file endings of this interpreter]}, then reads one
+# request: a 4-byte big-endian length, then a JSON object
 # {"kind": "script"|"command"|"argv", "command": str, "argv": [str], "env": {..}|null}. The pipe
 # is closed before the program runs, so the program never holds it.
 #
@@ -30,126 +31,25 @@ AT_START = set(sys.modules)
 STARTUP_PATH = list(sys.path)
 sys.path[:] = [p for p in sys.path if p not in ('', '/workspace', '/sandbox')]
 
-import gc  # noqa: E402
-import importlib  # noqa: E402
 import importlib.util  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-
-LAUNCH = '/sandbox/launch.py'
 
 
-def read_exact(fd, n):
-    chunks = []
-    while n > 0:
-        chunk = os.read(fd, n)
-        if not chunk:
-            raise EOFError('control pipe closed')
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b''.join(chunks)
+def load(name, source):
+    """The module at `source`, loaded under a private name that sys.modules never holds: from the
+    .pyc the service compiled beside it (the __main__ script, this file, is compiled on every start;
+    a module need not be), or from the source when there is none or it was made for another
+    interpreter version (bad magic number: nothing of it ran)."""
+    for path in (source + 'c', source):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            return module
+        except (ImportError, OSError, EOFError, ValueError):
+            if path == source:
+                raise
 
 
-def rss_bytes():
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def preload(names):
-    """Import the preload modules with the workspace off sys.path and their output discarded."""
-    # Warnings printed while importing belong to no execution: fd 1 and 2 point at /dev/null meanwhile.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_fds = (os.dup(1), os.dup(2))
-    devnull = os.open('/dev/null', os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    failed = []
-    try:
-        for name in names:
-            try:
-                importlib.import_module(name)
-            except BaseException:  # a broken preload only costs its speed-up
-                failed.append(name)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved_fds[0], 1)
-        os.dup2(saved_fds[1], 2)
-        os.close(saved_fds[0])
-        os.close(saved_fds[1])
-        sys.path[:] = STARTUP_PATH
-    # sitecustomize and usercustomize are looked for on sys.path (the workspace too) at start.
-    tops = sorted({m.split('.', 1)[0] for m in set(sys.modules) - AT_START} | {'sitecustomize', 'usercustomize'})
-    # What the preload made lives as long as the process: out of the collector's way, so neither
-    # the script's collections nor the interpreter's exit walk it (that exit took 100-200 ms with
-    # pandas, numpy and matplotlib loaded; 20 ms frozen). Objects the script makes are collected
-    # and finalized as in a cold run.
-    if hasattr(gc, 'freeze'):  # Python 3.7+; a root filesystem may have an older one
-        gc.freeze()
-    return tops, failed
-
-
-def load_cold_launcher():
-    """launch.py (written beside this file by the service), loaded under a private name that
-    sys.modules never holds: a script runs through the very code a cold run uses."""
-    spec = importlib.util.spec_from_file_location('_bubble_launch', LAUNCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_script(launcher, report):
-    # The finders cached directory listings while preloading: files uploaded since must be found.
-    importlib.invalidate_caches()
-    launcher.run(report)
-
-
-def exec_program(argv, env, search):
-    try:
-        if search:
-            os.execvpe(argv[0], argv, env)
-        os.execve(argv[0], argv, env)
-    except OSError as exc:
-        # What bwrap prints when it cannot start a program, with its exit status.
-        os.write(2, ('bwrap: execvp %s: %s\n' % (argv[0], exc.strerror)).encode('utf-8', 'replace'))
-        os._exit(1)
-
-
-def main():
-    control = int(sys.argv[1])
-    report = int(sys.argv[2])
-    os.set_inheritable(report, False)  # programs the script starts do not get it
-    os.set_inheritable(control, False)
-    names = [n for n in sys.argv[3].split(',') if n] if len(sys.argv) > 3 else []
-    launcher = load_cold_launcher()
-    tops, failed = preload(names)
-    ready = {'ready': True, 'modules': tops, 'failed': failed, 'rss_bytes': rss_bytes()}
-    os.write(control, (json.dumps(ready) + '\n').encode('utf-8'))
-    try:
-        size = int.from_bytes(read_exact(control, 4), 'big')
-        request = json.loads(read_exact(control, size).decode('utf-8'))
-    except (EOFError, OSError, ValueError):
-        os._exit(0)  # discarded before it was claimed
-    os.close(control)
-    env = request.get('env')
-    kind = request['kind']
-    if kind == 'command':
-        exec_program(['/bin/sh', '-c', request['command']], env if env is not None else dict(os.environ), False)
-    elif kind == 'argv':
-        exec_program(list(request['argv']), env if env is not None else dict(os.environ), True)
-    else:
-        if env is not None:
-            os.environ.clear()
-            os.environ.update(env)
-        run_script(launcher, report)
-
-
-main()
+# The launcher's code (warm-body.py), and the cold path's launch.py, through whose run() a script
+# runs exactly as in a cold run.
+load('_bubble_warm', '/sandbox/warm-body.py').main(AT_START, STARTUP_PATH, load('_bubble_launch', '/sandbox/launch.py'))

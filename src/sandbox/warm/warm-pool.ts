@@ -10,6 +10,7 @@
 // the host's MemAvailable is under `minAvailableBytes` (checked every CHECK_INTERVAL_MS; idle warm
 // sandboxes are the first thing given back). Every warm sandbox has an owner key (a session, or a
 // one-shot environment): dropOwner() ends it when the owner's configuration changes or it goes.
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -23,11 +24,28 @@ import {
 export { readMemAvailable, targetKey, type WarmTarget } from './warm-rules.js';
 
 const LAUNCHER_NAME = 'warm-launch.py';
-/** warm-launch.py beside this module (the build copies it to dist). */
-const LAUNCHER_SOURCE = fs.readFileSync(new URL(`./${LAUNCHER_NAME}`, import.meta.url), 'utf8');
-/** The cold path's launch.py: the warm launcher runs a script through its run(), so both run it alike. */
-const COLD_LAUNCHER_SOURCE = fs.readFileSync(new URL('../launch.py', import.meta.url), 'utf8');
+/**
+ * The files every warm sandbox's /sandbox starts with: warm-launch.py (its __main__, kept tiny),
+ * warm-body.py (the launcher's code) and the cold path's launch.py (a script runs through its
+ * run(), so both paths run it alike), all beside this module in dist/ (the build copies them).
+ */
+const LAUNCHER_FILES: readonly { name: string; source: string }[] = [
+  { name: LAUNCHER_NAME, source: fs.readFileSync(new URL(`./${LAUNCHER_NAME}`, import.meta.url), 'utf8') },
+  { name: 'warm-body.py', source: fs.readFileSync(new URL('./warm-body.py', import.meta.url), 'utf8') },
+  { name: 'launch.py', source: fs.readFileSync(new URL('../launch.py', import.meta.url), 'utf8') },
+];
+/** Modules of LAUNCHER_FILES the launcher loads (not the __main__ script, which Python always compiles): precompiled once per pool. */
+const PRECOMPILED = ['warm-body.py', 'launch.py'];
+/** The interpreter a sandbox runs unless its environment has its own (spawn.ts pythonFor): what compiles the .pyc files. */
+const SYSTEM_PYTHON = '/usr/bin/python3';
 const CHECK_INTERVAL_MS = 1000;
+/**
+ * A pre-start reuses a MemAvailable reading this young: /proc/meminfo costs about 0.15 ms to read
+ * (the kernel sums its counters), once per execution otherwise. The periodic check reads afresh, so
+ * pressure is still seen within CHECK_INTERVAL_MS; at worst one more warm sandbox starts meanwhile,
+ * within the count and memory budget.
+ */
+const PRESTART_MEM_MAX_AGE_MS = 250;
 /** The ready line is a JSON object naming the preloaded modules: bounded, anything longer is not one. */
 const MAX_READY_BYTES = 256 * 1024;
 
@@ -60,6 +78,8 @@ export interface WarmPoolOptions {
 interface ReadyInfo {
   modules: string[];
   rssBytes: number | null;
+  /** The sandbox interpreter's module file endings (.py, .pyc, its extension-module ones); null: the defaults. */
+  suffixes: string[] | null;
 }
 
 interface WarmEntry {
@@ -95,6 +115,13 @@ export interface WarmClaim {
 
 let entryCounter = 0;
 
+/**
+ * A warm sandbox's /sandbox directory goes through the thread pool: rmdir and unlink on the
+ * workspace filesystem took about 1.5 ms a sandbox on the main thread under load (4 clients, load
+ * 8). Never rejects; close() and settled() wait for it.
+ */
+const removeDir = (dir: string): Promise<void> => fs.promises.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+
 export class WarmPool {
   private readonly entries = new Map<number, WarmEntry>();
   private observer: WarmObserver = {};
@@ -102,7 +129,16 @@ export class WarmPool {
   private closed = false;
   private readonly disposing = new Set<Promise<void>>();
   private readonly readMem: () => number | null;
-  private dirReady = false;
+  /** MemAvailable as last read, and when (performance.now()). */
+  private memSample: { at: number; bytes: number | null } | null = null;
+  /**
+   * This pool's copy of LAUNCHER_FILES (<dir>/<pid>-<n>, so clearLeftovers removes it after a
+   * crash), made at the first start: root-owned, read-only files hard-linked into each warm
+   * sandbox's /sandbox instead of written there again. null until made.
+   */
+  private launchers: string | null = null;
+  /** The .pyc files in `launchers` once compiled (none until then, or when compiling failed). */
+  private precompiled: string[] = [];
 
   constructor(private readonly opts: WarmPoolOptions) {
     this.readMem = opts.readMemAvailable ?? readMemAvailable;
@@ -141,6 +177,11 @@ export class WarmPool {
     return [...this.entries.values()].flatMap((e) => (e.pid === undefined ? [] : [{ owner: e.owner, pid: e.pid }]));
   }
 
+  /** The pool's launcher directory (hard-linked into each warm sandbox's /sandbox) and the .pyc files compiled there so far (for tests and operators). */
+  launcherFiles(): { dir: string | null; precompiled: readonly string[] } {
+    return { dir: this.launchers, precompiled: this.precompiled };
+  }
+
   owners(): string[] {
     return [...this.entries.values()].map((e) => e.owner);
   }
@@ -159,7 +200,7 @@ export class WarmPool {
       void this.discard(e, 'replaced');
     }
     if (target.environment !== null && !target.environment.python) return;
-    const available = this.opts.minAvailableBytes > 0 ? this.readMem() : null;
+    const available = this.opts.minAvailableBytes > 0 ? this.availableMemory(PRESTART_MEM_MAX_AGE_MS) : null;
     if (available !== null && available < this.opts.minAvailableBytes) return;
     while (this.entries.size >= this.opts.max) {
       const oldest = this.oldestIdle();
@@ -230,7 +271,7 @@ export class WarmPool {
       void this.discard(entry, 'died');
       return null;
     }
-    if (req.program.kind === 'script' && ready.modules.length > 0 && shadowsImported(req.workspaceDir, ready.modules)) {
+    if (req.program.kind === 'script' && ready.modules.length > 0 && shadowsImported(req.workspaceDir, ready.modules, ready.suffixes ?? undefined)) {
       void this.discard(entry, 'shadowed');
       return null;
     }
@@ -257,22 +298,17 @@ export class WarmPool {
         if (sandbox.child.exitCode === null && sandbox.child.signalCode === null) sandbox.kill();
         this.track(sandbox.dispose().catch((err: unknown) => {
           this.opts.logger?.warn({ err }, 'could not dispose of a warm sandbox');
-        }).finally(() => fs.rmSync(claimed.dir, { recursive: true, force: true })));
+        }).finally(() => removeDir(claimed.dir)));
       },
     };
   }
 
   private start(owner: string, key: string, target: WarmTarget, env: Record<string, string>): void {
+    const launchers = this.launchers ?? this.makeLaunchers();
     const id = ++entryCounter;
-    if (!this.dirReady) {
-      fs.mkdirSync(this.opts.dir, { recursive: true, mode: 0o711 });
-      fs.chmodSync(this.opts.dir, 0o711);
-      this.dirReady = true;
-    }
     const dir = path.join(this.opts.dir, `${process.pid}-${id}`);
     fs.mkdirSync(dir, { mode: 0o755 });
-    fs.writeFileSync(path.join(dir, LAUNCHER_NAME), LAUNCHER_SOURCE, { mode: 0o644 });
-    fs.writeFileSync(path.join(dir, 'launch.py'), COLD_LAUNCHER_SOURCE, { mode: 0o644 });
+    this.placeLaunchers(launchers, dir);
     const preloads = target.environment?.preload ?? [];
     const sandbox = spawnSandbox(this.opts.spawnDeps, {
       environment: target.environment,
@@ -320,6 +356,57 @@ export class WarmPool {
     });
   }
 
+  /** The host's available memory, read again when the last reading is older than maxAgeMs (0: always). */
+  private availableMemory(maxAgeMs: number): number | null {
+    const now = performance.now();
+    if (this.memSample === null || maxAgeMs <= 0 || now - this.memSample.at > maxAgeMs) this.memSample = { at: now, bytes: this.readMem() };
+    return this.memSample.bytes;
+  }
+
+  /** The pool's launcher directory (see `launchers`), its .pyc files compiled in the background. */
+  private makeLaunchers(): string {
+    fs.mkdirSync(this.opts.dir, { recursive: true, mode: 0o711 });
+    fs.chmodSync(this.opts.dir, 0o711);
+    const dir = path.join(this.opts.dir, `${process.pid}-${++entryCounter}`);
+    fs.mkdirSync(dir, { mode: 0o755 });
+    for (const f of LAUNCHER_FILES) fs.writeFileSync(path.join(dir, f.name), f.source, { mode: 0o444 });
+    this.launchers = dir;
+    // <name>c beside each module, which the launcher loads (as a file, not by import) before the
+    // source; an interpreter of another version finds a bad magic number there and compiles the
+    // source in memory as before. Named as inside the sandbox (dfile), for tracebacks. Until this
+    // is done (a few tens of ms, once), warm sandboxes start without them.
+    const compile = [
+      'import py_compile, sys',
+      'for f in sys.argv[1:]: py_compile.compile(f, cfile=f + "c", dfile="/sandbox/" + f.rsplit("/", 1)[1], doraise=True)',
+    ].join('\n');
+    // -I: no PYTHON* variable of the service's.
+    execFile(SYSTEM_PYTHON, ['-I', '-c', compile, ...PRECOMPILED.map((n) => path.join(dir, n))], { timeout: 30_000 }, (err) => {
+      if (this.launchers !== dir) return; // closed meanwhile: the directory is gone
+      try {
+        if (err) throw new Error(err.message);
+        const names = PRECOMPILED.map((n) => `${n}c`);
+        for (const n of names) fs.chmodSync(path.join(dir, n), 0o444);
+        this.precompiled = names;
+      } catch (e) {
+        this.opts.logger?.warn({ err: e instanceof Error ? e.message : String(e) }, 'warm launcher not precompiled: warm sandboxes compile it on start');
+      }
+    });
+    return dir;
+  }
+
+  /** Hard links to the pool's launcher files in a warm sandbox's /sandbox (same filesystem); a copy where linking fails. */
+  private placeLaunchers(from: string, dir: string): void {
+    const place = (name: string, source: () => string | Buffer) => {
+      try {
+        fs.linkSync(path.join(from, name), path.join(dir, name));
+      } catch {
+        fs.writeFileSync(path.join(dir, name), source(), { mode: 0o444 });
+      }
+    };
+    for (const f of LAUNCHER_FILES) place(f.name, () => f.source);
+    for (const n of this.precompiled) place(n, () => fs.readFileSync(path.join(from, n)));
+  }
+
   /** The launcher's ready line, or null when it exits (or says something else) first. */
   private awaitReady(s: SpawnedSandbox): Promise<ReadyInfo | null> {
     const control = s.extra[0]?.stream;
@@ -334,9 +421,12 @@ export class WarmPool {
           return;
         }
         try {
-          const parsed = JSON.parse(buf.slice(0, nl)) as { ready?: unknown; modules?: unknown; rss_bytes?: unknown };
+          const parsed = JSON.parse(buf.slice(0, nl)) as { ready?: unknown; modules?: unknown; rss_bytes?: unknown; suffixes?: unknown };
           const modules = Array.isArray(parsed.modules) ? parsed.modules.filter((m): m is string => typeof m === 'string') : [];
-          finish(parsed.ready === true ? { modules, rssBytes: typeof parsed.rss_bytes === 'number' ? parsed.rss_bytes : null } : null);
+          // Endings as an interpreter has them (a dot, no separator); anything else: the defaults.
+          const suffixes = Array.isArray(parsed.suffixes) && parsed.suffixes.length <= 32
+            && parsed.suffixes.every((x) => typeof x === 'string' && /^\.[A-Za-z0-9_.-]{1,80}$/.test(x)) ? parsed.suffixes as string[] : null;
+          finish(parsed.ready === true ? { modules, suffixes, rssBytes: typeof parsed.rss_bytes === 'number' ? parsed.rss_bytes : null } : null);
         } catch {
           finish(null);
         }
@@ -383,7 +473,7 @@ export class WarmPool {
       if (stats?.memoryPeakBytes != null) e.memoryBytes = stats.memoryPeakBytes;
     }
     if (this.opts.minAvailableBytes > 0) {
-      let available = this.readMem();
+      let available = this.availableMemory(0);
       if (available !== null && available < this.opts.minAvailableBytes) {
         const idle = [...this.entries.values()].filter((e) => e.state === 'idle').sort((a, b) => b.memoryBytes - a.memoryBytes);
         for (const e of idle) {
@@ -406,7 +496,7 @@ export class WarmPool {
       s.kill();
       await s.exited.catch(() => undefined);
       await s.dispose();
-    }).catch(() => undefined).finally(() => fs.rmSync(e.dir, { recursive: true, force: true }));
+    }).catch(() => undefined).finally(() => removeDir(e.dir));
     this.track(work);
     return work;
   }
@@ -432,6 +522,8 @@ export class WarmPool {
     this.timer = null;
     for (const e of [...this.entries.values()]) void this.discard(e, 'shutdown');
     await this.settled();
+    if (this.launchers !== null) fs.rmSync(this.launchers, { recursive: true, force: true });
+    this.launchers = null;
   }
 
   /** Remove private /sandbox directories that a process no longer running left behind (a crash). */

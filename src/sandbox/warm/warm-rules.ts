@@ -50,16 +50,54 @@ export function sameEnv(a: Record<string, string>, b: Record<string, string>): b
   return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
 }
 
-/** Whether a top-level workspace entry would shadow a module the warm launcher imported, in a cold run (/workspace is on sys.path). */
-export function shadowsImported(workspaceDir: string, modules: string[]): boolean {
+/**
+ * The file name endings a module is found by on a sys.path directory when the launcher does not say
+ * (it reports its interpreter's own: source, bytecode and extension-module endings, such as
+ * .cpython-311-x86_64-linux-gnu.so).
+ */
+export const DEFAULT_MODULE_SUFFIXES: readonly string[] = ['.py', '.pyc', '.abi3.so', '.so'];
+
+/**
+ * Largest workspace directory (st_size) listed whole. A directory's size grows with its entries
+ * on the usual filesystems (ext4: at least 12 bytes an entry, so at most ~1,400 entries here; tmpfs
+ * 20; xfs and btrfs about the names' length), and listing a small one (about 10 µs) is cheaper than
+ * asking about each candidate name.
+ */
+const LIST_MAX_DIR_BYTES = 16 * 1024;
+
+/**
+ * Whether a top-level workspace entry would shadow a module the warm launcher imported, in a cold
+ * run (/workspace is on sys.path): an entry named like the module (a package, a namespace
+ * directory, or any file of that name, to be safe) or the module's name followed by one of the
+ * interpreter's module `suffixes`. Bounded whatever the workspace holds: a small directory is
+ * listed, a larger one is asked about each candidate name (lstat), so a workspace of tens of
+ * thousands of entries costs no more than the candidates.
+ */
+export function shadowsImported(workspaceDir: string, modules: readonly string[], suffixes: readonly string[] = DEFAULT_MODULE_SUFFIXES): boolean {
   const names = new Set(modules);
-  let entries: string[];
+  const shadows = (entry: string) => names.has(entry) || suffixes.some((s) => entry.endsWith(s) && names.has(entry.slice(0, -s.length)));
   try {
-    entries = fs.readdirSync(workspaceDir);
+    if (fs.statSync(workspaceDir).size <= LIST_MAX_DIR_BYTES) return fs.readdirSync(workspaceDir).some(shadows);
   } catch {
     return true; // cannot tell: run cold
   }
-  return entries.some((n) => names.has(moduleNameOf(n)));
+  // A name that cannot be a directory entry (empty, '.', '..', with a '/') matches none.
+  const candidates = modules.flatMap((m) => ['', ...suffixes].map((s) => m + s)).filter((n) => n !== '' && n !== '.' && n !== '..' && !n.includes('/') && !n.includes('\0'));
+  return someExists(workspaceDir, candidates);
+}
+
+/** Whether any of the names is an entry of dir (lstat: a dangling link counts too); an error other than "no such entry" counts as one. */
+function someExists(dir: string, names: Iterable<string>): boolean {
+  for (const name of names) {
+    try {
+      fs.lstatSync(path.join(dir, name));
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') return true;
+    }
+  }
+  return false;
 }
 
 /** Remove private /sandbox directories that a process no longer running left behind (a crash). */
@@ -76,14 +114,6 @@ export function clearWarmLeftovers(dir: string, logger?: Logger): void {
     fs.rmSync(path.join(dir, name), { recursive: true, force: true });
     logger?.info({ dir: name }, 'removed a warm sandbox directory left by an earlier run');
   }
-}
-
-/** The top-level module a workspace entry would provide on sys.path (a package or namespace directory keeps its name). */
-function moduleNameOf(entry: string): string {
-  if (entry.endsWith('.py')) return entry.slice(0, -3);
-  if (entry.endsWith('.pyc')) return entry.slice(0, -4);
-  if (entry.endsWith('.so')) return entry.split('.', 1)[0] ?? entry;
-  return entry;
 }
 
 function processAlive(pid: number): boolean {
