@@ -154,3 +154,15 @@ describe('the spawn helper', () => {
     await expect(spawnSandbox({ ...viaSpawner, spawner: own }, spec(['/bin/true']))).rejects.toThrow(/closed/);
   });
 });
+
+describe('the spawn helper and the service', () => {
+  test('it dies with the process that started it', async () => {
+    const { spawn } = await import('node:child_process');
+    const script = `const c = require('node:child_process').spawn(${JSON.stringify(spawnerPathFor(EXEC_HELPER_PATH))}, [], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] }); c.unref(); c.channel.unref(); console.log(c.pid); setInterval(() => {}, 1000);`;
+    const service = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const helper = await new Promise<number>((resolve) => service.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
+    await until(() => alive(helper));
+    service.kill('SIGKILL');
+    await until(() => !alive(helper));
+  });
+});
