@@ -75,6 +75,17 @@ export function createSpawner(binaryPath: string, logger?: Logger): Spawner {
   const pending = new Map<number, Pending>();
   const running = new Map<number, SpawnerProcess>();
 
+  // The spawner keeps the service's event loop alive only while it has work for us: an idle one
+  // must not stop a process that is otherwise done from exiting (it ends with us anyway).
+  function updateRef(): void {
+    if (child === null) return;
+    const busy = pending.size + running.size > 0;
+    const stderr = child.stderr as Socket | null; // a pipe: a net.Socket
+    for (const h of [child, child.channel, stderr]) {
+      if (h) { if (busy) h.ref(); else h.unref(); }
+    }
+  }
+
   function start(): ChildProcess {
     const c = spawn(binaryPath, [], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], serialization: 'json', env: {} });
     let stderr = '';
@@ -95,6 +106,7 @@ export function createSpawner(binaryPath: string, logger?: Logger): Spawner {
         const proc = new SpawnerProcess(msg.pid, p.sockets, (sig) => { if (child === c && c.connected) c.send({ k: id, sig }); });
         running.set(id, proc);
         p.resolve(proc);
+        updateRef();
       } else if (msg.error !== undefined) {
         const p = pending.get(msg.id);
         pending.delete(msg.id);
@@ -103,10 +115,12 @@ export function createSpawner(binaryPath: string, logger?: Logger): Spawner {
         if (code !== undefined) err.code = code;
         if (msg.errno !== undefined) err.errno = msg.errno;
         p?.reject(err);
+        updateRef();
       } else if (msg.code !== undefined) {
         const proc = running.get(msg.id);
         running.delete(msg.id);
         proc?.exited(msg.code >= 0 ? msg.code : null, msg.signal ? (signalNames.get(msg.signal) ?? 'SIGKILL') : null);
+        updateRef();
       }
     });
     c.once('exit', (code, signal) => {
@@ -127,6 +141,7 @@ export function createSpawner(binaryPath: string, logger?: Logger): Spawner {
       if (child === null || !child.connected) child = start();
       const id = nextId++;
       pending.set(id, { sockets: new Map(), resolve, reject });
+      updateRef();
       child.send({ s: encodeRequest(id, req).toString('base64') }, (err: Error | null) => {
         if (err && pending.delete(id)) reject(err);
       });
