@@ -24,7 +24,8 @@ FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --ignore-scripts
-# The exec helper (the step between the service and bwrap) is C, linked statically, so the final
+# The exec helper (the step between the service and bwrap) and the spawn helper (which forks it) are
+# C, linked statically (scripts/build-exec-helper.sh builds both), so the final
 # image needs no compiler.
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 COPY src/sandbox/exec-helper ./src/sandbox/exec-helper

@@ -72,7 +72,8 @@ command -v bwrap >/dev/null || need+=(bubblewrap)
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v setpriv >/dev/null || need+=(util-linux)
-# gcc + libc6-dev: build/bubble-sandbox-exec, the compiled step between the service and bwrap.
+# gcc + libc6-dev: build/bubble-sandbox-exec, the compiled step between the service and bwrap, and
+# build/bubble-sandbox-spawner, the spawn helper that forks it.
 command -v gcc >/dev/null || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || [ -f /usr/lib/libc.a ] || need+=(libc6-dev)
 # pyflakes checks the project's Python in npm test.

@@ -1,7 +1,8 @@
 // Profiles the service under load: starts it with --cpu-prof, drives executions of print('x')
 // from several clients (one session each), stops it with SIGTERM and summarises the profile
 // over the load window. Run after `npm run build`:  npx tsx bench/profile.ts
-// Env: PROFILE_N (executions, default 200), PROFILE_CLIENTS (default 4).
+// Env: PROFILE_N (executions, default 200), PROFILE_CLIENTS (default 4), PROFILE_SPAWN_HELPER
+// (on/off: the service's SPAWN_HELPER, to compare forking through the spawn helper with forking itself).
 import fs from 'node:fs';
 import path from 'node:path';
 import { PRINT_X, intFromEnv } from './lib/context.js';
@@ -21,6 +22,7 @@ async function main(): Promise<void> {
   const env = cleanEnv({
     BUBBLE_SANDBOX_HOST: '127.0.0.1', BUBBLE_SANDBOX_PORT: String(await freePort()),
     BUBBLE_SANDBOX_WORKSPACE_DIR: ws, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR,
+    ...(process.env.PROFILE_SPAWN_HELPER !== undefined ? { BUBBLE_SANDBOX_SPAWN_HELPER: process.env.PROFILE_SPAWN_HELPER } : {}),
   });
   const server = await startService(env, { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
   const client = new BenchClient(server.baseUrl);

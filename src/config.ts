@@ -174,6 +174,7 @@ export const SETTINGS = {
   WARM_MIN_AVAILABLE_BYTES: { schema: int(0), default: String(1024 * MiB), doc: 'memory pressure: while the host\'s MemAvailable (/proc/meminfo, checked every second) is below this, idle warm sandboxes are discarded (largest first) and none are started; 0: no check' },
   BWRAP_PATH: { schema: z.string().min(1), default: 'bwrap', doc: 'bubblewrap binary' },
   EXEC_HELPER_PATH: { schema: z.string().min(1), default: 'build/bubble-sandbox-exec', doc: 'the compiled step between the service and bwrap (rlimits, cgroup and netns join, drop to the sandbox uid, no_new_privs, empty environment), built by scripts/build-exec-helper.sh; relative: to the package directory. The service refuses to start without it' },
+  SPAWN_HELPER: { schema: z.enum(['on', 'off']), default: 'on', doc: 'on: sandboxes are forked by bubble-sandbox-spawner (built beside EXEC_HELPER_PATH by scripts/build-exec-helper.sh), a small process the service starts once, instead of forking the service itself on its event loop for each; off: the service forks (node:child_process), as before' },
   E2B_DEFAULT_ENVIRONMENT: { schema: z.string().min(1), default: 'pandas-exec', doc: 'E2B compatibility: the environment a sandbox created from the E2B SDKs\' default templates (base, code-interpreter-v1) runs in; any other template names an environment' },
 } as const;
 

@@ -12,6 +12,7 @@ import { OutputCapture } from './output-capture.js';
 import { errorFromReport, type PythonError } from './python-error.js';
 import { baseEnvironment, pythonFor, spawnSandbox, type SpawnDeps } from './spawn.js';
 import type { ExecutionStatus, Program, RunRequest, RunResult } from './types.js';
+import type { Spawner } from './spawner.js';
 import { WarmPool, type WarmPoolOptions } from './warm/warm-pool.js';
 
 export { baseEnvironment } from './spawn.js';
@@ -22,6 +23,8 @@ export interface SandboxRunnerOptions {
   layout: HostLayout;
   seccompProgram: Buffer | null;
   cgroups: CgroupManager | null;
+  /** The spawn helper (spawner.ts), owned by the caller; absent: the service forks each sandbox itself. */
+  spawner?: Spawner | null;
   logger?: Logger;
   /** Pre-started sandboxes (warm/warm-pool.ts); absent or max 0: every run spawns. */
   warm?: Omit<WarmPoolOptions, 'spawnDeps' | 'nextCgroupName' | 'logger'>;
@@ -89,7 +92,7 @@ let cgroupCounter = 0;
 
 export function createSandboxRunner(opts: SandboxRunnerOptions): SandboxRunner {
   closeInheritedDescriptors();
-  const spawnDeps: SpawnDeps = { bwrapPath: opts.bwrapPath, execHelperPath: opts.execHelperPath, layout: opts.layout, seccompProgram: opts.seccompProgram, cgroups: opts.cgroups };
+  const spawnDeps: SpawnDeps = { bwrapPath: opts.bwrapPath, execHelperPath: opts.execHelperPath, layout: opts.layout, seccompProgram: opts.seccompProgram, cgroups: opts.cgroups, spawner: opts.spawner ?? null };
   const nextCgroupName = (prefix = 'exec') => `${prefix}-${process.pid}-${++cgroupCounter}`;
 
   if (opts.warm && opts.warm.max > 0) WarmPool.clearLeftovers(opts.warm.dir, opts.logger);

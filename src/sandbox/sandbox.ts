@@ -10,6 +10,7 @@ import { createHostLayout, type HostLayout } from './host-layout.js';
 import { createSandboxRunner, type SandboxRunner } from './runner.js';
 import { buildSeccompProgram, hostSeccompArch } from './seccomp.js';
 import { checkExecHelper } from './spawn.js';
+import { createSpawner, spawnerPathFor, type Spawner } from './spawner.js';
 import type { ResourceLimits } from './types.js';
 import { lockUidRange, type UidRangeLock } from './uid-range-lock.js';
 
@@ -98,6 +99,12 @@ export async function createSandbox(config: Config, logger?: Logger, opts: Creat
 
 async function assembleSandbox(config: Config, logger: Logger | undefined, opts: CreateSandboxOptions, uidLock: UidRangeLock | null): Promise<Sandbox> {
   checkExecHelper(config.execHelperPath);
+  let spawner: Spawner | null = null;
+  if (config.spawnHelper === 'on') {
+    const spawnerPath = spawnerPathFor(config.execHelperPath);
+    checkExecHelper(spawnerPath, 'spawn helper');
+    spawner = createSpawner(spawnerPath, logger);
+  }
   const layout: HostLayout = createHostLayout();
   const arch = hostSeccompArch();
   const seccompProgram = arch ? buildSeccompProgram(arch) : null;
@@ -128,6 +135,7 @@ async function assembleSandbox(config: Config, logger: Logger | undefined, opts:
     layout,
     seccompProgram,
     cgroups: cgroups && cgroups.mode !== 'none' ? cgroups : null,
+    spawner,
     ...(logger ? { logger } : {}),
     warm: warmPoolSettings(config),
   });
@@ -179,6 +187,7 @@ async function assembleSandbox(config: Config, logger: Logger | undefined, opts:
     probe,
     close: async () => {
       await runner.warm?.close();
+      await spawner?.close();
       await cgroups?.close();
       layout.dispose();
       await uidLock?.release();

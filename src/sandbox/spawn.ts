@@ -6,9 +6,12 @@
 // sets no_new_privs, execs bwrap with an empty environment) → bwrap → program. One exec between
 // the service and bwrap, so the child Node sees is bwrap itself and --die-with-parent ties the
 // sandbox to this process.
-// node:child_process is used instead of execa here: the hot path needs raw extra descriptors
-// (args, seccomp, script, O_PATH bind sources) at fixed numbers and nothing else on top.
-import { spawn, type ChildProcess } from 'node:child_process';
+// With a spawn helper (deps.spawner, spawner.ts; the service always has one) the fork and exec
+// happen there, off the event loop. Without one (the rootfs CLI, tests that build SpawnDeps by
+// hand, SPAWN_HELPER=off) node:child_process does it here, instead of execa: the hot path needs
+// raw extra descriptors (args, seccomp, script, O_PATH bind sources) at fixed numbers and nothing
+// else on top.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -17,6 +20,7 @@ import type { CgroupManager, CgroupStats, ExecutionCgroup } from './cgroups.js';
 import type { Environment } from './environments.js';
 import type { HostLayout } from './host-layout.js';
 import { readRootEntries } from './rootfs/root-entries.js';
+import type { Spawner, SpawnerFd, SpawnerProcess } from './spawner.js';
 import type { ResourceLimits, VolumeMount } from './types.js';
 
 const O_PATH = 0o10000000;
@@ -55,6 +59,8 @@ export interface SpawnDeps {
   layout: HostLayout;
   seccompProgram: Buffer | null;
   cgroups: CgroupManager | null;
+  /** The spawn helper that forks for us (spawner.ts); absent: node:child_process forks the service. */
+  spawner?: Spawner | null | undefined;
 }
 
 export interface SandboxSpec {
@@ -83,8 +89,15 @@ export interface SandboxSpec {
   netnsPath?: string | undefined;
 }
 
+/** The sandbox's process as its users see it: a ChildProcess or the spawn helper's SpawnerProcess. */
+export interface SandboxChild {
+  readonly pid?: number | undefined;
+  readonly exitCode: number | null;
+  readonly signalCode: NodeJS.Signals | null;
+}
+
 export interface SpawnedSandbox {
-  child: ChildProcess;
+  child: SandboxChild;
   stdin: Writable;
   stdout: Readable;
   stderr: Readable;
@@ -148,6 +161,15 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
   const extraFdNumbers = Array.from({ length: spec.extraPipes ?? 0 }, (_, i) => 3 + laidOut.fdRoles.length + i);
   const invocation = { ...laidOut, argv: [...laidOut.argv, ...(typeof spec.command === 'function' ? spec.command(extraFdNumbers) : spec.command)] };
   const cgroup: ExecutionCgroup | null = deps.cgroups ? await deps.cgroups.create(spec.cgroupName, spec.limits) : null;
+
+  if (deps.spawner) {
+    try {
+      return await spawnThroughHelper(deps.spawner, deps, spec, invocation, extraFdNumbers, cgroup);
+    } catch (err) {
+      await cgroup?.destroy();
+      throw err;
+    }
+  }
 
   // Bind sources are opened here, without following links, and handed over as descriptors:
   // a workspace or volume swapped for a symlink fails closed instead of exposing the target.
@@ -228,6 +250,76 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
   }
 }
 
+type Invocation = ReturnType<typeof buildBwrapInvocation>;
+
+/** Where a bind source of the invocation lives on the host. */
+function hostDirFor(role: Invocation['fdRoles'][number], spec: SandboxSpec): string {
+  const hostDir = role.role === 'workspace' ? spec.workspaceDir
+    : role.role === 'root-entry' ? `${spec.environment?.rootDir ?? '/nonexistent'}/${role.name}`
+      : role.role === 'volume' ? spec.volumes.find((v) => v.name === role.name)?.hostDir : undefined;
+  if (hostDir === undefined) throw new Error(`no host directory for ${role.role}`);
+  return hostDir;
+}
+
+/**
+ * The same sandbox through the spawn helper: it fills the payloads (memfds), opens the bind
+ * sources with O_PATH|O_NOFOLLOW|O_DIRECTORY itself (a planted link fails closed there), forks and
+ * hands back the stdio and extra sockets.
+ */
+async function spawnThroughHelper(spawner: Spawner, deps: SpawnDeps, spec: SandboxSpec, invocation: Invocation, extraFdNumbers: number[], cgroup: ExecutionCgroup | null): Promise<SpawnedSandbox> {
+  const fds: SpawnerFd[] = invocation.fdRoles.map((role): SpawnerFd => {
+    if (role.role === 'args') return { kind: 'payload', data: encodeArgs(invocation.options) };
+    if (role.role === 'seccomp') return { kind: 'payload', data: deps.seccompProgram ?? Buffer.alloc(0) };
+    if (role.role === 'sandbox-file') return { kind: 'payload', data: Buffer.from(spec.sandboxFiles?.[role.name] ?? '', 'utf8') };
+    return { kind: 'directory', path: hostDirFor(role, spec) };
+  });
+  fds.push(...extraFdNumbers.map((): SpawnerFd => ({ kind: 'socket' })));
+  const argv = [deps.execHelperPath, ...execHelperArgs(spec, cgroup?.procsFiles ?? [], [resolveCommand(deps.bwrapPath), ...invocation.argv])];
+  const proc: SpawnerProcess = await spawner.spawn({ argv, fds });
+  const socket = (fd: number) => {
+    const s = proc.sockets.get(fd);
+    if (s === undefined) throw new Error(`the spawn helper did not hand back descriptor ${fd}`);
+    s.on('error', () => undefined); // the program may exit without reading stdin, or close a pipe early
+    return s;
+  };
+  const stdin = socket(0);
+  const stdout = socket(1);
+  const stderr = socket(2);
+  const extra = extraFdNumbers.map((fd) => ({ fd, stream: socket(fd) }));
+  const readable = [stdout, stderr, ...extra.map((e) => e.stream)];
+  const exitedOnly = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) resolve({ code: proc.exitCode, signal: proc.signalCode });
+    else proc.once('exit', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal }));
+  });
+  // As ChildProcess's 'close': the exit, then every readable end closed; output nobody reads is
+  // drained once the process is gone, so an unread pipe cannot hold the answer back.
+  const exited = exitedOnly.then(async (status) => {
+    for (const s of readable) if (s.readableFlowing !== true && s.listenerCount('readable') === 0) s.resume();
+    await Promise.all(readable.map((s) => (s.closed ? Promise.resolve() : new Promise<void>((resolve) => s.once('close', () => resolve())))));
+    stdin.destroy();
+    return status;
+  });
+  return {
+    child: proc,
+    stdin,
+    stdout,
+    stderr,
+    extra,
+    kill: () => {
+      proc.kill('SIGKILL');
+      void cgroup?.killAll();
+    },
+    exited,
+    stats: async () => (cgroup ? cgroup.stats() : null),
+    dispose: async () => {
+      proc.kill('SIGKILL');
+      // The spawner reaps the helper: once reported, it can no longer join the cgroup.
+      await exitedOnly;
+      await cgroup?.destroy();
+    },
+  };
+}
+
 /**
  * The exec helper's options: rlimits (RLIMIT_FSIZE in whole 512-byte blocks, as `ulimit -f` set
  * it), the cgroups to join, the netns to join, the identity to drop to. no_new_privs goes with the
@@ -251,21 +343,21 @@ export function execHelperArgs(spec: Pick<SandboxSpec, 'limits' | 'cpuSeconds' |
  * owner (root or us): it runs as root for every sandbox. Called when the sandbox is assembled, so
  * a missing helper stops the start-up instead of failing every execution later.
  */
-export function checkExecHelper(helperPath: string): void {
+export function checkExecHelper(helperPath: string, what = 'exec helper'): void {
   const fix = 'run scripts/build-exec-helper.sh (setup.sh does), or set BUBBLE_SANDBOX_EXEC_HELPER_PATH';
   let st: fs.Stats;
   try {
     fs.accessSync(helperPath, fs.constants.X_OK);
     st = fs.statSync(helperPath);
   } catch (err) {
-    throw new Error(`the sandbox exec helper ${helperPath} is missing or not executable (${(err as NodeJS.ErrnoException).code ?? String(err)}): ${fix}`);
+    throw new Error(`the sandbox ${what} ${helperPath} is missing or not executable (${(err as NodeJS.ErrnoException).code ?? String(err)}): ${fix}`);
   }
-  if (!st.isFile()) throw new Error(`the sandbox exec helper ${helperPath} is not a regular file: ${fix}`);
+  if (!st.isFile()) throw new Error(`the sandbox ${what} ${helperPath} is not a regular file: ${fix}`);
   const me = process.getuid?.() ?? 0;
   for (const p of [helperPath, path.dirname(helperPath)]) {
     const s = fs.statSync(p);
     if ((s.uid !== 0 && s.uid !== me) || (s.mode & 0o022) !== 0) {
-      throw new Error(`the sandbox exec helper ${p} may be changed by another user (owner ${s.uid}, mode ${(s.mode & 0o7777).toString(8)}); it runs as root for every sandbox`);
+      throw new Error(`the sandbox ${what} ${p} may be changed by another user (owner ${s.uid}, mode ${(s.mode & 0o7777).toString(8)}); it runs as root for every sandbox`);
     }
   }
 }

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { loadConfig } from '../../src/config.js';
 import { createHostLayout, type HostLayout } from '../../src/sandbox/host-layout.js';
 import { createSandboxRunner, type SandboxRunner } from '../../src/sandbox/runner.js';
+import { createSpawner, spawnerPathFor, type Spawner } from '../../src/sandbox/spawner.js';
 import type { ResourceLimits, RunRequest, RunResult } from '../../src/sandbox/types.js';
 
 export const IS_ROOT = process.getuid?.() === 0;
@@ -43,9 +44,17 @@ export function makeWorkspace(uid = TEST_UID): string {
   return ws;
 }
 
+// One spawn helper per test file, as the service has one: the fixtures' sandboxes start through it
+// (pass spawner: null for the service-fork path). It ends with the test process (EOF on its channel).
+let sharedSpawner: Spawner | null = null;
+export function testSpawner(): Spawner {
+  sharedSpawner ??= createSpawner(spawnerPathFor(EXEC_HELPER_PATH));
+  return sharedSpawner;
+}
+
 export function createSandboxFixture(opts: Partial<Parameters<typeof createSandboxRunner>[0]> = {}): SandboxFixture {
   const layout = opts.layout ?? createHostLayout();
-  const runner = createSandboxRunner({ bwrapPath: 'bwrap', execHelperPath: EXEC_HELPER_PATH, layout, seccompProgram: null, cgroups: null, ...opts });
+  const runner = createSandboxRunner({ bwrapPath: 'bwrap', execHelperPath: EXEC_HELPER_PATH, layout, seccompProgram: null, cgroups: null, spawner: testSpawner(), ...opts });
   const workspace = makeWorkspace();
   return {
     runner,
