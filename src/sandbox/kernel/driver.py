@@ -10,7 +10,9 @@
 # while a cell runs. Frames leave only on the control pipe; all three are moved to close-on-exec
 # descriptors. User code keeps fd 1 and 2 for its output, so nothing
 # it prints can be read as a frame. After each cell the driver writes the per-call marker the
-# service chose to fd 1 and fd 2, so the service knows where the cell's output ends.
+# service chose to fd 1 and fd 2, so the service knows where the cell's output ends; not on a
+# stream the service has already read to the end (see _drained), where it would only cost a
+# wake-up of the service.
 #
 # Rich outputs (display(), the final expression's value, matplotlib figures) leave as `display`
 # frames. To keep them in order with the cell's stdout/stderr, each is preceded by a sync token
