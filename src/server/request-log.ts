@@ -21,6 +21,19 @@ export function noteForLog(request: FastifyRequest, fields: Record<string, unkno
   request.logFields = request.logFields === null ? fields : { ...request.logFields, ...fields };
 }
 
+/**
+ * The outcome of the request's work: on its access line; or, when the client has gone (the
+ * access line then may come early, or not at all), on a line of its own named `message`.
+ */
+export function logOutcome(request: FastifyRequest, clientGone: boolean, fields: Record<string, unknown>, message: string): void {
+  if (!clientGone) {
+    noteForLog(request, fields);
+    return;
+  }
+  const params = request.params as Record<string, unknown> | undefined;
+  request.log.info({ ...(typeof params?.id === 'string' ? { session_id: params.id } : {}), ...fields, client_gone: true }, message);
+}
+
 /** The path of a request URL without its query string. */
 export function pathOf(url: string): string {
   const q = url.indexOf('?');
