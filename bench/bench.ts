@@ -116,7 +116,7 @@ async function main(): Promise<void> {
   log(`changed-files report with ${sizes.manyFiles} files`);
   const changedFiles = await measureChangedFiles(ctx);
   log('run_code: warm interpreter vs cold execute');
-  const runCode = await measureRunCode(ctx);
+  const runCode = await measureRunCode({ ...ctx, servicePid: server.pid });
   const issue17 = await measureIssue17({ ...ctx, floorDir, serviceEnv: env });
   log('PTY keystroke to echo through the WebSocket');
   const pty = await measurePty({ client, server, n: sizes.n, warmup: sizes.warmup, log });

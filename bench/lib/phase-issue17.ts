@@ -185,6 +185,7 @@ function runCodeRows(k: RunCodeResult): Row[] {
       result: verdict(k.speedup_vs_fresh_p50 >= T.runCodeUnderColdExecute && k.errors === 0 && (k.fresh_session_claims?.hit ?? 0) === 0),
     },
     info('#17   run_code warm vs execute in a session that executed before', fmt(k.warm_round_trip.p50), fmt(k.cold_execute.p50), `${fmt(k.speedup_p50, 1)}x`),
+    info('#17   run_code warm p90 ms; server-side p50 (duration_ms); waits for a quiet service (total ms, capped)', `${fmt(k.warm_round_trip.p90)}; ${fmt(k.warm_reported.p50)}; ${k.quiet ? `${k.quiet.waits} waits (${k.quiet.waited_ms} ms, ${k.quiet.capped} capped)` : 'no waits'}`),
   ];
 }
 
@@ -229,7 +230,7 @@ async function main(): Promise<void> {
   try {
     const warm = warmSizesFromEnv();
     log('run_code: warm interpreter vs execute');
-    const runCode = await measureRunCode({ client, sizes: { n: warm.n * 2, warm } });
+    const runCode = await measureRunCode({ client, sizes: { n: warm.n * 2, warm }, servicePid: server.pid });
     const result = await measureIssue17({ client, floor, config, server, log, sizes: { warm }, floorDir: dirs.floor, serviceEnv: env });
     const load = { at_start: loadAtStart, at_end: os.loadavg().map((v) => Math.round(v * 100) / 100), cores: os.availableParallelism() };
     process.stdout.write(`load average ${load.at_start.join(' ')} at start, ${load.at_end.join(' ')} at end, ${load.cores} cores\n`);

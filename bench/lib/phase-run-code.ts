@@ -5,11 +5,16 @@
 // pre-started sandbox, so the cold series runs each execute as the first one of a fresh session
 // (created and deleted outside the timing; the claims counter, when present, confirms no hit).
 // Each warm run_code waits first until no warm sandbox is being started (the execute before it
-// would otherwise leave a refill running alongside).
+// would otherwise leave a refill running alongside). With the service's pid, the phase also
+// starts only once the service's process tree is quiet, and waits so again after each
+// fresh-session sample: the earlier phases of `npm run bench` leave background work behind (the
+// workspace pool refilling after a hundred creates, unmounts of deleted sessions), and so does
+// each fresh session here (its delete, the pool's refill after its claim). That work is the
+// bench's doing, not part of a run_code call; the waits are counted in `quiet`.
 import type { BenchSizes } from './context.js';
 import { createSession, deleteSession, executeIn, type BenchClient } from './http.js';
 import { now, ratio, summarize, type Summary } from './stats.js';
-import { addClaims, claimsBetween, newSettleStats, scrape, settleWarmPool, type Claims } from './warm-probe.js';
+import { addClaims, claimsBetween, newSettleStats, scrape, settleWarmPool, waitForQuietService, type Claims } from './warm-probe.js';
 
 export interface RunCodeResult {
   /** HTTP round trip of run_code `1 + 1` on a warm interpreter. */
@@ -25,10 +30,20 @@ export interface RunCodeResult {
   fresh_session_claims: Claims | null;
   speedup_vs_fresh_p50: number;
   errors: number;
+  /** Waits for a quiet service (see the header); null without the service's pid. */
+  quiet: { waits: number; waited_ms: number; capped: number } | null;
 }
 
-export async function measureRunCode(ctx: { client: BenchClient; sizes: Pick<BenchSizes, 'n' | 'warm'> }): Promise<RunCodeResult> {
+export async function measureRunCode(ctx: { client: BenchClient; sizes: Pick<BenchSizes, 'n' | 'warm'>; servicePid?: number }): Promise<RunCodeResult> {
   const { client, sizes } = ctx;
+  const quiet = ctx.servicePid === undefined ? null : { waits: 0, waited_ms: 0, capped: 0 };
+  const settleService = async () => {
+    if (ctx.servicePid === undefined || quiet === null) return;
+    const w = await waitForQuietService(ctx.servicePid, { windowMs: 100, maxBusyShare: 0.1, capMs: 5000 });
+    quiet.waits += 1;
+    quiet.waited_ms += w.waited_ms;
+    if (w.capped) quiet.capped += 1;
+  };
   await createSession(client, 'bench-kernel');
   await createSession(client, 'bench-cold');
   const warm: number[] = [];
@@ -63,8 +78,10 @@ export async function measureRunCode(ctx: { client: BenchClient; sizes: Pick<Ben
     } finally {
       await deleteSession(client, id);
     }
+    await settleService();
   };
   for (let i = 0; i < 10; i++) await runCode(); // start and warm the interpreter
+  await settleService();
   const n = Math.max(20, Math.floor(sizes.n / 2));
   for (let i = 0; i < n; i++) {
     const w = await runCode();
@@ -89,5 +106,6 @@ export async function measureRunCode(ctx: { client: BenchClient; sizes: Pick<Ben
     fresh_session_claims: freshClaims,
     speedup_vs_fresh_p50: ratio(freshSummary.p50, warmSummary.p50),
     errors,
+    quiet: quiet && { ...quiet, waited_ms: Math.round(quiet.waited_ms) },
   };
 }

@@ -163,3 +163,46 @@ export function treeMemory(servicePid: number): TreeMemory {
   }
   return { processes: pids.length, rss_kib: rss, pss_kib: pss };
 }
+
+/** CPU time (ms) the process and everything below it have used so far; gone processes count 0. */
+export function treeCpuMs(root: number): number {
+  let ticks = 0;
+  for (const pid of [root, ...descendants(root)]) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ticks * 10; // USER_HZ is 100 on Linux
+}
+
+export interface QuietWait { waited_ms: number; capped: boolean; last_busy_share: number }
+
+/**
+ * Waits until the service's process tree is quiet: under `maxBusyShare` of one core in each of
+ * two windows of `windowMs` in a row. Earlier phases leave background work behind (the
+ * workspace pool refilling after many creates, unmounts of deleted sessions, refills of warm
+ * sandboxes) that a latency measured right after them would share the machine with.
+ */
+export async function waitForQuietService(pid: number, opts: { windowMs?: number; maxBusyShare?: number; capMs?: number } = {}): Promise<QuietWait> {
+  const windowMs = opts.windowMs ?? 250;
+  const maxBusy = opts.maxBusyShare ?? 0.05;
+  const capMs = opts.capMs ?? 15_000;
+  const t0 = now();
+  let quiet = 0;
+  let share = Number.NaN;
+  let before = treeCpuMs(pid);
+  while (quiet < 2) {
+    if (now() - t0 > capMs) return { waited_ms: now() - t0, capped: true, last_busy_share: share };
+    const w0 = now();
+    await sleep(windowMs);
+    const after = treeCpuMs(pid);
+    share = (after - before) / (now() - w0);
+    before = after;
+    quiet = share <= maxBusy ? quiet + 1 : 0;
+  }
+  return { waited_ms: now() - t0, capped: false, last_busy_share: share };
+}

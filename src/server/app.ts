@@ -16,6 +16,7 @@ import { clusterRouting, clusterUpgrades, createCluster, mcpForwarding, replicaR
 import { errorBody } from './error-body.js';
 import type { Metrics } from './metrics.js';
 import { openApiOptions } from './openapi.js';
+import { AccessLog, registerRequestLog } from './request-log.js';
 import { portRoutes, portUpgradeHandler } from './routes/ports.js';
 import { ptyRoutes } from './routes/pty.js';
 import { registerUpgrades } from './upgrade.js';
@@ -63,6 +64,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const loggerInstance: FastifyBaseLogger = deps.logger;
   const app = Fastify({
     loggerInstance,
+    // One access-log line per request instead of Fastify's two (request-log.ts).
+    logController: new AccessLog(),
     requestTimeout: 120_000,
     connectionTimeout: 0,
     keepAliveTimeout: 10_000,
@@ -138,6 +141,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     const route = request.routeOptions.url ?? 'unmatched';
     deps.metrics.httpDuration.observe({ method: request.method, route, status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
   });
+  registerRequestLog(app);
   app.setNotFoundHandler((request, reply) => {
     deps.metrics.rejected.inc({ reason: 'NOT_FOUND' });
     void reply.code(404).send(errorBody(404, 'NOT_FOUND', `Route ${request.method} ${request.url.split('?')[0] ?? ''} not found`));

@@ -28,7 +28,8 @@ export interface TestApp extends AppUnderTest {
 }
 
 /** settings: BUBBLE_SANDBOX_* names without the prefix, e.g. { MAX_SESSIONS: '2' }. */
-export async function createTestApp(settings: Record<string, string> = {}, opts: { now?: () => number; workspaceDir?: string } = {}): Promise<TestApp> {
+/** logDestination: where the app's log lines go (stdout when absent), for tests that read them. */
+export async function createTestApp(settings: Record<string, string> = {}, opts: { now?: () => number; workspaceDir?: string; logDestination?: pino.DestinationStream } = {}): Promise<TestApp> {
   const workspaceDir = opts.workspaceDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'bs-app-'));
   fs.chmodSync(workspaceDir, 0o711);
   const env: Record<string, string> = {
@@ -42,7 +43,7 @@ export async function createTestApp(settings: Record<string, string> = {}, opts:
   if (uidLockDir !== null) env.BUBBLE_SANDBOX_UID_LOCK_DIR = uidLockDir;
   for (const [k, v] of Object.entries(settings)) env[`BUBBLE_SANDBOX_${k}`] = v;
   const config = loadConfig(env);
-  const logger = pino({ level: config.logLevel });
+  const logger = opts.logDestination ? pino({ level: config.logLevel }, opts.logDestination) : pino({ level: config.logLevel });
   let sandbox: Sandbox;
   try {
     sandbox = await createSandbox(config, logger, { lockUidRange: true });

@@ -10,7 +10,9 @@
 # while a cell runs. Frames leave only on the control pipe; all three are moved to close-on-exec
 # descriptors. User code keeps fd 1 and 2 for its output, so nothing
 # it prints can be read as a frame. After each cell the driver writes the per-call marker the
-# service chose to fd 1 and fd 2, so the service knows where the cell's output ends.
+# service chose to fd 1 and fd 2, so the service knows where the cell's output ends; not on a
+# stream the service has already read to the end (see _drained), where it would only cost a
+# wake-up of the service.
 #
 # Rich outputs (display(), the final expression's value, matplotlib figures) leave as `display`
 # frames. To keep them in order with the cell's stdout/stderr, each is preceded by a sync token
@@ -29,10 +31,12 @@
 import ast
 import base64
 import builtins
+import fcntl
 import json
 import linecache
 import os
 import signal
+import stat
 import struct
 import sys
 import threading
@@ -361,6 +365,37 @@ def _mark(fd, marker):
         return False
 
 
+# Linux ioctls for the bytes written to fd and not yet read by the other end: SIOCOUTQ on a Unix
+# socket (what the service's stdio pipes are: Node.js makes them with socketpair), FIONREAD on a
+# FIFO (from either end).
+_SIOCOUTQ = 0x5411
+_FIONREAD = 0x541B
+
+
+def _drained(fd):
+    # True when everything written to fd has been read by the service. It hands what it reads on
+    # to the call before it reads the next frame, so after this check a marker on fd would only
+    # cost it a wake-up and tell it nothing. False when unknown (not a socket or a pipe: a file a
+    # cell pointed fd 1 at; an ioctl the sandbox refuses).
+    try:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind == stat.S_IFSOCK:
+            request = _SIOCOUTQ
+        elif kind == stat.S_IFIFO:
+            request = _FIONREAD
+        else:
+            return False
+        return struct.unpack('i', fcntl.ioctl(fd, request, b'\0\0\0\0'))[0] == 0
+    except OSError:
+        return False
+
+
+def _mark_unread(fd, data):
+    # The end-of-cell marker (with the final value's sync token), written only when the service
+    # has output of this cell still to read on fd (see _drained).
+    return False if _drained(fd) else _mark(fd, data)
+
+
 def _run(req, user_ns):
     cell_id = req['id']
     filename = '<cell-%s>' % cell_id
@@ -412,11 +447,11 @@ def _run(req, user_ns):
     frames = []
     if last is not None:
         kind, bundle, seq, token = last
-        written = {'stdout': _mark(1, token + marker), 'stderr': _mark(2, token + marker)}
+        written = {'stdout': _mark_unread(1, token + marker), 'stderr': _mark_unread(2, token + marker)}
         frames.append(_display_frame(kind, bundle, seq, written))
         markers = written
     else:
-        markers = {'stdout': _mark(1, marker), 'stderr': _mark(2, marker)}
+        markers = {'stdout': _mark_unread(1, marker), 'stderr': _mark_unread(2, marker)}
     _state.running = None
     frames.append({'type': 'done', 'id': cell_id, 'result': result, 'error': error,
                    'interrupted': interrupted, 'outputs_truncated': _state.outputs_truncated,

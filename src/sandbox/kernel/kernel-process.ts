@@ -44,7 +44,7 @@ export interface DoneFrame {
   interrupted: boolean;
   /** The driver dropped rich outputs over the call's budget. */
   outputsTruncated: boolean;
-  /** Whether the driver managed to write the call's marker to stdout / stderr. */
+  /** Whether the driver wrote the call's marker to stdout / stderr (it does not when it could not, or when the service had already read everything the stream carried). */
   markers: { stdout: boolean; stderr: boolean };
 }
 

@@ -240,9 +240,11 @@ export class PythonKernel {
     const frame = first.kind === 'done' ? first.frame : null;
     if (frame) {
       // The cell is over (the driver writes its markers before the done frame): its statistics
-      // and what it changed can be read while the rest of the call finishes.
-      answered();
+      // and what it changed can be read while the rest of the call finishes. The changes first:
+      // their look is a round trip to another process, which then runs while the statistics
+      // are read here (synchronously).
       options.onCellEnd?.();
+      answered();
       const waits: Promise<void>[] = [];
       if (frame.markers.stdout && !cuts.stdout.found) waits.push(cuts.stdout.reached);
       if (frame.markers.stderr && !cuts.stderr.found) waits.push(cuts.stderr.reached);

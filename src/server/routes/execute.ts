@@ -12,6 +12,7 @@ import {
   ErrorSchema, ExecuteBodySchema, ExecutionResultSchema, ExecutionStreamSchema, OneShotBodySchema, OneShotResultSchema, OneShotStreamSchema,
   SessionParamsSchema, type ExecuteBody,
 } from '../schemas.js';
+import { logOutcome } from '../request-log.js';
 import { NDJSON, streamExecution, wantsStream } from '../streaming.js';
 import { extensionAllowed } from './files.js';
 
@@ -81,7 +82,7 @@ export const executeRoutes: FastifyPluginAsyncZod = async (app) => {
     const req = toExecutionRequest(request.body, config, sandbox.defaultLimits, ac.signal);
     const run = async (onOutput?: ExecutionRequest['onOutput']) => {
       const result = await sessions.execute(request.params.id, { ...req, onOutput });
-      request.log.info({ session_id: request.params.id, status: result.status, duration_ms: result.duration_ms, stdout_chars: result.stdout.length, stderr_chars: result.stderr.length }, 'execution finished');
+      logOutcome(request, ac.signal.aborted, { status: result.status, execution_ms: result.duration_ms, stdout_chars: result.stdout.length, stderr_chars: result.stderr.length }, 'execution finished');
       return result;
     };
     if (wantsStream(request)) return streamExecution(reply, run);
@@ -117,7 +118,7 @@ export const executeRoutes: FastifyPluginAsyncZod = async (app) => {
     const req = toExecutionRequest(body, config, sandbox.defaultLimits, ac.signal);
     const run = async (onOutput?: ExecutionRequest['onOutput']) => {
       const result = await runOneShot(sessions, config, { environment: body.environment ?? 'bare', files, network: body.network, request: { ...req, onOutput } });
-      request.log.info({ status: result.status, duration_ms: result.duration_ms, outputs: result.files.outputs.length }, 'one-shot execution finished');
+      logOutcome(request, ac.signal.aborted, { status: result.status, execution_ms: result.duration_ms, outputs: result.files.outputs.length }, 'one-shot execution finished');
       return result;
     };
     if (wantsStream(request)) return streamExecution(reply, run);

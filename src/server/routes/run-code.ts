@@ -6,6 +6,7 @@ import type { ExecutionRequest } from '../../sessions/executor.js';
 import type { RunCodeRequest } from '../../sessions/session-executions.js';
 import { BadRequestError } from '../../errors.js';
 import { ErrorSchema, RunCodeBodySchema, RunCodeResultSchema, RunCodeStreamSchema, SessionParamsSchema } from '../schemas.js';
+import { logOutcome } from '../request-log.js';
 import { NDJSON, streamExecution, wantsStream } from '../streaming.js';
 import { abortOnDisconnect } from './execute.js';
 
@@ -36,8 +37,9 @@ export const runCodeRoutes: FastifyPluginAsyncZod = async (app) => {
       const result = await sessions.runCode(request.params.id, {
         code: request.body.code, timeoutSeconds, contextId: request.body.context_id, signal: ac.signal, onOutput, onDisplay,
       });
-      request.log.info({
-        session_id: request.params.id, context_id: request.body.context_id, status: result.status, duration_ms: result.duration_ms,
+      // On the request's one access-log line (request-log.ts), or its own line if the client left.
+      logOutcome(request, ac.signal.aborted, {
+        context_id: request.body.context_id, status: result.status, execution_ms: result.duration_ms,
         kernel_restarted: result.kernel_restarted, outputs: result.outputs.length,
       }, 'run_code finished');
       return result;
