@@ -87,6 +87,17 @@ describe('the spawn helper', () => {
     for (const fd of Object.values(mine.fds)) expect(fd).toBe(fs.constants.S_IFSOCK);
   });
 
+  test("the service's ends are non-blocking (a full stdin must not freeze the event loop), the sandbox's stay blocking", async () => {
+    const O_NONBLOCK = 0o4000;
+    const flagsOf = (fd: number | string) => parseInt(/^flags:\s+([0-7]+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] ?? 'NaN', 8);
+    const sb = await spawnSandbox(viaSpawner, spec(([ctl]) => ['/usr/bin/python3', '-I', '-c', "import re, sys\nfor fd in (0, 1, 2, int(sys.argv[1])):\n    print(int(re.search(r'flags:\\s+([0-7]+)', open(f'/proc/self/fdinfo/{fd}').read()).group(1), 8) & 0o4000)", String(ctl)], { extraPipes: 1 }));
+    const mine = [sb.stdin, sb.stdout, sb.stderr, ...sb.extra.map((e) => e.stream)].map((s) => (s as unknown as { _handle: { fd: number } })._handle.fd);
+    for (const fd of mine) expect(flagsOf(fd) & O_NONBLOCK, `service end ${fd}`).toBe(O_NONBLOCK);
+    sb.stdin.end();
+    const r = await output(sb);
+    expect(r.stdout.trim().split('\n')).toEqual(['0', '0', '0', '0']);
+  });
+
   test('a workspace replaced by a symlink fails closed and nothing starts', async () => {
     const target = path.dirname(fx.workspace);
     const link = path.join(target, 'planted');
@@ -119,6 +130,31 @@ describe('the spawn helper', () => {
     expect(r.signal).toBe('SIGKILL');
     expect(alive(pid)).toBe(false);
     await sb.dispose();
+  });
+
+  test('a sandbox killed the instant it was spawned leaves no process behind, even without a cgroup to empty', async () => {
+    // bwrap asks for its sandbox init's death with it only once that child runs: killed in the
+    // instant after its clone, bwrap left the init running under the host's init (found through
+    // warm.test.ts hanging on close). The spawner now kills the children first and reaps strays.
+    const marker = `spawner-race-${process.pid}`;
+    const left = () => fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
+      try {
+        return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(marker);
+      } catch {
+        return false;
+      }
+    });
+    for (let i = 0; i < 30; i++) {
+      const sb = await spawnSandbox(viaSpawner, spec(['/bin/sh', '-c', 'sleep 60', marker]));
+      // Vary the instant of the kill over the sandbox's start: at once, or after 0-7 ms.
+      if (i % 8 !== 0) await new Promise((r) => setTimeout(r, i % 8));
+      sb.kill();
+      const r = await Promise.race([sb.exited, new Promise<'stuck'>((resolve) => setTimeout(() => resolve('stuck'), 5_000))]);
+      expect(r, `round ${i}: the sandbox's sockets stayed open`).not.toBe('stuck');
+      await sb.dispose();
+    }
+    await until(() => left().length === 0, 5_000).catch(() => undefined);
+    expect(left()).toEqual([]);
   });
 
   test("the spawner's death ends its sandboxes, is reported, and the next spawn starts a new spawner", async () => {

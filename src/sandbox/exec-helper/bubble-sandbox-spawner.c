@@ -184,6 +184,11 @@ static void spawn_request(const char *b64, size_t len) {
             if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) { report_error(id, "socketpair", errno); goto out; }
             parent_ends[k] = sv[0];
             fds[k] = sv[1];
+            /* The service's end non-blocking, as libuv makes its own child pipes: Node takes a
+             * received descriptor as it is, and a blocking one would freeze its event loop on a
+             * write the sandbox does not read (a full stdin). The sandbox's end stays blocking. */
+            int fl = fcntl(sv[0], F_GETFL);
+            if (fl < 0 || fcntl(sv[0], F_SETFL, fl | O_NONBLOCK) != 0) { report_error(id, "fcntl", errno); goto out; }
         } else if (kind == 1) {
             uint32_t n = u32(&c);
             if (c.bad || (uint32_t)(c.end - c.p) < n) { report_error(id, "bad request", EINVAL); goto out; }
