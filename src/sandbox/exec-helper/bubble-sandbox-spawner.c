@@ -349,6 +349,9 @@ int main(void) {
     pid_t parent = getppid();
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail("prctl(PR_SET_PDEATHSIG)");
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) fail("prctl(PR_SET_CHILD_SUBREAPER)");
+    /* A process group of its own: a signal to the service's group (a supervisor's or a terminal's
+     * SIGTERM or ^C) is the service's to act on; it ends us through the channel, as on any stop. */
+    if (setpgid(0, 0) != 0) fail("setpgid");
     if (getppid() != parent) return 125; /* the service is already gone */
     const char *fdtext = getenv("NODE_CHANNEL_FD");
     if (fdtext == NULL) { fprintf(stderr, "bubble-sandbox-spawner: NODE_CHANNEL_FD is not set\n"); return 125; }
