@@ -253,15 +253,24 @@ out:
     free(buf);
 }
 
+static int is_live(pid_t pid) {
+    for (int i = 0; i < nlive; i++) if (live[i].pid == pid) return 1;
+    return 0;
+}
+
 /*
- * bwrap's sandbox child asks for SIGKILL on its parent's death (--die-with-parent) only once it
- * runs: killed in the instant after its clone, bwrap would leave that child (the sandbox's
- * init, in its own PID namespace) running with no one to end it. So a SIGKILL goes to the
- * children of the process first (the process is not reaped yet, so its list is its own), then
- * to the process: ending the init ends its whole PID namespace.
+ * SIGKILL to the children of `pid` (from /proc: the process is not reaped yet, so its list is its
+ * own), all of them or only those we did not start. Two uses:
+ * - bwrap's sandbox child asks for SIGKILL on its parent's death (--die-with-parent) only once it
+ *   runs: killed in the instant after its clone, bwrap would leave that child (the sandbox's
+ *   init, in its own PID namespace) running with no one to end it. So a SIGKILL goes to the
+ *   children of the process first, then to the process: ending the init ends its namespace.
+ * - The spawner is a child subreaper: a sandbox init that outlived its bwrap anyway (its children
+ *   read a moment too early) is handed to us instead of to the host's init. Any child of ours
+ *   that is not one we started is such a stray: it is killed, and reaped later.
  */
-static void kill_children(pid_t pid) {
-    char path[64], buf[4096];
+static void kill_children(pid_t pid, int strays_only) {
+    char path[64], buf[65536];
     snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return;
@@ -272,40 +281,14 @@ static void kill_children(pid_t pid) {
     for (char *p = buf, *end; *p != '\0'; p = end) {
         long child = strtol(p, &end, 10);
         if (end == p) break;
-        if (child > 0) kill((pid_t)child, SIGKILL);
-    }
-}
-
-static int is_live(pid_t pid) {
-    for (int i = 0; i < nlive; i++) if (live[i].pid == pid) return 1;
-    return 0;
-}
-
-/*
- * The spawner is a child subreaper: a sandbox init that outlived its bwrap (the race above, when
- * its children were read a moment too early) is handed to us instead of to the host's init. Any
- * child of ours that is not one we started is such a stray: it is killed, and reaped later.
- */
-static void kill_strays(void) {
-    char path[64], buf[65536];
-    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)getpid(), (int)getpid());
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return;
-    buf[n] = '\0';
-    for (char *p = buf, *end; *p != '\0'; p = end) {
-        long child = strtol(p, &end, 10);
-        if (end == p) break;
-        if (child > 0 && !is_live((pid_t)child)) kill((pid_t)child, SIGKILL);
+        if (child > 0 && !(strays_only && is_live((pid_t)child))) kill((pid_t)child, SIGKILL);
     }
 }
 
 static void kill_request(uint32_t id, int sig) {
     for (int i = 0; i < nlive; i++) {
         if (live[i].id != id) continue;
-        if (sig == SIGKILL) kill_children(live[i].pid);
+        if (sig == SIGKILL) kill_children(live[i].pid, 0);
         kill(live[i].pid, sig);
     }
 }
@@ -324,7 +307,7 @@ static void reap(void) {
             break;
         }
     }
-    kill_strays();
+    kill_children(getpid(), 1);
 }
 
 /* One JSON line from the service; only the three shapes above are accepted. */
@@ -398,7 +381,7 @@ int main(void) {
     }
     /* The service went away: nothing it started may outlive it. */
     for (int i = 0; i < nlive; i++) {
-        kill_children(live[i].pid);
+        kill_children(live[i].pid, 0);
         kill(live[i].pid, SIGKILL);
     }
     return 0;
