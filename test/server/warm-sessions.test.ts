@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createTestApp, useTestApp } from '../helpers/app.js';
-import { hostProcessesMatching, readHostProcess, stillRunning, waitUntil, type HostProcess } from '../helpers/host-processes.js';
+import { descendantsOf, readHostProcess, stillRunning, waitUntil, type HostProcess } from '../helpers/host-processes.js';
 import { createSession, execute } from '../helpers/http.js';
 import { warmOwner } from '../../src/sessions/session-manager.js';
 
@@ -103,7 +103,8 @@ describe('warm sandboxes of a session', () => {
     await createSession(t.app, { session_id: 'w4' });
     await execute(t.app, 'w4', { script: 'print(1)' });
     await warmFor('w4');
-    const launchers = hostProcessesMatching('/sandbox/warm-launch.py');
+    // This service's own: another service on the host (the quick start's, running beside npm test) has warm sandboxes too.
+    const launchers = descendantsOf(process.pid).filter((p) => p.command.includes('/sandbox/warm-launch.py'));
     expect(launchers.length).toBeGreaterThan(0);
     const cgroups = launchers.map((p) => memoryCgroupOf(p.pid));
     // The launchers run in execution cgroups of this service, not in the service's own.
