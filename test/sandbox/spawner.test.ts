@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { spawnSandbox, type SandboxSpec, type SpawnDeps, type SpawnedSandbox } from '../../src/sandbox/spawn.js';
 import { createSpawner, spawnerPathFor } from '../../src/sandbox/spawner.js';
+import { isRunning, waitUntil } from '../helpers/host-processes.js';
 import { createSandboxFixture, DEFAULT_LIMITS, EXEC_HELPER_PATH, IS_ROOT, TEST_UID } from '../helpers/sandbox.js';
 
 const fx = createSandboxFixture();
@@ -38,23 +39,8 @@ async function output(sb: SpawnedSandbox): Promise<{ stdout: string; stderr: str
   return { stdout, stderr, code, signal };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    // A zombie (reaped by nobody yet) is not running.
-    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
-async function until(cond: () => boolean, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** Polls until `cond` holds (the project's waitUntil, for a plain condition). */
+const until = (cond: () => boolean, ms = 5_000) => waitUntil(cond, (ok) => ok, ms, 20);
 
 // Each open descriptor inside with what it is; the script and stdin arrive through their descriptors.
 const FDS = String.raw`import json, os, stat, sys
@@ -124,11 +110,11 @@ describe('the spawn helper', () => {
     const sb = await spawnSandbox(viaSpawner, spec(['/bin/sh', '-c', 'echo ready; exec sleep 60']));
     await new Promise<void>((resolve) => sb.stdout.once('data', () => resolve()));
     const pid = sb.child.pid ?? 0;
-    expect(alive(pid)).toBe(true);
+    expect(isRunning(pid)).toBe(true);
     sb.kill();
     const r = await sb.exited;
     expect(r.signal).toBe('SIGKILL');
-    expect(alive(pid)).toBe(false);
+    expect(isRunning(pid)).toBe(false);
     await sb.dispose();
   });
 
@@ -167,7 +153,7 @@ describe('the spawn helper', () => {
       process.kill(first, 'SIGKILL');
       const r = await sb.exited;
       expect(r).toEqual({ code: null, signal: 'SIGKILL' });
-      await until(() => !alive(bwrap)); // --die-with-parent
+      await until(() => !isRunning(bwrap)); // --die-with-parent
       const again = await output(await spawnSandbox({ ...viaSpawner, spawner: own }, spec(['/bin/sh', '-c', 'echo again'])));
       expect(again.stdout).toBe('again\n');
       expect(own.pid).not.toBe(first);
@@ -183,9 +169,9 @@ describe('the spawn helper', () => {
     const helper = own.pid ?? 0;
     const bwrap = sb.child.pid ?? 0;
     await own.close();
-    expect(alive(helper)).toBe(false);
+    expect(isRunning(helper)).toBe(false);
     expect((await sb.exited).signal).toBe('SIGKILL');
-    await until(() => !alive(bwrap));
+    await until(() => !isRunning(bwrap));
     await sb.dispose();
     await expect(spawnSandbox({ ...viaSpawner, spawner: own }, spec(['/bin/true']))).rejects.toThrow(/closed/);
   });
@@ -197,8 +183,8 @@ describe('the spawn helper and the service', () => {
     const script = `const c = require('node:child_process').spawn(${JSON.stringify(spawnerPathFor(EXEC_HELPER_PATH))}, [], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] }); c.unref(); c.channel.unref(); console.log(c.pid); setInterval(() => {}, 1000);`;
     const service = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     const helper = await new Promise<number>((resolve) => service.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
-    await until(() => alive(helper));
+    await until(() => isRunning(helper));
     service.kill('SIGKILL');
-    await until(() => !alive(helper));
+    await until(() => !isRunning(helper));
   });
 });
