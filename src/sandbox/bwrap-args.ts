@@ -68,6 +68,12 @@ export interface BwrapPolicy {
   /** Whether a seccomp program is passed on an fd. */
   seccomp: boolean;
   /**
+   * Capabilities kept in the sandbox's own user namespace (bwrap --cap-add after --cap-drop ALL):
+   * only a fork server's (warm/fork-server.ts), which needs them for each execution's namespaces and
+   * mounts and drops them before any program runs. Absent or empty: none.
+   */
+  capAdd?: readonly ('CAP_SYS_ADMIN' | 'CAP_SETPCAP')[];
+  /**
    * Stay in the network namespace bwrap starts in (a session's, joined by nsenter before bwrap)
    * instead of a fresh loopback-only one. Absent or false: a private netns per sandbox.
    */
@@ -110,6 +116,7 @@ export function buildBwrapInvocation(policy: BwrapPolicy): BwrapInvocation {
     '--uid', String(policy.insideUid ?? SANDBOX_UID), '--gid', String(policy.insideUid ?? SANDBOX_GID),
     '--hostname', SANDBOX_HOSTNAME,
     '--die-with-parent', '--new-session', '--cap-drop', 'ALL',
+    ...(policy.capAdd ?? []).flatMap((c) => ['--cap-add', c]),
     '--clearenv',
   ];
   for (const [k, v] of Object.entries(policy.env)) o.push('--setenv', k, v);

@@ -56,6 +56,7 @@ export function warmPoolSettings(config: Config): NonNullable<Parameters<typeof 
     minAvailableBytes: config.warmMinAvailableBytes,
     // The preload and the longest execution together; the wall-clock timeout still applies from the claim.
     cpuSeconds: config.maxExecutionTimeoutSeconds + 60,
+    forkServers: config.warmForkServer === 'on',
   };
 }
 

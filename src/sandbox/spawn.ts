@@ -87,6 +87,22 @@ export interface SandboxSpec {
    * loopback only, as before.
    */
   netnsPath?: string | undefined;
+  /**
+   * The sandbox of a fork server (warm/fork-server.ts): no seccomp filter and no /proc masks (each
+   * execution it forks sets both up itself, a masked /proc would forbid its fresh one), CAP_SYS_ADMIN
+   * and CAP_SETPCAP kept in its own user namespace (dropped by each execution before its program),
+   * and Node's IPC channel as the last descriptor (the command function gets its number last).
+   * Started by node:child_process: the spawn helper hands back sockets, not a channel.
+   */
+  forkServer?: boolean;
+}
+
+/** Node's IPC channel to a fork server: the part of ChildProcess that speaks it. */
+export interface IpcChannel {
+  send(message: unknown): boolean;
+  on(event: 'message', listener: (message: unknown, handle?: unknown) => void): unknown;
+  off(event: 'message', listener: (message: unknown, handle?: unknown) => void): unknown;
+  readonly connected: boolean;
 }
 
 /** The sandbox's process as its users see it: a ChildProcess or the spawn helper's SpawnerProcess. */
@@ -110,6 +126,8 @@ export interface SpawnedSandbox {
   stats(): Promise<CgroupStats | null>;
   /** Kill what is left in the cgroup and remove it. */
   dispose(): Promise<void>;
+  /** A fork server's IPC channel (spec.forkServer); absent otherwise. */
+  ipc?: IpcChannel;
 }
 
 export function baseEnvironment(env: Environment | null): Record<string, string> {
@@ -143,14 +161,15 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
       : deps.layout.systemMounts.map((m) => (m.kind === 'ro-bind' && m.dest === '/usr' ? { kind: 'bind', source: usrOverlay, dest: '/usr' } : m)),
     venvWritable: spec.environment?.writableRoot === true && spec.environment.kind === 'venv',
     etcFiles: deps.layout.etcFiles,
-    procMasks: deps.layout.procMasks,
+    procMasks: spec.forkServer === true ? [] : deps.layout.procMasks,
     venvDir: spec.environment?.venvDir ?? null,
     rootEntries: spec.environment?.rootDir ? readRootEntries(spec.environment.rootDir, spec.environment.writableRoot) : null,
     ...(spec.environment?.writableRoot ? { insideUid: 0 } : {}),
     sandboxFiles: Object.keys(spec.sandboxFiles ?? {}),
     sandboxDir: spec.sandboxDir ?? null,
     volumes: spec.volumes.map((v) => ({ name: v.name, mode: v.mode })),
-    seccomp: deps.seccompProgram !== null,
+    seccomp: deps.seccompProgram !== null && spec.forkServer !== true,
+    ...(spec.forkServer === true ? { capAdd: ['CAP_SYS_ADMIN', 'CAP_SETPCAP'] as const } : {}),
     shareNet: spec.netnsPath !== undefined,
     tmpSizeBytes: spec.limits.tmpSizeBytes,
     env: spec.env,
@@ -159,10 +178,12 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
   const laidOut = buildBwrapInvocation(policy);
   // Extra pipes follow bwrap's own descriptors; the command may name them.
   const extraFdNumbers = Array.from({ length: spec.extraPipes ?? 0 }, (_, i) => 3 + laidOut.fdRoles.length + i);
-  const invocation = { ...laidOut, argv: [...laidOut.argv, ...(typeof spec.command === 'function' ? spec.command(extraFdNumbers) : spec.command)] };
+  const ipcFd = spec.forkServer === true ? 3 + laidOut.fdRoles.length + extraFdNumbers.length : null;
+  const namedFds = ipcFd === null ? extraFdNumbers : [...extraFdNumbers, ipcFd];
+  const invocation = { ...laidOut, argv: [...laidOut.argv, ...(typeof spec.command === 'function' ? spec.command(namedFds) : spec.command)] };
   const cgroup: ExecutionCgroup | null = deps.cgroups ? await deps.cgroups.create(spec.cgroupName, spec.limits) : null;
 
-  if (deps.spawner) {
+  if (deps.spawner && ipcFd === null) {
     try {
       return await spawnThroughHelper(deps.spawner, deps, spec, invocation, extraFdNumbers, cgroup);
     } catch (err) {
@@ -175,7 +196,7 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
   // a workspace or volume swapped for a symlink fails closed instead of exposing the target.
   const openedFds: number[] = [];
   try {
-    const stdio: (number | 'pipe')[] = ['pipe', 'pipe', 'pipe'];
+    const stdio: (number | 'pipe' | 'ipc')[] = ['pipe', 'pipe', 'pipe'];
     const payloads = new Map<number, Buffer>([[3, encodeArgs(invocation.options)]]);
     for (const [i, role] of invocation.fdRoles.entries()) {
       const fdNumber = 3 + i;
@@ -196,6 +217,10 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
     for (const fd of extraFdNumbers) {
       if (stdio.length !== fd) throw new Error('extra pipe numbering out of step with bwrap descriptors');
       stdio.push('pipe');
+    }
+    if (ipcFd !== null) {
+      if (stdio.length !== ipcFd) throw new Error('IPC channel numbering out of step with bwrap descriptors');
+      stdio.push('ipc');
     }
 
     const argv = execHelperArgs(spec, cgroup?.procsFiles ?? [], [resolveCommand(deps.bwrapPath), ...invocation.argv]);
@@ -236,6 +261,7 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
       },
       exited,
       stats: async () => (cgroup ? cgroup.stats() : null),
+      ...(ipcFd !== null ? { ipc: child } : {}),
       // destroy() kills what is left before it removes the cgroup (or empties it for reuse).
       dispose: async () => {
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

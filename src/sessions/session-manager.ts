@@ -781,7 +781,7 @@ export class SessionManager {
     const warm = this.deps.sandbox.runner.warm;
     if (!warm?.enabled) return;
     setImmediate(() => {
-      if (!this.closing && this.sessions.has(id)) warm.prestart(warmOwner(id), target);
+      if (!this.closing && this.sessions.has(id)) warm.prestart(warmOwner(id), target, { reuse: true });
     });
   }
 

@@ -14,8 +14,9 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { SANDBOX_PATHS } from '../bwrap-args.js';
+import { SANDBOX_GID, SANDBOX_PATHS, SANDBOX_UID } from '../bwrap-args.js';
 import { baseEnvironment, pythonFor, spawnSandbox, type SpawnDeps, type SpawnedSandbox } from '../spawn.js';
+import { ForkServer, type ForkTarget } from './fork-server.js';
 import type { Program, RunRequest } from '../types.js';
 import {
   STARTUP_VARIABLE, clearWarmLeftovers, readMemAvailable, sameEnv, shadowsImported, targetKey, type WarmTarget,
@@ -33,9 +34,13 @@ const LAUNCHER_FILES: readonly { name: string; source: string }[] = [
   { name: LAUNCHER_NAME, source: fs.readFileSync(new URL(`./${LAUNCHER_NAME}`, import.meta.url), 'utf8') },
   { name: 'warm-body.py', source: fs.readFileSync(new URL('./warm-body.py', import.meta.url), 'utf8') },
   { name: 'launch.py', source: fs.readFileSync(new URL('../launch.py', import.meta.url), 'utf8') },
+  { name: 'fork-server.py', source: fs.readFileSync(new URL('./fork-server.py', import.meta.url), 'utf8') },
+  { name: 'fork-body.py', source: fs.readFileSync(new URL('./fork-body.py', import.meta.url), 'utf8') },
 ];
 /** Modules of LAUNCHER_FILES the launcher loads (not the __main__ script, which Python always compiles): precompiled once per pool. */
-const PRECOMPILED = ['warm-body.py', 'launch.py'];
+const PRECOMPILED = ['warm-body.py', 'launch.py', 'fork-body.py'];
+/** RLIMIT_CPU of a fork server: its own CPU is its start and one fork per execution; each execution sets its own. */
+const FORK_SERVER_CPU_SECONDS = 366 * 86_400;
 /** The interpreter a sandbox runs unless its environment has its own (spawn.ts pythonFor): what compiles the .pyc files. */
 const SYSTEM_PYTHON = '/usr/bin/python3';
 const CHECK_INTERVAL_MS = 1000;
@@ -73,6 +78,11 @@ export interface WarmPoolOptions {
   logger?: Logger | undefined;
   /** The host's available memory in bytes (MemAvailable of /proc/meminfo by default); null when unknown. */
   readMemAvailable?: () => number | null;
+  /**
+   * A session's warm sandbox is a fork server (fork-server.ts) that forks every execution of the
+   * session instead of being used once (WARM_FORK_SERVER). Needs cgroups; absent or false: used once.
+   */
+  forkServers?: boolean;
 }
 
 interface ReadyInfo {
@@ -95,8 +105,17 @@ interface WarmEntry {
   /** bwrap's host pid, once spawned. */
   pid?: number | undefined;
   ready: Promise<ReadyInfo | null>;
+  /** When it became idle, or (a fork server) when it was last claimed: the idle time counts from then. */
   readyAt: number;
   memoryBytes: number;
+  /** A fork server (its executions are forked, it stays), or a sandbox used once. */
+  forking: boolean;
+  /** The fork server's handle, once its sandbox is spawned. */
+  fork?: ForkServer | undefined;
+  /** A fork server's executions still running: it is ended only once they have. */
+  active: number;
+  /** Discarded while executions ran: ended when the last of them ends. */
+  retired?: (() => void) | undefined;
 }
 
 /** A claimed warm sandbox: the caller starts its program with start() and disposes of it with dispose(). */
@@ -190,7 +209,7 @@ export class WarmPool {
    * Build a warm sandbox for `owner` (replacing one it has for another target). Never throws: a
    * warm sandbox that cannot be built only costs the speed-up.
    */
-  prestart(owner: string, target: WarmTarget): void {
+  prestart(owner: string, target: WarmTarget, opts: { reuse?: boolean } = {}): void {
     if (!this.enabled) return;
     const key = targetKey(target);
     const env = { ...baseEnvironment(target.environment), ...target.env };
@@ -207,7 +226,14 @@ export class WarmPool {
       if (oldest === null) return; // all are starting: no room now
       void this.discard(oldest, 'max');
     }
-    this.start(owner, key, target, env);
+    this.start(owner, key, target, env, opts.reuse === true && this.forkable(target));
+  }
+
+  /** Whether a target's warm sandbox may be a fork server: on, with cgroups, a Python of the host's (not a root filesystem's), no writable root. */
+  private forkable(target: WarmTarget): boolean {
+    const e = target.environment;
+    return this.opts.forkServers === true && this.opts.spawnDeps.cgroups !== null && this.opts.spawnDeps.cgroups.mode !== 'none'
+      && (e === null || (e.python && !e.rootDir && !e.writableRoot));
   }
 
   /** Discard the owner's warm sandbox (its configuration changed, or it is going); resolves once it is gone. */
@@ -238,6 +264,7 @@ export class WarmPool {
       if (e.key === key && (entry === null || (e.state === 'idle' && entry.state !== 'idle'))) entry = e;
     }
     if (entry === null) return null;
+    if (entry.forking) return this.forkClaim(entry, req);
     this.entries.delete(entry.id); // it is this request's now, whatever follows
     this.report();
     const preloads = req.environment?.preload ?? [];
@@ -253,20 +280,7 @@ export class WarmPool {
       }
       envToSend = wanted;
     }
-    // A starting one is waited for: it is further along than a new spawn would be (but no
-    // longer than the request's timeout, nor past its cancellation).
-    let timer: NodeJS.Timeout | undefined;
-    let onAbort: (() => void) | undefined;
-    const giveUp = new Promise<null>((resolve) => {
-      timer = setTimeout(() => resolve(null), req.timeoutMs);
-      onAbort = () => resolve(null);
-      if (req.signal?.aborted) resolve(null);
-      req.signal?.addEventListener('abort', onAbort, { once: true });
-    });
-    const ready = await Promise.race([entry.ready, giveUp]).finally(() => {
-      clearTimeout(timer);
-      if (onAbort) req.signal?.removeEventListener('abort', onAbort);
-    });
+    const ready = await readyWithin(entry, req);
     if (ready === null) {
       void this.discard(entry, 'died');
       return null;
@@ -303,13 +317,70 @@ export class WarmPool {
     };
   }
 
-  private start(owner: string, key: string, target: WarmTarget, env: Record<string, string>): void {
+  /**
+   * An execution forked by the entry's fork server, which stays for the next. A miss (null, the run
+   * goes cold, the server stays) where a used-once sandbox would be discarded: variables a started
+   * interpreter cannot take, or a workspace entry shadowing an imported module.
+   */
+  private async forkClaim(entry: WarmEntry, req: RunRequest): Promise<WarmClaim | null> {
+    const env = requestEnv(entry, req);
+    if (env === false) return null;
+    const ready = await readyWithin(entry, req);
+    if (ready === null) {
+      if (entry.state === 'starting' && !(await isSettled(entry.ready))) return null; // still starting, the request gave up
+      void this.discard(entry, 'died');
+      return null;
+    }
+    if (req.program.kind === 'script' && ready.modules.length > 0 && shadowsImported(req.workspaceDir, ready.modules, ready.suffixes ?? undefined)) return null;
+    const server = entry.fork;
+    if (server === undefined || this.entries.get(entry.id) !== entry) return null;
+    entry.active++;
+    entry.readyAt = Date.now();
+    const done = () => {
+      entry.active--;
+      entry.readyAt = Date.now();
+      if (entry.active === 0) entry.retired?.();
+    };
+    let forked: Awaited<ReturnType<ForkServer['take']>>;
+    try {
+      forked = await server.take(this.forkTarget(entry), { program: req.program, env, cpuSeconds: req.timeoutMs / 1000 + 5 });
+    } catch (err) {
+      this.opts.logger?.warn({ err }, 'fork server could not fork; running cold');
+      done();
+      void this.discard(entry, 'died');
+      return null;
+    }
+    let disposed = false;
+    return {
+      sandbox: forked.sandbox,
+      report: forked.report,
+      start: () => forked.start(),
+      dispose: () => {
+        if (disposed) return;
+        disposed = true;
+        this.track(forked.sandbox.dispose().catch((err: unknown) => {
+          this.opts.logger?.warn({ err }, 'could not dispose of a forked execution');
+        }).finally(done));
+      },
+    };
+  }
+
+  /** What a fork server's executions are forked for: a cgroup with the target's limits each. */
+  private forkTarget(entry: WarmEntry): ForkTarget {
+    return { limits: entry.target.limits, cgroupName: () => this.opts.nextCgroupName() };
+  }
+
+  private start(owner: string, key: string, target: WarmTarget, env: Record<string, string>, fork: boolean): void {
     const launchers = this.launchers ?? this.makeLaunchers();
     const id = ++entryCounter;
     const dir = path.join(this.opts.dir, `${process.pid}-${id}`);
     fs.mkdirSync(dir, { mode: 0o755 });
     this.placeLaunchers(launchers, dir);
     const preloads = target.environment?.preload ?? [];
+    if (fork) {
+      this.startFork({ id, owner, key, target, env, dir, preloads });
+      return;
+    }
     const sandbox = spawnSandbox(this.opts.spawnDeps, {
       environment: target.environment,
       workspaceDir: target.workspaceDir,
@@ -325,7 +396,7 @@ export class WarmPool {
       netnsPath: target.netnsPath,
     });
     const entry: WarmEntry = {
-      id, owner, key, target, env, dir, state: 'starting', sandbox, ready: Promise.resolve(null), readyAt: 0, memoryBytes: 0,
+      id, owner, key, target, env, dir, state: 'starting', sandbox, ready: Promise.resolve(null), readyAt: 0, memoryBytes: 0, active: 0, forking: false,
     };
     entry.ready = sandbox.then((s) => {
       entry.pid = s.child.pid;
@@ -334,6 +405,60 @@ export class WarmPool {
       this.opts.logger?.warn({ err }, 'warm sandbox did not start');
       return null;
     });
+    this.settle(entry);
+  }
+
+  /**
+   * A fork server for a session's target: its private /sandbox holds the launcher files and what
+   * each execution sets up for itself (fork.json: the uid and the /proc entries to mask; the mask
+   * sources; the seccomp program), all written here, read-only inside.
+   */
+  private startFork(e: { id: number; owner: string; key: string; target: WarmTarget; env: Record<string, string>; dir: string; preloads: readonly string[] }): void {
+    const { id, target, dir } = e;
+    const deps = this.opts.spawnDeps;
+    const cgroups = deps.cgroups;
+    if (cgroups === null) throw new Error('a fork server needs cgroups');
+    const masks = deps.layout.procMasks.map((m) => [m.dest, fs.statSync(m.source).isDirectory()]);
+    fs.writeFileSync(path.join(dir, 'fork.json'), JSON.stringify({ uid: SANDBOX_UID, gid: SANDBOX_GID, masks }), { mode: 0o444 });
+    fs.writeFileSync(path.join(dir, 'mask-file'), '', { mode: 0o444 });
+    fs.mkdirSync(path.join(dir, 'mask-dir'), { mode: 0o555 });
+    if (deps.seccompProgram !== null) fs.writeFileSync(path.join(dir, 'seccomp.bpf'), deps.seccompProgram, { mode: 0o444 });
+    const sandbox = spawnSandbox(deps, {
+      environment: target.environment,
+      workspaceDir: target.workspaceDir,
+      volumes: target.volumes,
+      command: ([channel]) => [pythonFor(target.environment), `${SANDBOX_PATHS.scriptDir}/fork-server.py`, String(channel), e.preloads.join(',')],
+      sandboxDir: dir,
+      forkServer: true,
+      env: e.env,
+      limits: target.limits,
+      identity: target.identity,
+      cpuSeconds: FORK_SERVER_CPU_SECONDS,
+      cgroupName: this.opts.nextCgroupName('warm'),
+      netnsPath: target.netnsPath,
+    });
+    const entry: WarmEntry = {
+      id, owner: e.owner, key: e.key, target, env: e.env, dir, state: 'starting', sandbox, ready: Promise.resolve(null), readyAt: 0, memoryBytes: 0, active: 0, forking: true,
+    };
+    entry.ready = sandbox.then((s) => {
+      entry.pid = s.child.pid;
+      const server = new ForkServer(s, cgroups);
+      entry.fork = server;
+      return server.ready.then((r) => {
+        if (r === null) return null;
+        server.prestart(this.forkTarget(entry));
+        return { modules: r.modules, rssBytes: r.rssBytes, suffixes: r.suffixes };
+      });
+    }).catch((err: unknown) => {
+      this.opts.logger?.warn({ err }, 'fork server did not start');
+      return null;
+    });
+    this.settle(entry);
+  }
+
+  /** Counts a starting entry and makes it idle once it is ready (or discards it). */
+  private settle(entry: WarmEntry): void {
+    const { id, sandbox } = entry;
     this.entries.set(id, entry);
     this.report();
     void entry.ready.then(async (ready) => {
@@ -465,7 +590,7 @@ export class WarmPool {
   async check(): Promise<void> {
     const now = Date.now();
     for (const e of this.entries.values()) {
-      if (e.state === 'idle' && now - e.readyAt > this.opts.idleMs) void this.discard(e, 'idle');
+      if (e.state === 'idle' && e.active === 0 && now - e.readyAt > this.opts.idleMs) void this.discard(e, 'idle');
     }
     for (const e of [...this.entries.values()]) {
       if (e.state !== 'idle') continue;
@@ -492,11 +617,19 @@ export class WarmPool {
     if (this.entries.get(e.id) === e) this.entries.delete(e.id);
     this.observer.onDiscarded?.(reason);
     this.report();
-    const work = e.sandbox.then(async (s) => {
+    const end = () => e.sandbox.then(async (s) => {
+      await e.fork?.close();
       s.kill();
       await s.exited.catch(() => undefined);
       await s.dispose();
     }).catch(() => undefined).finally(() => removeDir(e.dir));
+    // A fork server's running executions are in its PID namespace: it ends after the last of them
+    // (at shutdown or when it died, at once).
+    const work = e.active > 0 && reason !== 'shutdown' && reason !== 'died'
+      ? new Promise<void>((resolve) => {
+        e.retired = resolve;
+      }).then(end)
+      : end();
     this.track(work);
     return work;
   }
@@ -530,4 +663,43 @@ export class WarmPool {
   static clearLeftovers(dir: string, logger?: Logger): void {
     clearWarmLeftovers(dir, logger);
   }
+}
+
+/**
+ * The entry's ready line, waited for while it starts: it is further along than a new spawn would be
+ * (but no longer than the request's timeout, nor past its cancellation). null: it died, or the wait ended.
+ */
+async function readyWithin(entry: WarmEntry, req: RunRequest): Promise<ReadyInfo | null> {
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  const giveUp = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), req.timeoutMs);
+    onAbort = () => resolve(null);
+    if (req.signal?.aborted) resolve(null);
+    req.signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  return Promise.race([entry.ready, giveUp]).finally(() => {
+    clearTimeout(timer);
+    if (onAbort) req.signal?.removeEventListener('abort', onAbort);
+  });
+}
+
+/** Whether a promise has settled (looked at on the next turn). */
+async function isSettled(p: Promise<unknown>): Promise<boolean> {
+  const pending = Symbol('pending');
+  return (await Promise.race([p.then(() => true, () => true), Promise.resolve(pending)])) !== pending;
+}
+
+/**
+ * The variables to send with a request to a fork server: null when they are the server's; false
+ * when a started interpreter cannot take them (a script in an environment that preloads, or one
+ * whose variables change what the interpreter reads at start): the run goes cold.
+ */
+function requestEnv(entry: WarmEntry, req: RunRequest): Record<string, string> | null | false {
+  const wanted = { ...baseEnvironment(req.environment), ...req.env };
+  if (sameEnv(wanted, entry.env)) return null;
+  const changed = [...new Set([...Object.keys(wanted), ...Object.keys(entry.env)])].filter((k) => wanted[k] !== entry.env[k]);
+  const preloads = req.environment?.preload ?? [];
+  if (req.program.kind === 'script' && (preloads.length > 0 || changed.some((k) => STARTUP_VARIABLE.test(k)))) return false;
+  return wanted;
 }
