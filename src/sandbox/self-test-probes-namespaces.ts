@@ -10,7 +10,8 @@ export const NAMESPACE_PROBES: ProbeSpec[] = [
     async check(ctx) {
       const out = outputOf((await ctx.run(sh('echo $$; cat /proc/1/comm; ls /proc | grep -c "^[0-9]"'))).result);
       const [pid, comm, count] = out.trim().split('\n');
-      const ok = Number(pid) < 10 && comm === 'bwrap' && Number(count) < 10;
+      // Pid 1 is the sandbox's own init: bwrap's, or a fork server's execution's (fork-body.py names it).
+      const ok = Number(pid) < 10 && (comm === 'bwrap' || comm === 'sandbox-init') && Number(count) < 10;
       return verdict(ok, `shell pid ${String(pid)}, pid 1 is '${String(comm)}', ${String(count)} processes visible`);
     },
   },

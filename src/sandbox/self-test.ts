@@ -29,6 +29,12 @@ export interface SelfTestOptions {
   concurrency?: number;
   /** Identity slot the probes run as (default 0, like the start-up probe). */
   slot?: number;
+  /**
+   * 'fork-server': every probe runs in an execution forked by a fork server started for its
+   * workspace (warm/fork-server.ts), ended after it, to prove that path keeps every property too.
+   * Default 'cold': each probe spawns its own sandbox.
+   */
+  through?: 'cold' | 'fork-server';
   logger?: Logger;
 }
 
@@ -61,18 +67,22 @@ export async function runSelfTest(sandbox: Sandbox, opts: SelfTestOptions = {}):
       const workspace = path.join(parent, `ws-${++n}`);
       fs.mkdirSync(workspace, { mode: 0o755 });
       if (identity) fs.chownSync(workspace, identity.uid, identity.gid);
-      const result = await sandbox.runner.run({
-        environment: null,
-        workspaceDir: workspace,
-        volumes: [],
-        program,
-        env: runOpts.env,
-        timeoutMs: runOpts.timeoutMs ?? 10_000,
-        maxOutputChars: 20_000,
-        limits: { ...sandbox.defaultLimits, ...runOpts.limits },
-        identity,
-      });
-      return { result, workspace };
+      const target = { environment: null, workspaceDir: workspace, volumes: [], limits: { ...sandbox.defaultLimits, ...runOpts.limits }, identity };
+      const owner = `self-test:${n}`;
+      // A starting fork server is waited for by the run's claim.
+      if (opts.through === 'fork-server') sandbox.runner.warm?.prestart(owner, target, { reuse: true });
+      try {
+        const result = await sandbox.runner.run({
+          ...target,
+          program,
+          env: runOpts.env,
+          timeoutMs: runOpts.timeoutMs ?? 10_000,
+          maxOutputChars: 20_000,
+        });
+        return { result, workspace };
+      } finally {
+        if (opts.through === 'fork-server') await sandbox.runner.warm?.dropOwner(owner);
+      }
     },
   };
   try {

@@ -45,6 +45,19 @@ describe('runSelfTest', () => {
     expect(JSON.stringify(report)).not.toMatch(/bubble-sandbox-selftest-[A-Za-z0-9]{6}/);
   }, 60_000);
 
+  test('every probe passes in executions forked by a fork server, and each was one', async () => {
+    const sandbox = await open({ BUBBLE_SANDBOX_WARM_MIN_AVAILABLE_BYTES: '0' });
+    const claims: string[] = [];
+    sandbox.runner.warm?.observe({ onClaim: (r) => claims.push(r) });
+    const report = await runSelfTest(sandbox, { through: 'fork-server' });
+    expect(report.probes.length).toBe(SELF_TEST_PROBES.length);
+    expect(failures(report), 'failing probes').toBe('');
+    // Every run (each counts a claim, hit or miss) was a hit: forked, none spawned cold.
+    expect(claims.length).toBeGreaterThan(20);
+    expect(claims.filter((c) => c !== 'hit')).toEqual([]);
+    expect(sandbox.runner.warm?.owners()).toEqual([]);
+  }, 120_000);
+
   test('without cgroups exactly the memory and pids probes fail', async () => {
     const sandbox = await open({ BUBBLE_SANDBOX_CGROUPS: 'off' });
     expect(sandbox.cgroupMode).toBe('none');

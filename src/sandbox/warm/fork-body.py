@@ -52,6 +52,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -268,6 +269,8 @@ class Server:
     def init(self, tmp_bytes, stdin, stdout, stderr, report, control):
         """Pid 1 of the execution's PID namespace: a fresh /proc, /dev, /tmp and /sandbox, then the program."""
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # Named for what it is (/proc/1/comm), as bwrap's init is named bwrap.
+        libc.prctl(PR_SET_NAME, ctypes.addressof(ctypes.create_string_buffer(b'sandbox-init')), 0, 0, 0)
         # As bwrap's init, pid 1 ignores the signals its namespace sends it (no handler of its own).
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         cfg = self.config
