@@ -277,11 +277,11 @@ describe('the pool', () => {
     for (const owner of pool().owners()) await pool().dropOwner(owner); // room for this one whatever ran before
     const t = newTarget(null, 24);
     await prestarted('p', t);
-    await waitUntil(() => pool().launcherFiles().precompiled.length, (n) => n === 2, 30_000);
+    await waitUntil(() => pool().launcherFiles().precompiled.length, (n) => n === 3, 30_000);
     await pool().dropOwner('p');
     await prestarted('p', t); // started with the compiled files in place
     const { dir: launchers } = pool().launcherFiles();
-    const files = ['warm-launch.py', 'warm-body.py', 'launch.py', 'warm-body.pyc', 'launch.pyc'];
+    const files = ['warm-launch.py', 'warm-body.py', 'launch.py', 'fork-server.py', 'fork-body.py', 'warm-body.pyc', 'launch.pyc', 'fork-body.pyc'];
     for (const f of files) expect(fs.statSync(path.join(launchers ?? '', f)).mode & 0o777).toBe(0o444);
     const sandboxDirs = fs.readdirSync(path.join(workDir, 'warm')).map((d) => path.join(workDir, 'warm', d)).filter((d) => d !== launchers);
     expect(sandboxDirs.length).toBeGreaterThan(0);
@@ -303,7 +303,7 @@ describe('the pool', () => {
     const t = newTarget(null, 26);
     await prestarted('q', t);
     const { dir: launchers, precompiled } = pool().launcherFiles();
-    expect(precompiled.length).toBe(2);
+    expect(precompiled).toEqual(['warm-body.pyc', 'launch.pyc', 'fork-body.pyc']);
     // What a root filesystem with another Python version finds: a magic number that is not its own.
     const originals = precompiled.map((n) => ({ file: path.join(launchers ?? '', n), data: fs.readFileSync(path.join(launchers ?? '', n)) }));
     for (const { file, data } of originals) {

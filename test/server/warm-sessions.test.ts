@@ -104,7 +104,9 @@ describe('warm sandboxes of a session', () => {
     await execute(t.app, 'w4', { script: 'print(1)' });
     await warmFor('w4');
     // This service's own: another service on the host (the quick start's, running beside npm test) has warm sandboxes too.
-    const launchers = descendantsOf(process.pid).filter((p) => p.command.includes('/sandbox/warm-launch.py'));
+    // A session's warm sandbox is a fork server (WARM_FORK_SERVER=on): the server and the processes
+    // of the execution it forked ahead (forks: the same command line), each in a cgroup.
+    const launchers = descendantsOf(process.pid).filter((p) => p.command.includes('/sandbox/fork-server.py'));
     expect(launchers.length).toBeGreaterThan(0);
     const cgroups = launchers.map((p) => memoryCgroupOf(p.pid));
     // The launchers run in execution cgroups of this service, not in the service's own.
