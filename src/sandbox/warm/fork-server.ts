@@ -201,6 +201,14 @@ export class ForkServer {
     return { sandbox: execution(hostPid, sockets, cgroup), report: sockets.report, start: () => sockets.control.write(Buffer.concat([head, body])) };
   }
 
+  /** The memory the spare's cgroup holds (its peak; its processes' copies of the server's pages); 0 without a ready spare. */
+  async spareMemoryBytes(): Promise<number> {
+    const spare = this.spare;
+    if (spare === null || !(await settledNow(spare))) return 0;
+    const p = await spare.catch(() => null);
+    return p === null ? 0 : ((await p.cgroup.stats().catch(() => null))?.memoryPeakBytes ?? 0);
+  }
+
   /** Forks an execution ahead (the spare), so the next take() finds it ready. */
   prestart(target: ForkTarget): void {
     if (!this.closed && this.spare === null) this.spare = this.guard(this.prepare(target));
@@ -271,6 +279,12 @@ export class ForkServer {
       throw err;
     }
   }
+}
+
+/** Whether a promise has settled (a spare still being forked is not waited for). */
+async function settledNow(p: Promise<unknown>): Promise<boolean> {
+  const pending = Symbol('pending');
+  return (await Promise.race([p.then(() => true, () => true), Promise.resolve(pending)])) !== pending;
 }
 
 /** The host pid of the server's child that is `innerPid` in the sandbox's PID namespace. */

@@ -472,7 +472,7 @@ export class WarmPool {
       if (this.entries.get(id) !== entry) return;
       entry.state = 'idle';
       entry.readyAt = Date.now();
-      entry.memoryBytes = stats?.memoryPeakBytes ?? ready.rssBytes ?? 0;
+      entry.memoryBytes = (stats?.memoryPeakBytes ?? ready.rssBytes ?? 0) + (await entry.fork?.spareMemoryBytes() ?? 0);
       void s.exited.then(() => {
         if (this.entries.get(id) === entry) void this.discard(entry, 'died');
       });
@@ -595,7 +595,8 @@ export class WarmPool {
     for (const e of [...this.entries.values()]) {
       if (e.state !== 'idle') continue;
       const stats = await (await e.sandbox).stats().catch(() => null);
-      if (stats?.memoryPeakBytes != null) e.memoryBytes = stats.memoryPeakBytes;
+      // A fork server's: its own and its spare's (the execution forked ahead, in a cgroup of its own).
+      if (stats?.memoryPeakBytes != null) e.memoryBytes = stats.memoryPeakBytes + (await e.fork?.spareMemoryBytes() ?? 0);
     }
     if (this.opts.minAvailableBytes > 0) {
       let available = this.availableMemory(0);
