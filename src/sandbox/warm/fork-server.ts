@@ -47,11 +47,12 @@ export interface ForkedExecution {
   start(): void;
 }
 
-/** An execution forked ahead and placed in its cgroup, waiting for its program. */
+interface Sockets { stdin: Socket; stdout: Socket; stderr: Socket; report: Socket; control: Socket }
+
+/** An execution forked ahead and placed in its cgroup, waiting for its program (its status is watched from then on). */
 interface Prepared {
-  hostPid: number;
-  sockets: { stdin: Socket; stdout: Socket; stderr: Socket; report: Socket; control: Socket };
-  cgroup: ExecutionCgroup;
+  sandbox: SpawnedSandbox;
+  sockets: Sockets;
 }
 
 const MAX_STATUS_BYTES = 64;
@@ -183,7 +184,12 @@ export class ForkServer {
   async take(target: ForkTarget, req: ForkRequest): Promise<ForkedExecution> {
     const spare = this.spare;
     this.spare = null;
-    const prepared = await (spare ?? this.prepare(target));
+    let prepared = await (spare ?? this.prepare(target));
+    if (prepared.sandbox.child.exitCode !== null || prepared.sandbox.child.signalCode !== null) {
+      // The spare ended while it waited (killed, or it could not make its namespaces): another.
+      void prepared.sandbox.dispose();
+      prepared = await this.prepare(target);
+    }
     setImmediate(() => {
       if (!this.closed && this.spare === null) this.spare = this.guard(this.prepare(target));
     });
@@ -197,8 +203,8 @@ export class ForkServer {
     const head = Buffer.alloc(5);
     head.write('g', 0, 'latin1');
     head.writeUInt32BE(body.length, 1);
-    const { sockets, cgroup, hostPid } = prepared;
-    return { sandbox: execution(hostPid, sockets, cgroup), report: sockets.report, start: () => sockets.control.write(Buffer.concat([head, body])) };
+    const { sandbox, sockets } = prepared;
+    return { sandbox, report: sockets.report, start: () => sockets.control.write(Buffer.concat([head, body])) };
   }
 
   /** The memory the spare's cgroup holds (its peak; its processes' copies of the server's pages); 0 without a ready spare. */
@@ -206,7 +212,7 @@ export class ForkServer {
     const spare = this.spare;
     if (spare === null || !(await settledNow(spare))) return 0;
     const p = await spare.catch(() => null);
-    return p === null ? 0 : ((await p.cgroup.stats().catch(() => null))?.memoryPeakBytes ?? 0);
+    return p === null ? 0 : ((await p.sandbox.stats().catch(() => null))?.memoryPeakBytes ?? 0);
   }
 
   /** Forks an execution ahead (the spare), so the next take() finds it ready. */
@@ -227,10 +233,10 @@ export class ForkServer {
     this.closed = true;
     const spare = this.spare;
     this.spare = null;
-    const p = await spare?.catch(() => null);
-    if (p) {
-      for (const sock of Object.values(p.sockets)) sock.destroy();
-      await p.cgroup.destroy();
+    const p: Prepared | null = spare === null ? null : await spare.catch(() => null);
+    if (p !== null) {
+      for (const sock of Object.values(p.sockets) as Socket[]) sock.destroy();
+      await p.sandbox.dispose();
     }
   }
 
@@ -272,7 +278,8 @@ export class ForkServer {
       for (const f of cgroup.procsFiles) await fs.promises.writeFile(f, String(hostPid));
       // Placed: it makes its namespaces, mounts and processes now, and its program's process waits.
       control.write('p');
-      return { hostPid, sockets: { stdin, stdout, stderr, report, control }, cgroup };
+      const sockets = { stdin, stdout, stderr, report, control };
+      return { sandbox: execution(hostPid, sockets, cgroup), sockets };
     } catch (err) {
       for (const s of got.sockets.values()) s.destroy(); // its first process exits without running anything
       await cgroup?.destroy();
@@ -294,7 +301,7 @@ function findChildWithInnerPid(serverHostPid: number, innerPid: number): number 
 }
 
 /** A forked execution as a SpawnedSandbox: exit status from the control socket, the cgroup's kill and statistics. */
-function execution(hostPid: number, s: Prepared['sockets'], cgroup: ExecutionCgroup): SpawnedSandbox {
+function execution(hostPid: number, s: Sockets, cgroup: ExecutionCgroup): SpawnedSandbox {
   const child: SandboxChild & { exitCode: number | null; signalCode: NodeJS.Signals | null } = { pid: hostPid, exitCode: null, signalCode: null };
   // The init's status line (everything of the execution is dead by then), or the control socket
   // closing without one (its processes were killed: a timeout, a cancellation, a discard).
