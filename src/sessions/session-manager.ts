@@ -336,6 +336,8 @@ export class SessionManager {
   }
 
   private async createNow(input: CreateSessionInput): Promise<{ session: SessionInfo; created: boolean }> {
+    // Queued behind a create or delete when the stop began: close() has waited for those only.
+    if (this.closing) throw new ShuttingDownError();
     const environment = input.environment ?? 'bare';
     const volumes = input.volumes ?? {};
     const network = normalizeNetwork(input.network);
@@ -769,6 +771,10 @@ export class SessionManager {
   async close(graceMs: number): Promise<void> {
     this.closing = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    // A create under way (its workspace being built or claimed) finishes first, so the session it
+    // makes is among those unmounted below; otherwise its image would be mounted after them and
+    // its loop device left attached when the process exits. Later creates are refused.
+    await this.serial.run(LIFECYCLE, () => Promise.resolve());
     // Pool entries are built anew at the next start (its quota size may differ): none is kept.
     await this.pool.close();
     await this.rootPool.close();

@@ -6,8 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { loopBackingFiles, mountsUnder } from '../helpers/mounts.js';
-import { waitUntil } from '../helpers/host-processes.js';
-import { api, startServer, useTempDirs, type ExecResult } from '../helpers/server-process.js';
+import { resumeProcess, stopChildProcess, waitUntil, type HostProcess } from '../helpers/host-processes.js';
+import { api, sleep, startServer, useTempDirs, type ExecResult, type JsonResponse } from '../helpers/server-process.js';
 
 const tempDir = useTempDirs();
 
@@ -91,4 +91,34 @@ describe('loop devices', () => {
     expect(loopsUnder(dir)).toEqual([]);
     expect(mountsUnder(dir)).toEqual([]);
   }, 90_000);
+
+  test('a create still building its workspace when SIGTERM arrives: the stop waits for it and unmounts it too', async () => {
+    const dir = fs.realpathSync(tempDir('bs-e2e-loops-'));
+    // No pool: a create formats and mounts its image itself. Its mkfs runs a few ms, so creates
+    // are made one after another until one's mkfs is caught and held stopped.
+    const server = await startServer({ workspaceDir: dir, env: { BUBBLE_SANDBOX_WORKSPACE_POOL_SIZE: '0' } });
+    const catching = stopChildProcess(server.pid, /^mkfs\.ext4 /, 30_000);
+    const creates: Promise<JsonResponse>[] = [];
+    let held: HostProcess | undefined;
+    try {
+      for (let i = 0; i < 200 && held === undefined; i++) {
+        const create = api(server.baseUrl, 'POST', '/v1/sessions', { session_id: `c${i}` });
+        creates.push(create);
+        held = await Promise.race([catching, create.then(() => undefined)]);
+      }
+      held ??= await catching;
+      const stopped = server.stop('SIGTERM');
+      // Long enough for a stop that does not wait for the create to be past its unmounts.
+      await waitUntil(() => server.jsonLogs().some((l) => l.msg === 'shutting down'), (seen) => seen, 10_000);
+      await sleep(1000);
+      resumeProcess(held);
+      // Created, then unmounted as any live session at a stop.
+      expect((await Promise.all(creates)).map((r) => r.status)).toEqual(creates.map(() => 201));
+      expect(await stopped).toEqual({ code: 0, signal: null });
+    } finally {
+      if (held) resumeProcess(held);
+    }
+    expect(loopsUnder(dir)).toEqual([]);
+    expect(mountsUnder(dir)).toEqual([]);
+  }, 60_000);
 });
