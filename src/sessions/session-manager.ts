@@ -123,6 +123,7 @@ export class SessionManager {
   private readonly rootPool: WorkspacePool;
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing = false;
+  private readonly oneShotRuns = new Set<Promise<unknown>>();
   /** Whether workspaces get a loop-mounted quota image, and why not. */
   quota: { enabled: boolean; reason: string | null } = { enabled: false, reason: 'not checked yet' };
   private readonly now: () => number;
@@ -782,6 +783,7 @@ export class SessionManager {
     while (this.executions.runningCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.executions.abortAll();
     while (this.executions.runningCount > 0) await new Promise((r) => setTimeout(r, 20));
+    await Promise.allSettled(this.oneShotRuns);
     await Promise.all(this.removing);
     // Warm sandboxes bind the workspaces unmounted below: all of them end first.
     await this.oneShotWarm.close();
@@ -848,6 +850,22 @@ export class SessionManager {
       .finally(() => this.releaseTemporarySlot(slot));
     this.removing.add(work);
     void work.finally(() => this.removing.delete(work));
+  }
+
+  /**
+   * A one-shot run from its start to its answer. close() waits for these before it waits for the
+   * workspace removals: a run still building its workspace when the stop began would otherwise
+   * start its removal after close() had returned, and the process exit with it mounted.
+   */
+  async trackOneShot<T>(run: () => Promise<T>): Promise<T> {
+    if (this.closing) throw new ShuttingDownError();
+    const running = run();
+    this.oneShotRuns.add(running);
+    try {
+      return await running;
+    } finally {
+      this.oneShotRuns.delete(running);
+    }
   }
 
   /** Resolves once every one-shot workspace whose removal has begun is gone. */

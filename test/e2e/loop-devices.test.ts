@@ -121,4 +121,32 @@ describe('loop devices', () => {
     expect(loopsUnder(dir)).toEqual([]);
     expect(mountsUnder(dir)).toEqual([]);
   }, 60_000);
+
+  test('a one-shot run still building its workspace when SIGTERM arrives: its workspace is gone when the process exits', async () => {
+    // As above, with POST /v1/execute: the run's workspace is removed after its answer.
+    const dir = fs.realpathSync(tempDir('bs-e2e-loops-'));
+    const server = await startServer({ workspaceDir: dir, env: { BUBBLE_SANDBOX_WORKSPACE_POOL_SIZE: '0' } });
+    const catching = stopChildProcess(server.pid, /^mkfs\.ext4 /, 30_000);
+    const runs: Promise<JsonResponse>[] = [];
+    let held: HostProcess | undefined;
+    try {
+      for (let i = 0; i < 200 && held === undefined; i++) {
+        const run1 = api(server.baseUrl, 'POST', '/v1/execute', { command: 'echo x > f' });
+        runs.push(run1);
+        held = await Promise.race([catching, run1.then(() => undefined)]);
+      }
+      held ??= await catching;
+      const stopped = server.stop('SIGTERM');
+      await waitUntil(() => server.jsonLogs().some((l) => l.msg === 'shutting down'), (seen) => seen, 10_000);
+      await sleep(1000);
+      resumeProcess(held);
+      // Accepted before the stop, each run is answered; the held one's workspace goes after its answer.
+      expect((await Promise.all(runs)).map((r) => r.status)).toEqual(runs.map(() => 200));
+      expect(await stopped).toEqual({ code: 0, signal: null });
+    } finally {
+      if (held) resumeProcess(held);
+    }
+    expect(loopsUnder(dir)).toEqual([]);
+    expect(mountsUnder(dir)).toEqual([]);
+  }, 60_000);
 });
