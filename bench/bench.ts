@@ -22,7 +22,7 @@ import { clusterRows, measureCluster } from './lib/phase-cluster.js';
 import { ISSUE17_SERVICE_ENV, issue17Rows, measureIssue17 } from './lib/phase-issue17.js';
 import { buildRows } from './lib/rows.js';
 import { machineInfo, renderTable } from './lib/report.js';
-import { ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, cleanEnv, startService, type BenchServer } from './lib/server.js';
+import { ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, cleanEnv, startService, type BenchServer, removeTempDir } from './lib/server.js';
 
 const MiB = 1024 * 1024;
 const started = Date.now();
@@ -66,7 +66,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 
 async function main(): Promise<void> {
   const tmp = makeTempDir('bubble-bench-');
-  cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  cleanups.push(() => removeTempDir(tmp));
   const serviceWorkspaceDir = path.join(tmp, 'service');
   const floorDir = path.join(tmp, 'floor');
   const scratchDir = path.join(tmp, 'disk');

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { PRINT_X, intFromEnv } from './lib/context.js';
 import { summarizeProfile, type CpuProfile, type Ranked } from './lib/cpuprofile.js';
 import { BenchClient, createSession, executeIn } from './lib/http.js';
-import { ENVIRONMENTS_DIR, freePort, makeTempDir, processCpuMs, PROJECT_ROOT, cleanEnv, startService } from './lib/server.js';
+import { ENVIRONMENTS_DIR, freePort, makeTempDir, processCpuMs, PROJECT_ROOT, cleanEnv, startService, removeTempDir } from './lib/server.js';
 
 const total = intFromEnv('PROFILE_N', 200);
 const clients = intFromEnv('PROFILE_CLIENTS', 4);
@@ -79,7 +79,7 @@ async function main(): Promise<void> {
   } finally {
     client.close();
     await server.stop();
-    fs.rmSync(tmp, { recursive: true, force: true });
+    removeTempDir(tmp);
   }
 }
 

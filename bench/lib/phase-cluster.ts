@@ -16,7 +16,7 @@ import { pathToFileURL } from 'node:url';
 import { BenchClient, executeIn } from './http.js';
 import { PRINT_X } from './context.js';
 import { fmt, renderTable, verdict, type Row } from './report.js';
-import { cleanEnv, ENVIRONMENTS_DIR, freePort, makeTempDir, startService, type BenchServer } from './server.js';
+import { cleanEnv, ENVIRONMENTS_DIR, freePort, makeTempDir, startService, type BenchServer, removeTempDir } from './server.js';
 import { now, percentile, ratio, round, summarize, type Summary } from './stats.js';
 
 export const CLUSTER_TARGETS = { addedP50Ms: 2 } as const;
@@ -163,7 +163,7 @@ export async function measureCluster(opts: { n?: number; warmup?: number; client
     return { error: err instanceof Error ? err.message : String(err) };
   } finally {
     await stopAll(replicas);
-    fs.rmSync(dir, { recursive: true, force: true });
+    removeTempDir(dir);
   }
 }
 

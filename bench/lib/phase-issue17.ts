@@ -19,7 +19,7 @@ import { measureWarmMemory, type WarmMemoryResult } from './phase-warm-memory.js
 import { measureWarmThroughput, type WarmThroughputResult } from './phase-warm-throughput.js';
 import { notMeasuredRow } from './phase-kit.js';
 import { fmt, renderTable, verdict, type Row } from './report.js';
-import { cleanEnv, ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, startService } from './server.js';
+import { cleanEnv, ENVIRONMENTS_DIR, freePort, makeTempDir, PROJECT_ROOT, startService, removeTempDir } from './server.js';
 
 export const ISSUE17_TARGETS = {
   executeOverRaw: 0.5,
@@ -220,7 +220,7 @@ async function main(): Promise<void> {
   const config = loadConfig(env, PROJECT_ROOT);
   const server = await startService(env);
   const onSignal = () => void server.stop().finally(() => {
-    fs.rmSync(tmp, { recursive: true, force: true });
+    removeTempDir(tmp);
     process.exit(130);
   });
   process.once('SIGINT', onSignal);
@@ -239,7 +239,7 @@ async function main(): Promise<void> {
     client.close();
     await floor.close();
     await server.stop();
-    fs.rmSync(tmp, { recursive: true, force: true });
+    removeTempDir(tmp);
   }
 }
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BenchClient, createSession, deleteSession } from './http.js';
 import { renderTable, type Row } from './report.js';
-import { cleanEnv, ENVIRONMENTS_DIR, freePort, makeTempDir, startService, type BenchServer } from './server.js';
+import { cleanEnv, ENVIRONMENTS_DIR, freePort, makeTempDir, startService, type BenchServer, removeTempDir } from './server.js';
 
 export interface PhaseInput {
   client: BenchClient;
@@ -58,7 +58,7 @@ export async function withStandaloneService<T>(fn: (input: PhaseInput & { servic
   const client = (base: string) => new BenchClient(base);
   // Interrupted: the service goes too (it would outlive this process, holding its uid range).
   const onSignal = () => void (server?.stop() ?? Promise.resolve()).finally(() => {
-    fs.rmSync(tmp, { recursive: true, force: true });
+    removeTempDir(tmp);
     process.exit(130);
   });
   process.once('SIGINT', onSignal);
@@ -81,7 +81,7 @@ export async function withStandaloneService<T>(fn: (input: PhaseInput & { servic
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await server?.stop();
-    fs.rmSync(tmp, { recursive: true, force: true });
+    removeTempDir(tmp);
   }
 }
 

@@ -4,7 +4,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { BIN, PROJECT_ROOT, sleep } from '../../test/helpers/host-env.js';
 
-export { ENVIRONMENTS_DIR, PROJECT_ROOT, cleanEnv, freePort, makeTempDir } from '../../test/helpers/host-env.js';
+// removeTempDir, not fs.rmSync, for a dir a service ran in: a service killed (or stopped past its
+// timeout) leaves quota images mounted there, and rmSync would delete the images from under their
+// loop devices and stop at the first mount point (EBUSY), leaving mounts and devices attached.
+export { ENVIRONMENTS_DIR, PROJECT_ROOT, cleanEnv, freePort, makeTempDir, removeTempDir } from '../../test/helpers/host-env.js';
 
 export interface BenchServer {
   baseUrl: string;

@@ -22,11 +22,14 @@ export type OneShotResult = Omit<ExecutionResult, 'files'> & {
   files: ExecutionResult['files'] & { outputs: OutputFile[]; outputs_omitted: string[] };
 };
 
-export async function runOneShot(
-  manager: SessionManager,
-  config: Config,
-  input: { environment: string; files: { path: string; content: Buffer }[]; request: ExecutionRequest; network?: NetworkInput | undefined },
-): Promise<OneShotResult> {
+type OneShotInput = { environment: string; files: { path: string; content: Buffer }[]; request: ExecutionRequest; network?: NetworkInput | undefined };
+
+/** The run is the manager's to wait for at shutdown (its workspace is removed only after its answer). */
+export async function runOneShot(manager: SessionManager, config: Config, input: OneShotInput): Promise<OneShotResult> {
+  return manager.trackOneShot(() => runOneShotNow(manager, config, input));
+}
+
+async function runOneShotNow(manager: SessionManager, config: Config, input: OneShotInput): Promise<OneShotResult> {
   const network = manager.checkOneShotNetwork(input.network);
   const environment = await manager.resolveEnvironment(input.environment);
   // Without a network, a place prepared after the previous run of this environment (a workspace,

@@ -44,7 +44,7 @@ import { IS_ROOT } from '../sandbox/sandbox.js';
 import { WorkspacePool } from '../workspace/workspace-pool.js';
 import type { WarmObserver, WarmTarget } from '../sandbox/warm/warm-pool.js';
 import { OneShotWarm } from './one-shot-warm.js';
-import { detectQuotaSupport } from '../workspace/workspace-quota.js';
+import { detectQuotaSupport, mountPointsUnder } from '../workspace/workspace-quota.js';
 
 export interface SessionInfo {
   session_id: string;
@@ -123,6 +123,7 @@ export class SessionManager {
   private readonly rootPool: WorkspacePool;
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing = false;
+  private readonly oneShotRuns = new Set<Promise<unknown>>();
   /** Whether workspaces get a loop-mounted quota image, and why not. */
   quota: { enabled: boolean; reason: string | null } = { enabled: false, reason: 'not checked yet' };
   private readonly now: () => number;
@@ -212,6 +213,7 @@ export class SessionManager {
     await this.networks.init();
     const { records, broken } = await readAllRecords(this.layout);
     for (const id of broken) this.deps.logger.warn({ session_id: id }, 'unreadable session metadata left in place');
+    await this.unmountDirsNotLive(new Set(records.map((r) => r.session_id)));
     for (const record of records) {
       if (this.isExpired(record)) {
         await this.removeSessionData(record.session_id);
@@ -229,6 +231,28 @@ export class SessionManager {
     const interval = this.deps.config.sweepIntervalSeconds * 1000;
     this.sweepTimer = setInterval(() => void this.sweep().then(() => this.flushDirty()), interval);
     this.sweepTimer.unref();
+  }
+
+  /**
+   * A session dir without a live session holds no mount, except after a crash: a delete with
+   * clear_data=false cut short after its record went, a create cut short before its record was
+   * written, an unreadable record. Their images (workspace, overlays) are unmounted here, so each
+   * loop device has an owner again; the files stay, mounted again when the workspace is re-attached.
+   */
+  private async unmountDirsNotLive(live: ReadonlySet<string>): Promise<void> {
+    const mounted = await mountPointsUnder(this.layout.sessions);
+    for (const id of await fs.readdir(this.layout.sessions)) {
+      if (live.has(id)) continue;
+      const dir = await fs.realpath(sessionDir(this.layout, id)).catch(() => null);
+      if (dir === null || !mounted.some((m) => m.startsWith(`${dir}/`))) continue;
+      this.deps.logger.warn({ session_id: id }, 'unmounting the workspace of a session that is not live (left by a crash)');
+      await this.unmountSessionDir(id);
+    }
+  }
+
+  private async unmountSessionDir(id: string): Promise<void> {
+    await this.roots.unmount(id);
+    await unmountWorkspaceDir(sessionDir(this.layout, id), this.deps.logger);
   }
 
   /** fanotify needs each workspace to be a file system of its own, which only quota images give. */
@@ -313,6 +337,8 @@ export class SessionManager {
   }
 
   private async createNow(input: CreateSessionInput): Promise<{ session: SessionInfo; created: boolean }> {
+    // Queued behind a create or delete when the stop began: close() has waited for those only.
+    if (this.closing) throw new ShuttingDownError();
     const environment = input.environment ?? 'bare';
     const volumes = input.volumes ?? {};
     const network = normalizeNetwork(input.network);
@@ -337,21 +363,21 @@ export class SessionManager {
     const pool = writableRoot ? this.rootPool : this.pool;
     if (writableRoot && quotaBytes !== null && !this.closing) this.rootPool.start();
     const source = await prepareWorkspace(this.layout, id, { identity, quotaBytes, pool, logger: this.deps.logger });
-    if (writableRoot) {
-      try {
-        await this.roots.prepare(id, source, { quotaBytes, pool: this.pool, logger: this.deps.logger });
-      } catch (err) {
-        // Nothing half made: a workspace built for this create goes again (a kept one stays).
-        if (source !== 'kept') await this.removeSessionData(id).catch(() => undefined);
-        throw err;
-      }
-    }
-    const group = this.deps.sandbox.identityFor(0)?.gid;
-    for (const name of Object.keys(volumes)) await this.ensureVolume(name, group);
-
     const stamp = new Date(this.now()).toISOString();
     const record: SessionRecord = { session_id: id, environment, created_at: stamp, last_activity: stamp, volumes, uid_slot: slot, network, writable_root: writableRoot };
-    const { flushed } = await writeRecord(this.layout, record, { deferFlush: true });
+    let flushed: Promise<void>;
+    try {
+      if (writableRoot) await this.roots.prepare(id, source, { quotaBytes, pool: this.pool, logger: this.deps.logger });
+      const group = this.deps.sandbox.identityFor(0)?.gid;
+      for (const name of Object.keys(volumes)) await this.ensureVolume(name, group);
+      ({ flushed } = await writeRecord(this.layout, record, { deferFlush: true }));
+    } catch (err) {
+      // Nothing half made: a workspace built for this create goes again; a kept one stays, but
+      // unmounted (no live session holds its loop device).
+      if (source !== 'kept') await this.removeSessionData(id).catch(() => undefined);
+      else await this.unmountSessionDir(id).catch(() => undefined);
+      throw err;
+    }
     this.track(flushed.catch((err: unknown) => {
       // Gone already (deleted right after its create) is fine; anything else is worth a look.
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.deps.logger.error({ err, session_id: id }, 'could not flush new session metadata to disk');
@@ -569,8 +595,7 @@ export class SessionManager {
       if (clearData) await this.removeSessionData(id);
       else {
         await deleteRecord(this.layout, id);
-        await this.roots.unmount(id);
-        await unmountWorkspaceDir(sessionDir(this.layout, id), this.deps.logger);
+        await this.unmountSessionDir(id);
       }
     });
     this.countChanged();
@@ -747,6 +772,10 @@ export class SessionManager {
   async close(graceMs: number): Promise<void> {
     this.closing = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    // A create under way (its workspace being built or claimed) finishes first, so the session it
+    // makes is among those unmounted below; otherwise its image would be mounted after them and
+    // its loop device left attached when the process exits. Later creates are refused.
+    await this.serial.run(LIFECYCLE, () => Promise.resolve());
     // Pool entries are built anew at the next start (its quota size may differ): none is kept.
     await this.pool.close();
     await this.rootPool.close();
@@ -754,6 +783,7 @@ export class SessionManager {
     while (this.executions.runningCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.executions.abortAll();
     while (this.executions.runningCount > 0) await new Promise((r) => setTimeout(r, 20));
+    await Promise.allSettled(this.oneShotRuns);
     await Promise.all(this.removing);
     // Warm sandboxes bind the workspaces unmounted below: all of them end first.
     await this.oneShotWarm.close();
@@ -766,10 +796,7 @@ export class SessionManager {
     for (const id of this.sessions.keys()) this.dirty.add(id);
     await this.flushDirty();
     // Images are mounted again by init() on the next start.
-    for (const id of this.sessions.keys()) {
-      await this.roots.unmount(id);
-      await unmountWorkspaceDir(sessionDir(this.layout, id), this.deps.logger);
-    }
+    for (const id of this.sessions.keys()) await this.unmountSessionDir(id);
     await unmountVolumes(this.layout, this.deps.logger);
   }
 
@@ -823,6 +850,22 @@ export class SessionManager {
       .finally(() => this.releaseTemporarySlot(slot));
     this.removing.add(work);
     void work.finally(() => this.removing.delete(work));
+  }
+
+  /**
+   * A one-shot run from its start to its answer. close() waits for these before it waits for the
+   * workspace removals: a run still building its workspace when the stop began would otherwise
+   * start its removal after close() had returned, and the process exit with it mounted.
+   */
+  async trackOneShot<T>(run: () => Promise<T>): Promise<T> {
+    if (this.closing) throw new ShuttingDownError();
+    const running = run();
+    this.oneShotRuns.add(running);
+    try {
+      return await running;
+    } finally {
+      this.oneShotRuns.delete(running);
+    }
   }
 
   /** Resolves once every one-shot workspace whose removal has begun is gone. */

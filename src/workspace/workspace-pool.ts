@@ -39,6 +39,7 @@ export class WorkspacePool {
   private lastClaim = -Infinity;
   private failures = 0;
   private running = false;
+  private closed = false;
 
   constructor(private readonly opts: WorkspacePoolOptions) {}
 
@@ -46,8 +47,12 @@ export class WorkspacePool {
     return this.ready.length;
   }
 
-  /** Begin filling in the background (start-up does not wait for it). */
+  /**
+   * Begin filling in the background (start-up does not wait for it). Never after close(): an
+   * entry built then would have no owner left to remove it, and its loop device would stay.
+   */
   start(): void {
+    if (this.closed) return;
     this.running = true;
     this.fill();
   }
@@ -88,6 +93,7 @@ export class WorkspacePool {
 
   /** Stop refilling, wait for a build in flight, unmount and remove every entry. */
   async close(): Promise<void> {
+    this.closed = true;
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;

@@ -108,6 +108,13 @@ export async function isQuotaMounted(workspaceDir: string): Promise<boolean> {
   return (await quotaMountOn(workspaceDir)) !== null;
 }
 
+/** Every mount point at or below `dir` (resolved; none when it does not exist). */
+export async function mountPointsUnder(dir: string): Promise<string[]> {
+  const real = await realDir(dir);
+  if (real === null) return [];
+  return (await readMounts()).map((m) => m.mountPoint).filter((p) => p === real || p.startsWith(`${real}/`));
+}
+
 // ---- loop devices ------------------------------------------------------------------------
 // Read from sysfs: every spawned tool costs tens of milliseconds, and release is polled.
 

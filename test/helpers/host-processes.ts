@@ -126,3 +126,47 @@ export async function waitForSleep(arg: string, timeoutMs = 15_000): Promise<num
   if (hit === undefined) throw new Error(`no 'sleep ${arg}' process appeared within ${timeoutMs} ms`);
   return hit.pid;
 }
+
+/** The children of `parent`, from its threads' /proc children lists: far quicker than a whole listing. */
+export function childrenOf(parent: number): HostProcess[] {
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${parent}/task`);
+  } catch {
+    return [];
+  }
+  const pids = tids.flatMap((tid) => {
+    try {
+      return fs.readFileSync(`/proc/${parent}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  });
+  return pids.flatMap((pid) => readHostProcess(pid) ?? []).filter((p) => p.state !== 'Z');
+}
+
+/**
+ * Catches a child of `parent` whose command matches `pattern` (a tool that runs a few ms: mkfs,
+ * mount) and stops it with SIGSTOP, so a test can hold it past some other event; one that ended
+ * before the signal reached it is passed over. Resume it with SIGCONT (also when the test fails).
+ */
+export async function stopChildProcess(parent: number, pattern: RegExp, timeoutMs = 20_000): Promise<HostProcess> {
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await delay(1)) {
+    const seen = childrenOf(parent).find((p) => pattern.test(p.command));
+    if (seen === undefined) continue;
+    try {
+      process.kill(seen.pid, 'SIGSTOP');
+    } catch {
+      continue; // gone already
+    }
+    // Stopped for sure (state T), not a process that was already on its way out.
+    const state = await waitUntil(() => (stillRunning([seen]).length > 0 ? readHostProcess(seen.pid)?.state : 'gone'), (st) => st === 'T' || st === 'gone', 1000, 1);
+    if (state === 'T') return seen;
+  }
+  throw new Error(`no child of ${parent} matching ${String(pattern)} could be stopped`);
+}
+
+/** SIGCONT to `p` if it is still that process (a no-op once it has ended). */
+export function resumeProcess(p: HostProcess): void {
+  if (stillRunning([p]).length > 0) process.kill(p.pid, 'SIGCONT');
+}

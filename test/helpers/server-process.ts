@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import readline from 'node:readline';
 import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { BIN, PROJECT_ROOT, cleanEnv, freePort, makeTempDir, removeTempDir, sleep } from './host-env.js';
+import { descendantsOf, readHostProcess, stillRunning, waitUntil } from './host-processes.js';
 
 export { freePort, makeTempDir, removeTempDir, sleep } from './host-env.js';
 
@@ -186,17 +187,41 @@ function parseJsonLine(line: string): Record<string, unknown>[] {
   }
 }
 
-/** SIGKILL every server this module started that is still running (for afterEach/afterAll). */
+/**
+ * SIGKILL every server this module started that is still running (for afterEach/afterAll), and
+ * wait until the processes each had started have ended too, so its directory can be removed
+ * (see killWithChildren).
+ */
 export async function killAllServers(): Promise<void> {
-  const waits: Promise<unknown>[] = [];
+  const kills: Promise<void>[] = [];
   for (const child of live) {
-    if (child.exitCode === null && child.signalCode === null) {
-      waits.push(new Promise((resolve) => child.once('exit', resolve)));
-      child.kill('SIGKILL');
-    }
+    if (child.exitCode === null && child.signalCode === null) kills.push(killWithChildren(child));
   }
-  await Promise.all(waits);
+  await Promise.all(kills);
   live.clear();
+}
+
+/** How long a killed server's children get to end before the cleanup goes on without them. */
+const CHILDREN_END_MS = 10_000;
+
+/**
+ * A SIGKILLed service's children outlive it for a moment: the mkfs or mount of a pool entry being
+ * built (those tools are left to finish, never killed half-way), its sandboxes until their
+ * die-with-parent signal lands. A mount that completed after removeTempDir had read the mount
+ * table left a mounted pool workspace that rmdir refused (EBUSY). So the server is stopped
+ * (SIGSTOP: a stopped process starts nothing, so the list of its descendants is complete), its
+ * descendants are listed, it is killed, and they are waited for.
+ */
+async function killWithChildren(child: ChildProcess): Promise<void> {
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const pid = child.pid;
+  if (pid === undefined) return;
+  child.kill('SIGSTOP');
+  await waitUntil(() => readHostProcess(pid)?.state, (state) => state === undefined || state === 'T', 2000, 1);
+  const children = descendantsOf(pid);
+  child.kill('SIGKILL');
+  await exited;
+  await waitUntil(() => stillRunning(children), (left) => left.length === 0, CHILDREN_END_MS, 20);
 }
 
 export interface CliResult {

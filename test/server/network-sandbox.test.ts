@@ -55,6 +55,17 @@ function fetchScript(url: string, opts: { viaProxy?: boolean } = {}): string {
   ].join('\n');
 }
 
+/**
+ * What fetchScript prints in session `id`. The script itself must have run to its end: a failure
+ * shows the whole result (stderr's traceback, status, duration), which an assertion on stdout
+ * alone would not (the flip's last fetch failed once at load 7 with its value unseen).
+ */
+async function fetchIn(id: string, url: string): Promise<string> {
+  const r = await execute(t.app, id, { script: fetchScript(url, { viaProxy: true }) });
+  expect(r.status, JSON.stringify(r)).toBe('ok');
+  return r.stdout;
+}
+
 /** A script connecting straight to host:port (no proxy): `connected` or the error's name. */
 function connectScript(host: string, port: number): string {
   return [
@@ -116,7 +127,7 @@ describe('allowlist', () => {
     await createSession(t.app, { session_id: 'al-closed', network: { mode: 'allowlist' } });
     const before = await egressCounts();
 
-    expect((await execute(t.app, 'al-open', { script: fetchScript(url, { viaProxy: true }) })).stdout).toBe('200 hello from the host\n');
+    expect(await fetchIn('al-open', url)).toBe('200 hello from the host\n');
     const curl = await execute(t.app, 'al-open', { command: `env -u NO_PROXY -u no_proxy curl -sS -o /dev/null -w '%{http_code}' ${url}` });
     expect(curl.stdout, curl.stderr).toBe('200');
     // Proxy variables win over the request's own.
@@ -125,14 +136,14 @@ describe('allowlist', () => {
     // Straight to the host, without the proxy: nothing there.
     expect((await execute(t.app, 'al-open', { script: connectScript('127.0.0.1', hostPort) })).stdout).toBe('refused\n');
 
-    expect((await execute(t.app, 'al-closed', { script: fetchScript(url, { viaProxy: true }) })).stdout).toMatch(/^403 /);
+    expect(await fetchIn('al-closed', url)).toMatch(/^403 /);
 
     const denied = await t.app.inject({ method: 'PATCH', url: '/v1/sessions/al-open/network', payload: { deny: [target] } });
     expect(denied.statusCode, denied.body).toBe(200);
-    expect((await execute(t.app, 'al-open', { script: fetchScript(url, { viaProxy: true }) })).stdout).toMatch(/^403 /);
+    expect(await fetchIn('al-open', url)).toMatch(/^403 /);
     const reopened = await t.app.inject({ method: 'PATCH', url: '/v1/sessions/al-open/network', payload: { deny: [] } });
     expect(reopened.statusCode, reopened.body).toBe(200);
-    expect((await execute(t.app, 'al-open', { script: fetchScript(url, { viaProxy: true }) })).stdout).toBe('200 hello from the host\n');
+    expect(await fetchIn('al-open', url)).toBe('200 hello from the host\n');
 
     const after = await egressCounts();
     expect(after.allowed - before.allowed).toBeGreaterThanOrEqual(3);

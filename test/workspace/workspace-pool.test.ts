@@ -229,6 +229,17 @@ describe.skipIf(skip)('workspace pool (loop-mounted ext4 built ahead)', () => {
     expect(mountsUnder(path.join(sessionsDir, 'no-quota'))).toEqual([]);
   });
 
+  it('a pool closed before it was started builds nothing: no entry would have an owner to remove it', async () => {
+    // As when the service's close() runs while its start is still on the way to pool.start().
+    const pool = makePool(2);
+    await pool.close();
+    pool.start();
+    await sleep(1500); // an unguarded start has built (and loop-mounted) its first entry by now
+    expect(pool.readyCount).toBe(0);
+    expect(fs.readdirSync(poolDir)).toEqual([]);
+    expect(loopBackingFiles().filter((f) => f.startsWith(poolDir))).toEqual([]);
+  });
+
   it('a failing build is logged, cleaned up and retried later, never thrown', async () => {
     const pool = makePool(1, 1000); // below the minimum quota: every build fails
     pool.start();
