@@ -1,4 +1,4 @@
-// The service's side of a session's fork server (fork-server.py, fork-body.py): one sandbox built
+// The service's side of a session's fork server (fork-body.py, run by warm-launch.py): one sandbox built
 // for the session, its interpreter started and its preload imported, that forks a process tree per
 // execution instead of a sandbox being built for each (a fork costs a few milliseconds of CPU where
 // bwrap and an interpreter's start cost tens).
