@@ -259,11 +259,11 @@ describe('cgroups: every process of an execution is in a cgroup of its own', () 
   test('the timeout kills the whole tree', async () => {
     const t = newTarget(null, 44);
     await forkServer('e', t);
-    const r = await run(t, py('import subprocess, time\nsubprocess.Popen(["sleep", "4343"], start_new_session=True)\nprint("started", flush=True)\ntime.sleep(60)\n'), { timeoutMs: 1500 });
+    const r = await run(t, py('import subprocess, time\nsubprocess.Popen(["sleep", "4343.5"], start_new_session=True)\nprint("started", flush=True)\ntime.sleep(60)\n'), { timeoutMs: 1500 });
     expect(r).toMatchObject({ claim: 'hit', status: 'timeout', timed_out: true, stdout: 'started\n', signal: 'SIGKILL' });
     expect(r.duration_ms).toBeLessThan(10_000);
-    await waitUntil(() => hostProcessesMatching('sleep 4343'), (p) => p.length === 0, 5000);
-    expect(hostProcessesMatching('sleep 4343')).toEqual([]);
+    await waitUntil(() => hostProcessesMatching('sleep 4343.5'), (p) => p.length === 0, 5000);
+    expect(hostProcessesMatching('sleep 4343.5')).toEqual([]);
     await pool().dropOwner('e');
   }, 60_000);
 
@@ -319,9 +319,10 @@ describe('a fork server that goes', () => {
       const arg = how === 'dropped' ? '2.0471' : '2.0481';
       const running = run(t, { kind: 'command', command: `sleep ${arg}; echo done` });
       await waitForSleep(arg);
-      const before = snapshot(bwrap);
-      // bwrap, its init, the server, the running execution's and the spare's processes.
-      expect(before.procs.length).toBeGreaterThanOrEqual(9);
+      // bwrap, its init, the server, the running execution's four (first, init, sh, sleep) and the
+      // next spare's three (forked after the claim: waited for).
+      const before = await waitUntil(() => snapshot(bwrap), (b) => b.procs.length >= 10, 5000);
+      expect(before.procs).toHaveLength(10);
       // The server's, the execution's and the spare's cgroups, in two hierarchies.
       expect(before.dirs.length).toBeGreaterThanOrEqual(6);
       const n = discarded.length;
