@@ -112,6 +112,35 @@ async function run(target: WarmTarget, program: Program, extra: Partial<RunReque
 }
 
 const py = (source: string): Program => ({ kind: 'script', source });
+/** What a program finds around it, printed line by line: compared between a cold run and a forked one. */
+const ENVIRONMENT_PROBE = [
+  'import os, resource, signal, socket',
+  'print("ids", os.getuid(), os.getgid(), os.getgroups(), os.getpid(), os.getppid())',
+  'print("cwd", os.getcwd(), "umask", oct(os.umask(0o22)), "host", socket.gethostname())',
+  'for n in ("CPU", "FSIZE", "NOFILE", "NPROC", "AS", "CORE", "STACK"):',
+  '    print("rlimit", n, resource.getrlimit(getattr(resource, "RLIMIT_" + n)))',
+  'status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())',
+  'for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"):',
+  '    print("status", k, status.get(k, "").strip())',
+  'print("dev", sorted(os.listdir("/dev")), sorted(os.listdir("/dev/pts")))',
+  'st = os.statvfs("/tmp")',
+  'print("tmp", st.f_blocks * st.f_frsize, sorted(os.listdir("/tmp")), oct(os.stat("/tmp").st_mode), os.stat("/tmp").st_uid)',
+  // A command has no /sandbox cold and an empty one forked: the same to it.
+  'entries = sorted(os.listdir("/sandbox")) if os.path.isdir("/sandbox") else []',
+  'print("sandbox", entries, entries and os.access("/sandbox", os.W_OK))',
+  'print("fds", len(os.listdir("/proc/self/fd")))',
+  'print("signals", [int(signal.getsignal(s)) if isinstance(signal.getsignal(s), int) else "handler" for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGCHLD, signal.SIGXFSZ, signal.SIGTERM)])',
+  'print("env", sorted(os.environ))',
+  // The mount each path resolves to (the last one there), its type and options; a forked
+  // execution's are mounted over the server's, which it cannot reach.
+  'top = {}',
+  'for l in open("/proc/self/mounts"):',
+  '    f = l.split()',
+  '    top[f[1]] = f[2] + " " + f[3]',
+  'for m in sorted(top):',
+  '    if not m.startswith("/sandbox/") and (m != "/sandbox" or entries):',
+  '        print("mount", m, top[m])',
+].join('\n');
 /** What a run answers, without what differs between any two runs (duration, resources) and the claim. */
 const answer = (r: RunResult) => ({ status: r.status, exit_code: r.exit_code, signal: r.signal, stdout: r.stdout, stderr: r.stderr, error: r.error });
 
@@ -128,6 +157,11 @@ describe('a forked execution answers as a cold run does', () => {
       [{ kind: 'command', command: 'echo "$GREETING"' }, { env: { GREETING: 'hello command' } }],
       [{ kind: 'argv', argv: ['sh', '-c', 'echo "$0" "$1" "$GREETING"', '$HOME', '*'] }, { env: { GREETING: 'hello argv' } }],
       [{ kind: 'argv', argv: ['no-such-program'] }, {}],
+      [{ kind: 'command', command: 'cat; echo; wc -c' }, { stdin: 'from stdin\n' }],
+      [py('import sys\nsys.stdout.write("y" * 300_000)\n'), { maxOutputChars: 100_000 }],
+      // What the program is given besides its program: identity, limits, capabilities, /dev, /tmp, descriptors.
+      [py(ENVIRONMENT_PROBE), {}],
+      [{ kind: 'argv', argv: ['python3', '-c', ENVIRONMENT_PROBE] }, {}],
     ];
     const cold: RunResult[] = [];
     for (const [program, extra] of programs) {
@@ -144,7 +178,8 @@ describe('a forked execution answers as a cold run does', () => {
     }
     expect(warm.map(answer)).toEqual(cold.map(answer));
     // What each of them is (both paths alike, as just compared).
-    const [script, exit7, exception, scriptEnv, command, killed, commandEnv, argv] = warm as [RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult];
+    const [script, exit7, exception, scriptEnv, command, killed, commandEnv, argv, , stdin, large, probeScript, probeArgv] = warm as RunResult[] as [
+      RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult];
     expect(script).toMatchObject({ status: 'ok', exit_code: 0, stdout: "x __main__ /sandbox/main.py ['/sandbox/main.py']\n", stderr: 'to stderr\n' });
     expect(exit7).toMatchObject({ status: 'error', exit_code: 7, stdout: 'bye\n' });
     expect(exception).toMatchObject({ status: 'error', exit_code: 1 });
@@ -156,6 +191,20 @@ describe('a forked execution answers as a cold run does', () => {
     expect(killed).toMatchObject({ status: 'killed', exit_code: null, signal: 'SIGKILL', stdout: 'before\n' });
     expect(commandEnv).toMatchObject({ status: 'ok', stdout: 'hello command\n' });
     expect(argv).toMatchObject({ status: 'ok', stdout: '$HOME * hello argv\n' });
+    expect(stdin).toMatchObject({ status: 'ok', stdout: 'from stdin\n\n0\n' });
+    expect(large).toMatchObject({ status: 'ok', truncated: true });
+    expect(large.stdout).toMatch(/^y{1000}/);
+    expect(large.stdout.length).toBeLessThan(110_000);
+    for (const probe of [probeScript, probeArgv]) {
+      expect(probe).toMatchObject({ status: 'ok', stderr: '' });
+      const lines = probe.stdout.split('\n');
+      for (const l of ['status CapEff 0000000000000000', 'status CapPrm 0000000000000000', 'status CapBnd 0000000000000000', 'status NoNewPrivs 1', 'status Seccomp 2', 'ids 1000 1000 [] 2 1']) {
+        expect(lines).toContain(l);
+      }
+      expect(lines).toContainEqual(expect.stringMatching(/^mount \/proc proc rw,nosuid,nodev,noexec/));
+      expect(lines).toContainEqual(expect.stringMatching(/^mount \/tmp tmpfs rw,nosuid,nodev,.*size=65536k/));
+    }
+    expect(probeScript.stdout).toMatch(/^sandbox \['launch\.py', 'main\.py'\] False$/m);
     await pool().dropOwner('a');
   }, 120_000);
 });
