@@ -162,6 +162,11 @@ describe('a forked execution answers as a cold run does', () => {
       // What the program is given besides its program: identity, limits, capabilities, /dev, /tmp, descriptors.
       [py(ENVIRONMENT_PROBE), {}],
       [{ kind: 'argv', argv: ['python3', '-c', ENVIRONMENT_PROBE] }, {}],
+      // How a script ends: threads joined, atexit, exit with a message, os._exit, KeyboardInterrupt, stdin.
+      [py('import atexit, sys, threading, time\natexit.register(lambda: print("atexit"))\nthreading.Thread(target=lambda: (time.sleep(0.2), print("thread"))).start()\nprint("main")\nsys.exit("a message")\n'), {}],
+      [py('import os\nprint("x", end="")\nos._exit(5)\n'), {}],
+      [py('print(input())\nraise KeyboardInterrupt\n'), { stdin: 'typed\n' }],
+      [py('import signal, os\nprint("term", flush=True)\nos.kill(os.getpid(), signal.SIGTERM)\n'), {}],
     ];
     const cold: RunResult[] = [];
     for (const [program, extra] of programs) {
@@ -178,8 +183,8 @@ describe('a forked execution answers as a cold run does', () => {
     }
     expect(warm.map(answer)).toEqual(cold.map(answer));
     // What each of them is (both paths alike, as just compared).
-    const [script, exit7, exception, scriptEnv, command, killed, commandEnv, argv, , stdin, large, probeScript, probeArgv] = warm as RunResult[] as [
-      RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult];
+    const [script, exit7, exception, scriptEnv, command, killed, commandEnv, argv, , stdin, large, probeScript, probeArgv, ending, osExit, interrupted, terminated] = warm as [
+      RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult, RunResult];
     expect(script).toMatchObject({ status: 'ok', exit_code: 0, stdout: "x __main__ /sandbox/main.py ['/sandbox/main.py']\n", stderr: 'to stderr\n' });
     expect(exit7).toMatchObject({ status: 'error', exit_code: 7, stdout: 'bye\n' });
     expect(exception).toMatchObject({ status: 'error', exit_code: 1 });
@@ -204,6 +209,11 @@ describe('a forked execution answers as a cold run does', () => {
       expect(lines).toContainEqual(expect.stringMatching(/^mount \/proc proc rw,nosuid,nodev,noexec/));
       expect(lines).toContainEqual(expect.stringMatching(/^mount \/tmp tmpfs rw,nosuid,nodev,.*size=65536k/));
     }
+    expect(ending).toMatchObject({ status: 'error', exit_code: 1, stdout: 'main\nthread\natexit\n', stderr: 'a message\n' });
+    expect(osExit).toMatchObject({ status: 'error', exit_code: 5, stdout: 'x' });
+    expect(interrupted).toMatchObject({ stdout: 'typed\n' });
+    expect(interrupted.stderr).toMatch(/KeyboardInterrupt\n$/);
+    expect(terminated).toMatchObject({ status: 'killed', signal: 'SIGTERM', stdout: 'term\n' });
     expect(probeScript.stdout).toMatch(/^sandbox \['launch\.py', 'main\.py'\] False$/m);
     await pool().dropOwner('a');
   }, 120_000);
