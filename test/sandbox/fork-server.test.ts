@@ -167,6 +167,8 @@ describe('a forked execution answers as a cold run does', () => {
       [py('import os\nprint("x", end="")\nos._exit(5)\n'), {}],
       [py('print(input())\nraise KeyboardInterrupt\n'), { stdin: 'typed\n' }],
       [py('import signal, os\nprint("term", flush=True)\nos.kill(os.getpid(), signal.SIGTERM)\n'), {}],
+      // Standard streams by path, as shell scripts use them, and what kind of file they are (sockets on both paths: Node's pipes).
+      [{ kind: 'command', command: 'echo out > /dev/stdout; echo err > /dev/stderr; cat /dev/stdin; stat -L -c %F /dev/stdin /dev/stdout /dev/stderr' }, { stdin: 'in\n' }],
     ];
     const cold: RunResult[] = [];
     for (const [program, extra] of programs) {
@@ -216,6 +218,31 @@ describe('a forked execution answers as a cold run does', () => {
     expect(terminated).toMatchObject({ status: 'killed', signal: 'SIGTERM', stdout: 'term\n' });
     expect(probeScript.stdout).toMatch(/^sandbox \['launch\.py', 'main\.py'\] False$/m);
     await pool().dropOwner('a');
+  }, 120_000);
+
+  test('in a preloading environment a script that imports the preloads finds the interpreter as in a cold run', async () => {
+    const t = newTarget(pandas, 52);
+    // Imported first: before that, a preloaded interpreter differs as the preload says (the modules
+    // are there, with the warning filters numpy and matplotlib add at import).
+    const source = [
+      'import matplotlib, numpy, pandas',
+      'import faulthandler, json, locale, os, signal, sys, warnings',
+      'print(json.dumps(sorted(os.environ.items())))',
+      'print(json.dumps(sys.path), sys.argv, __name__, __file__, sys.flags, sys.getrecursionlimit(), faulthandler.is_enabled())',
+      'print(sys.stdout.encoding, sys.stdout.errors, sys.stdout.line_buffering, sys.stderr.errors, locale.getpreferredencoding(False), sys.getfilesystemencoding())',
+      'print([os.get_blocking(fd) for fd in (0, 1, 2)], [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGCHLD, signal.SIGTERM)])',
+      'print(len(warnings.filters), sys.excepthook is sys.__excepthook__, sys.displayhook is sys.__displayhook__, os.getcwd())',
+      'print(pandas.__version__, numpy.__version__, pandas.DataFrame({"a": [1, 2]}).to_json(), matplotlib.get_backend())',
+    ].join('\n');
+    const cold = await run(t, py(source));
+    expect(cold).toMatchObject({ claim: 'miss', status: 'ok', stderr: '' });
+    await forkServer('l', t);
+    const warm = await run(t, py(source));
+    expect(warm).toMatchObject({ claim: 'hit', status: 'ok', stderr: '' });
+    expect(warm.stdout).toBe(cold.stdout);
+    expect(warm.stdout).toMatch(/^\[\["HOME", "\/tmp"\].*\["VIRTUAL_ENV", "\/opt\/venv"\]\]$/m);
+    expect(warm.stdout).toMatch(/^\d+\.\d+\.\d+ \d+\.\d+\.\d+ \{"a":\{"0":1,"1":2\}\} agg$/im);
+    await pool().dropOwner('l');
   }, 120_000);
 });
 
