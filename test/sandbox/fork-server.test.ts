@@ -353,6 +353,21 @@ describe('cgroups: every process of an execution is in a cgroup of its own', () 
     await pool().dropOwner('e');
   }, 60_000);
 
+  test('a cancellation kills the whole tree; the server forks the next', async () => {
+    const t = newTarget(null, 53);
+    await forkServer('m', t);
+    const abort = new AbortController();
+    const running = run(t, { kind: 'command', command: '(sleep 4545.5 &); echo started; sleep 60' }, { signal: abort.signal });
+    await waitForSleep('4545.5');
+    abort.abort();
+    const r = await running;
+    expect(r).toMatchObject({ claim: 'hit', status: 'killed', signal: 'SIGKILL', stdout: 'started\n' });
+    await waitUntil(() => hostProcessesMatching('sleep 4545.5'), (p) => p.length === 0, 5000);
+    expect(hostProcessesMatching('sleep 4545.5')).toEqual([]);
+    expect(await run(t, { kind: 'command', command: 'echo next' })).toMatchObject({ claim: 'hit', status: 'ok', stdout: 'next\n' });
+    await pool().dropOwner('m');
+  }, 60_000);
+
   test('resource figures: cpu_ms and memory_peak_bytes of the execution', async () => {
     const t = newTarget(null, 45);
     await forkServer('f', t);
