@@ -282,6 +282,8 @@ class Server:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # Named for what it is (/proc/1/comm), as bwrap's init is named bwrap.
         libc.prctl(PR_SET_NAME, ctypes.addressof(ctypes.create_string_buffer(b'sandbox-init')), 0, 0, 0)
+        # A new session led by the init, the program in it (bwrap --new-session under bwrap's init).
+        os.setsid()
         # As bwrap's init, pid 1 ignores the signals its namespace sends it (no handler of its own).
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         cfg = self.config
@@ -335,7 +337,6 @@ class Server:
 
     def program(self, stdin, stdout, stderr, report, control):
         """Pid 2: waits for its program, then runs it with what a cold sandbox's program has."""
-        os.setsid()
         for fd, std in ((stdin, 0), (stdout, 1), (stderr, 2)):
             os.dup2(fd, std)
             os.close(fd)
