@@ -169,6 +169,8 @@ describe('a forked execution answers as a cold run does', () => {
       [py('import signal, os\nprint("term", flush=True)\nos.kill(os.getpid(), signal.SIGTERM)\n'), {}],
       // Standard streams by path, as shell scripts use them, and what kind of file they are (sockets on both paths: Node's pipes).
       [{ kind: 'command', command: 'echo out > /dev/stdout; echo err > /dev/stderr; cat /dev/stdin; stat -L -c %F /dev/stdin /dev/stdout /dev/stderr' }, { stdin: 'in\n' }],
+      // The session: led by pid 1 (the namespace's init), the program in it, not leading it.
+      [py('import os\nprint(os.getsid(0), os.getpgrp(), os.getpid())\n'), {}],
     ];
     const cold: RunResult[] = [];
     for (const [program, extra] of programs) {
