@@ -99,7 +99,7 @@ export interface SandboxSpec {
 
 /** Node's IPC channel to a fork server: the part of ChildProcess that speaks it. */
 export interface IpcChannel {
-  send(message: unknown): boolean;
+  send(message: unknown, callback?: (error: Error | null) => void): boolean;
   on(event: 'message', listener: (message: unknown, handle?: unknown) => void): unknown;
   off(event: 'message', listener: (message: unknown, handle?: unknown) => void): unknown;
   readonly connected: boolean;

@@ -281,7 +281,7 @@ describe('the pool', () => {
     await pool().dropOwner('p');
     await prestarted('p', t); // started with the compiled files in place
     const { dir: launchers } = pool().launcherFiles();
-    const files = ['warm-launch.py', 'warm-body.py', 'launch.py', 'fork-server.py', 'fork-body.py', 'warm-body.pyc', 'launch.pyc', 'fork-body.pyc'];
+    const files = ['warm-launch.py', 'warm-body.py', 'launch.py', 'fork-body.py', 'warm-body.pyc', 'launch.pyc', 'fork-body.pyc'];
     for (const f of files) expect(fs.statSync(path.join(launchers ?? '', f)).mode & 0o777).toBe(0o444);
     const sandboxDirs = fs.readdirSync(path.join(workDir, 'warm')).map((d) => path.join(workDir, 'warm', d)).filter((d) => d !== launchers);
     expect(sandboxDirs.length).toBeGreaterThan(0);

@@ -106,7 +106,7 @@ describe('warm sandboxes of a session', () => {
     // This service's own: another service on the host (the quick start's, running beside npm test) has warm sandboxes too.
     // A session's warm sandbox is a fork server (WARM_FORK_SERVER=on): the server and the processes
     // of the execution it forked ahead (forks: the same command line), each in a cgroup.
-    const launchers = descendantsOf(process.pid).filter((p) => p.command.includes('/sandbox/fork-server.py'));
+    const launchers = descendantsOf(process.pid).filter((p) => p.command.includes('/sandbox/warm-launch.py --fork-server'));
     expect(launchers.length).toBeGreaterThan(0);
     const cgroups = launchers.map((p) => memoryCgroupOf(p.pid));
     // The launchers run in execution cgroups of this service, not in the service's own.

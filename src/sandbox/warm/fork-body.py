@@ -1,5 +1,16 @@
-# The fork server's code (fork-server.py is its entry point and says what it is). A module of its
-# own so that it is loaded from the .pyc the service compiled beside it.
+# A session's fork server: a sandbox built once for the session (its workspace, environment,
+# volumes, uid, limits, network namespace), its interpreter started and the environment's preload
+# modules imported, that forks one process tree per execution instead of a new sandbox being built
+# for each. It never runs a program itself; every execution runs in a child that, before the
+# program's first instruction, is in a cgroup of its own (placed there by the service), in new
+# PID, mount, IPC, UTS and cgroup namespaces with a fresh /proc, /dev, /tmp and /sandbox, holds no
+# capability, has no_new_privs and the service's seccomp filter: what a cold sandbox has.
+#
+# Run as `python /sandbox/warm-launch.py --fork-server <channel fd> <preload,...>` (the warm
+# launcher's entry, which loads this module), with CAP_SYS_ADMIN and
+# CAP_SETPCAP in the sandbox's own user namespace (bwrap --cap-add; they are needed for the
+# per-execution namespaces and mounts and are dropped before any program runs), and without the
+# seccomp filter (each execution loads it).
 #
 # Channel: Node's IPC channel ('json' lines on a Unix socket; a descriptor travels with a
 # {"cmd":"NODE_HANDLE",...} line and Node answers {"cmd":"NODE_HANDLE_ACK"} before the next).
@@ -271,6 +282,8 @@ class Server:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # Named for what it is (/proc/1/comm), as bwrap's init is named bwrap.
         libc.prctl(PR_SET_NAME, ctypes.addressof(ctypes.create_string_buffer(b'sandbox-init')), 0, 0, 0)
+        # A new session led by the init, the program in it (bwrap --new-session under bwrap's init).
+        os.setsid()
         # As bwrap's init, pid 1 ignores the signals its namespace sends it (no handler of its own).
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         cfg = self.config
@@ -324,7 +337,6 @@ class Server:
 
     def program(self, stdin, stdout, stderr, report, control):
         """Pid 2: waits for its program, then runs it with what a cold sandbox's program has."""
-        os.setsid()
         for fd, std in ((stdin, 0), (stdout, 1), (stderr, 2)):
             os.dup2(fd, std)
             os.close(fd)
@@ -395,9 +407,9 @@ class Server:
 
 
 def main(at_start, startup_path, warm, launcher):
-    channel_fd = int(sys.argv[1])
+    channel_fd = int(sys.argv[2])  # after --fork-server
     os.set_inheritable(channel_fd, False)
-    names = [n for n in sys.argv[2].split(',') if n] if len(sys.argv) > 2 else []
+    names = [n for n in sys.argv[3].split(',') if n] if len(sys.argv) > 3 else []
     tops, failed = warm.preload(names, at_start, startup_path)
     import _imp
     server = Server(channel_fd, warm, launcher)

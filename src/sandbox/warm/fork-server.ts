@@ -1,4 +1,4 @@
-// The service's side of a session's fork server (fork-server.py, fork-body.py): one sandbox built
+// The service's side of a session's fork server (fork-body.py, run by warm-launch.py): one sandbox built
 // for the session, its interpreter started and its preload imported, that forks a process tree per
 // execution instead of a sandbox being built for each (a fork costs a few milliseconds of CPU where
 // bwrap and an interpreter's start cost tens).
@@ -81,6 +81,16 @@ function nsPids(hostPid: number): number[] {
   }
 }
 
+/** Whether a host process exists and has not exited (a zombie has). */
+function isAlive(hostPid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${hostPid}/stat`, 'latin1');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
 function childrenOf(hostPid: number): number[] {
   try {
     return fs.readFileSync(`/proc/${hostPid}/task/${hostPid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
@@ -111,6 +121,8 @@ export class ForkServer {
   /** The execution forked ahead, or being forked. */
   private spare: Promise<Prepared> | null = null;
   private closed = false;
+  /** The server's sandbox has exited (as the service has seen it): nothing more is forked. */
+  private gone = false;
   /** The server process's host pid, once found. */
   hostPid: number | null = null;
   private readonly channel: IpcChannel;
@@ -127,10 +139,12 @@ export class ForkServer {
       onReady = resolve;
     });
     this.channel.on('message', (message, handle) => this.onMessage(message, handle, onReady));
-    void sandbox.exited.then(() => {
+    const onGone = () => {
+      this.gone = true;
       onReady(null);
       for (const [id, p] of this.pending) this.fail(id, p, new Error('the fork server exited'));
-    });
+    };
+    void sandbox.exited.then(onGone, onGone);
   }
 
   private onMessage(message: unknown, handle: unknown, onReady: (r: ForkReady | null) => void): void {
@@ -185,9 +199,14 @@ export class ForkServer {
     const spare = this.spare;
     this.spare = null;
     let prepared = await (spare ?? this.prepare(target));
-    if (prepared.sandbox.child.exitCode !== null || prepared.sandbox.child.signalCode !== null) {
-      // The spare ended while it waited (killed, or it could not make its namespaces): another.
-      void prepared.sandbox.dispose();
+    // The spare may have ended since it was forked: killed, unable to make its namespaces, or gone
+    // with the server before the service has seen the exit (the event loop busy). Taken, it would
+    // answer as a run killed that never ran. A new fork instead; on a dead server that fails and
+    // the run goes cold.
+    const child = prepared.sandbox.child;
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined || !isAlive(child.pid)) {
+      for (const sock of Object.values(prepared.sockets) as Socket[]) sock.destroy();
+      await prepared.sandbox.dispose();
       prepared = await this.prepare(target);
     }
     setImmediate(() => {
@@ -249,10 +268,15 @@ export class ForkServer {
       }, FORK_TIMEOUT_MS);
       this.pending.set(id, { sockets: new Map(), resolve, reject, timer });
     });
-    if (this.closed || !this.channel.connected || !this.channel.send({ fork: id, tmp_bytes: target.limits.tmpSizeBytes })) {
+    const gone = () => {
       const p = this.pending.get(id);
       if (p) this.fail(id, p, new Error('the fork server is gone'));
-    }
+    };
+    // With a callback, a channel that broke before the service saw the server exit (EPIPE) fails
+    // this request; without one it is an 'error' on the child, which rejects its `exited`.
+    if (this.closed || this.gone || !this.channel.connected || !this.channel.send({ fork: id, tmp_bytes: target.limits.tmpSizeBytes }, (err) => {
+      if (err) gone();
+    })) gone();
     // The cgroup is made (or taken from the pool) while the server forks.
     const cgroupMade = this.cgroups.create(target.cgroupName(), target.limits);
     let cgroup: ExecutionCgroup | null;

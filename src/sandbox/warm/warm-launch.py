@@ -8,7 +8,9 @@
 #   - a command or an argv: by execve, so nothing of this interpreter stays (not even the
 #     preloaded modules), with the request's environment.
 #
-# Run as `python /sandbox/warm-launch.py <control fd> <report fd> <preload,...>`.
+# Run as `python /sandbox/warm-launch.py <control fd> <report fd> <preload,...>`; or, a session's
+# fork server (fork-body.py says what it is), `python /sandbox/warm-launch.py --fork-server
+# <channel fd> <preload,...>`.
 #
 # Control protocol (the pipe is a socket pair, both ways): this side writes one line, a JSON
 # object {"ready": true, "modules": [top-level names imported by the preload], "failed": [...],
@@ -51,5 +53,9 @@ def load(name, source):
 
 
 # The launcher's code (warm-body.py), and the cold path's launch.py, through whose run() a script
-# runs exactly as in a cold run.
-load('_bubble_warm', '/sandbox/warm-body.py').main(AT_START, STARTUP_PATH, load('_bubble_launch', '/sandbox/launch.py'))
+# runs exactly as in a cold run; a fork server's code (fork-body.py) uses both.
+if sys.argv[1:2] == ['--fork-server']:
+    load('_bubble_fork', '/sandbox/fork-body.py').main(
+        AT_START, STARTUP_PATH, load('_bubble_warm', '/sandbox/warm-body.py'), load('_bubble_launch', '/sandbox/launch.py'))
+else:
+    load('_bubble_warm', '/sandbox/warm-body.py').main(AT_START, STARTUP_PATH, load('_bubble_launch', '/sandbox/launch.py'))

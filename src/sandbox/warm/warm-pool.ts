@@ -34,7 +34,6 @@ const LAUNCHER_FILES: readonly { name: string; source: string }[] = [
   { name: LAUNCHER_NAME, source: fs.readFileSync(new URL(`./${LAUNCHER_NAME}`, import.meta.url), 'utf8') },
   { name: 'warm-body.py', source: fs.readFileSync(new URL('./warm-body.py', import.meta.url), 'utf8') },
   { name: 'launch.py', source: fs.readFileSync(new URL('../launch.py', import.meta.url), 'utf8') },
-  { name: 'fork-server.py', source: fs.readFileSync(new URL('./fork-server.py', import.meta.url), 'utf8') },
   { name: 'fork-body.py', source: fs.readFileSync(new URL('./fork-body.py', import.meta.url), 'utf8') },
 ];
 /** Modules of LAUNCHER_FILES the launcher loads (not the __main__ script, which Python always compiles): precompiled once per pool. */
@@ -427,7 +426,7 @@ export class WarmPool {
       environment: target.environment,
       workspaceDir: target.workspaceDir,
       volumes: target.volumes,
-      command: ([channel]) => [pythonFor(target.environment), `${SANDBOX_PATHS.scriptDir}/fork-server.py`, String(channel), e.preloads.join(',')],
+      command: ([channel]) => [pythonFor(target.environment), `${SANDBOX_PATHS.scriptDir}/${LAUNCHER_NAME}`, '--fork-server', String(channel), e.preloads.join(',')],
       sandboxDir: dir,
       forkServer: true,
       env: e.env,
