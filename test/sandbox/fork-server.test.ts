@@ -10,9 +10,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { findEnvironment, type Environment } from '../../src/sandbox/environments.js';
-import { createSandbox, type Sandbox } from '../../src/sandbox/sandbox.js';
+import { createSandbox, warmPoolSettings, type Sandbox } from '../../src/sandbox/sandbox.js';
 import type { Program, RunRequest, RunResult } from '../../src/sandbox/types.js';
-import type { WarmDiscardReason, WarmPool, WarmTarget } from '../../src/sandbox/warm/warm-pool.js';
+import { WarmPool, type WarmDiscardReason, type WarmTarget } from '../../src/sandbox/warm/warm-pool.js';
 import { ENVIRONMENTS_DIR } from '../helpers/host-env.js';
 import { descendantsOf, hostProcessesMatching, readHostProcess, stillRunning, waitForSleep, waitUntil, type HostProcess } from '../helpers/host-processes.js';
 import { makeWorkspace } from '../helpers/sandbox.js';
@@ -317,14 +317,16 @@ describe('cgroups: every process of an execution is in a cgroup of its own', () 
       return { pid: p.pid, apart: cg !== null && hierarchies.every((h) => cg.get(h) !== own.get(h) && cg.get(h) !== undefined), memory: cg?.get('memory') };
     });
     // The spare alone, forked ahead: its first process, the init and the program's process waiting.
-    const spare = await waitUntil(placement, (ps) => ps.length >= 3, 10_000);
+    // Its first process is forked in the server's cgroup and does nothing (it waits for 'p') until
+    // the service has placed it: looked at once placed (a placement that never comes fails below).
+    const spare = await waitUntil(placement, (ps) => ps.length >= 3 && ps.every((p) => p.apart), 10_000);
     expect(spare.length).toBe(3);
     expect(spare.filter((p) => !p.apart)).toEqual([]);
     const running = run(t, { kind: 'command', command: 'cat /proc/self/cgroup; (sleep 3.4141 &); sleep 1.4141; echo done' });
     await waitForSleep('1.4141');
     await waitForSleep('3.4141');
-    // This execution's four or five (first, init, sh, both sleeps) and the next spare's three.
-    const both = placement();
+    // This execution's four or five (first, init, sh, both sleeps) and the next spare's three, placed.
+    const both = await waitUntil(placement, (ps) => ps.length >= 7 && ps.every((p) => p.apart), 10_000);
     expect(both.length).toBeGreaterThanOrEqual(7);
     expect(both.filter((p) => !p.apart)).toEqual([]);
     expect(new Set(both.map((p) => p.memory)).size).toBe(2);
@@ -537,4 +539,36 @@ describe('a program cannot reach the server', () => {
     expect(next).toMatchObject({ claim: 'hit', status: 'ok', stdout: 'next\n' });
     await pool().dropOwner('j');
   }, 60_000);
+});
+
+describe('a host that refuses what a fork server needs', () => {
+  test('a server that cannot load the seccomp program never says ready; after three in a row sessions get used-once warm sandboxes', async () => {
+    // A pool of its own whose seccomp program the kernel refuses (3 bytes: not a filter).
+    const deps = { ...sandbox.runner.spawnDeps, seccompProgram: Buffer.from('bad') };
+    const own = new WarmPool({
+      ...warmPoolSettings(loadConfig({ BUBBLE_SANDBOX_WORKSPACE_DIR: workDir, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR, BUBBLE_SANDBOX_WARM_MIN_AVAILABLE_BYTES: '0' })),
+      dir: path.join(workDir, 'warm-refused'),
+      spawnDeps: deps,
+      nextCgroupName: (prefix = 'exec') => sandbox.runner.nextCgroupName(`${prefix}-refused`),
+    });
+    const gone: WarmDiscardReason[] = [];
+    own.observe({ onDiscarded: (r) => gone.push(r) });
+    try {
+      for (const [i, slot] of [52, 53, 54].entries()) {
+        expect(own.forkServersGivenUp).toBe(false);
+        own.prestart(`r${i}`, newTarget(null, slot), { reuse: true });
+        await waitUntil(() => own.counts(), (c) => c.starting === 0 && c.idle === 0, 30_000);
+        expect(gone.filter((r) => r === 'died').length).toBe(i + 1);
+      }
+      expect(own.forkServersGivenUp).toBe(true);
+      // From now on a session's warm sandbox is a used-once one (its launcher, not a server).
+      own.prestart('r3', newTarget(null, 55), { reuse: true });
+      await waitUntil(() => own.pids(), (p) => p.length === 1, 30_000);
+      const bwrap = own.pids()[0]?.pid ?? -1;
+      await waitUntil(() => descendantsOf(bwrap).map((p) => p.command).join('\n'), (c) => c.includes('warm-launch.py'), 10_000);
+      expect(descendantsOf(bwrap).some((p) => p.command.includes('--fork-server'))).toBe(false);
+    } finally {
+      await own.close();
+    }
+  }, 90_000);
 });

@@ -23,7 +23,8 @@
 #                      namespace) or {"id": id, "error": str}.
 # Per execution (control socket): the service places process n in a cgroup of the execution's
 # own and writes 'p'; n enters new namespaces and forks the namespace's init, which makes the
-# mounts and forks the program's process, which waits. All that is done ahead. When the program
+# mounts and forks the program's process, which writes 'r' and waits. All that is done ahead
+# (the service hands out only an execution that said 'r'). When the program
 # is known the service writes 'g', a 4-byte big-endian length and a JSON object {"kind":
 # "script"|"command"|"argv", "script": str, "command": str, "argv": [str], "env": {..}|null,
 # "cpu": seconds}; the program's process puts the script in /sandbox, makes it read-only, drops
@@ -192,6 +193,25 @@ class Server:
         with open('/proc/sys/kernel/cap_last_cap') as f:
             self.last_cap = int(f.read())
 
+    def check(self):
+        """Once, before saying ready: a child drops every capability and loads the seccomp program
+        as each execution's program process will, after it has said it is set up. A host or a
+        program that refuses either ends the server here (it never says ready, sessions run
+        cold) instead of failing a user's execution."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(self.channel_fd)
+                drop_capabilities(self.last_cap)
+                load_seccomp(self.seccomp)
+                os._exit(0)
+            except BaseException:  # noqa: B036
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            os.write(2, b'bubble-sandbox fork server: capabilities could not be dropped or the seccomp program not loaded\n')
+            os._exit(1)
+
     def serve(self):
         # Executions' first processes are reaped by the kernel: each reports on its own socket.
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
@@ -342,6 +362,7 @@ class Server:
             os.close(fd)
         os.chdir('/workspace')
         try:
+            os.write(control, b'r')  # set up: the service may hand this execution out
             if self.warm.read_exact(control, 1) != b'g':
                 os._exit(0)
             req = json.loads(self.warm.read_exact(control, int.from_bytes(self.warm.read_exact(control, 4), 'big')).decode('utf-8'))
@@ -413,6 +434,7 @@ def main(at_start, startup_path, warm, launcher):
     tops, failed = warm.preload(names, at_start, startup_path)
     import _imp
     server = Server(channel_fd, warm, launcher)
+    server.check()
     server.channel.send({'ready': True, 'pid': os.getpid(), 'modules': tops, 'failed': failed,
                          'rss_bytes': warm.rss_bytes(), 'suffixes': ['.py', '.pyc'] + list(_imp.extension_suffixes())})
     server.serve()

@@ -303,7 +303,14 @@ export class ForkServer {
       // Placed: it makes its namespaces, mounts and processes now, and its program's process waits.
       control.write('p');
       const sockets = { stdin, stdout, stderr, report, control };
-      return { sandbox: execution(hostPid, sockets, cgroup), sockets };
+      const made = execution(hostPid, sockets, cgroup);
+      // Handed out only once its setup succeeded: a host where the namespaces or mounts cannot be
+      // made fails here (the server is discarded, runs go cold), never in a user's execution.
+      if (!(await made.ready)) {
+        await made.sandbox.dispose();
+        throw new Error('a forked execution could not set itself up (namespaces, mounts)');
+      }
+      return { sandbox: made.sandbox, sockets };
     } catch (err) {
       for (const s of got.sockets.values()) s.destroy(); // its first process exits without running anything
       await cgroup?.destroy();
@@ -325,10 +332,15 @@ function findChildWithInnerPid(serverHostPid: number, innerPid: number): number 
 }
 
 /** A forked execution as a SpawnedSandbox: exit status from the control socket, the cgroup's kill and statistics. */
-function execution(hostPid: number, s: Sockets, cgroup: ExecutionCgroup): SpawnedSandbox {
+function execution(hostPid: number, s: Sockets, cgroup: ExecutionCgroup): { sandbox: SpawnedSandbox; ready: Promise<boolean> } {
   const child: SandboxChild & { exitCode: number | null; signalCode: NodeJS.Signals | null } = { pid: hostPid, exitCode: null, signalCode: null };
-  // The init's status line (everything of the execution is dead by then), or the control socket
-  // closing without one (its processes were killed: a timeout, a cancellation, a discard).
+  let onReady: (ok: boolean) => void = () => undefined;
+  const ready = new Promise<boolean>((resolve) => {
+    onReady = resolve;
+  });
+  // 'r' once the program's process waits with its namespaces and mounts made; then the init's
+  // status line (everything of the execution is dead by then), or the control socket closing
+  // without one (its processes were killed: a timeout, a cancellation, a discard).
   const exitedOnly = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     let text = '';
     const settle = (status: { code: number | null; signal: NodeJS.Signals | null }) => {
@@ -336,10 +348,15 @@ function execution(hostPid: number, s: Sockets, cgroup: ExecutionCgroup): Spawne
       child.exitCode = status.code;
       child.signalCode = status.signal;
       s.control.destroy();
+      onReady(false);
       resolve(status);
     };
     s.control.on('data', (c: Buffer) => {
       if (text.length < MAX_STATUS_BYTES) text += c.toString('latin1');
+      if (text.startsWith('r')) {
+        text = text.slice(1);
+        onReady(true);
+      }
       const m = /^(\d{1,3})\n/.exec(text);
       if (m) settle({ code: Number(m[1]), signal: null });
     });
@@ -356,7 +373,7 @@ function execution(hostPid: number, s: Sockets, cgroup: ExecutionCgroup): Spawne
   // Every process of the execution is in its cgroup (the first one was placed there before it ran
   // anything); the namespace's init and the program also die with the first one (PDEATHSIG).
   const kill = () => void cgroup.killAll();
-  return {
+  const sandbox: SpawnedSandbox = {
     child,
     stdin: s.stdin,
     stdout: s.stdout,
@@ -371,5 +388,6 @@ function execution(hostPid: number, s: Sockets, cgroup: ExecutionCgroup): Spawne
       await cgroup.destroy();
     },
   };
+  return { sandbox, ready };
 }
 

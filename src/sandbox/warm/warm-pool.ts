@@ -38,6 +38,8 @@ const LAUNCHER_FILES: readonly { name: string; source: string }[] = [
 ];
 /** Modules of LAUNCHER_FILES the launcher loads (not the __main__ script, which Python always compiles): precompiled once per pool. */
 const PRECOMPILED = ['warm-body.py', 'launch.py', 'fork-body.py'];
+/** Fork servers failing this many times in a row are given up (forkFailed). */
+const FORK_FAILURES_TO_GIVE_UP = 3;
 /** RLIMIT_CPU of a fork server: its own CPU is its start and one fork per execution; each execution sets its own. */
 const FORK_SERVER_CPU_SECONDS = 366 * 86_400;
 /** The interpreter a sandbox runs unless its environment has its own (spawn.ts pythonFor): what compiles the .pyc files. */
@@ -157,6 +159,9 @@ export class WarmPool {
   private launchers: string | null = null;
   /** The .pyc files in `launchers` once compiled (none until then, or when compiling failed). */
   private precompiled: string[] = [];
+  /** Fork servers that failed in a row, and whether they were given up on this host (forkFailed). */
+  private forkFailures = 0;
+  private forkServersBroken = false;
 
   constructor(private readonly opts: WarmPoolOptions) {
     this.readMem = opts.readMemAvailable ?? readMemAvailable;
@@ -195,6 +200,11 @@ export class WarmPool {
     return [...this.entries.values()].flatMap((e) => (e.pid === undefined ? [] : [{ owner: e.owner, pid: e.pid }]));
   }
 
+  /** Whether fork servers were given up on this host (see forkFailed); sessions then get used-once warm sandboxes. */
+  get forkServersGivenUp(): boolean {
+    return this.forkServersBroken;
+  }
+
   /** The pool's launcher directory (hard-linked into each warm sandbox's /sandbox) and the .pyc files compiled there so far (for tests and operators). */
   launcherFiles(): { dir: string | null; precompiled: readonly string[] } {
     return { dir: this.launchers, precompiled: this.precompiled };
@@ -231,8 +241,20 @@ export class WarmPool {
   /** Whether a target's warm sandbox may be a fork server: on, with cgroups, a Python of the host's (not a root filesystem's), no writable root. */
   private forkable(target: WarmTarget): boolean {
     const e = target.environment;
-    return this.opts.forkServers === true && this.opts.spawnDeps.cgroups !== null && this.opts.spawnDeps.cgroups.mode !== 'none'
+    return this.opts.forkServers === true && !this.forkServersBroken && this.opts.spawnDeps.cgroups !== null && this.opts.spawnDeps.cgroups.mode !== 'none'
       && (e === null || (e.python && !e.rootDir && !e.writableRoot));
+  }
+
+  /**
+   * A fork server that did not start, or could not fork a working execution. After
+   * FORK_FAILURES_TO_GIVE_UP in a row (a host whose kernel, container profile or bwrap refuses the
+   * namespaces, mounts or capabilities it needs) sessions get used-once warm sandboxes instead.
+   */
+  private forkFailed(err: unknown): void {
+    if (this.forkServersBroken) return;
+    if (++this.forkFailures < FORK_FAILURES_TO_GIVE_UP) return;
+    this.forkServersBroken = true;
+    this.opts.logger?.warn({ err }, `fork servers failed ${FORK_FAILURES_TO_GIVE_UP} times in a row on this host: sessions get used-once warm sandboxes from now on (WARM_FORK_SERVER)`);
   }
 
   /** Discard the owner's warm sandbox (its configuration changed, or it is going); resolves once it is gone. */
@@ -343,8 +365,10 @@ export class WarmPool {
     let forked: Awaited<ReturnType<ForkServer['take']>>;
     try {
       forked = await server.take(this.forkTarget(entry), { program: req.program, env, cpuSeconds: req.timeoutMs / 1000 + 5 });
+      this.forkFailures = 0;
     } catch (err) {
       this.opts.logger?.warn({ err }, 'fork server could not fork; running cold');
+      if (this.entries.get(entry.id) === entry) this.forkFailed(err);
       done();
       void this.discard(entry, 'died');
       return null;
@@ -444,7 +468,10 @@ export class WarmPool {
       const server = new ForkServer(s, cgroups);
       entry.fork = server;
       return server.ready.then((r) => {
-        if (r === null) return null;
+        if (r === null) {
+          if (this.entries.get(id) === entry) this.forkFailed(new Error('the fork server exited before it was ready'));
+          return null;
+        }
         server.prestart(this.forkTarget(entry));
         return { modules: r.modules, rssBytes: r.rssBytes, suffixes: r.suffixes };
       });
