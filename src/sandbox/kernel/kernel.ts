@@ -225,7 +225,10 @@ export class PythonKernel {
     // The race (its timer, its abort listener) is set up before the request goes out: the write
     // wakes the interpreter, often onto this CPU, where it runs only once the event loop sleeps,
     // so nothing should be left to do here after it.
-    const done = proc.waitDone(id);
+    // The cell is over once its done frame is read (the driver writes its markers before it):
+    // what it changed is looked at from that moment, a round trip to another process that then
+    // runs while this call finishes its own steps (the race settling, the statistics).
+    const done = proc.waitDone(id, () => options.onCellEnd?.());
     const race = raceCall(done, proc.exited, options.timeoutMs, options.signal);
     proc.send({
       type: 'run', id, code, marker: tokens.end, sync: tokens.syncPrefix,
@@ -242,11 +245,7 @@ export class PythonKernel {
     }
     const frame = first.kind === 'done' ? first.frame : null;
     if (frame) {
-      // The cell is over (the driver writes its markers before the done frame): its statistics
-      // and what it changed can be read while the rest of the call finishes. The changes first:
-      // their look is a round trip to another process, which then runs while the statistics
-      // are read here (synchronously).
-      options.onCellEnd?.();
+      // The statistics now, while the look at the changes (started as the frame came) is under way.
       answered();
       const waits: Promise<void>[] = [];
       if (frame.markers.stdout && !cuts.stdout.found) waits.push(cuts.stdout.reached);
