@@ -12,7 +12,8 @@
 // each fresh session here (its delete, the pool's refill after its claim). That work is the
 // bench's doing, not part of a run_code call; the waits are counted in `quiet`.
 // Alone (a service of its own, as phase-issue17.ts's main does before its other phases):
-// `npx tsx bench/lib/phase-run-code.ts`; BENCH_SIZE=small for fewer rounds.
+// `npx tsx bench/lib/phase-run-code.ts`; BENCH_SIZE=small for fewer rounds; BENCH_SERVICE_BIN=
+// <checkout>/bin/bubble-sandbox.js measures another build's service (to compare two builds).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -130,13 +131,13 @@ async function main(): Promise<void> {
     // A uid range apart from the default one, which a service of `npm run bench` or of the tests
     // may hold on the same host (BENCH_UID_BASE to pick another).
     BUBBLE_SANDBOX_SANDBOX_UID_BASE: process.env.BENCH_UID_BASE ?? '460000',
-  }));
+  }), process.env.BENCH_SERVICE_BIN ? { bin: process.env.BENCH_SERVICE_BIN } : {});
   const client = new BenchClient(server.baseUrl);
   try {
     const warm = warmSizesFromEnv();
     const r = await measureRunCode({ client, sizes: { n: warm.n * 2, warm }, servicePid: server.pid });
     const w = r.warm_round_trip;
-    process.stdout.write(`run_code 1+1 warm round trip p50 ${w.p50} p90 ${w.p90} min ${w.min} ms (n ${w.n}); server-side p50 ${r.warm_reported.p50} ms; `
+    process.stdout.write(`${process.env.BENCH_SERVICE_BIN ?? 'this checkout'}: run_code 1+1 warm round trip p50 ${w.p50} p90 ${w.p90} min ${w.min} ms (n ${w.n}); server-side p50 ${r.warm_reported.p50} ms; `
       + `fresh-session execute p50 ${r.fresh_session_execute.p50} ms; errors ${r.errors}; load average ${loadAtStart.join(' ')} at start, ${load().join(' ')} at end\n`);
     process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
   } finally {
