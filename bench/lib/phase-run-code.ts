@@ -123,26 +123,29 @@ async function main(): Promise<void> {
   const load = () => os.loadavg().map((v) => Math.round(v * 100) / 100);
   const loadAtStart = load();
   const tmp = makeTempDir('bubble-bench-run-code-');
-  const dir = path.join(tmp, 'service');
-  fs.mkdirSync(dir, { mode: 0o711 });
-  const server = await startService(cleanEnv({
-    BUBBLE_SANDBOX_HOST: '127.0.0.1', BUBBLE_SANDBOX_PORT: String(await freePort()),
-    BUBBLE_SANDBOX_WORKSPACE_DIR: dir, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR,
-    // A uid range apart from the default one, which a service of `npm run bench` or of the tests
-    // may hold on the same host (BENCH_UID_BASE to pick another).
-    BUBBLE_SANDBOX_SANDBOX_UID_BASE: process.env.BENCH_UID_BASE ?? '460000',
-  }), process.env.BENCH_SERVICE_BIN ? { bin: process.env.BENCH_SERVICE_BIN } : {});
-  const client = new BenchClient(server.baseUrl);
   try {
-    const warm = warmSizesFromEnv();
-    const r = await measureRunCode({ client, sizes: { n: warm.n * 2, warm }, servicePid: server.pid });
-    const w = r.warm_round_trip;
-    process.stdout.write(`${process.env.BENCH_SERVICE_BIN ?? 'this checkout'}: run_code 1+1 warm round trip p50 ${w.p50} p90 ${w.p90} min ${w.min} ms (n ${w.n}); server-side p50 ${r.warm_reported.p50} ms; `
-      + `fresh-session execute p50 ${r.fresh_session_execute.p50} ms; errors ${r.errors}; load average ${loadAtStart.join(' ')} at start, ${load().join(' ')} at end\n`);
-    process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+    const dir = path.join(tmp, 'service');
+    fs.mkdirSync(dir, { mode: 0o711 });
+    const server = await startService(cleanEnv({
+      BUBBLE_SANDBOX_HOST: '127.0.0.1', BUBBLE_SANDBOX_PORT: String(await freePort()),
+      BUBBLE_SANDBOX_WORKSPACE_DIR: dir, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR,
+      // A uid range apart from the default one, which a service of `npm run bench` or of the tests
+      // may hold on the same host (BENCH_UID_BASE to pick another).
+      BUBBLE_SANDBOX_SANDBOX_UID_BASE: process.env.BENCH_UID_BASE ?? '460000',
+    }), process.env.BENCH_SERVICE_BIN ? { bin: process.env.BENCH_SERVICE_BIN } : {});
+    const client = new BenchClient(server.baseUrl);
+    try {
+      const warm = warmSizesFromEnv();
+      const r = await measureRunCode({ client, sizes: { n: warm.n * 2, warm }, servicePid: server.pid });
+      const w = r.warm_round_trip;
+      process.stdout.write(`${process.env.BENCH_SERVICE_BIN ?? 'this checkout'}: run_code 1+1 warm round trip p50 ${w.p50} p90 ${w.p90} min ${w.min} ms (n ${w.n}); server-side p50 ${r.warm_reported.p50} ms; `
+        + `fresh-session execute p50 ${r.fresh_session_execute.p50} ms; errors ${r.errors}; load average ${loadAtStart.join(' ')} at start, ${load().join(' ')} at end\n`);
+      process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+    } finally {
+      client.close();
+      await server.stop();
+    }
   } finally {
-    client.close();
-    await server.stop();
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
