@@ -11,8 +11,16 @@
 // workspace pool refilling after a hundred creates, unmounts of deleted sessions), and so does
 // each fresh session here (its delete, the pool's refill after its claim). That work is the
 // bench's doing, not part of a run_code call; the waits are counted in `quiet`.
-import type { BenchSizes } from './context.js';
-import { createSession, deleteSession, executeIn, type BenchClient } from './http.js';
+// Alone (a service of its own, as phase-issue17.ts's main does before its other phases):
+// `npx tsx bench/lib/phase-run-code.ts`; BENCH_SIZE=small for fewer rounds; BENCH_SERVICE_BIN=
+// <checkout>/bin/bubble-sandbox.js measures another build's service (to compare two builds).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { warmSizesFromEnv, type BenchSizes } from './context.js';
+import { BenchClient, createSession, deleteSession, executeIn } from './http.js';
+import { cleanEnv, ENVIRONMENTS_DIR, freePort, makeTempDir, startService } from './server.js';
 import { now, ratio, summarize, type Summary } from './stats.js';
 import { addClaims, claimsBetween, newSettleStats, scrape, settleWarmPool, waitForQuietService, type Claims } from './warm-probe.js';
 
@@ -108,4 +116,43 @@ export async function measureRunCode(ctx: { client: BenchClient; sizes: Pick<Ben
     errors,
     quiet: quiet && { ...quiet, waited_ms: Math.round(quiet.waited_ms) },
   };
+}
+
+/** Alone: a service of its own, then this phase with the sizes phase-issue17.ts's main gives it. */
+async function main(): Promise<void> {
+  const load = () => os.loadavg().map((v) => Math.round(v * 100) / 100);
+  const loadAtStart = load();
+  const tmp = makeTempDir('bubble-bench-run-code-');
+  try {
+    const dir = path.join(tmp, 'service');
+    fs.mkdirSync(dir, { mode: 0o711 });
+    const server = await startService(cleanEnv({
+      BUBBLE_SANDBOX_HOST: '127.0.0.1', BUBBLE_SANDBOX_PORT: String(await freePort()),
+      BUBBLE_SANDBOX_WORKSPACE_DIR: dir, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR,
+      // A uid range apart from the default one, which a service of `npm run bench` or of the tests
+      // may hold on the same host (BENCH_UID_BASE to pick another).
+      BUBBLE_SANDBOX_SANDBOX_UID_BASE: process.env.BENCH_UID_BASE ?? '460000',
+    }), process.env.BENCH_SERVICE_BIN ? { bin: process.env.BENCH_SERVICE_BIN } : {});
+    const client = new BenchClient(server.baseUrl);
+    try {
+      const warm = warmSizesFromEnv();
+      const r = await measureRunCode({ client, sizes: { n: warm.n * 2, warm }, servicePid: server.pid });
+      const w = r.warm_round_trip;
+      process.stdout.write(`${process.env.BENCH_SERVICE_BIN ?? 'this checkout'}: run_code 1+1 warm round trip p50 ${w.p50} p90 ${w.p90} min ${w.min} ms (n ${w.n}); server-side p50 ${r.warm_reported.p50} ms; `
+        + `fresh-session execute p50 ${r.fresh_session_execute.p50} ms; errors ${r.errors}; load average ${loadAtStart.join(' ')} at start, ${load().join(' ')} at end\n`);
+      process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+    } finally {
+      client.close();
+      await server.stop();
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`run_code bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  });
 }

@@ -20,10 +20,10 @@ export interface BenchServer {
   readyChecks: Record<string, unknown>;
 }
 
-export async function startService(env: NodeJS.ProcessEnv, opts: { nodeArgs?: string[]; readyTimeoutMs?: number } = {}): Promise<BenchServer> {
+export async function startService(env: NodeJS.ProcessEnv, opts: { nodeArgs?: string[]; readyTimeoutMs?: number; bin?: string } = {}): Promise<BenchServer> {
   const host = env.BUBBLE_SANDBOX_HOST ?? '127.0.0.1';
   const port = env.BUBBLE_SANDBOX_PORT ?? '8000';
-  const child: ChildProcess = spawn(process.execPath, [...(opts.nodeArgs ?? []), BIN, 'serve'], {
+  const child: ChildProcess = spawn(process.execPath, [...(opts.nodeArgs ?? []), opts.bin ?? BIN, 'serve'], {
     cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'],
   });
   // Keep only a tail of the log: the service logs a line per request at INFO.

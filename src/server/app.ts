@@ -4,7 +4,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import {
-  hasZodFastifySchemaValidationErrors, serializerCompiler, validatorCompiler, type ZodTypeProvider,
+  hasZodFastifySchemaValidationErrors, validatorCompiler, type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -17,6 +17,7 @@ import { errorBody } from './error-body.js';
 import type { Metrics } from './metrics.js';
 import { openApiOptions } from './openapi.js';
 import { AccessLog, registerRequestLog } from './request-log.js';
+import { responseSerializerCompiler } from './response-serializer.js';
 import { portRoutes, portUpgradeHandler } from './routes/ports.js';
 import { ptyRoutes } from './routes/pty.js';
 import { registerUpgrades } from './upgrade.js';
@@ -101,7 +102,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     void parseJson(request, text, done);
   });
   app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
+  app.setSerializerCompiler(responseSerializerCompiler);
   app.decorate('deps', deps);
 
   app.setErrorHandler((err: FastifyError | AppError | Error, request, reply) => {

@@ -56,16 +56,6 @@ def _write_all(fd, data):
         view = view[n:]
 
 
-def _read_exact(fd, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = os.read(fd, n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
 def _private(number):
     fd = os.dup(number)
     os.set_inheritable(fd, False)
@@ -131,27 +121,46 @@ def _request_interrupt(cell_id):
         signal.pthread_kill(_MAIN_ID, signal.SIGINT)
 
 
-def _read_request(fd):
-    # The next request on fd, None at its end; a request that is not JSON is logged and skipped.
-    while True:
-        head = _read_exact(fd, 4)
-        if head is None:
-            return None
-        body = _read_exact(fd, struct.unpack('>I', head)[0])
-        if body is None:
-            return None
-        try:
-            msg = json.loads(body)
-            if isinstance(msg, dict):
-                return msg
-            raise ValueError('not an object')
-        except Exception as exc:
-            send({'type': 'log', 'message': 'bad request: %r' % (exc,)})
+class _Requests:
+    # The requests arriving on one descriptor (each read by one thread only). Reads take what is
+    # there, up to 64 KiB, so a small request costs one read() instead of two (length, then body):
+    # a syscall less per cell on the warm path, where each one passes the sandbox's filter.
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = bytearray()
+
+    def _fill(self, n):
+        # At least n bytes buffered; False at the end of the stream.
+        while len(self.buf) < n:
+            chunk = os.read(self.fd, max(65536, n - len(self.buf)))
+            if not chunk:
+                return False
+            self.buf += chunk
+        return True
+
+    def next(self):
+        # The next request, None at the end; a request that is not JSON is logged and skipped.
+        while True:
+            if not self._fill(4):
+                return None
+            size = struct.unpack_from('>I', self.buf)[0]
+            if not self._fill(4 + size):
+                return None
+            body = bytes(self.buf[4:4 + size])
+            del self.buf[:4 + size]
+            try:
+                msg = json.loads(body)
+                if isinstance(msg, dict):
+                    return msg
+                raise ValueError('not an object')
+            except Exception as exc:
+                send({'type': 'log', 'message': 'bad request: %r' % (exc,)})
 
 
 def _side_requests():
+    requests = _Requests(SIDE)
     while True:
-        msg = _read_request(SIDE)
+        msg = requests.next()
         if msg is None:
             break
         kind = msg.get('type')
@@ -372,22 +381,29 @@ _SIOCOUTQ = 0x5411
 _FIONREAD = 0x541B
 
 
+def _unread(fd, request):
+    return struct.unpack('i', fcntl.ioctl(fd, request, b'\0\0\0\0'))[0]
+
+
 def _drained(fd):
     # True when everything written to fd has been read by the service. It hands what it reads on
     # to the call before it reads the next frame, so after this check a marker on fd would only
-    # cost it a wake-up and tell it nothing. False when unknown (not a socket or a pipe: a file a
-    # cell pointed fd 1 at; an ioctl the sandbox refuses).
+    # cost it a wake-up and tell it nothing. False when unknown (a file a cell pointed fd 1 at; an
+    # ioctl the sandbox refuses).
+    # SIOCOUTQ first, without an fstat: fd is the service's socket unless the cell replaced it,
+    # so the usual case costs one syscall. The same request number is TIOCOUTQ on a terminal (a
+    # cell's own: a marker written there would not reach the service anyway); on anything else
+    # it fails, and a FIFO is then asked with FIONREAD.
     try:
-        kind = stat.S_IFMT(os.fstat(fd).st_mode)
-        if kind == stat.S_IFSOCK:
-            request = _SIOCOUTQ
-        elif kind == stat.S_IFIFO:
-            request = _FIONREAD
-        else:
-            return False
-        return struct.unpack('i', fcntl.ioctl(fd, request, b'\0\0\0\0'))[0] == 0
+        return _unread(fd, _SIOCOUTQ) == 0
     except OSError:
-        return False
+        pass
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return _unread(fd, _FIONREAD) == 0
+    except OSError:
+        pass
+    return False
 
 
 def _mark_unread(fd, data):
@@ -472,8 +488,9 @@ def main():
     signal.signal(signal.SIGINT, _on_sigint)
     threading.Thread(target=_side_requests, name='kernel-interrupts', daemon=True).start()
     send({'type': 'ready', 'pid': os.getpid(), 'python': sys.version.split()[0]})
+    requests = _Requests(REQ)
     while True:
-        req = _read_request(REQ)
+        req = requests.next()
         if req is None:
             os._exit(0)  # the service closed our stdin: nobody is left to answer
         if req.get('type') != 'run':

@@ -210,9 +210,15 @@ export class KernelProcess {
     (message.type === 'run' || this.side === null ? this.sandbox.stdin : this.side).write(encodeFrame(message));
   }
 
-  /** The done frame of call `id`; never settles if the process dies first (race it with exited). */
-  waitDone(id: number): Promise<DoneFrame> {
-    return new Promise((resolve) => this.waiters.set(id, resolve));
+  /**
+   * The done frame of call `id`; never settles if the process dies first (race it with exited).
+   * `onArrival` runs as the frame is read, before anything the promise's settling sets off.
+   */
+  waitDone(id: number, onArrival?: (frame: DoneFrame) => void): Promise<DoneFrame> {
+    return new Promise((resolve) => this.waiters.set(id, (frame) => {
+      onArrival?.(frame);
+      resolve(frame);
+    }));
   }
 
   async ping(timeoutMs: number): Promise<boolean> {

@@ -19,8 +19,9 @@ export interface KernelRunOptions {
   /** Each rich output as it is produced, in order with onOutput's text. */
   onDisplay?: ((output: RichOutput) => void) | undefined;
   /**
-   * Called once the cell has answered and its output is in, before the call's own last steps
-   * (reading the cgroup's statistics): what the cell changed can be looked at from then on.
+   * Called as the cell's done frame is read (the cell is over; the last of its output may still
+   * be on its way), before the call's own last steps (reading the cgroup's statistics): what the
+   * cell changed can be looked at from then on.
    */
   onCellEnd?: (() => void) | undefined;
 }

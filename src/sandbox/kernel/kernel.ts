@@ -5,7 +5,6 @@
 // (timeout that needed a kill, death during a call, death while idle, idle stop). The first
 // kernel of an object is not a restart, and neither is the first one after restart(): the caller
 // asked for fresh state and knows it has it.
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Environment } from '../environments.js';
 import { OutputCapture } from '../output-capture.js';
@@ -14,7 +13,7 @@ import type { SandboxRunner } from '../runner.js';
 import { baseEnvironment } from '../spawn.js';
 import type { ResourceLimits, VolumeMount } from '../types.js';
 import { KernelProcess } from './kernel-process.js';
-import { callTokens, MarkerCut } from './marker-cut.js';
+import { callSecret, callTokens, MarkerCut } from './marker-cut.js';
 import { OutputOrder } from './output-order.js';
 import { richOutputOf, RichOutputs, type RichOutput } from './rich-output.js';
 import { finishCall, raceCall, type CallOutcome, type KernelRunOptions, type KernelRunResult } from './kernel-result.js';
@@ -199,7 +198,7 @@ export class PythonKernel {
 
   private async call(proc: KernelProcess, code: string, options: KernelRunOptions, answered: () => void): Promise<CallOutcome> {
     const id = ++this.seq;
-    const tokens = callTokens(randomBytes(16).toString('hex'));
+    const tokens = callTokens(callSecret());
     const stdout = new OutputCapture(options.maxOutputChars, options.onOutput ? (t) => options.onOutput?.('stdout', t) : undefined);
     const stderr = new OutputCapture(options.maxOutputChars, options.onOutput ? (t) => options.onOutput?.('stderr', t) : undefined);
     const outputs = new RichOutputs(options.maxOutputChars);
@@ -223,7 +222,14 @@ export class PythonKernel {
       // Only what fits in the answer is streamed too; a dropped one is skipped in the order.
       order.display(f.seq, outputs.add(output) ? output : null, { stdout: sync.stdout === true, stderr: sync.stderr === true });
     };
-    const done = proc.waitDone(id);
+    // The race (its timer, its abort listener) is set up before the request goes out: the write
+    // wakes the interpreter, often onto this CPU, where it runs only once the event loop sleeps,
+    // so nothing should be left to do here after it.
+    // The cell is over once its done frame is read (the driver writes its markers before it):
+    // what it changed is looked at from that moment, a round trip to another process that then
+    // runs while this call finishes its own steps (the race settling, the statistics).
+    const done = proc.waitDone(id, () => options.onCellEnd?.());
+    const race = raceCall(done, proc.exited, options.timeoutMs, options.signal);
     proc.send({
       type: 'run', id, code, marker: tokens.end, sync: tokens.syncPrefix,
       max_result_chars: Math.min(options.maxOutputChars, MAX_RESULT_CHARS),
@@ -231,7 +237,7 @@ export class PythonKernel {
     });
 
     let stop: 'timeout' | 'abort' | null = null;
-    let first = await raceCall(done, proc.exited, options.timeoutMs, options.signal);
+    let first = await race;
     if (first.kind === 'timeout' || first.kind === 'abort') {
       stop = first.kind;
       proc.send({ type: 'interrupt', id });
@@ -239,11 +245,7 @@ export class PythonKernel {
     }
     const frame = first.kind === 'done' ? first.frame : null;
     if (frame) {
-      // The cell is over (the driver writes its markers before the done frame): its statistics
-      // and what it changed can be read while the rest of the call finishes. The changes first:
-      // their look is a round trip to another process, which then runs while the statistics
-      // are read here (synchronously).
-      options.onCellEnd?.();
+      // The statistics now, while the look at the changes (started as the frame came) is under way.
       answered();
       const waits: Promise<void>[] = [];
       if (frame.markers.stdout && !cuts.stdout.found) waits.push(cuts.stdout.reached);
