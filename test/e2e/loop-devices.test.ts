@@ -7,7 +7,7 @@ import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { loopBackingFiles, mountsUnder } from '../helpers/mounts.js';
 import { resumeProcess, stopChildProcess, waitUntil, type HostProcess } from '../helpers/host-processes.js';
-import { api, sleep, startServer, useTempDirs, type ExecResult, type JsonResponse } from '../helpers/server-process.js';
+import { api, sleep, startServer, useTempDirs, type ExecResult, type JsonResponse, type ServerProcess } from '../helpers/server-process.js';
 
 const tempDir = useTempDirs();
 
@@ -17,6 +17,34 @@ function loopsUnder(dir: string): string[] {
 }
 
 const sessionImage = (id: string) => `sessions/${id}/workspace.img`;
+
+/**
+ * Requests made one after another until one's mkfs.ext4 is caught and held stopped; then SIGTERM,
+ * and the held mkfs let go a second after the stop has begun (long enough for a stop that does not
+ * wait for it to be past its unmounts). Every request accepted before the stop is answered with
+ * `status`, and the service exits 0.
+ */
+async function holdMkfsAcrossStop(server: ServerProcess, request: (i: number) => Promise<JsonResponse>, status: number): Promise<void> {
+  const catching = stopChildProcess(server.pid, /^mkfs\.ext4 /, 30_000);
+  const requests: Promise<JsonResponse>[] = [];
+  let held: HostProcess | undefined;
+  try {
+    for (let i = 0; i < 200 && held === undefined; i++) {
+      const made = request(i);
+      requests.push(made);
+      held = await Promise.race([catching, made.then(() => undefined)]);
+    }
+    held ??= await catching;
+    const stopped = server.stop('SIGTERM');
+    await waitUntil(() => server.jsonLogs().some((l) => l.msg === 'shutting down'), (seen) => seen, 10_000);
+    await sleep(1000);
+    resumeProcess(held);
+    expect((await Promise.all(requests)).map((r) => r.status)).toEqual(requests.map(() => status));
+    expect(await stopped).toEqual({ code: 0, signal: null });
+  } finally {
+    if (held) resumeProcess(held);
+  }
+}
 
 async function run(baseUrl: string, id: string): Promise<void> {
   const r = await api<ExecResult>(baseUrl, 'POST', `/v1/sessions/${id}/execute`, { command: 'echo x > f' });
@@ -97,27 +125,8 @@ describe('loop devices', () => {
     // No pool: a create formats and mounts its image itself. Its mkfs runs a few ms, so creates
     // are made one after another until one's mkfs is caught and held stopped.
     const server = await startServer({ workspaceDir: dir, env: { BUBBLE_SANDBOX_WORKSPACE_POOL_SIZE: '0' } });
-    const catching = stopChildProcess(server.pid, /^mkfs\.ext4 /, 30_000);
-    const creates: Promise<JsonResponse>[] = [];
-    let held: HostProcess | undefined;
-    try {
-      for (let i = 0; i < 200 && held === undefined; i++) {
-        const create = api(server.baseUrl, 'POST', '/v1/sessions', { session_id: `c${i}` });
-        creates.push(create);
-        held = await Promise.race([catching, create.then(() => undefined)]);
-      }
-      held ??= await catching;
-      const stopped = server.stop('SIGTERM');
-      // Long enough for a stop that does not wait for the create to be past its unmounts.
-      await waitUntil(() => server.jsonLogs().some((l) => l.msg === 'shutting down'), (seen) => seen, 10_000);
-      await sleep(1000);
-      resumeProcess(held);
-      // Created, then unmounted as any live session at a stop.
-      expect((await Promise.all(creates)).map((r) => r.status)).toEqual(creates.map(() => 201));
-      expect(await stopped).toEqual({ code: 0, signal: null });
-    } finally {
-      if (held) resumeProcess(held);
-    }
+    // Created, then unmounted as any live session at a stop.
+    await holdMkfsAcrossStop(server, (i) => api(server.baseUrl, 'POST', '/v1/sessions', { session_id: `c${i}` }), 201);
     expect(loopsUnder(dir)).toEqual([]);
     expect(mountsUnder(dir)).toEqual([]);
   }, 60_000);
@@ -126,26 +135,8 @@ describe('loop devices', () => {
     // As above, with POST /v1/execute: the run's workspace is removed after its answer.
     const dir = fs.realpathSync(tempDir('bs-e2e-loops-'));
     const server = await startServer({ workspaceDir: dir, env: { BUBBLE_SANDBOX_WORKSPACE_POOL_SIZE: '0' } });
-    const catching = stopChildProcess(server.pid, /^mkfs\.ext4 /, 30_000);
-    const runs: Promise<JsonResponse>[] = [];
-    let held: HostProcess | undefined;
-    try {
-      for (let i = 0; i < 200 && held === undefined; i++) {
-        const run1 = api(server.baseUrl, 'POST', '/v1/execute', { command: 'echo x > f' });
-        runs.push(run1);
-        held = await Promise.race([catching, run1.then(() => undefined)]);
-      }
-      held ??= await catching;
-      const stopped = server.stop('SIGTERM');
-      await waitUntil(() => server.jsonLogs().some((l) => l.msg === 'shutting down'), (seen) => seen, 10_000);
-      await sleep(1000);
-      resumeProcess(held);
-      // Accepted before the stop, each run is answered; the held one's workspace goes after its answer.
-      expect((await Promise.all(runs)).map((r) => r.status)).toEqual(runs.map(() => 200));
-      expect(await stopped).toEqual({ code: 0, signal: null });
-    } finally {
-      if (held) resumeProcess(held);
-    }
+    // Accepted before the stop, each run is answered; the held one's workspace goes after its answer.
+    await holdMkfsAcrossStop(server, () => api(server.baseUrl, 'POST', '/v1/execute', { command: 'echo x > f' }), 200);
     expect(loopsUnder(dir)).toEqual([]);
     expect(mountsUnder(dir)).toEqual([]);
   }, 60_000);

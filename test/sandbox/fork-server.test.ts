@@ -5,58 +5,36 @@
 // side by side, that a discarded or killed server leaves nothing behind and costs only the speed-up,
 // and that a program cannot reach the server or its own init.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { loadConfig } from '../../src/config.js';
-import { findEnvironment, type Environment } from '../../src/sandbox/environments.js';
-import { createSandbox, warmPoolSettings, type Sandbox } from '../../src/sandbox/sandbox.js';
+import type { Environment } from '../../src/sandbox/environments.js';
+import { warmPoolSettings, type Sandbox } from '../../src/sandbox/sandbox.js';
 import type { Program, RunRequest, RunResult } from '../../src/sandbox/types.js';
 import { WarmPool, type WarmDiscardReason, type WarmTarget } from '../../src/sandbox/warm/warm-pool.js';
+import { createWarmFixture, type WarmFixture } from '../helpers/warm-fixture.js';
 import { ENVIRONMENTS_DIR } from '../helpers/host-env.js';
 import { descendantsOf, hostProcessesMatching, readHostProcess, stillRunning, waitForSleep, waitUntil, type HostProcess } from '../helpers/host-processes.js';
-import { makeWorkspace } from '../helpers/sandbox.js';
 
+let fixture: WarmFixture;
 let sandbox: Sandbox;
 let pandas: Environment;
 let workDir: string;
-const workspaces: string[] = [];
-const claims: ('hit' | 'miss')[] = [];
-const discarded: WarmDiscardReason[] = [];
+let claims: ('hit' | 'miss')[];
+let discarded: WarmDiscardReason[];
 
 beforeAll(async () => {
-  workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bs-fork-'));
-  fs.chmodSync(workDir, 0o711);
-  const config = loadConfig({
-    BUBBLE_SANDBOX_LOG_LEVEL: 'silent', BUBBLE_SANDBOX_WORKSPACE_DIR: workDir, BUBBLE_SANDBOX_ENVIRONMENTS_DIR: ENVIRONMENTS_DIR,
-    BUBBLE_SANDBOX_WARM_MIN_AVAILABLE_BYTES: '0', BUBBLE_SANDBOX_WARM_FORK_SERVER: 'on',
-  });
-  sandbox = await createSandbox(config);
+  fixture = await createWarmFixture('bs-fork-', { BUBBLE_SANDBOX_WARM_FORK_SERVER: 'on' });
+  ({ sandbox, pandas, workDir, claims, discarded } = fixture);
   expect(sandbox.cgroupMode).not.toBe('none');
-  const env = await findEnvironment(config.environmentsDir, 'pandas-exec');
-  if (!env?.usable) throw new Error('pandas-exec is not built (npm run setup)');
-  pandas = env;
-  sandbox.runner.warm?.observe({ onClaim: (r) => claims.push(r), onDiscarded: (r) => discarded.push(r) });
 });
 afterAll(async () => {
-  await sandbox.close();
-  for (const ws of workspaces) fs.rmSync(path.dirname(ws), { recursive: true, force: true });
-  fs.rmSync(workDir, { recursive: true, force: true });
+  await fixture.close();
 });
 
 /** A target of its own: identity slots 40-60 are this file's. */
-function newTarget(environment: Environment | null, slot: number): WarmTarget {
-  const identity = sandbox.identityFor(slot);
-  const ws = makeWorkspace(identity?.uid);
-  workspaces.push(ws);
-  return { environment, workspaceDir: ws, volumes: [], limits: sandbox.defaultLimits, identity };
-}
-
-function pool(): WarmPool {
-  const warm = sandbox.runner.warm;
-  if (!warm) throw new Error('warm sandboxes are off');
-  return warm;
-}
+const newTarget = (environment: Environment | null, slot: number): WarmTarget => fixture.newTarget(environment, slot);
+const pool = (): WarmPool => fixture.pool();
 
 /** Starts `owner`'s fork server (as a session does) and waits until it is idle; its bwrap's host pid. */
 async function forkServer(owner: string, target: WarmTarget): Promise<number> {
