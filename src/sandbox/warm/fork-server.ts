@@ -56,7 +56,7 @@ interface Prepared {
 }
 
 const MAX_STATUS_BYTES = 64;
-/** How long a fork request may take before the claim gives up and the run goes cold. */
+/** How long a fork request, or the forked execution's set-up, may take before the claim gives up and the run goes cold. */
 const FORK_TIMEOUT_MS = 10_000;
 
 type Pending = {
@@ -174,10 +174,13 @@ export class ForkServer {
       socket.on('error', () => undefined);
       p.sockets.set(message.fd, socket);
     } else if (typeof message.pid === 'number') {
+      if (p.sockets.size !== 5) {
+        this.fail(id, p, new Error('the fork server handed back too few descriptors'));
+        return;
+      }
       this.pending.delete(id);
       clearTimeout(p.timer);
-      if (p.sockets.size !== 5) p.reject(new Error('the fork server handed back too few descriptors'));
-      else p.resolve({ pid: message.pid, sockets: p.sockets });
+      p.resolve({ pid: message.pid, sockets: p.sockets });
     } else {
       this.fail(id, p, new Error(`the fork server could not fork: ${typeof message.error === 'string' ? message.error : 'unknown'}`));
     }
@@ -306,10 +309,12 @@ export class ForkServer {
       const made = execution(hostPid, sockets, cgroup);
       // Handed out only once its setup succeeded: a host where the namespaces or mounts cannot be
       // made fails here (the server is discarded, runs go cold), never in a user's execution.
-      if (!(await made.ready)) {
-        await made.sandbox.dispose();
-        throw new Error('a forked execution could not set itself up (namespaces, mounts)');
-      }
+      let timer: NodeJS.Timeout | undefined;
+      const setUp = await Promise.race([made.ready, new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), FORK_TIMEOUT_MS);
+      })]).finally(() => clearTimeout(timer));
+      // Not set up (in time): the catch below ends it with its cgroup.
+      if (!setUp) throw new Error('a forked execution could not set itself up (namespaces, mounts)');
       return { sandbox: made.sandbox, sockets };
     } catch (err) {
       for (const s of got.sockets.values()) s.destroy(); // its first process exits without running anything
