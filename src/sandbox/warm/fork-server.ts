@@ -18,6 +18,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { CgroupManager, ExecutionCgroup } from '../cgroups.js';
 import type { IpcChannel, SandboxChild, SpawnedSandbox } from '../spawn.js';
 import type { Program } from '../types.js';
+import { isSettled } from './warm-rules.js';
 
 /** What the server says once its preload is done (as a warm sandbox's ready line, plus its pid inside). */
 export interface ForkReady {
@@ -232,7 +233,7 @@ export class ForkServer {
   /** The memory the spare's cgroup holds (its peak; its processes' copies of the server's pages); 0 without a ready spare. */
   async spareMemoryBytes(): Promise<number> {
     const spare = this.spare;
-    if (spare === null || !(await settledNow(spare))) return 0;
+    if (spare === null || !(await isSettled(spare))) return 0;
     const p = await spare.catch(() => null);
     return p === null ? 0 : ((await p.sandbox.stats().catch(() => null))?.memoryPeakBytes ?? 0);
   }
@@ -322,12 +323,6 @@ export class ForkServer {
       throw err;
     }
   }
-}
-
-/** Whether a promise has settled (a spare still being forked is not waited for). */
-async function settledNow(p: Promise<unknown>): Promise<boolean> {
-  const pending = Symbol('pending');
-  return (await Promise.race([p.then(() => true, () => true), Promise.resolve(pending)])) !== pending;
 }
 
 /** The host pid of the server's child that is `innerPid` in the sandbox's PID namespace. */

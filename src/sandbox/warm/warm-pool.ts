@@ -19,7 +19,7 @@ import { baseEnvironment, pythonFor, spawnSandbox, type SpawnDeps, type SpawnedS
 import { ForkServer, type ForkTarget } from './fork-server.js';
 import type { Program, RunRequest } from '../types.js';
 import {
-  STARTUP_VARIABLE, clearWarmLeftovers, readMemAvailable, sameEnv, shadowsImported, targetKey, type WarmTarget,
+  STARTUP_VARIABLE, clearWarmLeftovers, isSettled, readMemAvailable, sameEnv, shadowsImported, targetKey, type WarmTarget,
 } from './warm-rules.js';
 
 export { readMemAvailable, targetKey, type WarmTarget } from './warm-rules.js';
@@ -709,12 +709,6 @@ async function readyWithin(entry: WarmEntry, req: RunRequest): Promise<ReadyInfo
     clearTimeout(timer);
     if (onAbort) req.signal?.removeEventListener('abort', onAbort);
   });
-}
-
-/** Whether a promise has settled (looked at on the next turn). */
-async function isSettled(p: Promise<unknown>): Promise<boolean> {
-  const pending = Symbol('pending');
-  return (await Promise.race([p.then(() => true, () => true), Promise.resolve(pending)])) !== pending;
 }
 
 /**
