@@ -1,6 +1,6 @@
 // What the issue-17 phases read from the running service besides their timings: its warm-sandbox
 // metrics (agreed names: bubble_sandbox_warm_sandboxes{state}, _warm_claims_total{result},
-// _warm_memory_bytes) from GET /metrics, and the memory of its process tree from /proc.
+// _warm_memory_bytes, and _warm_forks_starting with fork servers) from GET /metrics, and the memory of its process tree from /proc.
 // Every reader copes with a service that has no warm sandboxes (before issue 17): the metric
 // is then reported as absent, and the waits return at once.
 import fs from 'node:fs';
@@ -11,6 +11,7 @@ export const WARM_METRICS = {
   sandboxes: 'bubble_sandbox_warm_sandboxes',
   claims: 'bubble_sandbox_warm_claims_total',
   memory: 'bubble_sandbox_warm_memory_bytes',
+  forking: 'bubble_sandbox_warm_forks_starting',
 } as const;
 
 /** One scrape of /metrics: the declared metric names, and every sample by `name{labels}`. */
@@ -81,8 +82,10 @@ export function newSettleStats(): SettleStats {
 }
 
 /**
- * Waits until no warm sandbox is being started, so that the next measured request (service or
- * floor) does not share the machine with a background refill. Two readings of 0 a few ms apart:
+ * Waits until no warm sandbox is being started and no fork server is forking its spare, so that
+ * the next measured request (service or floor) does not share the machine with a background
+ * refill (a used-once warm sandbox's, or a fork server's after each of its executions: a fork,
+ * namespaces, mounts, a cgroup placement that waits for RCU). Two readings of 0 a few ms apart:
  * an execution's answer may reach the client just before its refill is counted as starting.
  * Without the metric: one scrape, then on at once. Returns the last scrape.
  */
@@ -91,8 +94,9 @@ export async function settleWarmPool(client: BenchClient, stats: SettleStats, ca
   let zeros = 0;
   let last = await scrape(client);
   for (;;) {
-    const starting = sample(last, WARM_METRICS.sandboxes, { state: 'starting' });
-    if (starting === undefined) return last;
+    const sandboxes = sample(last, WARM_METRICS.sandboxes, { state: 'starting' });
+    if (sandboxes === undefined) return last;
+    const starting = sandboxes + (sample(last, WARM_METRICS.forking) ?? 0);
     stats.metric_present = true;
     zeros = starting === 0 ? zeros + 1 : 0;
     if (zeros >= 2) break;

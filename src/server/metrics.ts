@@ -26,6 +26,7 @@ export interface Metrics {
   warmClaims: Counter<'result'>;
   warmDiscarded: Counter<'reason'>;
   warmMemory: Gauge;
+  warmForking: Gauge;
 }
 
 /** Default metrics prom-client exposes as gauges under a counter's *_total name. */
@@ -85,6 +86,7 @@ export function createMetrics(): Metrics {
       registers: [registry],
     }),
     warmMemory: new Gauge({ name: 'bubble_sandbox_warm_memory_bytes', help: 'Memory the idle warm sandboxes hold, from their cgroups', registers: [registry] }),
+    warmForking: new Gauge({ name: 'bubble_sandbox_warm_forks_starting', help: 'Fork servers forking their next execution ahead now (the spare: its namespaces, mounts and cgroup being made)', registers: [registry] }),
     egressRequests: new Counter({
       name: 'bubble_sandbox_egress_requests_total',
       help: 'Connections the egress proxy of allowlist sessions let through (allowed) or refused (denied)',
@@ -113,10 +115,11 @@ export function metricsObserver(metrics: Metrics): SessionObserver {
     onEgressDecision(decision: 'allowed' | 'denied'): void {
       metrics.egressRequests.inc({ decision });
     },
-    onWarmCounts(c: { idle: number; starting: number; memoryBytes: number }): void {
+    onWarmCounts(c: Parameters<NonNullable<SessionObserver['onWarmCounts']>>[0]): void {
       metrics.warmSandboxes.set({ state: 'idle' }, c.idle);
       metrics.warmSandboxes.set({ state: 'starting' }, c.starting);
       metrics.warmMemory.set(c.memoryBytes);
+      metrics.warmForking.set(c.forking);
     },
     onWarmClaim(result: 'hit' | 'miss'): void {
       metrics.warmClaims.inc({ result });

@@ -88,7 +88,7 @@ export interface SessionObserver extends ExecutionObserver {
   onWorkspacePoolChanged(ready: number): void;
   /** The egress proxy of an allowlist session (or one-shot run) let a connection through or refused it. */
   onEgressDecision?(decision: EgressDecision['decision']): void;
-  /** Warm sandboxes (sandbox/warm/warm-pool.ts): how many are idle or starting, and the memory the idle ones hold. */
+  /** Warm sandboxes (sandbox/warm/warm-pool.ts): how many are idle or starting, the memory the idle ones hold, the spares being forked. */
   onWarmCounts?: WarmObserver['onCounts'];
   onWarmClaim?: WarmObserver['onClaim'];
   onWarmDiscarded?: WarmObserver['onDiscarded'];

@@ -121,6 +121,10 @@ export class ForkServer {
   private nextId = 0;
   /** The execution forked ahead, or being forked. */
   private spare: Promise<Prepared> | null = null;
+  /** The spare has been forked and set up (or there is none being forked). */
+  private spareReady = true;
+  /** Told whenever a spare starts or stops being forked (the pool counts them for /metrics). */
+  onSpareChange: (() => void) | null = null;
   private closed = false;
   /** The server's sandbox has exited (as the service has seen it): nothing more is forked. */
   private gone = false;
@@ -201,7 +205,7 @@ export class ForkServer {
    */
   async take(target: ForkTarget, req: ForkRequest): Promise<ForkedExecution> {
     const spare = this.spare;
-    this.spare = null;
+    this.setSpare(null);
     let prepared = await (spare ?? this.prepare(target));
     // The spare may have ended since it was forked: killed, unable to make its namespaces, or gone
     // with the server before the service has seen the exit (the event loop busy). Taken, it would
@@ -213,9 +217,7 @@ export class ForkServer {
       await prepared.sandbox.dispose();
       prepared = await this.prepare(target);
     }
-    setImmediate(() => {
-      if (!this.closed && this.spare === null) this.spare = this.guard(this.prepare(target));
-    });
+    setImmediate(() => this.prestart(target));
     const { program } = req;
     const body = Buffer.from(JSON.stringify({
       kind: program.kind,
@@ -240,22 +242,39 @@ export class ForkServer {
 
   /** Forks an execution ahead (the spare), so the next take() finds it ready. */
   prestart(target: ForkTarget): void {
-    if (!this.closed && this.spare === null) this.spare = this.guard(this.prepare(target));
+    if (!this.closed && this.spare === null) this.setSpare(this.prepare(target));
   }
 
-  /** A spare that failed is forgotten (the next take() forks anew), never an unhandled rejection. */
-  private guard(p: Promise<Prepared>): Promise<Prepared> {
-    p.catch(() => {
-      if (this.spare === p) this.spare = null;
-    });
-    return p;
+  /** Whether a spare is being forked and set up now (background work the pool counts as starting). */
+  get forkingSpare(): boolean {
+    return this.spare !== null && !this.spareReady;
+  }
+
+  /**
+   * The spare from now on. One that fails is forgotten (the next take() forks anew), never an
+   * unhandled rejection; every change of whether one is being forked is told to onSpareChange.
+   */
+  private setSpare(p: Promise<Prepared> | null): void {
+    this.spare = p;
+    this.spareReady = p === null;
+    if (p !== null) {
+      p.then(() => {
+        if (this.spare !== p) return;
+        this.spareReady = true;
+        this.onSpareChange?.();
+      }, () => {
+        if (this.spare !== p) return;
+        this.setSpare(null);
+      });
+    }
+    this.onSpareChange?.();
   }
 
   /** Ends the spare (its first process exits when its control socket closes) and its cgroup; no more are forked. */
   async close(): Promise<void> {
     this.closed = true;
     const spare = this.spare;
-    this.spare = null;
+    this.setSpare(null);
     const p: Prepared | null = spare === null ? null : await spare.catch(() => null);
     if (p !== null) {
       for (const sock of Object.values(p.sockets) as Socket[]) sock.destroy();

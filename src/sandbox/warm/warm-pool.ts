@@ -57,8 +57,11 @@ const MAX_READY_BYTES = 256 * 1024;
 
 export type WarmDiscardReason = 'idle' | 'budget' | 'max' | 'memory_pressure' | 'replaced' | 'dropped' | 'shutdown' | 'env' | 'shadowed' | 'died';
 
+/** What /metrics shows of the pool; `forking`: fork servers whose next execution (the spare) is being forked ahead. */
+export interface WarmCounts { idle: number; starting: number; memoryBytes: number; forking: number }
+
 export interface WarmObserver {
-  onCounts?(counts: { idle: number; starting: number; memoryBytes: number }): void;
+  onCounts?(counts: WarmCounts): void;
   onClaim?(result: 'hit' | 'miss'): void;
   onDiscarded?(reason: WarmDiscardReason): void;
 }
@@ -180,18 +183,20 @@ export class WarmPool {
     this.report();
   }
 
-  /** Idle and starting warm sandboxes, and the memory the idle ones hold. */
-  counts(): { idle: number; starting: number; memoryBytes: number } {
+  /** Idle and starting warm sandboxes, the memory the idle ones hold, and the spares being forked. */
+  counts(): WarmCounts {
     let idle = 0;
     let starting = 0;
     let memoryBytes = 0;
+    let forking = 0;
     for (const e of this.entries.values()) {
       if (e.state === 'idle') {
         idle++;
         memoryBytes += e.memoryBytes;
       } else starting++;
+      if (e.fork?.forkingSpare === true) forking++;
     }
-    return { idle, starting, memoryBytes };
+    return { idle, starting, memoryBytes, forking };
   }
 
   /** The owners that have a warm sandbox now (for tests and operators). */
@@ -466,6 +471,7 @@ export class WarmPool {
     entry.ready = sandbox.then((s) => {
       entry.pid = s.child.pid;
       const server = new ForkServer(s, cgroups);
+      server.onSpareChange = () => this.report();
       entry.fork = server;
       return server.ready.then((r) => {
         if (r === null) {
