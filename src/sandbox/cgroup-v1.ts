@@ -9,7 +9,7 @@ import { createCgroupPool, type RecyclableCgroup } from './cgroup-pool.js';
 import type { ActiveCgroupManager, CgroupGroup, CgroupLimits, CgroupLogger, CgroupStats, ExecutionCgroup, GlobalLimits } from './cgroups.js';
 import {
   belongsToAnotherOwner, CgroupError, CPU_PERIOD_US, cpuQuotaUs, errCode, errMessage, exists, groupHandle, killUntilEmpty, listChildDirs, registerManager,
-  parseIntOrNull, parseKeyed, procsFilesUnder, readText, readTextSync, removeCgroupDir, validateCgroupName, validateLimits, writeOptional,
+  OpenStatFiles, parseIntOrNull, parseKeyed, procsFilesUnder, readText, readTextSync, removeCgroupDir, validateCgroupName, validateLimits, writeOptional,
   writeOptionalSync, writeText, writeTextSync,
 } from './cgroups.js';
 
@@ -337,15 +337,22 @@ function v1Execution(
       logger.warn({ cgroup: name, err: errMessage(err) }, 'cgroup killAll failed');
     }
   };
+  // Read after every call of a session's interpreter: kept open until the cgroup is removed.
+  const statFiles = new OpenStatFiles({
+    peak: path.join(memDir, 'memory.max_usage_in_bytes'),
+    oom: path.join(memDir, 'memory.oom_control'),
+    cpu: cpuacctDir === null ? null : path.join(cpuacctDir, 'cpuacct.usage'),
+  });
   const readOomKills = () => parseKeyed(readTextSync(path.join(memDir, 'memory.oom_control'))).get('oom_kill') ?? 0;
   const readCpuNs = () => (cpuacctDir ? parseIntOrNull(readTextSync(path.join(cpuacctDir, 'cpuacct.usage'))) : null);
   return {
     procsFiles,
     async stats(): Promise<CgroupStats> {
       try {
-        const peak = readTextSync(path.join(memDir, 'memory.max_usage_in_bytes'));
-        const oomKills = parseKeyed(readTextSync(path.join(memDir, 'memory.oom_control'))).get('oom_kill') ?? 0;
-        const ns = cpuacctDir ? parseIntOrNull(readTextSync(path.join(cpuacctDir, 'cpuacct.usage'))) : null;
+        const files = statFiles.read();
+        const peak = files.peak;
+        const oomKills = parseKeyed(files.oom).get('oom_kill') ?? 0;
+        const ns = files.cpu === null ? null : parseIntOrNull(files.cpu);
         // memory.failcnt counts hits of the limit (reclaim), not kills: only oom_kill means a kill.
         return {
           memoryPeakBytes: parseIntOrNull(peak),
@@ -353,6 +360,7 @@ function v1Execution(
           oomKilled: oomKills > oomKillBase,
         };
       } catch (err) {
+        statFiles.close();
         logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot read cgroup stats');
         return { memoryPeakBytes: null, cpuMs: null, oomKilled: false };
       }
@@ -383,6 +391,7 @@ function v1Execution(
       }
     },
     remove(): Promise<void> {
+      statFiles.close();
       removed ??= killAll().then(() => ops.removeChild(name)).catch((err) => {
         logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot remove cgroup');
       });

@@ -224,6 +224,76 @@ export function readTextSync(file: string): string | null {
   }
 }
 
+/**
+ * The text of a cgroup file kept open, read from its start with pread: cgroupfs generates the
+ * contents afresh for every read at offset 0, so an open descriptor gives current values without
+ * an open and a close per read (three files a run_code call: about 0.1 ms here, see
+ * OpenStatFiles).
+ */
+export function readOpenTextSync(fd: number): string {
+  const chunks: Buffer[] = [];
+  for (let pos = 0; ; ) {
+    const n = readSync(fd, readBuffer, 0, readBuffer.length, pos);
+    if (n === 0) return Buffer.concat(chunks).toString('utf8');
+    chunks.push(Buffer.from(readBuffer.subarray(0, n)));
+    pos += n;
+  }
+}
+
+/**
+ * Statistics files of one cgroup, opened at the first read and kept open until close(): a kernel's
+ * cgroup is read after each of its calls for as long as the session lives. Opened again after
+ * close() (a recycled cgroup that is read again).
+ */
+export class OpenStatFiles<K extends string> {
+  private fds: Map<K, number | null> | null = null;
+
+  constructor(private readonly files: Record<K, string | null>) {}
+
+  /** Each file's text; null for a file that is not there (or not asked for). Throws what open or read throw. */
+  read(): Record<K, string | null> {
+    const fds = this.fds ?? this.open();
+    const out = {} as Record<K, string | null>;
+    for (const [k, fd] of fds) out[k] = fd === null ? null : readOpenTextSync(fd);
+    return out;
+  }
+
+  close(): void {
+    const fds = this.fds;
+    this.fds = null;
+    for (const fd of fds?.values() ?? []) {
+      if (fd === null) continue;
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed: nothing to give back
+      }
+    }
+  }
+
+  private open(): Map<K, number | null> {
+    const fds = new Map<K, number | null>();
+    try {
+      for (const [k, file] of Object.entries(this.files) as [K, string | null][]) {
+        let fd: number | null = null;
+        if (file !== null) {
+          try {
+            fd = openSync(file, 'r');
+          } catch (err) {
+            if (errCode(err) !== 'ENOENT') throw err;
+          }
+        }
+        fds.set(k, fd);
+      }
+    } catch (err) {
+      for (const fd of fds.values()) if (fd !== null) closeSync(fd);
+      throw err;
+    }
+    this.fds = fds;
+    return fds;
+  }
+}
+
 /** Write a cgroup interface file; CgroupError (with the errno code: EBUSY, EINVAL, ESRCH...) when the kernel refuses. */
 export function writeTextSync(file: string, value: string): void {
   try {

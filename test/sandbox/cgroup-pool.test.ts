@@ -182,6 +182,40 @@ describe.skipIf(REAL.mode === 'none' && !process.env.CI)(`reused execution cgrou
     expect(x?.procsFiles.every((f) => !fs.existsSync(path.dirname(f)))).toBe(true);
   });
 
+  test.skipIf(REAL.mode !== 'v1')('statistics files stay open between reads, give each read current values, and are closed when the cgroup is removed', async () => {
+    const plain = await createCgroupManager({ parentName: `${PARENT}-c` });
+    const cg = await plain.create(nextName(), LIMITS);
+    if (!cg) throw new Error('no cgroup');
+    const dirs = cg.procsFiles.map((f) => path.dirname(f));
+    const openStatFiles = () => fs.readdirSync('/proc/self/fd').flatMap((fd) => {
+      try {
+        const target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+        return dirs.some((d) => target.startsWith(`${d}/`)) ? [path.basename(target)] : [];
+      } catch {
+        return []; // closed meanwhile (the readdir's own descriptor)
+      }
+    }).sort();
+    try {
+      const s0 = await cg.stats();
+      const kept = openStatFiles();
+      expect(kept).toEqual(expect.arrayContaining(['memory.max_usage_in_bytes', 'memory.oom_control']));
+      expect((await runIn(cg, ALLOCATE(60) + SPIN)).code).toBe(0);
+      const s1 = await cg.stats();
+      expect(openStatFiles()).toEqual(kept); // read again through the same descriptors, none opened
+      expect(s1.memoryPeakBytes).toBeGreaterThan(60 * MiB);
+      expect(s1.memoryPeakBytes).toBeGreaterThan(s0.memoryPeakBytes ?? 0);
+      if (s0.cpuMs !== null) expect(s1.cpuMs).toBeGreaterThanOrEqual(s0.cpuMs + 350);
+      expect((await runIn(cg, SPIN)).code).toBe(0);
+      const s2 = await cg.stats();
+      if (s1.cpuMs !== null) expect(s2.cpuMs).toBeGreaterThanOrEqual(s1.cpuMs + 350);
+      expect(s2.oomKilled).toBe(false);
+    } finally {
+      await cg.destroy();
+      await plain.close();
+    }
+    expect(openStatFiles()).toEqual([]);
+  });
+
   test('poolSize 0 removes the cgroup at destroy, as before pooling', async () => {
     const plain = await createCgroupManager({ parentName: `${PARENT}-c` });
     const cg = await plain.create(nextName(), LIMITS);
