@@ -367,6 +367,29 @@ describe('cgroups: every process of an execution is in a cgroup of its own', () 
     expect(r.resources.memory_peak_bytes).toBeGreaterThan(48 * 1024 * 1024);
     await pool().dropOwner('f');
   }, 60_000);
+
+  test('the spare being forked after a claim is counted (forking: 1, as /metrics shows it) until it is ready, then 0', async () => {
+    const t = newTarget(null, 56);
+    await forkServer('spare-count', t);
+    await waitUntil(() => pool().counts(), (c) => c.forking === 0, 20_000);
+    const seen: number[] = [];
+    pool().observe({ onClaim: (r) => claims.push(r), onDiscarded: (r) => discarded.push(r), onCounts: (c) => seen.push(c.forking) });
+    try {
+      const r = await run(t, py('print("x")'));
+      expect(r).toMatchObject({ claim: 'hit', status: 'ok', stdout: 'x\n' });
+      // Ready again: the refill's spare is the one a next run takes.
+      await waitUntil(() => pool().counts(), (c) => c.forking === 0, 20_000);
+      expect(seen).toContain(1);
+      expect(seen.at(-1)).toBe(0);
+      expect(seen.indexOf(1)).toBeLessThan(seen.lastIndexOf(0));
+      const next = await run(t, py('print("y")'));
+      expect(next).toMatchObject({ claim: 'hit', status: 'ok', stdout: 'y\n' });
+    } finally {
+      pool().observe({ onClaim: (r) => claims.push(r), onDiscarded: (r) => discarded.push(r) });
+      await pool().dropOwner('spare-count');
+    }
+    expect(pool().counts().forking).toBe(0);
+  }, 60_000);
 });
 
 describe('executions at once', () => {
