@@ -276,6 +276,22 @@ export async function spawnSandbox(deps: SpawnDeps, spec: SandboxSpec): Promise<
   }
 }
 
+type ExitStatus = { code: number | null; signal: NodeJS.Signals | null };
+
+/**
+ * As ChildProcess's 'close', for a sandbox whose streams are sockets handed over (the spawn
+ * helper's, a fork server's): the exit, then every readable end closed. Output nobody reads is
+ * drained once the process is gone, so an unread stream cannot hold the answer back; stdin goes.
+ */
+export function closedAfterExit(exitedOnly: Promise<ExitStatus>, readable: Readable[], stdin: Writable): Promise<ExitStatus> {
+  return exitedOnly.then(async (status) => {
+    for (const s of readable) if (s.readableFlowing !== true && s.listenerCount('readable') === 0) s.resume();
+    await Promise.all(readable.map((s) => (s.closed ? Promise.resolve() : new Promise<void>((resolve) => s.once('close', () => resolve())))));
+    stdin.destroy();
+    return status;
+  });
+}
+
 type Invocation = ReturnType<typeof buildBwrapInvocation>;
 
 /** Where a bind source of the invocation lives on the host. */
@@ -317,14 +333,7 @@ async function spawnThroughHelper(spawner: Spawner, deps: SpawnDeps, spec: Sandb
     if (proc.exitCode !== null || proc.signalCode !== null) resolve({ code: proc.exitCode, signal: proc.signalCode });
     else proc.once('exit', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal }));
   });
-  // As ChildProcess's 'close': the exit, then every readable end closed; output nobody reads is
-  // drained once the process is gone, so an unread pipe cannot hold the answer back.
-  const exited = exitedOnly.then(async (status) => {
-    for (const s of readable) if (s.readableFlowing !== true && s.listenerCount('readable') === 0) s.resume();
-    await Promise.all(readable.map((s) => (s.closed ? Promise.resolve() : new Promise<void>((resolve) => s.once('close', () => resolve())))));
-    stdin.destroy();
-    return status;
-  });
+  const exited = closedAfterExit(exitedOnly, readable, stdin);
   return {
     child: proc,
     stdin,

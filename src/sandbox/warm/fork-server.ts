@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { CgroupManager, ExecutionCgroup } from '../cgroups.js';
-import type { IpcChannel, SandboxChild, SpawnedSandbox } from '../spawn.js';
+import { closedAfterExit, type IpcChannel, type SandboxChild, type SpawnedSandbox } from '../spawn.js';
 import type { Program } from '../types.js';
 import { isSettled } from './warm-rules.js';
 
@@ -381,14 +381,7 @@ function execution(hostPid: number, s: Sockets, cgroup: ExecutionCgroup): { sand
     });
     s.control.once('close', () => settle({ code: null, signal: 'SIGKILL' }));
   });
-  const readable = [s.stdout, s.stderr, s.report];
-  // As ChildProcess's 'close': the exit, then every readable end closed (unread output drained).
-  const exited = exitedOnly.then(async (status) => {
-    for (const r of readable) if (r.readableFlowing !== true && r.listenerCount('readable') === 0) r.resume();
-    await Promise.all(readable.map((r) => (r.closed ? Promise.resolve() : new Promise<void>((resolve) => r.once('close', () => resolve())))));
-    s.stdin.destroy();
-    return status;
-  });
+  const exited = closedAfterExit(exitedOnly, [s.stdout, s.stderr, s.report], s.stdin);
   // Every process of the execution is in its cgroup (the first one was placed there before it ran
   // anything); the namespace's init and the program also die with the first one (PDEATHSIG).
   const kill = () => void cgroup.killAll();
