@@ -361,7 +361,9 @@ function v1Execution(
         };
       } catch (err) {
         statFiles.close();
-        logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot read cgroup stats');
+        // Removed under a live handle (the manager's close, its group's removal): nothing to read,
+        // as a cgroup that is gone answered before its files were kept open.
+        if (errCode(err) !== 'ENODEV' && errCode(err) !== 'ENOENT') logger.warn({ cgroup: name, err: errMessage(err) }, 'cannot read cgroup stats');
         return { memoryPeakBytes: null, cpuMs: null, oomKilled: false };
       }
     },
