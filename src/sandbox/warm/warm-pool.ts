@@ -657,8 +657,10 @@ export class WarmPool {
       await s.dispose();
     }).catch(() => undefined).finally(() => removeDir(e.dir));
     // A fork server's running executions are in its PID namespace: it ends after the last of them
-    // (at shutdown or when it died, at once).
-    const work = e.active > 0 && reason !== 'shutdown' && reason !== 'died'
+    // (at shutdown or when it died, at once). It forks no spare meanwhile: its spare ends now.
+    const deferred = e.active > 0 && reason !== 'shutdown' && reason !== 'died';
+    if (deferred) void e.fork?.close();
+    const work = deferred
       ? new Promise<void>((resolve) => {
         e.retired = resolve;
       }).then(end)
