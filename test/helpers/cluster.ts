@@ -2,9 +2,10 @@
 // each with its own workspace dir, port and host uid range (no two sandboxes may share a uid),
 // a plain round-robin TCP proxy in front, and HTTP calls on a fresh connection each (so the
 // proxy's rotation, not a kept-alive connection, picks the replica).
+import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { freePort, makeTempDir, startServer, type ServerProcess } from './server-process.js';
+import { freePort, startServer, type ServerProcess } from './server-process.js';
 
 export const CLUSTER_SECRET = 'cluster-test-secret-0123456789';
 
@@ -15,6 +16,12 @@ export interface Replica {
   env: Record<string, string>;
   server: ServerProcess;
   baseUrl: string;
+}
+
+/** A uid lock directory as the replicas had it (0755), from the caller's temp dirs. */
+function lockDir(dir: string): string {
+  fs.chmodSync(dir, 0o755);
+  return dir;
 }
 
 /** Starts n replicas n0..n<n-1> that know each other; uid ranges of 200 from uidBase, 1000 apart. */
@@ -32,7 +39,8 @@ export async function startReplicas(n: number, opts: { uidBase: number; env?: Re
       BUBBLE_SANDBOX_MAX_SESSIONS: '20',
       BUBBLE_SANDBOX_MAX_QUEUED_EXECUTIONS: '16',
       BUBBLE_SANDBOX_WORKSPACE_POOL_SIZE: '1',
-      BUBBLE_SANDBOX_UID_LOCK_DIR: makeTempDir(`bs-cluster-uid-n${i}-`, 0o755),
+      // The caller's, so it goes with the workspace dirs when the file is done.
+      BUBBLE_SANDBOX_UID_LOCK_DIR: lockDir(opts.tempDirs(`bs-cluster-uid-n${i}-`)),
       ...opts.env,
     };
     const server = await startServer({ workspaceDir, port, env, readyTimeoutMs: 30_000 });
